@@ -1,0 +1,88 @@
+"""The one hierarchy of errors the registration domain raises.
+
+The HTTP edge maps each class to a status code and an error code in one
+place (``api/errors.py``); nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class RegistrationDomainError(Exception):
+    """Raised when a command cannot be carried out; base of every domain error."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidCommandError(RegistrationDomainError):
+    """Raised when a command's arguments break a rule of the model."""
+
+
+class UserNotFoundError(RegistrationDomainError):
+    """Raised when a command names a user that was never created."""
+
+
+class DuplicateUserError(RegistrationDomainError):
+    """Raised when a user is created with a userId that already exists."""
+
+
+class GatheringNotFoundError(RegistrationDomainError):
+    """Raised when a command names a gathering that does not exist (or was deleted)."""
+
+
+class DuplicateGatheringError(RegistrationDomainError):
+    """Raised when a gathering is created with an id that exists or once existed."""
+
+
+class GatheringNotOpenError(RegistrationDomainError):
+    """Raised when someone registers for a gathering whose status is not open."""
+
+
+class GatheringFullError(RegistrationDomainError):
+    """Raised when a gathering is full and its waitlist is disabled."""
+
+
+class CapacityBelowRegisteredError(RegistrationDomainError):
+    """Raised when capacity would drop below the number of confirmed registrations."""
+
+
+class GatheringHasRegistrationsError(RegistrationDomainError):
+    """Raised when a gathering with confirmed or waitlisted people is deleted."""
+
+
+class AlreadyRegisteredError(RegistrationDomainError):
+    """Raised when a user with a confirmed seat registers again."""
+
+
+class AlreadyOnWaitlistError(RegistrationDomainError):
+    """Raised when a user who is on the waitlist registers again."""
+
+
+class RegistrationNotFoundError(RegistrationDomainError):
+    """Raised when a user leaves a gathering they are not registered for."""
+
+
+class WriteConflictError(RegistrationDomainError):
+    """Raised when a save collides with a concurrent save of the same aggregate.
+
+    Internal: commands retry on it; clients see ConcurrentModificationError
+    only once the retries are used up.
+    """
+
+
+class ConcurrentModificationError(RegistrationDomainError):
+    """Raised when a command kept colliding with concurrent commands and gave up."""
+
+
+class StoreUnavailableError(RegistrationDomainError):
+    """Raised when the event store or read tables cannot be reached."""
+
+
+class InvariantViolationError(RegistrationDomainError):
+    """Raised when a gathering breaks a capacity or waitlist invariant (dev and test)."""
+
+
+class InvalidPageTokenError(RegistrationDomainError):
+    """Raised when a listing's nextToken was not issued by this service."""

@@ -1,0 +1,336 @@
+"""Aggregates of the registration domain.
+
+A *gathering* is what the HTTP API calls an "event" (a meetup, a conference);
+in Python, "event" means a domain event, so the domain says gathering.
+
+Consistency boundaries, chosen so that the state loaded to decide a command
+stays small however popular a gathering gets:
+
+- ``User``: one per userId.
+- ``Gathering``: the details and the *counters* (confirmed seats, waitlist
+  length, next waitlist ticket, waitlist head). It is the boundary that makes
+  capacity safe: every seat taken or released is an event in its stream, so
+  two concurrent registrations conflict on its version. It holds no set of
+  people, so its snapshot is a few hundred bytes at any size; snapshots keep
+  the events replayed per decision below the snapshot interval.
+- ``Registration``: one per (gathering, user) pair, with a deterministic id.
+  It answers "is this user already confirmed or waiting?" without loading
+  anyone else's registration.
+- ``WaitlistPage``: the FIFO waitlist, in pages of ``WAITLIST_PAGE_SIZE``
+  tickets. Ticket ``t`` lives on page ``t // WAITLIST_PAGE_SIZE``. Finding the
+  head reads pages from the gathering's head ticket on; a page is at most
+  ``WAITLIST_PAGE_SIZE`` entries, so the waitlist never has to fit one item.
+
+Stored topics are a contract: never rename a class or an event here without
+``register_topic``, and never change a payload without an upcaster.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+NAMESPACE = UUID("6f1d2a52-5c4e-4c1e-9a0b-4b7f1f0c2d11")
+WAITLIST_PAGE_SIZE = 100
+
+
+class GatheringStatus(StrEnum):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+OPEN_STATUSES = frozenset({GatheringStatus.ACTIVE, GatheringStatus.PUBLISHED})
+
+
+class RegistrationStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    WAITLIST = "waitlist"
+    LEFT = "left"
+
+
+def user_aggregate_id(user_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"user/{user_id}")
+
+
+def gathering_aggregate_id(gathering_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"gathering/{gathering_id}")
+
+
+def registration_aggregate_id(gathering_id: str, user_id: str) -> UUID:
+    # Neither id may contain "/" (validated at the edge), so this is unambiguous.
+    return uuid5(NAMESPACE, f"registration/{gathering_id}/{user_id}")
+
+
+def waitlist_page_aggregate_id(gathering_id: str, page: int) -> UUID:
+    return uuid5(NAMESPACE, f"waitlist/{gathering_id}/{page}")
+
+
+class User(Aggregate):
+    """Somebody who can register for gatherings."""
+
+    class Created(Aggregate.Created):
+        user_id: str
+        name: str
+
+    @staticmethod
+    def create_id(user_id: str) -> UUID:
+        return user_aggregate_id(user_id)
+
+    @event(Created)
+    def __init__(self, user_id: str, name: str) -> None:
+        self.user_id = user_id
+        self.name = name
+
+
+class Gathering(Aggregate):
+    """A meetup or conference with a capacity and an optional FIFO waitlist."""
+
+    class Created(Aggregate.Created):
+        gathering_id: str
+        title: str
+        description: str
+        date: str
+        location: str | None
+        organizer: str | None
+        status: str
+        capacity: int
+        waitlist_enabled: bool
+
+    class Revised(Aggregate.Event):
+        title: str | None
+        description: str | None
+        date: str | None
+        location: str | None
+        organizer: str | None
+        status: str | None
+        waitlist_enabled: bool | None
+
+    class CapacityChanged(Aggregate.Event):
+        capacity: int
+
+    class SeatTaken(Aggregate.Event):
+        user_id: str
+
+    class SeatReleased(Aggregate.Event):
+        user_id: str
+
+    class WaitlistJoined(Aggregate.Event):
+        user_id: str
+        ticket: int
+
+    class WaitlistLeft(Aggregate.Event):
+        user_id: str
+        ticket: int
+
+    class Promoted(Aggregate.Event):
+        user_id: str
+        ticket: int
+
+    class Deleted(Aggregate.Event):
+        pass
+
+    @staticmethod
+    def create_id(gathering_id: str) -> UUID:
+        return gathering_aggregate_id(gathering_id)
+
+    @event(Created)
+    def __init__(
+        self,
+        gathering_id: str,
+        title: str,
+        description: str,
+        date: str,
+        location: str | None,
+        organizer: str | None,
+        status: str,
+        capacity: int,
+        waitlist_enabled: bool,
+    ) -> None:
+        self.gathering_id = gathering_id
+        self.title = title
+        self.description = description
+        self.date = date
+        self.location = location
+        self.organizer = organizer
+        self.status = GatheringStatus(status)
+        self.capacity = capacity
+        self.waitlist_enabled = waitlist_enabled
+        self.confirmed_count = 0
+        self.waitlist_count = 0
+        self.next_ticket = 0
+        self.head_ticket = 0
+        self.deleted = False
+
+    @property
+    def available_spots(self) -> int:
+        return self.capacity - self.confirmed_count
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @event(Revised)
+    def revise(
+        self,
+        title: str | None,
+        description: str | None,
+        date: str | None,
+        location: str | None,
+        organizer: str | None,
+        status: str | None,
+        waitlist_enabled: bool | None,
+    ) -> None:
+        """Changes the given details; None leaves a detail as it was."""
+        if title is not None:
+            self.title = title
+        if description is not None:
+            self.description = description
+        if date is not None:
+            self.date = date
+        if location is not None:
+            self.location = location
+        if organizer is not None:
+            self.organizer = organizer
+        if status is not None:
+            self.status = GatheringStatus(status)
+        if waitlist_enabled is not None:
+            self.waitlist_enabled = waitlist_enabled
+
+    @event(CapacityChanged)
+    def change_capacity(self, capacity: int) -> None:
+        self.capacity = capacity
+
+    @event(SeatTaken)
+    def take_seat(self, user_id: str) -> None:
+        self.confirmed_count += 1
+
+    @event(SeatReleased)
+    def release_seat(self, user_id: str) -> None:
+        self.confirmed_count -= 1
+
+    @event(WaitlistJoined)
+    def join_waitlist(self, user_id: str, ticket: int) -> None:
+        self.waitlist_count += 1
+        self.next_ticket = ticket + 1
+
+    @event(WaitlistLeft)
+    def leave_waitlist(self, user_id: str, ticket: int) -> None:
+        self.waitlist_count -= 1
+
+    @event(Promoted)
+    def promote(self, user_id: str, ticket: int) -> None:
+        """Moves the head of the waitlist (holding ``ticket``) into a seat."""
+        self.waitlist_count -= 1
+        self.confirmed_count += 1
+        self.head_ticket = ticket + 1
+
+    @event(Deleted)
+    def delete(self) -> None:
+        self.deleted = True
+
+
+class Registration(Aggregate):
+    """One user's place (or past place) at one gathering."""
+
+    class Created(Aggregate.Created):
+        gathering_id: str
+        user_id: str
+
+    class Confirmed(Aggregate.Event):
+        pass
+
+    class Waitlisted(Aggregate.Event):
+        ticket: int
+
+    class Promoted(Aggregate.Event):
+        pass
+
+    class Withdrawn(Aggregate.Event):
+        pass
+
+    @staticmethod
+    def create_id(gathering_id: str, user_id: str) -> UUID:
+        return registration_aggregate_id(gathering_id, user_id)
+
+    @event(Created)
+    def __init__(self, gathering_id: str, user_id: str) -> None:
+        self.gathering_id = gathering_id
+        self.user_id = user_id
+        self.status = RegistrationStatus.LEFT
+        self.ticket: int | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status != RegistrationStatus.LEFT
+
+    @event(Confirmed)
+    def confirm(self) -> None:
+        self.status = RegistrationStatus.CONFIRMED
+        self.ticket = None
+
+    @event(Waitlisted)
+    def waitlist(self, ticket: int) -> None:
+        self.status = RegistrationStatus.WAITLIST
+        self.ticket = ticket
+
+    @event(Promoted)
+    def promote(self) -> None:
+        self.status = RegistrationStatus.CONFIRMED
+        self.ticket = None
+
+    @event(Withdrawn)
+    def withdraw(self) -> None:
+        self.status = RegistrationStatus.LEFT
+        self.ticket = None
+
+
+class WaitlistPage(Aggregate):
+    """Up to ``WAITLIST_PAGE_SIZE`` consecutive waitlist tickets of one gathering."""
+
+    class Created(Aggregate.Created):
+        gathering_id: str
+        page: int
+
+    class Appended(Aggregate.Event):
+        ticket: int
+        user_id: str
+
+    class Removed(Aggregate.Event):
+        ticket: int
+
+    @staticmethod
+    def create_id(gathering_id: str, page: int) -> UUID:
+        return waitlist_page_aggregate_id(gathering_id, page)
+
+    @event(Created)
+    def __init__(self, gathering_id: str, page: int) -> None:
+        self.gathering_id = gathering_id
+        self.page = page
+        # Parallel lists, in ticket order (JSON has no int keys for a dict).
+        self.tickets: list[int] = []
+        self.user_ids: list[str] = []
+
+    @event(Appended)
+    def append(self, ticket: int, user_id: str) -> None:
+        self.tickets.append(ticket)
+        self.user_ids.append(user_id)
+
+    @event(Removed)
+    def remove(self, ticket: int) -> None:
+        index = self.tickets.index(ticket)
+        del self.tickets[index]
+        del self.user_ids[index]
+
+    def first(self) -> tuple[int, str] | None:
+        if not self.tickets:
+            return None
+        return self.tickets[0], self.user_ids[0]
+
+    def position_of(self, ticket: int) -> int:
+        """How many entries on this page come before ``ticket``."""
+        return self.tickets.index(ticket)

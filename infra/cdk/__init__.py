@@ -1,0 +1,1 @@
+"""AWS CDK (v2) app describing the production deployment of the registration service."""

@@ -1,0 +1,69 @@
+"""The one place where the service, its store, the read tables and the projector are put together."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from infra.service import StoredRegistrationService
+from infra.settings import Settings
+from infra.sqlite_read_model import SQLiteReadModel
+from projections.ports import ReadModel
+from projections.projector import CatchUpProjector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    """Everything a running service holds; ``close`` releases it all."""
+
+    settings: Settings
+    service: StoredRegistrationService
+    read_model: ReadModel
+    projector: CatchUpProjector
+
+    def start(self) -> None:
+        """Catches the read tables up with the event store, then follows it."""
+        self.projector.catch_up()
+        self.projector.start()
+
+    def close(self) -> None:
+        self.projector.stop()
+        self.read_model.close()
+        self.service.close()
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """The eventsourcing environment for the configured store."""
+    if settings.store == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(settings.event_store_path),
+            "SQLITE_LOCK_TIMEOUT": str(settings.sqlite_lock_timeout),
+            "CREATE_TABLE": "y",
+        }
+    msg = f"Store {settings.store!r} is not available in this build"
+    raise NotImplementedError(msg)
+
+
+def build_read_model(settings: Settings) -> ReadModel:
+    if settings.store == "sqlite":
+        return SQLiteReadModel(settings.read_tables_path, lock_timeout=settings.sqlite_lock_timeout)
+    msg = f"Store {settings.store!r} is not available in this build"
+    raise NotImplementedError(msg)
+
+
+def build_container(settings: Settings) -> Container:
+    service = StoredRegistrationService(env=event_store_env(settings))
+    service.invariant_violations_raise = settings.environment != "production"
+    read_model = build_read_model(settings)
+    projector = CatchUpProjector(
+        service.recorder,
+        service.mapper,
+        read_model,
+        poll_interval=settings.projection_poll_interval,
+    )
+    logger.info("service wired", extra={"store": settings.store})
+    return Container(settings, service, read_model, projector)

@@ -1,0 +1,78 @@
+"""What the projector needs of a read-table store, and what the API reads from it.
+
+Both stores (SQLite, DynamoDB) implement these two protocols; the projector
+in ``projections/projector.py`` holds the only copy of "which domain event
+changes which row".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from projections.views import EventRow, Page, RegistrationRow, UserRow
+
+
+class ReadTableWriter(Protocol):
+    """Row changes made inside one read-model transaction."""
+
+    def put_user(self, user_id: str, name: str, at: datetime) -> None: ...
+
+    def put_event(self, stream_id: UUID, row: EventRow) -> None: ...
+
+    def event_id_for(self, stream_id: UUID) -> str:
+        """The gathering id of a stream, recorded by ``put_event`` (raises LookupError)."""
+
+    def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
+        """Sets the given columns (snake_case names of ``EventRow``)."""
+
+    def adjust_counts(
+        self, event_id: str, registered: int, waitlisted: int, at: datetime
+    ) -> None: ...
+
+    def delete_event(self, event_id: str) -> None: ...
+
+    def put_registration(
+        self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
+    ) -> None: ...
+
+    def promote_registration(self, user_id: str, event_id: str, sort_key: int) -> None: ...
+
+    def delete_registration(self, user_id: str, event_id: str) -> None: ...
+
+
+class ReadModel(Protocol):
+    """The Users, Events and Registrations read tables plus their tracking position."""
+
+    def position(self) -> int:
+        """The last notification id whose effects the tables hold (0 when empty)."""
+
+    def apply(
+        self, expected: int, new_position: int, write: Callable[[ReadTableWriter], None]
+    ) -> bool:
+        """Runs ``write`` and records ``new_position`` in one transaction.
+
+        Does nothing and returns False when the recorded position is not
+        ``expected`` (another process got there first).
+        """
+
+    def reset(self) -> None:
+        """Empties every read table and sets the position back to 0."""
+
+    def get_user(self, user_id: str) -> UserRow | None: ...
+
+    def get_event(self, event_id: str) -> EventRow | None: ...
+
+    def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]: ...
+
+    def list_user_registrations(
+        self, user_id: str, limit: int, token: str | None
+    ) -> Page[RegistrationRow]: ...
+
+    def list_event_registrations(
+        self, event_id: str, limit: int, token: str | None
+    ) -> Page[RegistrationRow]: ...
+
+    def close(self) -> None: ...
