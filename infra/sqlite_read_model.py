@@ -276,6 +276,19 @@ class SQLiteReadModel:
                 return None
             return self._event_row(c, row)
 
+    def get_registration(self, user_id: str, event_id: str) -> RegistrationRow | None:
+        with self._transaction(immediate=False) as c:
+            row = c.execute(
+                "SELECT r.user_id, r.event_id, r.status, r.registered_at, e.title, e.date, "
+                "CASE WHEN r.status = 'waitlist' THEN ("
+                "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
+                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END "
+                "FROM registrations r JOIN events e ON e.event_id = r.event_id "
+                "WHERE r.user_id = ? AND r.event_id = ?",
+                (user_id, event_id),
+            ).fetchone()
+        return None if row is None else self._registration_row(row)
+
     def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]:
         after = "" if token is None else str(decode_token(token, {"e": str})["e"])
         where = "WHERE event_id > ?"

@@ -28,7 +28,10 @@ DEFAULT_OUTDIR = "cdk.out"
 
 
 def build_app(outdir: str | None = None) -> cdk.App:
-    """Build the app; ``outdir`` defaults to ``$CDK_OUTDIR`` (set by the cdk CLI), else ``cdk.out``."""
+    """Build the app.
+
+    ``outdir`` defaults to ``$CDK_OUTDIR`` (set by the cdk CLI), else ``cdk.out``.
+    """
     app = cdk.App(outdir=outdir or os.environ.get("CDK_OUTDIR") or DEFAULT_OUTDIR)
 
     account = os.environ.get("CDK_DEFAULT_ACCOUNT")

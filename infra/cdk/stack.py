@@ -51,7 +51,9 @@ LAMBDA_ASSET_EXCLUDES: tuple[str, ...] = (
     "docs",
     "bench",
     "build",
-    "infra",
+    # infra/ holds runtime code (settings, DynamoDB store, wiring): only the
+    # CDK app is left out.
+    "infra/cdk",
     "cdk.out",
     "node_modules",
     "__pycache__",

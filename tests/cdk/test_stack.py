@@ -7,13 +7,14 @@ synthesis costs time); no AWS credentials, lookups or network are needed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip(
     "aws_cdk",
-    reason="aws-cdk-lib is not installed: install the 'cdk' extra to run the CDK stack tests",
+    reason="aws-cdk-lib is not installed: install the 'cdk' extra to run these tests",
 )
 
 import aws_cdk as cdk
@@ -36,9 +37,14 @@ Resource = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def template() -> Template:
-    """The production stack as deployed: the real code asset (repo root minus excludes)."""
-    app = cdk.App()
+def assembly_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cdk.out")
+
+
+@pytest.fixture(scope="module")
+def template(assembly_dir: Path) -> Template:
+    """The production stack as deployed, with the real code asset of the repo root."""
+    app = cdk.App(outdir=str(assembly_dir))
     stack = RegistrationServiceStack(app, "RegistrationService", env=DUMMY_ENV)
     return Template.from_stack(stack)
 
@@ -341,6 +347,25 @@ def test_api_lambda_runs_the_mangum_handler_against_the_dynamodb_store(
             },
         },
     )
+
+
+def test_lambda_code_asset_holds_the_runtime_packages_and_no_dev_files(
+    resources: dict[str, Resource], assembly_dir: Path
+) -> None:
+    (function,) = (
+        r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"
+    )
+    asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
+    asset = assembly_dir / f"asset.{asset_hash}"
+    files = {p.relative_to(asset).as_posix() for p in asset.rglob("*") if p.is_file()}
+
+    assert "api/lambda_handler.py" in files
+    for package in ("api", "domain", "projections", "infra"):
+        assert f"{package}/__init__.py" in files, package
+    for excluded in (".venv", ".git", ".tools", "tests", "data", "bench", "cdk.out"):
+        assert not (asset / excluded).exists(), excluded
+    assert not (asset / "infra" / "cdk").exists()
+    assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
 
 
 def test_an_http_api_routes_every_path_to_the_lambda(template: Template) -> None:

@@ -1,0 +1,161 @@
+"""The one mapping from errors to HTTP statuses and the seed's error envelope."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.persistence import OperationalError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.context import current_request_id
+from domain import errors
+
+logger = logging.getLogger(__name__)
+
+# Each domain error: HTTP status and error code. Order does not matter: the
+# classes are disjoint leaves of RegistrationDomainError.
+DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
+    errors.InvalidCommandError: (400, "VALIDATION_ERROR"),
+    errors.InvalidPageTokenError: (400, "VALIDATION_ERROR"),
+    errors.UserNotFoundError: (404, "USER_NOT_FOUND"),
+    errors.GatheringNotFoundError: (404, "EVENT_NOT_FOUND"),
+    errors.RegistrationNotFoundError: (404, "REGISTRATION_NOT_FOUND"),
+    errors.DuplicateUserError: (409, "DUPLICATE_USER"),
+    errors.DuplicateGatheringError: (409, "DUPLICATE_EVENT"),
+    errors.GatheringNotOpenError: (409, "EVENT_NOT_OPEN"),
+    errors.GatheringFullError: (409, "EVENT_FULL"),
+    errors.CapacityBelowRegisteredError: (409, "CAPACITY_BELOW_REGISTERED"),
+    errors.GatheringHasRegistrationsError: (409, "EVENT_HAS_REGISTRATIONS"),
+    errors.AlreadyRegisteredError: (409, "ALREADY_REGISTERED"),
+    errors.AlreadyOnWaitlistError: (409, "ALREADY_ON_WAITLIST"),
+    errors.ConcurrentModificationError: (409, "CONCURRENT_MODIFICATION"),
+    errors.WriteConflictError: (409, "CONCURRENT_MODIFICATION"),
+    errors.StoreUnavailableError: (503, "SERVICE_UNAVAILABLE"),
+    errors.InvariantViolationError: (500, "INTERNAL_ERROR"),
+}
+
+# Every code a client can meet, with its status: the OpenAPI document lists these.
+ERROR_CODES: dict[str, int] = {code: status for status, code in DOMAIN_ERRORS.values()} | {
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "PAYLOAD_TOO_LARGE": 413,
+    "INTERNAL_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 503,
+}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or [],
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "path": request.url.path,
+            "requestId": current_request_id(),
+        }
+    }
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
+    details = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            details.append({"field": "body", "message": "Request body is not valid JSON"})
+            continue
+        message = str(error.get("msg", "Invalid value"))
+        if error.get("type") == "extra_forbidden":
+            message = "Unknown or read-only field"
+        details.append({"field": _field_of(loc), "message": message})
+    return details
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.RegistrationDomainError)
+    status, code = DOMAIN_ERRORS.get(type(exc), (500, "INTERNAL_ERROR"))
+    if status >= 500:
+        logger.error("request failed: %s: %s", type(exc).__name__, exc.message)
+        message = (
+            "The service is temporarily unavailable; please retry"
+            if status == 503
+            else "An internal error occurred"
+        )
+        return error_response(
+            request, status, code, message, headers={"Retry-After": "1"} if status == 503 else None
+        )
+    details = [{"field": exc.field, "message": exc.message}] if exc.field else []
+    return error_response(request, status, code, exc.message, details)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _validation_details(exc)
+    logger.info("validation failed", extra={"details": details})
+    return error_response(request, 400, "VALIDATION_ERROR", "The request is not valid", details)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return error_response(request, 404, "NOT_FOUND", "No such route")
+    if exc.status_code == 405:
+        return error_response(
+            request, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this route",
+            headers=dict(exc.headers or {}),
+        )
+    if exc.status_code == 413:
+        return error_response(request, 413, "PAYLOAD_TOO_LARGE", str(exc.detail))
+    if exc.status_code == 400:
+        return error_response(request, 400, "VALIDATION_ERROR", str(exc.detail))
+    return error_response(request, exc.status_code, "HTTP_ERROR", str(exc.detail))
+
+
+async def _on_store_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("store unavailable: %s: %s", type(exc).__name__, exc)
+    return error_response(
+        request,
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The service is temporarily unavailable; please retry",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error")
+    return error_response(request, 500, "INTERNAL_ERROR", "An internal error occurred")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    handlers: dict[Any, Any] = {
+        errors.RegistrationDomainError: _on_domain_error,
+        RequestValidationError: _on_validation_error,
+        StarletteHTTPException: _on_http_error,
+        OperationalError: _on_store_error,
+        sqlite3.OperationalError: _on_store_error,
+        Exception: _on_unexpected,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)

@@ -1,0 +1,102 @@
+"""The HTTP edge: ``create_app`` builds the FastAPI application.
+
+Run it with ``make run``, or ``uvicorn api.main:create_app --factory``.
+Nothing happens at import time: settings are read, logging configured and
+stores opened when the application starts (its lifespan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.errors import install_error_handlers
+from api.logging_config import configure_logging
+from api.middleware import RequestContextMiddleware
+from api.routes import events, health, registrations, users
+from infra.settings import Settings
+from infra.wiring import build_container
+
+SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+DESCRIPTION = """
+Event-sourced registration service. People register for events that have a
+capacity and an optional FIFO waitlist. Every change is a domain event in the
+event store; the GET endpoints read the Users, Events and Registrations read
+tables that projectors keep up to date. A write returns once the read tables
+reflect it (bounded wait), so a GET sent after a write's response sees it.
+
+Every non-2xx response has the body
+`{"error": {"code", "message", "details", "timestamp", "path", "requestId"}}`,
+and every response carries `X-Request-ID`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application; ``settings`` default to the environment's."""
+    resolved = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(resolved.log_level)
+        container = build_container(resolved)
+        container.start()
+        app.state.container = container
+        try:
+            yield
+        finally:
+            container.close()
+
+    app = FastAPI(
+        title="Registration service",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=resolved.max_body_bytes)
+    install_error_handlers(app)
+    for router in (health.router, users.router, events.router, registrations.router):
+        app.include_router(router)
+
+    app.mount("/static/docs", StaticFiles(directory=SWAGGER_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Registration service - API docs",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            # Validation failures answer 400 VALIDATION_ERROR, never FastAPI's 422.
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

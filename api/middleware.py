@@ -1,0 +1,132 @@
+"""Pure ASGI middleware: request ids, body limits, access logs, last-resort 500s."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.context import current_request_id, set_request_id
+
+logger = logging.getLogger(__name__)
+
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class _BodyTooLargeError(Exception):
+    """Raised when a request body passes the configured limit."""
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (echoing a sane X-Request-ID), logs it, caps its body."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        set_request_id(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = int(message["status"])
+                message["headers"] = [
+                    *[(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise _BodyTooLargeError
+            body = await self._read_body(receive)
+            await self.app(scope, self._replay(body, receive), send_with_id)
+        except _BodyTooLargeError:
+            await self._error(scope, send_with_id, 413, "PAYLOAD_TOO_LARGE",
+                              f"Request body is larger than {self.max_body_bytes} bytes")
+        except Exception:
+            logger.exception("unhandled error")
+            if not response_started:
+                await self._error(scope, send_with_id, 500, "INTERNAL_ERROR",
+                                  "An internal error occurred")
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLargeError
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    def _replay(body: bytes, receive: Receive) -> Receive:
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    @staticmethod
+    async def _error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "code": code,
+                    "message": message,
+                    "details": [],
+                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                    "path": scope.get("path", ""),
+                    "requestId": current_request_id(),
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

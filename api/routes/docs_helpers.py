@@ -1,0 +1,65 @@
+"""OpenAPI helpers: the error responses each route can give, with examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.errors import ERROR_CODES
+from api.schemas import ErrorBody
+
+MESSAGES = {
+    "VALIDATION_ERROR": "The request is not valid",
+    "USER_NOT_FOUND": "User 'alice' not found",
+    "EVENT_NOT_FOUND": "Event 'pycon-2024' not found",
+    "REGISTRATION_NOT_FOUND": "User 'alice' is not registered for event 'pycon-2024'",
+    "DUPLICATE_USER": "User 'alice' already exists",
+    "DUPLICATE_EVENT": "Event 'pycon-2024' already exists",
+    "EVENT_NOT_OPEN": "Event 'pycon-2024' is draft, not open for registration",
+    "EVENT_FULL": "Event 'pycon-2024' is full and has no waitlist",
+    "CAPACITY_BELOW_REGISTERED": "Capacity 3 is below the 5 confirmed registrations",
+    "EVENT_HAS_REGISTRATIONS": "Event 'pycon-2024' has 5 confirmed and 0 waitlisted registrations",
+    "ALREADY_REGISTERED": "User 'alice' is already registered for event 'pycon-2024'",
+    "ALREADY_ON_WAITLIST": "User 'alice' is already on the waitlist of event 'pycon-2024'",
+    "CONCURRENT_MODIFICATION": "The resource kept changing under this request; please retry",
+    "SERVICE_UNAVAILABLE": "The service is temporarily unavailable; please retry",
+    "PAYLOAD_TOO_LARGE": "Request body is larger than 65536 bytes",
+    "INTERNAL_ERROR": "An internal error occurred",
+}
+
+ALWAYS = ("INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
+
+
+def _example(code: str) -> dict[str, Any]:
+    details = (
+        [{"field": "name", "message": "must not be all whitespace"}]
+        if code == "VALIDATION_ERROR"
+        else []
+    )
+    return {
+        "summary": code,
+        "value": {
+            "error": {
+                "code": code,
+                "message": MESSAGES.get(code, code),
+                "details": details,
+                "timestamp": "2024-12-01T10:00:00.000000Z",
+                "path": "/users/alice/registrations",
+                "requestId": "3f2b9c0e8a1d4e6f9b7a5c3d1e0f2a4b",
+            }
+        },
+    }
+
+
+def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes (plus 500 and 503)."""
+    by_status: dict[int, list[str]] = {}
+    for code in (*codes, *ALWAYS):
+        by_status.setdefault(ERROR_CODES[code], []).append(code)
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": "Error codes: " + ", ".join(found),
+            "content": {"application/json": {"examples": {c: _example(c) for c in found}}},
+        }
+        for status, found in sorted(by_status.items())
+    }

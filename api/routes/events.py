@@ -1,0 +1,204 @@
+"""Events (gatherings, in the domain's words) and their registration lists."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from api.deps import (
+    EventIdPath,
+    Limit,
+    NextToken,
+    ReadModelDep,
+    ReadYourWritesDep,
+    ServiceDep,
+)
+from api.routes import presenters
+from api.routes.docs_helpers import errors
+from api.schemas import Event, EventCreate, EventList, EventUpdate, RegistrationList, Status
+from domain.application import GatheringChanges, GatheringSpec, GatheringState
+from domain.errors import GatheringNotFoundError, InvalidCommandError
+from domain.model import GatheringStatus
+from projections.ports import ReadModel
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+
+def _current(state: GatheringState, read_model: ReadModel, service: ServiceDep) -> Event:
+    row = read_model.get_event(state.gathering_id)
+    if row is not None and row.updated_at >= state.updated_at:
+        return presenters.event(row)
+    # The read tables did not catch up within the bounded wait: answer from
+    # the command's own state and the event store's view of the waitlist.
+    waitlist = service.waitlist_head(state.gathering_id, state.waitlist_count)
+    return presenters.event_from_state(state, waitlist)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Event,
+    summary="Create an event",
+    description=(
+        "Creates an event with a capacity (an integer of at least 1) and an optional FIFO "
+        "waitlist. eventId follows the userId pattern and is a UUID when absent; ids of "
+        "deleted events are never reused (409 DUPLICATE_EVENT). `date` is an ISO 8601 date or "
+        "date-time string; `status` defaults to `active`. registeredCount starts at 0."
+    ),
+    responses=errors("VALIDATION_ERROR", "DUPLICATE_EVENT", "PAYLOAD_TOO_LARGE"),
+)
+def create_event(
+    body: EventCreate,
+    service: ServiceDep,
+    read_model: ReadModelDep,
+    catch_up: ReadYourWritesDep,
+    response: Response,
+) -> Event:
+    spec = GatheringSpec(
+        gathering_id=body.event_id or str(uuid.uuid4()),
+        title=body.title,
+        description=body.description,
+        date=body.date,
+        location=body.location,
+        organizer=body.organizer,
+        status=GatheringStatus(body.status),
+        capacity=body.capacity,
+        waitlist_enabled=body.waitlist_enabled,
+    )
+    state = service.create_gathering(spec)
+    catch_up(state.position)
+    response.headers["Location"] = f"/events/{state.gathering_id}"
+    return _current(state, read_model, service)
+
+
+@router.get(
+    "",
+    response_model=EventList,
+    summary="List events",
+    description=(
+        "Lists events in eventId order, optionally only those with the given status. "
+        "Pages hold `limit` events (default 50, at most 500); `nextToken` is set while more "
+        "remain."
+    ),
+    responses=errors("VALIDATION_ERROR"),
+)
+def list_events(
+    read_model: ReadModelDep,
+    status_filter: Annotated[Status | None, Query(alias="status")] = None,
+    limit: Limit = 50,
+    next_token: NextToken = None,
+) -> EventList:
+    page = read_model.list_events(status_filter, limit, next_token)
+    return EventList(events=[presenters.event(r) for r in page.items], next_token=page.next_token)
+
+
+@router.get(
+    "/{eventId}",
+    response_model=Event,
+    summary="Get an event",
+    description="Returns the event with its counts and its waitlist (FIFO), or 404.",
+    responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND"),
+)
+def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
+    row = read_model.get_event(event_id)
+    if row is None:
+        raise GatheringNotFoundError(f"Event '{event_id}' not found")
+    return presenters.event(row)
+
+
+@router.put(
+    "/{eventId}",
+    response_model=Event,
+    summary="Update an event",
+    description=(
+        "Changes only the fields sent (an empty body is refused). Raising capacity promotes "
+        "waitlisted users into the new spots in FIFO order, atomically with the change. "
+        "Lowering capacity below registeredCount is refused with 409 "
+        "CAPACITY_BELOW_REGISTERED. registeredCount, waitlist, waitlistCount and "
+        "availableSpots are not client-writable (400). Title and date changes show in every "
+        "registration list."
+    ),
+    responses=errors(
+        "VALIDATION_ERROR",
+        "EVENT_NOT_FOUND",
+        "CAPACITY_BELOW_REGISTERED",
+        "CONCURRENT_MODIFICATION",
+        "PAYLOAD_TOO_LARGE",
+    ),
+)
+def update_event(
+    event_id: EventIdPath,
+    body: EventUpdate,
+    service: ServiceDep,
+    read_model: ReadModelDep,
+    catch_up: ReadYourWritesDep,
+) -> Event:
+    if not body.model_fields_set:
+        raise InvalidCommandError("The update names no field to change", field="body")
+    nulls = sorted(name for name in body.model_fields_set if getattr(body, name) is None)
+    if nulls:
+        field = EventUpdate.model_fields[nulls[0]].alias or nulls[0]
+        raise InvalidCommandError("must not be null", field=field)
+    state = service.revise_gathering(
+        event_id,
+        GatheringChanges(
+            title=body.title,
+            description=body.description,
+            date=body.date,
+            location=body.location,
+            organizer=body.organizer,
+            status=None if body.status is None else GatheringStatus(body.status),
+            capacity=body.capacity,
+            waitlist_enabled=body.waitlist_enabled,
+        ),
+    )
+    catch_up(state.position)
+    return _current(state, read_model, service)
+
+
+@router.delete(
+    "/{eventId}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an event",
+    description=(
+        "Deletes an event nobody is registered or waitlisted for; otherwise 409 "
+        "EVENT_HAS_REGISTRATIONS. Its history stays in the event store."
+    ),
+    responses=errors(
+        "VALIDATION_ERROR", "EVENT_NOT_FOUND", "EVENT_HAS_REGISTRATIONS", "CONCURRENT_MODIFICATION"
+    ),
+)
+def delete_event(
+    event_id: EventIdPath, service: ServiceDep, catch_up: ReadYourWritesDep
+) -> Response:
+    catch_up(service.delete_gathering(event_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{eventId}/registrations",
+    response_model=RegistrationList,
+    response_model_exclude_none=True,
+    summary="List an event's registrations",
+    description=(
+        "Confirmed registrations in the order their seats were taken, then the waitlist in "
+        "FIFO order (with waitlistPosition). `total` counts all pages."
+    ),
+    responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND"),
+)
+def list_event_registrations(
+    event_id: EventIdPath,
+    read_model: ReadModelDep,
+    limit: Limit = 50,
+    next_token: NextToken = None,
+) -> RegistrationList:
+    if read_model.get_event(event_id) is None:
+        raise GatheringNotFoundError(f"Event '{event_id}' not found")
+    page = read_model.list_event_registrations(event_id, limit, next_token)
+    return RegistrationList(
+        registrations=[presenters.registration(r) for r in page.items],
+        total=page.total,
+        next_token=page.next_token,
+    )

@@ -1,0 +1,132 @@
+"""A user's registrations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import (
+    EventIdPath,
+    Limit,
+    NextToken,
+    ReadModelDep,
+    ReadYourWritesDep,
+    ServiceDep,
+    UserIdPath,
+)
+from api.routes import presenters
+from api.routes.docs_helpers import errors
+from api.schemas import Registration, RegistrationCreate, RegistrationList
+from domain.errors import RegistrationNotFoundError, UserNotFoundError
+
+router = APIRouter(prefix="/users/{userId}/registrations", tags=["registrations"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Registration,
+    response_model_exclude_none=True,
+    summary="Register a user for an event",
+    description=(
+        "Confirms a seat while one is free and nobody waits; otherwise puts the user at the "
+        "tail of the waitlist (status `waitlist`, with its 1-based waitlistPosition) when the "
+        "event has one. Checked in this order: 400 VALIDATION_ERROR; 404 USER_NOT_FOUND; 404 "
+        "EVENT_NOT_FOUND; 409 EVENT_NOT_OPEN (status not active or published); 409 "
+        "ALREADY_REGISTERED or ALREADY_ON_WAITLIST; 409 EVENT_FULL (full, no waitlist). A user "
+        "who left may register again, as a newcomer."
+    ),
+    responses=errors(
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "EVENT_NOT_FOUND",
+        "EVENT_NOT_OPEN",
+        "ALREADY_REGISTERED",
+        "ALREADY_ON_WAITLIST",
+        "EVENT_FULL",
+        "CONCURRENT_MODIFICATION",
+        "PAYLOAD_TOO_LARGE",
+    ),
+)
+def register(
+    user_id: UserIdPath,
+    body: RegistrationCreate,
+    service: ServiceDep,
+    catch_up: ReadYourWritesDep,
+    response: Response,
+) -> Registration:
+    outcome = service.register(user_id, body.event_id)
+    catch_up(outcome.position)
+    response.headers["Location"] = f"/users/{user_id}/registrations/{body.event_id}"
+    return presenters.registration(outcome)
+
+
+@router.get(
+    "",
+    response_model=RegistrationList,
+    response_model_exclude_none=True,
+    summary="List a user's registrations",
+    description=(
+        "The user's confirmed and waitlisted registrations (left ones are not listed), in "
+        "eventId order, each with status, eventTitle and eventDate; `[]` when none."
+    ),
+    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND"),
+)
+def list_registrations(
+    user_id: UserIdPath,
+    read_model: ReadModelDep,
+    limit: Limit = 50,
+    next_token: NextToken = None,
+) -> RegistrationList:
+    if read_model.get_user(user_id) is None:
+        raise UserNotFoundError(f"User '{user_id}' not found")
+    page = read_model.list_user_registrations(user_id, limit, next_token)
+    return RegistrationList(
+        registrations=[presenters.registration(r) for r in page.items],
+        total=page.total,
+        next_token=page.next_token,
+    )
+
+
+@router.get(
+    "/{eventId}",
+    response_model=Registration,
+    response_model_exclude_none=True,
+    summary="Get one registration",
+    description="The user's registration for the event, or 404 REGISTRATION_NOT_FOUND.",
+    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "REGISTRATION_NOT_FOUND"),
+)
+def get_registration(
+    user_id: UserIdPath, event_id: EventIdPath, read_model: ReadModelDep
+) -> Registration:
+    if read_model.get_user(user_id) is None:
+        raise UserNotFoundError(f"User '{user_id}' not found")
+    row = read_model.get_registration(user_id, event_id)
+    if row is None:
+        raise RegistrationNotFoundError(
+            f"User '{user_id}' is not registered for event '{event_id}'"
+        )
+    return presenters.registration(row)
+
+
+@router.delete(
+    "/{eventId}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Leave an event",
+    description=(
+        "Withdraws the registration. A confirmed user leaving hands the seat to the head of "
+        "the waitlist in the same atomic step; a waitlisted user leaving keeps the others' "
+        "order."
+    ),
+    responses=errors(
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "EVENT_NOT_FOUND",
+        "REGISTRATION_NOT_FOUND",
+        "CONCURRENT_MODIFICATION",
+    ),
+)
+def leave(
+    user_id: UserIdPath, event_id: EventIdPath, service: ServiceDep, catch_up: ReadYourWritesDep
+) -> Response:
+    catch_up(service.leave(user_id, event_id).position)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

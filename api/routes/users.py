@@ -1,0 +1,49 @@
+"""Users."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import ReadModelDep, ReadYourWritesDep, ServiceDep, UserIdPath
+from api.routes import presenters
+from api.routes.docs_helpers import errors
+from api.schemas import User, UserCreate
+from domain.errors import UserNotFoundError
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=User,
+    summary="Create a user",
+    description=(
+        "Creates a user with a client-chosen userId. The userId is 1-100 characters of "
+        "letters, digits, `_` and `-`; the name is 1-200 characters and not all whitespace. "
+        "An existing userId is refused with 409 DUPLICATE_USER and the original is unchanged. "
+        "The `Location` header names the new user."
+    ),
+    responses=errors("VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"),
+)
+def create_user(
+    body: UserCreate, service: ServiceDep, catch_up: ReadYourWritesDep, response: Response
+) -> User:
+    state = service.create_user(body.user_id, body.name)
+    catch_up(state.position)
+    response.headers["Location"] = f"/users/{state.user_id}"
+    return presenters.user(state)
+
+
+@router.get(
+    "/{userId}",
+    response_model=User,
+    summary="Get a user",
+    description="Returns the user, or 404 USER_NOT_FOUND.",
+    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND"),
+)
+def get_user(user_id: UserIdPath, read_model: ReadModelDep) -> User:
+    row = read_model.get_user(user_id)
+    if row is None:
+        raise UserNotFoundError(f"User '{user_id}' not found")
+    return presenters.user(row)

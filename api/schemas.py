@@ -1,0 +1,198 @@
+"""Request and response bodies at the HTTP edge (camelCase JSON)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+STATUSES = ("draft", "published", "active", "cancelled", "completed")
+Status = Literal["draft", "published", "active", "cancelled", "completed"]
+
+
+def _not_blank(value: str) -> str:
+    # str.isspace covers every Unicode whitespace character.
+    if value.isspace():
+        msg = "must not be all whitespace"
+        raise ValueError(msg)
+    return value
+
+
+def _iso_date(value: str) -> str:
+    try:
+        if len(value) == 10:
+            date.fromisoformat(value)
+        else:
+            datetime.fromisoformat(value)
+    except ValueError:
+        msg = "must be an ISO 8601 date or date-time, such as 2024-12-15 or 2024-12-15T18:00:00Z"
+        raise ValueError(msg) from None
+    return value
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(pattern=ID_PATTERN),
+    Field(description="1-100 characters of letters, digits, '_' and '-'.", examples=["alice"]),
+]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Description = Annotated[str, StringConstraints(max_length=1000)]
+Location = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Organizer = Annotated[
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
+]
+IsoDate = Annotated[
+    str, StringConstraints(min_length=10, max_length=40), AfterValidator(_iso_date)
+]
+Capacity = Annotated[int, Field(ge=1, le=1_000_000_000)]
+
+
+class _In(BaseModel):
+    """Inputs: strict types (no "5" for 5), unknown or read-only fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, strict=True, extra="forbid"
+    )
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class UserCreate(_In):
+    user_id: Identifier
+    name: Annotated[Name, Field(examples=["Alice Example"])]
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"userId": "alice", "name": "Alice Example"}]}
+    )
+
+
+class User(_Out):
+    user_id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventCreate(_In):
+    event_id: Identifier | None = Field(default=None, description="A UUID when absent.")
+    title: Title
+    description: Description = ""
+    date: IsoDate
+    location: Location | None = None
+    capacity: Capacity
+    organizer: Organizer | None = None
+    status: Status = "active"
+    waitlist_enabled: bool = False
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "eventId": "pycon-2024",
+                    "title": "PyCon meetup",
+                    "description": "Talks and pizza",
+                    "date": "2024-12-15",
+                    "location": "Berlin",
+                    "capacity": 50,
+                    "organizer": "Python Berlin",
+                    "status": "active",
+                    "waitlistEnabled": True,
+                }
+            ]
+        }
+    )
+
+
+class EventUpdate(_In):
+    """A partial update: only the fields sent change; counts are never client-writable."""
+
+    title: Title | None = None
+    description: Description | None = None
+    date: IsoDate | None = None
+    location: Location | None = None
+    capacity: Capacity | None = None
+    organizer: Organizer | None = None
+    status: Status | None = None
+    waitlist_enabled: bool | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"capacity": 60, "title": "PyCon meetup (bigger room)"}]}
+    )
+
+
+class Event(_Out):
+    event_id: str
+    title: str
+    description: str
+    date: str
+    location: str | None
+    capacity: int
+    organizer: str | None
+    status: Status
+    waitlist_enabled: bool
+    registered_count: int
+    waitlist: list[str] = Field(description="userIds waiting, first in line first.")
+    waitlist_count: int
+    available_spots: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventList(_Out):
+    events: list[Event]
+    next_token: str | None = Field(description="Pass back as nextToken for the next page.")
+
+
+class RegistrationCreate(_In):
+    event_id: Identifier
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"eventId": "pycon-2024"}]})
+
+
+class Registration(_Out):
+    user_id: str
+    event_id: str
+    status: Literal["confirmed", "waitlist"]
+    registered_at: datetime
+    event_title: str
+    event_date: str
+    waitlist_position: int | None = Field(
+        default=None, description="1-based place in line; present only when waitlisted."
+    )
+
+
+class RegistrationList(_Out):
+    registrations: list[Registration]
+    total: int = Field(description="How many registrations there are in all pages.")
+    next_token: str | None = None
+
+
+class Health(_Out):
+    status: Literal["ok"]
+    store: str
+    projection_position: int
+    event_store_position: int
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(_Out):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+    timestamp: datetime
+    path: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo

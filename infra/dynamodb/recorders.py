@@ -1,0 +1,870 @@
+"""eventsourcing recorders backed by DynamoDB (see the package docstring for the
+table design and the ordering argument).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from threading import Event, Thread
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from botocore.exceptions import BotoCoreError, ClientError
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    DataError,
+    IntegrityError,
+    ListenNotifySubscription,
+    Notification,
+    OperationalError,
+    ProcessRecorder,
+    Recorder,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+
+from infra.dynamodb.datastore import DynamoDBDatastore, TableSpec
+from infra.dynamodb.errors import (
+    CONDITION_FAILED_CODES,
+    THROTTLING_CODES,
+    AppendContentionError,
+    EventTooLargeError,
+    NotificationLogCorruptedError,
+    TooManyEventsError,
+    TransactionTooLargeError,
+    cancellation_reasons,
+    error_code,
+    translate,
+    translate_errors,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        QueryInputTypeDef,
+        TransactWriteItemTypeDef,
+    )
+
+    Item = dict[str, AttributeValueTypeDef]
+    ItemOut = Mapping[str, Any]
+
+logger = logging.getLogger(__name__)
+
+# Attribute names. Short, because DynamoDB counts attribute names in item size
+# (and so in capacity units) on every item.
+EVENT_PK = "oid"  # originator id (S): partition key of events/snapshots tables
+EVENT_SK = "ver"  # originator version (N): sort key of events/snapshots tables
+TOPIC = "topic"  # (S)
+STATE = "state"  # (B)
+NID = "nid"  # notification id (N), on event items and tracking items
+LOG_PK = "p"  # (S) partition key of the notifications table
+LOG_SK = "id"  # (N) sort key of the notifications table: the notification id
+LOG_PARTITION = "log"  # partition holding the notification items
+COUNTER_PARTITION = "$sequence"  # partition holding the sequence counter item
+COUNTER_SK = 0
+COUNTER_LAST = "last"  # (N) last assigned notification id
+TRACKING_PK = "app"  # (S) upstream application name
+
+# DynamoDB limits (https://docs.aws.amazon.com/amazondynamodb/latest/
+# developerguide/ServiceQuotas.html): 100 items and 4 MB per transaction,
+# 400 KB per item. We refuse items above a safety margin below the hard limit,
+# because our size estimate (names + values) is close to but not exactly
+# DynamoDB's accounting.
+MAX_TRANSACT_ITEMS = 100
+MAX_ITEM_BYTES = 350 * 1024
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024 - 128 * 1024
+# Placeholder for not-yet-assigned notification ids when estimating sizes.
+_BIG_NUMBER = 10**20
+# DynamoDB's IN operator takes at most 100 operands.
+MAX_FILTER_TOPICS = 100
+# Retries of a read that found a not-yet-visible notification below the
+# counter (see select_notifications).
+MAX_GAP_RETRIES = 10
+
+
+def _s(value: str) -> AttributeValueTypeDef:
+    return {"S": value}
+
+
+def _n(value: int) -> AttributeValueTypeDef:
+    return {"N": str(value)}
+
+
+def _number_size(value: int) -> int:
+    digits = len(str(abs(value)).strip("0")) or 1
+    return (digits + 1) // 2 + 1
+
+
+def item_size(item: Item) -> int:
+    """Estimates an item's size as DynamoDB counts it (names plus values)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        if "S" in value:
+            size += len(value["S"].encode())
+        elif "N" in value:
+            size += _number_size(int(value["N"]))
+        elif "B" in value:
+            b = value["B"]
+            size += len(b) if isinstance(b, (bytes, bytearray)) else 0
+        else:  # pragma: no cover
+            size += 8
+    return size
+
+
+class _RetryAppendError(Exception):
+    """Internal: the transaction was cancelled for a reason worth retrying."""
+
+    def __init__(self, counter_last: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.counter_last = counter_last
+        self.reason = reason
+
+
+class DynamoDBRecorder(Recorder):
+    def __init__(self, datastore: DynamoDBDatastore) -> None:
+        assert isinstance(datastore, DynamoDBDatastore)
+        self.datastore = datastore
+        self.client = datastore.client
+
+    def table_specs(self) -> list[TableSpec]:
+        return []
+
+    def create_table(self) -> None:
+        for spec in self.table_specs():
+            self.datastore.ensure_table(spec)
+
+    def encode_originator_id(self, originator_id: UUID | str) -> str:
+        if self.datastore.originator_id_type == "uuid":
+            if isinstance(originator_id, UUID):
+                return str(originator_id)
+            try:
+                # Normalise, so that hex and hyphenated forms are one stream.
+                return str(UUID(originator_id))
+            except ValueError:
+                msg = f"Originator ID is not a UUID: {originator_id!r}"
+                raise DataError(msg) from None
+        return str(originator_id)
+
+    def decode_originator_id(self, value: str) -> UUID | str:
+        if self.datastore.originator_id_type == "uuid":
+            return UUID(value)
+        return value
+
+    def _transact(
+        self,
+        items: list[TransactWriteItemTypeDef],
+        kinds: list[tuple[str, str]],
+    ) -> None:
+        """Runs one TransactWriteItems and interprets a cancellation.
+
+        ``kinds`` has one (kind, label) per item, kind being one of "event",
+        "notification", "counter" or "tracking". Raises IntegrityError,
+        NotificationLogCorruptedError, DataError, OperationalError, or
+        _RetryAppendError for a counter conflict or transient contention.
+        """
+        try:
+            self.client.transact_write_items(
+                TransactItems=items,
+                # One token per logical attempt: botocore's own retries of this
+                # request reuse it, so a commit whose response was lost is not
+                # applied twice (DynamoDB answers the retry with success).
+                ClientRequestToken=uuid.uuid4().hex,
+            )
+        except ClientError as e:
+            if error_code(e) != "TransactionCanceledException":
+                raise translate(e) from e
+            self._raise_for_cancellation(e, kinds)
+        except BotoCoreError as e:
+            raise translate(e) from e
+
+    @staticmethod
+    def _raise_for_cancellation(e: ClientError, kinds: list[tuple[str, str]]) -> None:
+        reasons = cancellation_reasons(e)
+        conflicts: list[str] = []
+        counter_failed = False
+        counter_last: int | None = None
+        log_collision = False
+        transient = False
+        for (kind, label), reason in zip(kinds, reasons, strict=False):
+            code = reason.get("Code") or "None"
+            if code == "None":
+                continue
+            if code in CONDITION_FAILED_CODES:
+                if kind in ("event", "tracking"):
+                    conflicts.append(label)
+                elif kind == "counter":
+                    counter_failed = True
+                    old = reason.get("Item") or {}
+                    if COUNTER_LAST in old:
+                        counter_last = int(old[COUNTER_LAST]["N"])
+                elif kind == "notification":
+                    log_collision = True
+            elif code == "TransactionConflict" or code in THROTTLING_CODES:
+                transient = True
+            elif code == "ValidationError":
+                msg = f"DynamoDB rejected {kind} {label}: {reason.get('Message')}"
+                raise DataError(msg) from e
+            else:
+                msg = f"DynamoDB cancelled the transaction ({code}): {e}"
+                raise OperationalError(msg) from e
+        if conflicts:
+            msg = "Conflicting records already exist: " + ", ".join(conflicts)
+            raise IntegrityError(msg) from e
+        if log_collision and not counter_failed:
+            # The counter said ids n+1.. were free, but one was taken.
+            msg = (
+                "Notification log is ahead of its sequence counter; "
+                "refusing to overwrite notifications"
+            )
+            raise NotificationLogCorruptedError(msg) from e
+        if counter_failed:
+            raise _RetryAppendError(counter_last, "counter moved") from e
+        if transient or not reasons:
+            raise _RetryAppendError(None, "transaction conflict") from e
+        msg = f"DynamoDB cancelled the transaction: {e}"  # pragma: no cover
+        raise OperationalError(msg) from e  # pragma: no cover
+
+    def _retry_sleep(self, attempt: int) -> None:
+        # Full jitter, capped: spreads competing writers apart.
+        time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # noqa: S311
+
+
+class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
+    """Stores events (or snapshots) in one table keyed by (oid, ver)."""
+
+    # Each event is one item.
+    max_events_per_insert = MAX_TRANSACT_ITEMS
+
+    def __init__(
+        self,
+        datastore: DynamoDBDatastore,
+        events_table_name: str = "stored_events",
+    ) -> None:
+        super().__init__(datastore)
+        self.events_table_name = datastore.table_name(events_table_name)
+
+    def table_specs(self) -> list[TableSpec]:
+        return [
+            *super().table_specs(),
+            TableSpec(self.events_table_name, EVENT_PK, "S", EVENT_SK, "N"),
+        ]
+
+    def _event_item(self, s: StoredEvent, nid: int | None = None) -> Item:
+        item: Item = {
+            EVENT_PK: _s(self.encode_originator_id(s.originator_id)),
+            EVENT_SK: _n(s.originator_version),
+            TOPIC: _s(s.topic),
+            STATE: {"B": bytes(s.state)},
+        }
+        if nid is not None:
+            item[NID] = _n(nid)
+        return item
+
+    def _event_put(self, item: Item) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.events_table_name,
+                "Item": item,
+                # WHY: (oid, ver) must be unique: an aggregate's version may be
+                # recorded once only. This is the optimistic concurrency control
+                # of event sourcing; failing it means another command already
+                # recorded this version -> IntegrityError, and nothing in the
+                # transaction is written.
+                "ConditionExpression": "attribute_not_exists(#oid)",
+                "ExpressionAttributeNames": {"#oid": EVENT_PK},
+            }
+        }
+
+    @staticmethod
+    def _label(s: StoredEvent) -> str:
+        return f"event {s.originator_id} v{s.originator_version}"
+
+    def _check_events(
+        self, stored_events: Sequence[StoredEvent], items_per_event: int, extra: int
+    ) -> None:
+        """Refuses, before anything is written, a call that cannot be one
+        transaction, or that contains the same (oid, ver) twice.
+        """
+        n_items = items_per_event * len(stored_events) + extra
+        if n_items > MAX_TRANSACT_ITEMS:
+            msg = (
+                f"Cannot record {len(stored_events)} events atomically: a DynamoDB "
+                f"transaction holds at most {MAX_TRANSACT_ITEMS} items and this "
+                f"recorder needs {items_per_event} per event plus {extra}, so at "
+                f"most {(MAX_TRANSACT_ITEMS - extra) // items_per_event} events per "
+                "call. Nothing was written."
+            )
+            raise TooManyEventsError(msg)
+        seen: set[tuple[str, int]] = set()
+        for s in stored_events:
+            key = (self.encode_originator_id(s.originator_id), s.originator_version)
+            if key in seen:
+                msg = f"Duplicate {self._label(s)} in one insert"
+                raise IntegrityError(msg)
+            seen.add(key)
+
+    @staticmethod
+    def _check_sizes(items: Sequence[tuple[Item, StoredEvent]]) -> None:
+        total = 0
+        for item, s in items:
+            size = item_size(item)
+            if size > MAX_ITEM_BYTES:
+                msg = (
+                    f"Stored event {s.originator_id} v{s.originator_version} is "
+                    f"about {size} bytes; a DynamoDB item may be at most 400 KB and "
+                    f"this recorder refuses items over {MAX_ITEM_BYTES} bytes. "
+                    "Nothing was written. (Consider compression or snapshots.)"
+                )
+                raise EventTooLargeError(msg)
+            total += size
+        if total > MAX_TRANSACTION_BYTES:
+            msg = (
+                f"Events total about {total} bytes; a DynamoDB transaction may be at "
+                f"most 4 MB (this recorder refuses over {MAX_TRANSACTION_BYTES}). "
+                "Nothing was written."
+            )
+            raise TransactionTooLargeError(msg)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        self._check_events(stored_events, 1, 0)
+        items = [(self._event_item(s), s) for s in stored_events]
+        self._check_sizes(items)
+        if len(items) == 1:
+            self._put_single(items[0][0], items[0][1])
+        elif items:
+            kinds = [("event", self._label(s)) for _, s in items]
+            transact_items = [self._event_put(i) for i, _ in items]
+            deadline = time.monotonic() + self.datastore.append_timeout
+            attempt = 0
+            while True:
+                try:
+                    self._transact(transact_items, kinds)
+                except _RetryAppendError as e:
+                    attempt += 1
+                    if (
+                        attempt >= self.datastore.max_append_attempts
+                        or time.monotonic() > deadline
+                    ):
+                        msg = f"Gave up after {attempt} attempts ({e.reason})"
+                        raise AppendContentionError(msg) from e
+                    self._retry_sleep(attempt)
+                else:
+                    break
+        return None
+
+    def _put_single(self, item: Item, s: StoredEvent) -> None:
+        put = self._event_put(item)["Put"]
+        try:
+            with translate_errors():
+                self.client.put_item(
+                    TableName=put["TableName"],
+                    Item=put["Item"],
+                    # WHY: same as in _event_put: one record per (oid, ver).
+                    ConditionExpression=put["ConditionExpression"],
+                    ExpressionAttributeNames=put["ExpressionAttributeNames"],
+                )
+        except IntegrityError as e:
+            msg = f"Conflicting records already exist: {self._label(s)}"
+            raise IntegrityError(msg) from e
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        if limit is not None and limit <= 0:
+            return []
+        key_condition = "#oid = :oid"
+        values: dict[str, AttributeValueTypeDef] = {
+            ":oid": _s(self.encode_originator_id(originator_id))
+        }
+        names = {"#oid": EVENT_PK}
+        if gt is not None and lte is not None:
+            key_condition += " AND #ver BETWEEN :lo AND :hi"
+            values[":lo"] = _n(gt + 1)
+            values[":hi"] = _n(lte)
+            if gt + 1 > lte:
+                return []
+        elif gt is not None:
+            key_condition += " AND #ver > :gt"
+            values[":gt"] = _n(gt)
+        elif lte is not None:
+            key_condition += " AND #ver <= :lte"
+            values[":lte"] = _n(lte)
+        if gt is not None or lte is not None:
+            names["#ver"] = EVENT_SK
+        query: QueryInputTypeDef = {
+            "TableName": self.events_table_name,
+            "KeyConditionExpression": key_condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not desc,
+            # Aggregates are rebuilt from what we read: it must include every
+            # acknowledged write.
+            "ConsistentRead": True,
+        }
+        results: list[StoredEvent] = []
+        with translate_errors():
+            while True:
+                if limit is not None:
+                    query["Limit"] = limit - len(results)
+                response = self.client.query(**query)
+                results.extend(
+                    StoredEvent(
+                        originator_id=self.decode_originator_id(i[EVENT_PK]["S"]),
+                        originator_version=int(i[EVENT_SK]["N"]),
+                        topic=i[TOPIC]["S"],
+                        state=bytes(i[STATE]["B"]),
+                    )
+                    for i in response.get("Items", [])
+                )
+                last_key = response.get("LastEvaluatedKey")
+                if not last_key or (limit is not None and len(results) >= limit):
+                    break
+                query["ExclusiveStartKey"] = last_key
+        return results
+
+
+class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder):
+    """Events plus a totally ordered, gap-free notification log."""
+
+    # Each event is two items (event + notification), plus the counter item,
+    # plus (process recorder) one tracking item: (100 - 2) // 2 = 49.
+    max_events_per_insert = (MAX_TRANSACT_ITEMS - 2) // 2
+
+    def __init__(
+        self,
+        datastore: DynamoDBDatastore,
+        events_table_name: str = "stored_events",
+        notifications_table_name: str = "stored_notifications",
+    ) -> None:
+        super().__init__(datastore, events_table_name)
+        self.notifications_table_name = datastore.table_name(notifications_table_name)
+
+    def table_specs(self) -> list[TableSpec]:
+        return [
+            *super().table_specs(),
+            TableSpec(self.notifications_table_name, LOG_PK, "S", LOG_SK, "N"),
+        ]
+
+    # ----- writing -----
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return self._append(stored_events, None)
+
+    def _extra_items(
+        self, tracking: Tracking | None
+    ) -> list[tuple[TransactWriteItemTypeDef, tuple[str, str]]]:
+        """Items written in the same transaction (the process recorder's
+        tracking item).
+        """
+        return []
+
+    def _write_tracking_alone(self, tracking: Tracking) -> None:
+        """Records tracking when there are no events (process recorder)."""
+
+    def _append(
+        self, stored_events: Sequence[StoredEvent], tracking: Tracking | None
+    ) -> list[int]:
+        extras = self._extra_items(tracking)
+        self._check_events(stored_events, 2, 1 + len(extras))
+        k = len(stored_events)
+        if k == 0:
+            if tracking is not None:
+                self._write_tracking_alone(tracking)
+            return []
+        # Check sizes with a placeholder id as large as any real one.
+        sized: list[tuple[Item, StoredEvent]] = []
+        for s in stored_events:
+            sized.append((self._event_item(s, _BIG_NUMBER), s))
+            sized.append((self._notification_item(s, _BIG_NUMBER), s))
+        self._check_sizes(sized)
+
+        deadline = time.monotonic() + self.datastore.append_timeout
+        attempt = 0
+        last: int | None = None
+        while True:
+            if last is None:
+                last = self._read_counter()
+            ids = list(range(last + 1, last + k + 1))
+            items: list[TransactWriteItemTypeDef] = [self._counter_update(last, k)]
+            kinds: list[tuple[str, str]] = [("counter", COUNTER_PARTITION)]
+            for s, nid in zip(stored_events, ids, strict=True):
+                items.append(self._event_put(self._event_item(s, nid)))
+                kinds.append(("event", self._label(s)))
+                items.append(self._notification_put(self._notification_item(s, nid)))
+                kinds.append(("notification", f"notification {nid}"))
+            for item, kind in extras:
+                items.append(item)
+                kinds.append(kind)
+            try:
+                self._transact(items, kinds)
+            except _RetryAppendError as e:
+                attempt += 1
+                if (
+                    attempt >= self.datastore.max_append_attempts
+                    or time.monotonic() > deadline
+                ):
+                    msg = (
+                        f"Gave up appending {k} events after {attempt} attempts: "
+                        f"{e.reason} (write contention on the notification "
+                        "sequence). Nothing was written."
+                    )
+                    raise AppendContentionError(msg) from e
+                logger.debug("Append attempt %s retried: %s", attempt, e.reason)
+                last = e.counter_last  # None -> re-read
+                self._retry_sleep(attempt)
+            else:
+                return ids
+
+    def _counter_key(self) -> Item:
+        return {LOG_PK: _s(COUNTER_PARTITION), LOG_SK: _n(COUNTER_SK)}
+
+    def _read_counter(self) -> int:
+        with translate_errors():
+            response = self.client.get_item(
+                TableName=self.notifications_table_name,
+                Key=self._counter_key(),
+                # Must see the latest committed counter: a stale value would only
+                # cost a failed transaction, but max_notification_id and
+                # select_notifications use it as the visibility bound.
+                ConsistentRead=True,
+                ProjectionExpression="#last",
+                ExpressionAttributeNames={"#last": COUNTER_LAST},
+            )
+        item = response.get("Item")
+        if not item or COUNTER_LAST not in item:
+            return 0
+        return int(item[COUNTER_LAST]["N"])
+
+    def _counter_update(self, last: int, k: int) -> TransactWriteItemTypeDef:
+        if last == 0:
+            # WHY: we read "no counter yet", so we only commit if that is still
+            # true; a concurrent first append makes this fail (and we retry).
+            condition = "attribute_not_exists(#last)"
+            values: dict[str, AttributeValueTypeDef] = {":new": _n(k)}
+        else:
+            # WHY: compare-and-set. We took ids last+1..last+k on the basis of
+            # reading `last`; committing only while the counter still equals
+            # `last` makes every commit extend the log exactly at its end, so
+            # ids are unique, gap-free and committed in id order. If another
+            # writer got in first this fails, and we retry with the new value.
+            condition = "#last = :last"
+            values = {":new": _n(last + k), ":last": _n(last)}
+        return {
+            "Update": {
+                "TableName": self.notifications_table_name,
+                "Key": self._counter_key(),
+                "UpdateExpression": "SET #last = :new",
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#last": COUNTER_LAST},
+                "ExpressionAttributeValues": values,
+                # On conflict DynamoDB returns the current counter in the
+                # CancellationReasons, which saves a GetItem before the retry.
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+
+    def _notification_item(self, s: StoredEvent, nid: int) -> Item:
+        return {
+            LOG_PK: _s(LOG_PARTITION),
+            LOG_SK: _n(nid),
+            EVENT_PK: _s(self.encode_originator_id(s.originator_id)),
+            EVENT_SK: _n(s.originator_version),
+            TOPIC: _s(s.topic),
+            STATE: {"B": bytes(s.state)},
+        }
+
+    def _notification_put(self, item: Item) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.notifications_table_name,
+                "Item": item,
+                # WHY: never overwrite a recorded notification. The counter
+                # condition already makes ids unique; this is a second line of
+                # defence should the counter item ever be lost or restored from
+                # an older backup (we then fail loudly instead of rewriting
+                # history). It fails routinely only together with the counter
+                # condition, when another writer took the same ids first.
+                "ConditionExpression": "attribute_not_exists(#id)",
+                "ExpressionAttributeNames": {"#id": LOG_SK},
+            }
+        }
+
+    # ----- reading -----
+
+    def max_notification_id(self) -> int | None:
+        last = self._read_counter()
+        return last or None
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Returns notifications in id order, from ``start``, at most ``limit``.
+
+        Reads the counter first (ConsistentRead GetItem) and never returns ids
+        above it: every id up to the counter belongs to a committed append, so
+        the result is a gap-free prefix even though Query is only
+        read-committed. Each page's ScannedCount is checked against the width
+        of the id range it covered; a shortfall means a committed notification
+        is not yet visible to the Query, and the read is retried.
+        """
+        if limit <= 0:
+            return []
+        lo = 1 if start is None else (start if inclusive_of_start else start + 1)
+        lo = max(lo, 1)
+        for attempt in range(MAX_GAP_RETRIES):
+            result = self._select_notifications(lo, limit, stop, topics)
+            if result is not None:
+                return result
+            time.sleep(0.005 * 2**attempt)
+        msg = (
+            "Notification log has a gap below its sequence counter "
+            f"(reading from {lo}); notifications may have been deleted"
+        )
+        raise NotificationLogCorruptedError(msg)
+
+    def _select_notifications(
+        self, lo: int, limit: int, stop: int | None, topics: Sequence[str]
+    ) -> list[Notification] | None:
+        hi = self._read_counter()
+        if stop is not None:
+            hi = min(hi, stop)
+        if lo > hi:
+            return []
+        names = {"#p": LOG_PK, "#id": LOG_SK}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":p": _s(LOG_PARTITION),
+            ":lo": _n(lo),
+            ":hi": _n(hi),
+        }
+        query: QueryInputTypeDef = {
+            "TableName": self.notifications_table_name,
+            "KeyConditionExpression": "#p = :p AND #id BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            # Followers decide what to process next from this: it must include
+            # every committed notification up to the counter we just read.
+            "ConsistentRead": True,
+        }
+        topic_set = frozenset(topics)
+        filter_locally = len(topic_set) > MAX_FILTER_TOPICS
+        if topic_set and not filter_locally:
+            placeholders = []
+            for i, topic in enumerate(sorted(topic_set)):
+                values[f":t{i}"] = _s(topic)
+                placeholders.append(f":t{i}")
+            names["#topic"] = TOPIC
+            query["FilterExpression"] = f"#topic IN ({', '.join(placeholders)})"
+        results: list[Notification] = []
+        cursor = lo  # first id of the page
+        with translate_errors():
+            while True:
+                remaining = limit - len(results)
+                page_limit = remaining if not topic_set else max(remaining, 100)
+                query["Limit"] = min(page_limit, hi - cursor + 1)
+                response = self.client.query(**query)
+                last_key = response.get("LastEvaluatedKey")
+                page_end = int(last_key[LOG_SK]["N"]) if last_key else hi
+                if response.get("ScannedCount", 0) != page_end - cursor + 1:
+                    return None  # a gap: retry the whole read
+                for item in response.get("Items", []):
+                    if filter_locally and item[TOPIC]["S"] not in topic_set:
+                        continue
+                    results.append(self._decode_notification(item))
+                    if len(results) >= limit:
+                        return results
+                if not last_key or page_end >= hi:
+                    return results
+                cursor = page_end + 1
+                query["ExclusiveStartKey"] = last_key
+
+    def _decode_notification(self, item: ItemOut) -> Notification:
+        return Notification(
+            id=int(item[LOG_SK]["N"]),
+            originator_id=self.decode_originator_id(item[EVENT_PK]["S"]),
+            originator_version=int(item[EVENT_SK]["N"]),
+            topic=item[TOPIC]["S"],
+            state=bytes(item[STATE]["B"]),
+        )
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        return DynamoDBSubscription(recorder=self, gt=gt, topics=topics)
+
+
+class DynamoDBSubscription(ListenNotifySubscription[DynamoDBApplicationRecorder]):
+    """Polls the sequence counter (one small ConsistentRead GetItem per
+    interval) and pulls new notifications when it has moved.
+    """
+
+    def __init__(
+        self,
+        recorder: DynamoDBApplicationRecorder,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+    ) -> None:
+        assert isinstance(recorder, DynamoDBApplicationRecorder)
+        self._stopping = Event()
+        self._poll_interval = recorder.datastore.poll_interval
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._poll_thread = Thread(target=self._poll, daemon=True)
+        self._poll_thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._poll_thread.join()
+
+    def _poll(self) -> None:
+        seen: int | None = None
+        try:
+            while not self._stopping.wait(self._poll_interval):
+                current = self._recorder.max_notification_id()
+                if current != seen:
+                    seen = current
+                    self._has_been_notified.set()
+        except BaseException as e:
+            if self._thread_error is None:
+                self._thread_error = e
+            self.stop()
+
+
+class DynamoDBTrackingRecorder(DynamoDBRecorder, TrackingRecorder):
+    """One item per upstream application: its highest processed notification."""
+
+    def __init__(
+        self,
+        datastore: DynamoDBDatastore,
+        tracking_table_name: str = "notification_tracking",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(datastore, **kwargs)
+        self.tracking_table_name = datastore.table_name(tracking_table_name)
+
+    def table_specs(self) -> list[TableSpec]:
+        return [
+            *super().table_specs(),
+            TableSpec(self.tracking_table_name, TRACKING_PK, "S"),
+        ]
+
+    def _tracking_put(self, tracking: Tracking) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.tracking_table_name,
+                "Item": {
+                    TRACKING_PK: _s(tracking.application_name),
+                    NID: _n(tracking.notification_id),
+                },
+                # WHY: a position only moves forward. Equal means this upstream
+                # notification was already processed (duplicate delivery);
+                # lower means an older one arrived late. Either way recording it
+                # would repeat or reorder work, so it is an IntegrityError (and
+                # in the process recorder the events with it are not written).
+                "ConditionExpression": "attribute_not_exists(#app) OR #nid < :nid",
+                "ExpressionAttributeNames": {"#app": TRACKING_PK, "#nid": NID},
+                "ExpressionAttributeValues": {":nid": _n(tracking.notification_id)},
+            }
+        }
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        put = self._tracking_put(tracking)["Put"]
+        try:
+            with translate_errors():
+                self.client.put_item(
+                    TableName=put["TableName"],
+                    Item=put["Item"],
+                    # WHY: see _tracking_put.
+                    ConditionExpression=put["ConditionExpression"],
+                    ExpressionAttributeNames=put["ExpressionAttributeNames"],
+                    ExpressionAttributeValues=put["ExpressionAttributeValues"],
+                )
+        except IntegrityError as e:
+            msg = (
+                f"Tracking {tracking.application_name} "
+                f"{tracking.notification_id} is not ahead of the recorded position"
+            )
+            raise IntegrityError(msg) from e
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        with translate_errors():
+            response = self.client.get_item(
+                TableName=self.tracking_table_name,
+                Key={TRACKING_PK: _s(application_name)},
+                # A follower resumes from this: it must not be stale.
+                ConsistentRead=True,
+            )
+        item = response.get("Item")
+        if not item or NID not in item:
+            return None
+        return int(item[NID]["N"])
+
+
+class DynamoDBProcessRecorder(
+    DynamoDBTrackingRecorder, DynamoDBApplicationRecorder, ProcessRecorder
+):
+    """Application recorder whose inserts may carry a Tracking object that is
+    written in the same transaction as the events.
+    """
+
+    def __init__(
+        self,
+        datastore: DynamoDBDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        notifications_table_name: str = "stored_notifications",
+        tracking_table_name: str = "notification_tracking",
+    ) -> None:
+        DynamoDBApplicationRecorder.__init__(
+            self,
+            datastore,
+            events_table_name=events_table_name,
+            notifications_table_name=notifications_table_name,
+        )
+        self.tracking_table_name = datastore.table_name(tracking_table_name)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        tracking: Tracking | None = kwargs.get("tracking")
+        return self._append(stored_events, tracking)
+
+    def _extra_items(
+        self, tracking: Tracking | None
+    ) -> list[tuple[TransactWriteItemTypeDef, tuple[str, str]]]:
+        if tracking is None:
+            return []
+        label = f"tracking {tracking.application_name} {tracking.notification_id}"
+        return [(self._tracking_put(tracking), ("tracking", label))]
+
+    def _write_tracking_alone(self, tracking: Tracking) -> None:
+        self.insert_tracking(tracking)
