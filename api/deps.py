@@ -59,7 +59,9 @@ class ReadYourWrites:
 ReadYourWritesDep = Annotated[ReadYourWrites, Depends()]
 
 UserIdPath = Annotated[str, Path(alias="userId", pattern=ID_PATTERN, description="The user's id.")]
-EventIdPath = Annotated[str, Path(alias="eventId", pattern=ID_PATTERN, description="The event's id.")]
+EventIdPath = Annotated[
+    str, Path(alias="eventId", pattern=ID_PATTERN, description="The event's id.")
+]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size (1-500).")]
 NextToken = Annotated[
     str | None,

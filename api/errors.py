@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.context import current_request_id
 from domain import errors
+from infra.logs import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
         if error.get("type") == "json_invalid":
             details.append({"field": "body", "message": "Request body is not valid JSON"})
             continue
-        message = str(error.get("msg", "Invalid value"))
+        message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
         if error.get("type") == "extra_forbidden":
             message = "Unknown or read-only field"
         details.append({"field": _field_of(loc), "message": message})
@@ -122,7 +122,10 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, 404, "NOT_FOUND", "No such route")
     if exc.status_code == 405:
         return error_response(
-            request, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this route",
+            request,
+            405,
+            "METHOD_NOT_ALLOWED",
+            "Method not allowed on this route",
             headers=dict(exc.headers or {}),
         )
     if exc.status_code == 413:

@@ -20,9 +20,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
-from api.logging_config import configure_logging
 from api.middleware import RequestContextMiddleware
 from api.routes import events, health, registrations, users
+from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.wiring import build_container
 

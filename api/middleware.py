@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.context import current_request_id, set_request_id
+from infra.logs import current_request_id, set_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,19 @@ class RequestContextMiddleware:
             body = await self._read_body(receive)
             await self.app(scope, self._replay(body, receive), send_with_id)
         except _BodyTooLargeError:
-            await self._error(scope, send_with_id, 413, "PAYLOAD_TOO_LARGE",
-                              f"Request body is larger than {self.max_body_bytes} bytes")
+            await self._error(
+                scope,
+                send_with_id,
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"Request body is larger than {self.max_body_bytes} bytes",
+            )
         except Exception:
             logger.exception("unhandled error")
             if not response_started:
-                await self._error(scope, send_with_id, 500, "INTERNAL_ERROR",
-                                  "An internal error occurred")
+                await self._error(
+                    scope, send_with_id, 500, "INTERNAL_ERROR", "An internal error occurred"
+                )
         finally:
             logger.info(
                 "request",

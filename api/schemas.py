@@ -41,13 +41,13 @@ Identifier = Annotated[
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Description = Annotated[str, StringConstraints(max_length=1000)]
-Location = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Location = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)
+]
 Organizer = Annotated[
     str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
 ]
-IsoDate = Annotated[
-    str, StringConstraints(min_length=10, max_length=40), AfterValidator(_iso_date)
-]
+IsoDate = Annotated[str, StringConstraints(min_length=10, max_length=40), AfterValidator(_iso_date)]
 Capacity = Annotated[int, Field(ge=1, le=1_000_000_000)]
 
 

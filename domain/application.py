@@ -227,7 +227,7 @@ class RegistrationService(Application[UUID]):
             gathering = self.get_gathering(gathering_id)
             touched: list[Aggregate] = [gathering]
             promoted: list[str] = []
-            details = {
+            revision = {
                 "title": _changed(gathering.title, changes.title),
                 "description": _changed(gathering.description, changes.description),
                 "date": _changed(gathering.date, changes.date),
@@ -236,10 +236,10 @@ class RegistrationService(Application[UUID]):
                 "status": _changed(
                     str(gathering.status), None if changes.status is None else str(changes.status)
                 ),
-                "waitlist_enabled": _changed(gathering.waitlist_enabled, changes.waitlist_enabled),
             }
-            if any(value is not None for value in details.values()):
-                gathering.revise(**details)
+            waitlist_enabled = _changed(gathering.waitlist_enabled, changes.waitlist_enabled)
+            if waitlist_enabled is not None or any(v is not None for v in revision.values()):
+                gathering.revise(**revision, waitlist_enabled=waitlist_enabled)
             capacity = changes.capacity
             if capacity is not None and capacity != gathering.capacity:
                 if capacity < gathering.confirmed_count:
@@ -325,9 +325,7 @@ class RegistrationService(Application[UUID]):
                 touched.append(page)
                 waitlist_position = gathering.waitlist_count
             else:
-                raise GatheringFullError(
-                    f"Event '{gathering_id}' is full and has no waitlist"
-                )
+                raise GatheringFullError(f"Event '{gathering_id}' is full and has no waitlist")
             position = self._commit(*touched)
             self._check_invariants(gathering)
             logger.info(
@@ -480,7 +478,7 @@ class RegistrationService(Application[UUID]):
 
     def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         if not isinstance(aggregate, cls):

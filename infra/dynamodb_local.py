@@ -143,10 +143,7 @@ def wait_until_ready(
     try:
         while True:
             if process is not None and process.poll() is not None:
-                msg = (
-                    f"DynamoDB Local exited with code {process.returncode} "
-                    "before becoming ready"
-                )
+                msg = f"DynamoDB Local exited with code {process.returncode} before becoming ready"
                 raise DynamoDBLocalError(msg)
             try:
                 client.list_tables(Limit=1)

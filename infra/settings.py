@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     read_your_writes_timeout: float = Field(
         default=5.0, gt=0, description="Longest a write waits for the read tables to catch up."

@@ -269,9 +269,7 @@ class SQLiteReadModel:
 
     def get_event(self, event_id: str) -> EventRow | None:
         with self._transaction(immediate=False) as c:
-            row = c.execute(
-                "SELECT * FROM events WHERE event_id = ?", (event_id,)
-            ).fetchone()
+            row = c.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
             if row is None:
                 return None
             return self._event_row(c, row)

@@ -1,4 +1,4 @@
-"""The one place where the service, its store, the read tables and the projector are put together."""
+"""The one place where the service, its store, read tables and projector are put together."""
 
 from __future__ import annotations
 

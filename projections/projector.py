@@ -186,7 +186,9 @@ class CatchUpProjector:
         applied = self.read_model.apply(position, new_position, lambda w: self._fold(events, w))
         return Progress(new_position if applied else self.read_model.position(), head)
 
-    def catch_up(self, until: int | None = None, on_progress: Callable[[Progress], None] | None = None) -> int:
+    def catch_up(
+        self, until: int | None = None, on_progress: Callable[[Progress], None] | None = None
+    ) -> int:
         """Applies batches until the read model holds ``until`` (default: the log's head)."""
         with self._lock:
             while True:
@@ -211,11 +213,11 @@ class CatchUpProjector:
                     self._lock.release()
         return True
 
-    def _decode(self, notifications: Sequence[Notification]) -> list[tuple[Aggregate.Event, int]]:
+    def _decode(self, notifications: Sequence[Notification]) -> list[tuple[Any, int]]:
         return [(self.mapper.to_domain_event(n), n.id) for n in notifications]
 
     @staticmethod
-    def _fold(events: Iterable[tuple[Aggregate.Event, int]], writer: ReadTableWriter) -> None:
+    def _fold(events: Iterable[tuple[Any, int]], writer: ReadTableWriter) -> None:
         for domain_event, position in events:
             fold(domain_event, position, writer)
 

@@ -116,9 +116,7 @@ class RegistrationServiceStack(Stack):
 
         prefix = table_prefix or self._prefix_from_context()
         if not _TABLE_PREFIX_PATTERN.match(prefix):
-            raise ValueError(
-                f"invalid table prefix {prefix!r}: use letters, digits, '_', '-', '.'"
-            )
+            raise ValueError(f"invalid table prefix {prefix!r}: use letters, digits, '_', '-', '.'")
         self.table_prefix = prefix
 
         # --- Event store: the source of truth. Never deleted with the stack.
@@ -147,35 +145,23 @@ class RegistrationServiceStack(Stack):
         self.users_table = self._read_model_table(
             "UsersTable",
             f"{prefix}-users",
-            partition_key=dynamodb.Attribute(
-                name="userId", type=dynamodb.AttributeType.STRING
-            ),
+            partition_key=dynamodb.Attribute(name="userId", type=dynamodb.AttributeType.STRING),
         )
         self.events_view_table = self._read_model_table(
             "EventsViewTable",
             f"{prefix}-events-view",
-            partition_key=dynamodb.Attribute(
-                name="eventId", type=dynamodb.AttributeType.STRING
-            ),
+            partition_key=dynamodb.Attribute(name="eventId", type=dynamodb.AttributeType.STRING),
         )
         self.registrations_table = self._read_model_table(
             "RegistrationsTable",
             f"{prefix}-registrations",
-            partition_key=dynamodb.Attribute(
-                name="userId", type=dynamodb.AttributeType.STRING
-            ),
-            sort_key=dynamodb.Attribute(
-                name="eventId", type=dynamodb.AttributeType.STRING
-            ),
+            partition_key=dynamodb.Attribute(name="userId", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="eventId", type=dynamodb.AttributeType.STRING),
         )
         self.registrations_table.add_global_secondary_index(
             index_name=REGISTRATIONS_BY_EVENT_INDEX,
-            partition_key=dynamodb.Attribute(
-                name="eventId", type=dynamodb.AttributeType.STRING
-            ),
-            sort_key=dynamodb.Attribute(
-                name="userId", type=dynamodb.AttributeType.STRING
-            ),
+            partition_key=dynamodb.Attribute(name="eventId", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="userId", type=dynamodb.AttributeType.STRING),
             projection_type=dynamodb.ProjectionType.ALL,
         )
         read_model_tables = (
@@ -260,9 +246,7 @@ class RegistrationServiceStack(Stack):
         )
 
         # --- Outputs.
-        CfnOutput(
-            self, "ApiUrl", value=self.http_api.api_endpoint, description="HTTP API URL"
-        )
+        CfnOutput(self, "ApiUrl", value=self.http_api.api_endpoint, description="HTTP API URL")
         for output_id, table in (
             ("EventsTableName", self.events_table),
             ("SnapshotsTableName", self.snapshots_table),
@@ -286,9 +270,7 @@ class RegistrationServiceStack(Stack):
             self,
             construct_id,
             table_name=table_name,
-            partition_key=dynamodb.Attribute(
-                name="pk", type=dynamodb.AttributeType.STRING
-            ),
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
             sort_key=sort_key,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,

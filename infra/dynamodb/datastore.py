@@ -35,7 +35,7 @@ class TableSpec:
     sk_type: ScalarAttributeTypeType = "N"
 
 
-def make_client(  # noqa: PLR0913
+def make_client(
     *,
     endpoint_url: str | None = None,
     region_name: str | None = None,
@@ -80,7 +80,7 @@ def make_client(  # noqa: PLR0913
 class DynamoDBDatastore:
     """Holds the client and settings shared by the recorders of one factory."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         client: DynamoDBClient,
         *,

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 from eventsourcing.persistence import (
     DataError,
@@ -106,9 +108,7 @@ TRANSIENT_CODES = THROTTLING_CODES | frozenset(
     }
 )
 
-CONDITION_FAILED_CODES = frozenset(
-    {"ConditionalCheckFailedException", "ConditionalCheckFailed"}
-)
+CONDITION_FAILED_CODES = frozenset({"ConditionalCheckFailedException", "ConditionalCheckFailed"})
 
 
 def error_code(e: ClientError) -> str:
@@ -120,13 +120,13 @@ def cancellation_reasons(e: ClientError) -> list[dict[str, Any]]:
     """Returns the CancellationReasons of a TransactionCanceledException
     (one entry per TransactItem, in request order), or an empty list.
     """
-    reasons: Any = e.response.get("CancellationReasons")  # type: ignore[misc]
+    reasons: Any = e.response.get("CancellationReasons")
     if isinstance(reasons, list):
         return reasons
     return []
 
 
-def translate(e: Exception) -> PersistenceError:
+def translate(e: Exception) -> PersistenceError:  # noqa: PLR0911 (a mapping table)
     """Maps a boto3/botocore exception to an eventsourcing PersistenceError."""
     if isinstance(e, PersistenceError):
         return e

@@ -79,9 +79,7 @@ class DynamoDBFactory(InfrastructureFactory[DynamoDBTrackingRecorder]):
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
         endpoint_url = self.env.get(self.DYNAMODB_ENDPOINT_URL) or None
-        region = (
-            self.env.get(self.AWS_DEFAULT_REGION) or self.env.get(self.AWS_REGION) or None
-        )
+        region = self.env.get(self.AWS_DEFAULT_REGION) or self.env.get(self.AWS_REGION) or None
         if region is None and endpoint_url is not None:
             region = "us-east-1"  # only used for request signing locally
         originator_id_type = self.env.get(self.ORIGINATOR_ID_TYPE, "uuid").lower()

@@ -8,7 +8,7 @@ import logging
 import random
 import time
 import uuid
-from threading import Event, Thread
+from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -352,10 +352,7 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
                     self._transact(transact_items, kinds)
                 except _RetryAppendError as e:
                     attempt += 1
-                    if (
-                        attempt >= self.datastore.max_append_attempts
-                        or time.monotonic() > deadline
-                    ):
+                    if attempt >= self.datastore.max_append_attempts or time.monotonic() > deadline:
                         msg = f"Gave up after {attempt} attempts ({e.reason})"
                         raise AppendContentionError(msg) from e
                     self._retry_sleep(attempt)
@@ -455,6 +452,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     ) -> None:
         super().__init__(datastore, events_table_name)
         self.notifications_table_name = datastore.table_name(notifications_table_name)
+        # Number of append attempts retried because of contention (statistics).
+        self.append_retries = 0
+        self._stats_lock = Lock()
 
     def table_specs(self) -> list[TableSpec]:
         return [
@@ -480,9 +480,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def _write_tracking_alone(self, tracking: Tracking) -> None:
         """Records tracking when there are no events (process recorder)."""
 
-    def _append(
-        self, stored_events: Sequence[StoredEvent], tracking: Tracking | None
-    ) -> list[int]:
+    def _append(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None) -> list[int]:
         extras = self._extra_items(tracking)
         self._check_events(stored_events, 2, 1 + len(extras))
         k = len(stored_events)
@@ -518,10 +516,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 self._transact(items, kinds)
             except _RetryAppendError as e:
                 attempt += 1
-                if (
-                    attempt >= self.datastore.max_append_attempts
-                    or time.monotonic() > deadline
-                ):
+                if attempt >= self.datastore.max_append_attempts or time.monotonic() > deadline:
                     msg = (
                         f"Gave up appending {k} events after {attempt} attempts: "
                         f"{e.reason} (write contention on the notification "
@@ -529,6 +524,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                     )
                     raise AppendContentionError(msg) from e
                 logger.debug("Append attempt %s retried: %s", attempt, e.reason)
+                with self._stats_lock:
+                    self.append_retries += 1
                 last = e.counter_last  # None -> re-read
                 self._retry_sleep(attempt)
             else:

@@ -88,7 +88,7 @@ class TestDynamoDBApplicationRecorder(
     def test_insert_subscribe(self) -> None:
         self.optional_test_insert_subscribe()
 
-    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:
+    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:  # noqa: PT028 (base signature)
         # Overridden: the base test writes 100 events per insert, but one
         # DynamoDB transaction holds at most 100 items and an append of k events
         # needs 2k + 1, so we write 49 (the maximum) per insert; and 40 inserts
@@ -151,9 +151,7 @@ class TestDynamoDBApplicationRecorder(
         if errors:  # pragma: no cover
             raise errors[0]
         self.assertEqual(sum(counts.values()), num_writes)
-        self.assertEqual(
-            recorder.max_notification_id(), num_writes * num_events_per_write
-        )
+        self.assertEqual(recorder.max_notification_id(), num_writes * num_events_per_write)
 
     def test_concurrent_throughput(self) -> None:
         # Overridden: the base test inserts 50 events per job, which needs
@@ -218,9 +216,7 @@ class CustomDynamoDBTrackingRecorder(DynamoDBTrackingRecorder):
     pass
 
 
-class TestDynamoDBInfrastructureFactory(
-    InfrastructureFactoryTestCase[DynamoDBFactory]
-):
+class TestDynamoDBInfrastructureFactory(InfrastructureFactoryTestCase[DynamoDBFactory]):
     endpoint_url: str
 
     @pytest.fixture(autouse=True)
@@ -254,9 +250,7 @@ class TestDynamoDBInfrastructureFactory(
         assert isinstance(recorder, DynamoDBProcessRecorder)
         prefix = self.env["DYNAMODB_TABLE_PREFIX"]
         self.assertEqual(recorder.events_table_name, f"{prefix}testcase_events")
-        self.assertEqual(
-            recorder.notifications_table_name, f"{prefix}testcase_notifications"
-        )
+        self.assertEqual(recorder.notifications_table_name, f"{prefix}testcase_notifications")
         self.assertEqual(recorder.tracking_table_name, f"{prefix}testcase_tracking")
         snapshots = self.factory.aggregate_recorder("snapshots")
         assert isinstance(snapshots, DynamoDBAggregateRecorder)

@@ -29,9 +29,7 @@ def local_env(endpoint_url: str, **extra: str) -> dict[str, str]:
 
 def new_datastore(endpoint_url: str, **kwargs: Any) -> DynamoDBDatastore:
     client_kwargs = {
-        k: kwargs.pop(k)
-        for k in ("connect_timeout", "read_timeout", "max_attempts")
-        if k in kwargs
+        k: kwargs.pop(k) for k in ("connect_timeout", "read_timeout", "max_attempts") if k in kwargs
     }
     client = make_client(
         endpoint_url=endpoint_url,

@@ -1,15 +1,30 @@
-"""JSON-lines logging, configured once at start-up."""
+"""JSON-lines logging, configured once at start-up, and the current request's id."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
-from api.context import current_request_id
-
 _configured = False
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def set_request_id(value: str) -> None:
+    _request_id.set(value)
+
+
+class _UtcJsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _RequestIdFilter(logging.Filter):
@@ -28,7 +43,7 @@ def configure_logging(level: str) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        _UtcJsonFormatter(
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},

@@ -1,0 +1,55 @@
+# Two commands for a new user: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PORT
+
+.PHONY: run test lint typecheck pytest docs bench rebuild verify clean help
+
+help:
+	@echo "make run    - serve the API on 127.0.0.1:\$$PORT (default 8000), embedded SQLite store"
+	@echo "make test   - lint, type-check and run every test"
+	@echo "make docs   - build the pdoc HTML docs into docs/html"
+	@echo "make bench  - run the benchmarks (numbers beside their baselines)"
+	@echo "make rebuild / verify - rebuild the read tables from the event store / audit them"
+
+$(VENV)/.runtime: requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	touch $@
+
+run: $(VENV)/.runtime
+	$(BIN)/python -m api
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev
+	$(BIN)/pytest -n 2 -q
+
+test: lint typecheck pytest
+
+docs: $(VENV)/.dev
+	$(BIN)/pdoc --output-directory docs/html domain projections infra api
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
+
+rebuild: $(VENV)/.runtime
+	$(BIN)/python -m infra.admin rebuild
+
+verify: $(VENV)/.runtime
+	$(BIN)/python -m infra.admin verify
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/html cdk.out

@@ -1,0 +1,122 @@
+"""Appends per second on the DynamoDB application recorder, with 1, 4 and 16
+concurrent writer threads, each append being one event to its own new stream.
+
+Runs against AWS_ENDPOINT_URL_DYNAMODB if set (with the dummy credentials of
+infra.dynamodb_local), else starts DynamoDB Local itself.
+
+    python -m bench.dynamodb_appends [--seconds 5] [--threads 1 4 16]
+
+Every append goes through the one sequence counter item (see infra.dynamodb),
+so this measures how that serialisation point behaves under contention:
+"retries/append" counts attempts that lost the compare-and-set on the counter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from uuid import uuid4
+
+from eventsourcing.persistence import StoredEvent
+
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from infra.dynamodb import (  # noqa: E402
+    DynamoDBApplicationRecorder,
+    DynamoDBDatastore,
+    make_client,
+)
+from infra.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal  # noqa: E402
+
+
+def run_level(endpoint_url: str, threads: int, seconds: float) -> dict[str, float]:
+    client = make_client(
+        endpoint_url=endpoint_url,
+        region_name=LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        max_pool_connections=max(10, 2 * threads),
+    )
+    datastore = DynamoDBDatastore(client, table_prefix=f"bench{uuid4().hex[:8]}_")
+    recorder = DynamoDBApplicationRecorder(datastore)
+    recorder.create_table()
+    # Warm up connections and the JVM's code paths.
+    for _ in range(20):
+        recorder.insert_events([StoredEvent(uuid4(), 1, "bench.Event", b"{}")])
+    recorder.append_retries = 0
+
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+    deadline = 0.0
+
+    def writer(i: int) -> None:
+        mine = latencies[i]
+        start.wait()
+        try:
+            while time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                recorder.insert_events([StoredEvent(uuid4(), 1, "bench.Event", b"{}")])
+                mine.append(time.perf_counter() - t0)
+        except BaseException as e:  # report, don't hang the barrier
+            errors.append(e)
+
+    workers = [threading.Thread(target=writer, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + seconds
+    started = time.perf_counter()
+    start.wait()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    datastore.close()
+    if errors:
+        raise errors[0]
+    all_latencies = sorted(x for xs in latencies for x in xs)
+    n = len(all_latencies)
+    return {
+        "threads": threads,
+        "appends": n,
+        "seconds": elapsed,
+        "per_second": n / elapsed,
+        "p50_ms": 1000 * statistics.median(all_latencies),
+        "p95_ms": 1000 * all_latencies[int(0.95 * (n - 1))],
+        "retries_per_append": recorder.append_retries / n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        endpoint_url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+        where = "AWS_ENDPOINT_URL_DYNAMODB"
+        if not endpoint_url:
+            endpoint_url = stack.enter_context(DynamoDBLocal()).endpoint_url
+            where = "DynamoDB Local started by this script"
+        print(f"Endpoint: {endpoint_url} ({where}); {args.seconds:g} s per level")
+        rows = [run_level(endpoint_url, t, args.seconds) for t in args.threads]
+    print()
+    print(
+        f"{'threads':>7} {'appends':>8} {'appends/s':>10} {'p50 ms':>7} "
+        f"{'p95 ms':>7} {'retries/append':>15}"
+    )
+    for r in rows:
+        print(
+            f"{r['threads']:>7.0f} {r['appends']:>8.0f} {r['per_second']:>10.1f} "
+            f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['retries_per_append']:>15.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

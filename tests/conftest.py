@@ -1,0 +1,78 @@
+"""Shared fixtures. Every test that touches storage runs on the store named by
+``--store`` (default: sqlite), so one suite serves both stores."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from api.main import create_app
+from infra.settings import Settings
+from infra.wiring import Container, build_container
+
+hypothesis_settings.register_profile(
+    "default",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+hypothesis_settings.register_profile(
+    "exhaustive",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        action="store",
+        default=os.environ.get("TEST_STORE", "sqlite"),
+        choices=("sqlite", "dynamodb"),
+        help="Which event store and read tables the suite runs on.",
+    )
+
+
+@pytest.fixture(scope="session")
+def store_name(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--store"))
+
+
+@pytest.fixture
+def settings(store_name: str, tmp_path: Path) -> Settings:
+    """Settings for a fresh, isolated store."""
+    return Settings(
+        store=store_name,
+        data_dir=tmp_path / "data",
+        environment="test",
+        read_your_writes_timeout=10.0,
+        projection_poll_interval=0.05,
+        dynamodb_table_prefix=f"t{uuid.uuid4().hex[:12]}",
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real application, through its HTTP interface."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def container(settings: Settings) -> Iterator[Container]:
+    """The service, read tables and projector, without HTTP."""
+    built = build_container(settings)
+    built.start()
+    try:
+        yield built
+    finally:
+        built.close()
