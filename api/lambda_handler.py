@@ -7,6 +7,7 @@ side effects beyond importing ``mangum`` and ``api.main``.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from mangum import Mangum
@@ -14,16 +15,12 @@ from mangum.types import LambdaContext
 
 from api.main import create_app
 
-_adapter: Mangum | None = None
 
-
-def _get_adapter() -> Mangum:
-    global _adapter
-    if _adapter is None:
-        _adapter = Mangum(create_app(), lifespan="auto")
-    return _adapter
+@cache
+def _adapter() -> Mangum:
+    return Mangum(create_app(), lifespan="auto")
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda handler (``api.lambda_handler.handler``)."""
-    return _get_adapter()(event, context)
+    return _adapter()(event, context)

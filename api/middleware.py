@@ -15,7 +15,7 @@ from infra.logs import current_request_id, set_request_id
 
 logger = logging.getLogger(__name__)
 
-SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class _BodyTooLargeError(Exception):
@@ -35,7 +35,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         set_request_id(request_id)
         started = time.perf_counter()
         status = 500

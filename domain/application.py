@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -168,6 +169,10 @@ class RegistrationService(Application[UUID]):
     conflict_backoff_seconds: float = 0.004
     invariant_violations_raise: bool = True
 
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._locks = tuple(threading.Lock() for _ in range(64))
+
     # -- users ---------------------------------------------------------------
 
     def create_user(self, user_id: str, name: str) -> UserState:
@@ -178,7 +183,7 @@ class RegistrationService(Application[UUID]):
             position = self._commit(user)
             return _user_state(user, position)
 
-        return self._retrying(decide)
+        return self._retrying(f"user/{user_id}", decide)
 
     def get_user(self, user_id: str) -> User:
         user = self._find(User, user_aggregate_id(user_id))
@@ -210,7 +215,7 @@ class RegistrationService(Application[UUID]):
             position = self._commit(gathering)
             return _gathering_state(gathering, position)
 
-        return self._retrying(decide)
+        return self._retrying(f"gathering/{spec.gathering_id}", decide)
 
     def get_gathering(self, gathering_id: str) -> Gathering:
         gathering = self._find(Gathering, gathering_aggregate_id(gathering_id))
@@ -269,7 +274,7 @@ class RegistrationService(Application[UUID]):
                 self._check_invariants(gathering)
             return _gathering_state(gathering, position, tuple(promoted))
 
-        return self._retrying(decide)
+        return self._retrying(f"gathering/{gathering_id}", decide)
 
     def delete_gathering(self, gathering_id: str) -> int:
         def decide() -> int:
@@ -282,7 +287,7 @@ class RegistrationService(Application[UUID]):
             gathering.delete()
             return self._commit(gathering)
 
-        return self._retrying(decide)
+        return self._retrying(f"gathering/{gathering_id}", decide)
 
     # -- registrations -------------------------------------------------------
 
@@ -351,7 +356,7 @@ class RegistrationService(Application[UUID]):
                 position=position,
             )
 
-        return self._retrying(decide)
+        return self._retrying(f"gathering/{gathering_id}", decide)
 
     def leave(self, user_id: str, gathering_id: str) -> LeaveOutcome:
         """Withdraws a registration; a freed seat goes to the head of the waitlist."""
@@ -418,7 +423,7 @@ class RegistrationService(Application[UUID]):
                 position=position,
             )
 
-        return self._retrying(decide)
+        return self._retrying(f"gathering/{gathering_id}", decide)
 
     def waitlist_head(self, gathering_id: str, count: int) -> list[str]:
         """The first ``count`` people waiting, in order, read from the event store."""
@@ -498,10 +503,18 @@ class RegistrationService(Application[UUID]):
         recordings = self.save(*aggregates)
         return max((r.notification.id for r in recordings), default=0)
 
-    def _retrying(self, decide: Callable[[], T]) -> T:
+    def _retrying(self, key: str, decide: Callable[[], T]) -> T:
+        """Runs ``decide`` until it saves without a conflict (bounded, jittered back-off).
+
+        Commands on the same key take turns within this process, so conflicts
+        only arise between processes; across processes the store's unique
+        (stream, version) constraint decides who wins.
+        """
+        lock = self._locks[hash(key) % len(self._locks)]
         for attempt in range(self.max_conflict_retries + 1):
             try:
-                return decide()
+                with lock:
+                    return decide()
             except WriteConflictError:
                 if attempt == self.max_conflict_retries:
                     break

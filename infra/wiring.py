@@ -43,6 +43,9 @@ def event_store_env(settings: Settings) -> dict[str, str]:
             "SQLITE_DBNAME": str(settings.event_store_path),
             "SQLITE_LOCK_TIMEOUT": str(settings.sqlite_lock_timeout),
             "CREATE_TABLE": "y",
+            # Recently used aggregates stay in memory; a load then only reads the
+            # events saved since (by any process), not a snapshot and its tail.
+            "AGGREGATE_CACHE_MAXSIZE": "10000",
         }
     msg = f"Store {settings.store!r} is not available in this build"
     raise NotImplementedError(msg)

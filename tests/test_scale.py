@@ -1,0 +1,166 @@
+"""Decision state stays small: an event with 100,000 confirmed and 10,000 waitlisted
+registrations is decided on from a snapshot and a few events, never 100,000."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import AggregateRecorder
+
+from domain.application import RegistrationService
+from domain.model import WAITLIST_PAGE_SIZE, Gathering, Registration, User, WaitlistPage
+from domain.model import RegistrationStatus
+from infra.wiring import Container
+
+pytestmark = pytest.mark.slow
+
+CONFIRMED = 100_000
+WAITLISTED = 10_000
+# Events per save: a DynamoDB transaction holds at most 100 items (each event
+# takes two, plus the sequence counter), SQLite has no such limit.
+BATCH = {"sqlite": 2_000, "dynamodb": 45}
+
+
+def _seed(service: RegistrationService, batch: int) -> None:
+    """Writes the history of a huge event directly, in large atomic saves.
+
+    The gathering's stream gets every one of its 110,000 events. Registration
+    streams are written for the people the test acts on (the first confirmed
+    ones and every waitlisted person, whom promotion reads); the other
+    confirmed people's registration streams are separate streams that no
+    decision about this event reads, so they are left out to keep the test fast.
+    """
+    gathering = Gathering(
+        gathering_id="huge",
+        title="Huge",
+        description="",
+        date="2025-06-01",
+        location=None,
+        organizer=None,
+        status="active",
+        capacity=CONFIRMED,
+        waitlist_enabled=True,
+    )
+    pending: list[Any] = []
+
+    def flush(force: bool = False) -> None:
+        if force or len(gathering.pending_events) >= batch:
+            service.save(gathering, *pending)
+            pending.clear()
+
+    for n in range(CONFIRMED):
+        gathering.take_seat(user_id=f"seated-{n}")
+        if n < 10:
+            user = User(user_id=f"seated-{n}", name="Seated")
+            registration = Registration(gathering_id="huge", user_id=f"seated-{n}")
+            registration.confirm()
+            pending.extend((user, registration))
+        flush()
+    page: WaitlistPage | None = None
+    for n in range(WAITLISTED):
+        ticket = gathering.next_ticket
+        if ticket % WAITLIST_PAGE_SIZE == 0:
+            page = WaitlistPage(gathering_id="huge", page=ticket // WAITLIST_PAGE_SIZE)
+        assert page is not None
+        gathering.join_waitlist(user_id=f"waiting-{n}", ticket=ticket)
+        page.append(ticket=ticket, user_id=f"waiting-{n}")
+        registration = Registration(gathering_id="huge", user_id=f"waiting-{n}")
+        registration.waitlist(ticket=ticket)
+        pending.extend((page, registration))
+        if len(pending) >= batch:
+            flush(force=True)
+    flush(force=True)
+
+
+class _CountingRows:
+    """Counts the stored events and snapshots a command reads."""
+
+    def __init__(self, *recorders: AggregateRecorder) -> None:
+        self.rows = 0
+        self._recorders = recorders
+        self._originals = [r.select_events for r in recorders]
+
+    def __enter__(self) -> _CountingRows:
+        for recorder, original in zip(self._recorders, self._originals, strict=True):
+
+            def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                found = _original(*args, **kwargs)
+                self.rows += len(found)
+                return found
+
+            recorder.select_events = counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for recorder, original in zip(self._recorders, self._originals, strict=True):
+            recorder.select_events = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory: pytest.TempPathFactory, store_name: str) -> Iterator[Container]:
+    from infra.settings import Settings
+    from infra.wiring import build_container
+
+    settings = Settings(
+        store=store_name,
+        data_dir=tmp_path_factory.mktemp("huge") / "data",
+        environment="test",
+    )
+    container = build_container(settings)
+    _seed(container.service, BATCH[store_name])
+    container.service.create_user("newcomer", "Newcomer")
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _reads(container: Container) -> _CountingRows:
+    service = container.service
+    assert service.snapshots is not None
+    return _CountingRows(service.events.recorder, service.snapshots.recorder)
+
+
+def test_a_registration_at_110000_events_reads_a_snapshot_and_a_few_events(
+    huge: Container,
+) -> None:
+    with _reads(huge) as reads:
+        outcome = huge.service.register("newcomer", "huge")
+
+    assert outcome.status == RegistrationStatus.WAITLIST
+    assert outcome.waitlist_position == WAITLISTED + 1
+    print(f"registration decision read {reads.rows} stored rows")
+    assert reads.rows < 60, f"the decision read {reads.rows} stored events"
+
+
+def test_a_leave_at_110000_events_promotes_the_head_from_a_few_events(huge: Container) -> None:
+    with _reads(huge) as reads:
+        outcome = huge.service.leave("seated-3", "huge")
+
+    assert outcome.promoted == ("waiting-0",)
+    print(f"leave-with-promotion decision read {reads.rows} stored rows")
+    assert reads.rows < 160, f"the decision read {reads.rows} stored events"
+
+
+def test_the_gatherings_decision_state_and_snapshot_stay_small(huge: Container) -> None:
+    gathering = huge.service.get_gathering("huge")
+    assert gathering.confirmed_count == CONFIRMED
+    assert gathering.version > CONFIRMED + WAITLISTED
+    state_bytes = len(json.dumps(vars(gathering), default=str))
+    assert state_bytes < 1_000
+    snapshots = huge.service.snapshots
+    assert snapshots is not None
+    (latest,) = snapshots.recorder.select_events(gathering.id, desc=True, limit=1)
+    assert len(latest.state) < 2_000
+    assert gathering.version - latest.originator_version < 50
+    page = huge.service.repository.get(_page_id())
+    assert len(json.dumps(vars(page), default=str)) < 4_000
+
+
+def _page_id() -> Any:
+    from domain.model import waitlist_page_aggregate_id
+
+    return waitlist_page_aggregate_id("huge", WAITLISTED // WAITLIST_PAGE_SIZE - 1)
