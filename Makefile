@@ -40,7 +40,7 @@ pytest: $(VENV)/.dev
 test: lint typecheck pytest
 
 docs: $(VENV)/.dev
-	$(BIN)/pdoc --output-directory docs/html domain projections infra api
+	$(BIN)/pdoc --output-directory docs/html domain projections infra '!infra.cdk' api
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench
