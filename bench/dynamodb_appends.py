@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import threading
 import time
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 from uuid import uuid4
@@ -28,12 +28,12 @@ from eventsourcing.persistence import StoredEvent
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.dynamodb import (  # noqa: E402
+from infra.dynamodb import (
     DynamoDBApplicationRecorder,
     DynamoDBDatastore,
     make_client,
 )
-from infra.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal  # noqa: E402
+from infra.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal
 
 
 def run_level(endpoint_url: str, threads: int, seconds: float) -> dict[str, float]:

@@ -43,6 +43,13 @@ Appending (``insert_events``)
    with jittered backoff, a bounded number of times (then
    :class:`~infra.dynamodb.errors.AppendContentionError`, an OperationalError).
 
+Within one process, appends to the same log take a lock first
+(:meth:`~infra.dynamodb.datastore.DynamoDBDatastore.append_lock`): they would
+commit one at a time anyway, and racing each other through DynamoDB only
+wastes round trips and write capacity on transactions that lose the
+compare-and-set. The lock is an optimisation, not what guarantees ordering:
+appends from other processes still race, and the counter condition decides.
+
 Limits are checked before anything is sent: a transaction holds at most 100
 items and 4 MB, an item at most 400 KB. An append of k events needs 2k + 1
 items (2k + 2 with tracking), so at most 49 events per call;
@@ -79,7 +86,10 @@ Every append in an application goes through the single counter item, so
 appends are serialised: throughput is bounded by roughly one commit per
 (GetItem + TransactWriteItems) round trip, and on AWS by the per-item write
 rate of the counter (about 1000 WCU/s for one item; each transactional write
-costs 2 WCU), with contention causing retries. Batching more events into one
+costs 2 WCU), with contention between processes causing retries (a cancelled
+transaction still costs a round trip). Group commit (one in-process leader
+folding queued appends into one transaction of up to 49 events) would be the
+next step within a process. Batching more events into one
 append (up to 49) is the cheapest way to raise event throughput. To scale
 writes further one would shard the log: S counters ``$sequence#<s>`` and
 notification partitions ``log#<s>``, choosing ``s`` by hashing the originator

@@ -100,9 +100,25 @@ class DynamoDBDatastore:
         self.create_table_timeout = create_table_timeout
         self._ensured: set[str] = set()
         self._lock = threading.Lock()
+        self._append_locks: dict[str, threading.Lock] = {}
 
     def table_name(self, name: str) -> str:
         return self.table_prefix + name
+
+    def append_lock(self, notifications_table_name: str) -> threading.Lock:
+        """The lock that serialises this process's appends to one log.
+
+        All appends to a log commit one at a time anyway (compare-and-set on its
+        counter item). Threads of one process gain nothing by racing each other
+        through DynamoDB: the losers' transactions are wasted round trips and,
+        on AWS, wasted write capacity. So they queue here, and only appends
+        from other processes can make the counter condition fail.
+        """
+        with self._lock:
+            lock = self._append_locks.get(notifications_table_name)
+            if lock is None:
+                lock = self._append_locks[notifications_table_name] = threading.Lock()
+            return lock
 
     def ensure_table(self, spec: TableSpec) -> None:
         """Creates the table unless it exists, then waits until it is ACTIVE.

@@ -87,7 +87,7 @@ _BIG_NUMBER = 10**20
 MAX_FILTER_TOPICS = 100
 # Retries of a read that found a not-yet-visible notification below the
 # counter (see select_notifications).
-MAX_GAP_RETRIES = 10
+MAX_GAP_RETRIES = 6  # sleeps 5, 10, ... 160 ms: about 0.3 s in all
 
 
 def _s(value: str) -> AttributeValueTypeDef:
@@ -496,6 +496,25 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         self._check_sizes(sized)
 
         deadline = time.monotonic() + self.datastore.append_timeout
+        lock = self.datastore.append_lock(self.notifications_table_name)
+        if not lock.acquire(timeout=self.datastore.append_timeout):
+            msg = (
+                f"Gave up appending {k} events: waited {self.datastore.append_timeout}s "
+                "for this process's other appends. Nothing was written."
+            )
+            raise AppendContentionError(msg)
+        try:
+            return self._append_locked(stored_events, extras, deadline)
+        finally:
+            lock.release()
+
+    def _append_locked(
+        self,
+        stored_events: Sequence[StoredEvent],
+        extras: list[tuple[TransactWriteItemTypeDef, tuple[str, str]]],
+        deadline: float,
+    ) -> list[int]:
+        k = len(stored_events)
         attempt = 0
         last: int | None = None
         while True:

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
 import pytest
@@ -51,6 +51,8 @@ from tests.dynamodb.utils import local_env, new_datastore
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 @pytest.fixture
 def datastore(dynamodb_endpoint: str) -> Iterator[DynamoDBDatastore]:
@@ -71,6 +73,17 @@ def process_recorder(datastore: DynamoDBDatastore) -> DynamoDBProcessRecorder:
     recorder = DynamoDBProcessRecorder(datastore)
     recorder.create_table()
     return recorder
+
+
+def separate_process_recorder(
+    endpoint_url: str, recorder: DynamoDBApplicationRecorder
+) -> DynamoDBApplicationRecorder:
+    """A recorder on the same tables with its own client and its own in-process
+    append lock, as another process would have: appends through it race the
+    given recorder's through DynamoDB's compare-and-set on the counter.
+    """
+    datastore = new_datastore(endpoint_url, table_prefix=recorder.datastore.table_prefix)
+    return DynamoDBApplicationRecorder(datastore)
 
 
 def ev(originator_id: UUID, version: int, state: bytes = b"{}") -> StoredEvent:
@@ -231,9 +244,14 @@ def test_oversized_transaction_refused_before_writing(
 
 
 def test_concurrent_appends_give_gap_free_global_order(
-    app_recorder: DynamoDBApplicationRecorder,
+    app_recorder: DynamoDBApplicationRecorder, dynamodb_endpoint: str
 ) -> None:
+    # Each writer has its own client and append lock (like separate processes),
+    # so they really race through the counter's compare-and-set.
     num_threads, appends_per_thread = 8, 12
+    writers = [
+        separate_process_recorder(dynamodb_endpoint, app_recorder) for _ in range(num_threads)
+    ]
     returned: dict[tuple[UUID | str, int], int] = {}
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -241,6 +259,7 @@ def test_concurrent_appends_give_gap_free_global_order(
 
     def writer(seed: int) -> None:
         rng = random.Random(seed)
+        recorder = writers[seed]
         streams = [uuid4() for _ in range(3)]
         versions = dict.fromkeys(streams, 0)
         try:
@@ -251,7 +270,7 @@ def test_concurrent_appends_give_gap_free_global_order(
                     for _ in range(rng.randint(1, 3)):
                         versions[stream] += 1
                         batch.append(ev(stream, versions[stream]))
-                ids = app_recorder.insert_events(batch)
+                ids = recorder.insert_events(batch)
                 assert ids is not None
                 assert list(ids) == list(range(ids[0], ids[0] + len(batch)))
                 with lock:
@@ -266,7 +285,12 @@ def test_concurrent_appends_give_gap_free_global_order(
         t.start()
     for t in threads:
         t.join()
+    for w in writers:
+        w.datastore.close()
     assert not errors, errors
+    retries = sum(w.append_retries for w in writers)
+    print(f"{retries} append attempts lost the race for the counter and were retried")
+    assert retries > 0  # the compare-and-set path was exercised
 
     notifications = all_notifications(app_recorder)
     total = len(returned)
@@ -284,18 +308,22 @@ def test_concurrent_appends_give_gap_free_global_order(
 
 
 def test_reader_never_sees_a_later_id_before_an_earlier_one(
-    app_recorder: DynamoDBApplicationRecorder,
+    app_recorder: DynamoDBApplicationRecorder, dynamodb_endpoint: str
 ) -> None:
     num_writers, appends_per_writer = 4, 20
     done = threading.Event()
     errors: list[BaseException] = []
     observations: list[tuple[int, int]] = []  # (first id, count) per read
 
-    def writer() -> None:
+    recorders = [
+        separate_process_recorder(dynamodb_endpoint, app_recorder) for _ in range(num_writers)
+    ]
+
+    def writer(i: int) -> None:
         stream = uuid4()
         try:
             for v in range(1, appends_per_writer + 1):
-                app_recorder.insert_events([ev(stream, v)])
+                recorders[i].insert_events([ev(stream, v)])
         except BaseException as e:  # pragma: no cover
             errors.append(e)
 
@@ -322,7 +350,7 @@ def test_reader_never_sees_a_later_id_before_an_earlier_one(
             raise
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
-    writers = [threading.Thread(target=writer) for _ in range(num_writers)]
+    writers = [threading.Thread(target=writer, args=(i,)) for i in range(num_writers)]
     for t in readers + writers:
         t.start()
     for t in writers:
@@ -330,6 +358,8 @@ def test_reader_never_sees_a_later_id_before_an_earlier_one(
     done.set()
     for t in readers:
         t.join()
+    for r in recorders:
+        r.datastore.close()
     assert not errors, errors
     total = num_writers * appends_per_writer
     seen = sum(count for _, count in observations)
@@ -520,3 +550,53 @@ def test_notification_log_ahead_of_counter_is_refused(
     with pytest.raises(InternalError, match="ahead of its sequence counter"):
         app_recorder.insert_events([ev(uuid4(), 1)])
     assert app_recorder.max_notification_id() == 1
+
+
+class _HidesOneNotificationOnce:
+    """Wraps a client so that the first Query response lacks one item, as a
+    read-committed Query could while a committed transaction is still being
+    applied.
+    """
+
+    def __init__(self, client: Any, hide_id: int) -> None:
+        self._client = client
+        self._hide = str(hide_id)
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, **kwargs: Any) -> Any:
+        self.queries += 1
+        response = self._client.query(**kwargs)
+        if self.queries == 1:
+            items = [i for i in response["Items"] if i["id"]["N"] != self._hide]
+            response["ScannedCount"] -= len(response["Items"]) - len(items)
+            response["Items"] = items
+        return response
+
+
+def test_select_notifications_rereads_when_a_committed_id_is_not_yet_visible(
+    app_recorder: DynamoDBApplicationRecorder,
+) -> None:
+    app_recorder.insert_events([ev(uuid4(), 1) for _ in range(5)])
+    wrapper = _HidesOneNotificationOnce(app_recorder.client, hide_id=3)
+    app_recorder.client = cast("DynamoDBClient", wrapper)
+    assert [n.id for n in app_recorder.select_notifications(None, 10)] == [1, 2, 3, 4, 5]
+    assert wrapper.queries == 2
+
+
+def test_select_notifications_refuses_to_skip_a_missing_notification(
+    app_recorder: DynamoDBApplicationRecorder,
+) -> None:
+    app_recorder.insert_events([ev(uuid4(), 1) for _ in range(5)])
+    app_recorder.client.delete_item(
+        TableName=app_recorder.notifications_table_name,
+        Key={"p": {"S": "log"}, "id": {"N": "3"}},
+    )
+    assert [n.id for n in app_recorder.select_notifications(None, 2)] == [1, 2]
+    with pytest.raises(InternalError, match="gap"):
+        app_recorder.select_notifications(None, 10)
+    with pytest.raises(InternalError, match="gap"):
+        app_recorder.select_notifications(None, 10, topics=["topic1"])
+    assert [n.id for n in app_recorder.select_notifications(4, 10)] == [4, 5]
