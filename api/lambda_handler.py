@@ -14,11 +14,20 @@ from mangum import Mangum
 from mangum.types import LambdaContext
 
 from api.main import create_app
+from infra.logs import configure_logging
+from infra.settings import Settings
+from infra.wiring import build_container
 
 
 @cache
 def _adapter() -> Mangum:
-    return Mangum(create_app(), lifespan="auto")
+    # The container is built once per execution environment (cold start), not
+    # per invocation: Mangum would run an app lifespan around every event.
+    # No background projector runs here; each write catches the read tables
+    # up itself (read-your-writes), which is all a Lambda needs.
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return Mangum(create_app(container=build_container(settings)), lifespan="off")
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

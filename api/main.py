@@ -24,7 +24,7 @@ from api.middleware import RequestContextMiddleware
 from api.routes import events, health, registrations, users
 from infra.logs import configure_logging
 from infra.settings import Settings
-from infra.wiring import build_container
+from infra.wiring import Container, build_container
 
 SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
@@ -41,20 +41,28 @@ and every response carries `X-Request-ID`.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The application; ``settings`` default to the environment's."""
-    resolved = settings or Settings()
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """The application; ``settings`` default to the environment's.
+
+    Normally the app builds its container (stores, projector) when it starts
+    and closes it when it stops. A caller that manages the container's life
+    itself (AWS Lambda, where the lifespan would run per invocation) passes it in.
+    """
+    resolved = container.settings if container is not None else settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if container is not None:
+            yield
+            return
         configure_logging(resolved.log_level)
-        container = build_container(resolved)
-        container.start()
-        app.state.container = container
+        built = build_container(resolved)
+        built.start()
+        app.state.container = built
         try:
             yield
         finally:
-            container.close()
+            built.close()
 
     app = FastAPI(
         title="Registration service",
@@ -64,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    if container is not None:
+        app.state.container = container
     app.add_middleware(RequestContextMiddleware, max_body_bytes=resolved.max_body_bytes)
     install_error_handlers(app)
     for router in (health.router, users.router, events.router, registrations.router):

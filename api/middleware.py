@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.capacity import start_request_meter
 from infra.logs import current_request_id, set_request_id
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class RequestContextMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         set_request_id(request_id)
+        capacity = start_request_meter()
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -73,15 +75,15 @@ class RequestContextMiddleware:
                     scope, send_with_id, 500, "INTERNAL_ERROR", "An internal error occurred"
                 )
         finally:
-            logger.info(
-                "request",
-                extra={
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
-                    "status": status,
-                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            fields: dict[str, object] = {
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "status": status,
+                "durationMs": round((time.perf_counter() - started) * 1000, 2),
+            }
+            if capacity.read or capacity.write:
+                fields["consumedCapacity"] = capacity.totals()
+            logger.info("request", extra=fields)
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

@@ -178,6 +178,10 @@ class Health(_Out):
     store: str
     projection_position: int
     event_store_position: int
+    consumed_capacity: dict[str, float] | None = Field(
+        default=None,
+        description="DynamoDB capacity units this process consumed since it started.",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -1,9 +1,10 @@
-"""Admin commands: rebuild the read tables, or audit the event history.
+"""Admin commands: create tables, rebuild the read tables, or audit the event history.
 
-    python -m infra.admin rebuild   # empty the read tables and replay every event
-    python -m infra.admin verify    # replay into scratch tables and compare; check invariants
+    python -m infra.admin create-tables   # create the store's missing tables (idempotent)
+    python -m infra.admin rebuild         # empty the read tables and replay every event
+    python -m infra.admin verify          # replay into scratch tables, compare, check invariants
 
-Both show a progress bar on a terminal and exit non-zero when something is wrong.
+Long commands show a progress bar on a terminal; verify exits 1 on any difference.
 """
 
 from __future__ import annotations
@@ -114,12 +115,16 @@ def verify(container: Container) -> AuditReport:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.admin", description=__doc__)
-    parser.add_argument("command", choices=("rebuild", "verify"))
+    parser.add_argument("command", choices=("rebuild", "verify", "create-tables"))
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging("WARNING")
     container = build_container(settings)
     try:
+        if args.command == "create-tables":
+            # Building the container created whatever was missing.
+            print(f"tables ready on {settings.store}")
+            return 0
         if args.command == "rebuild":
             position = rebuild(container)
             print(f"read tables rebuilt up to notification {position}")

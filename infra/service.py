@@ -13,6 +13,8 @@ from domain.errors import StoreUnavailableError, WriteConflictError
 class StoredRegistrationService(RegistrationService):
     """Maps the store's failures onto the domain's error hierarchy at the boundary."""
 
+    name = "Registrations"
+
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
         try:
             return super().save(*objs, **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,11 +38,23 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     dynamodb_endpoint_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("AWS_ENDPOINT_URL_DYNAMODB", "DYNAMODB_ENDPOINT_URL"),
+        validation_alias=AliasChoices(
+            "AWS_ENDPOINT_URL_DYNAMODB", "DYNAMODB_ENDPOINT_URL", "dynamodb_endpoint_url"
+        ),
     )
-    dynamodb_table_prefix: str = "regsvc"
+    dynamodb_table_prefix: str = Field(
+        default="regsvc-", pattern=r"^[A-Za-z0-9_.-]{0,100}$", description="Table name prefix."
+    )
+    aws_access_key_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+    )
     aws_region: str = Field(
-        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+        default="us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),
     )
 
     @property

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 from projections.paging import decode_token, encode_token
-from projections.ports import ReadTableWriter
+from projections.ports import Change, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
 
 TRACKING_NAME = "read-tables"
@@ -232,9 +232,7 @@ class SQLiteReadModel:
         )
         return int(row[0]) if row else 0
 
-    def apply(
-        self, expected: int, new_position: int, write: Callable[[ReadTableWriter], None]
-    ) -> bool:
+    def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
         with self._transaction(immediate=True) as c:
             row = c.execute(
                 "SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,)
@@ -242,7 +240,9 @@ class SQLiteReadModel:
             current = int(row[0]) if row else 0
             if current != expected:
                 return False
-            write(_Writer(c))
+            writer = _Writer(c)
+            for _, write in changes:
+                write(writer)
             c.execute(
                 "INSERT INTO tracking VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",

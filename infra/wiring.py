@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from infra.capacity import instrument
+from infra.dynamodb import DynamoDBFactory
+from infra.dynamodb.datastore import make_client
+from infra.dynamodb_read_model import DynamoDBReadModel
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite_read_model import SQLiteReadModel
@@ -34,6 +38,23 @@ class Container:
         self.service.close()
 
 
+CACHE = {
+    # Recently used aggregates stay in memory; a load then only reads the
+    # events saved since (by any process), not a snapshot and its tail.
+    "AGGREGATE_CACHE_MAXSIZE": "10000",
+}
+
+
+def _aws_credentials(settings: Settings) -> dict[str, str]:
+    """Explicit credentials when configured; otherwise boto3's standard chain decides."""
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        return {
+            "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
+        }
+    return {}
+
+
 def event_store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing environment for the configured store."""
     if settings.store == "sqlite":
@@ -43,24 +64,40 @@ def event_store_env(settings: Settings) -> dict[str, str]:
             "SQLITE_DBNAME": str(settings.event_store_path),
             "SQLITE_LOCK_TIMEOUT": str(settings.sqlite_lock_timeout),
             "CREATE_TABLE": "y",
-            # Recently used aggregates stay in memory; a load then only reads the
-            # events saved since (by any process), not a snapshot and its tail.
-            "AGGREGATE_CACHE_MAXSIZE": "10000",
+            **CACHE,
         }
-    msg = f"Store {settings.store!r} is not available in this build"
-    raise NotImplementedError(msg)
+    env = {
+        "PERSISTENCE_MODULE": "infra.dynamodb",
+        "DYNAMODB_TABLE_PREFIX": settings.dynamodb_table_prefix,
+        "AWS_DEFAULT_REGION": settings.aws_region,
+        "CREATE_TABLE": "y",
+        **_aws_credentials(settings),
+        **CACHE,
+    }
+    if settings.dynamodb_endpoint_url:
+        env["DYNAMODB_ENDPOINT_URL"] = settings.dynamodb_endpoint_url
+    return env
 
 
 def build_read_model(settings: Settings) -> ReadModel:
     if settings.store == "sqlite":
         return SQLiteReadModel(settings.read_tables_path, lock_timeout=settings.sqlite_lock_timeout)
-    msg = f"Store {settings.store!r} is not available in this build"
-    raise NotImplementedError(msg)
+    credentials = _aws_credentials(settings)
+    client = make_client(
+        endpoint_url=settings.dynamodb_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+    )
+    instrument(client)
+    return DynamoDBReadModel(client, settings.dynamodb_table_prefix)
 
 
 def build_container(settings: Settings) -> Container:
     service = StoredRegistrationService(env=event_store_env(settings))
     service.invariant_violations_raise = settings.environment != "production"
+    if isinstance(service.factory, DynamoDBFactory):
+        instrument(service.factory.datastore.client)
     read_model = build_read_model(settings)
     projector = CatchUpProjector(
         service.recorder,

@@ -7,7 +7,7 @@ changes which row".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -43,19 +43,23 @@ class ReadTableWriter(Protocol):
     def delete_registration(self, user_id: str, event_id: str) -> None: ...
 
 
+Change = tuple[int, Callable[[ReadTableWriter], None]]
+
+
 class ReadModel(Protocol):
     """The Users, Events and Registrations read tables plus their tracking position."""
 
     def position(self) -> int:
         """The last notification id whose effects the tables hold (0 when empty)."""
 
-    def apply(
-        self, expected: int, new_position: int, write: Callable[[ReadTableWriter], None]
-    ) -> bool:
-        """Runs ``write`` and records ``new_position`` in one transaction.
+    def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
+        """Applies ``changes`` (in order) and records ``new_position``, exactly once.
 
-        Does nothing and returns False when the recorded position is not
-        ``expected`` (another process got there first).
+        Each change is a notification id and the row writes its event causes.
+        A store that commits them in several transactions advances the
+        position with each, so a crash between them resumes after the last
+        committed change. Does nothing and returns False when the recorded
+        position is not ``expected`` (another process got there first).
         """
 
     def reset(self) -> None:

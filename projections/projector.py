@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.utils import get_topic
 
 from domain.model import Gathering, User
-from projections.ports import ReadModel, ReadTableWriter
+from projections.ports import Change, ReadModel, ReadTableWriter
 from projections.views import EventRow
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,8 @@ class CatchUpProjector:
         # Every id up to ``head`` has committed; a short batch means nothing
         # of interest lies between its last id and ``head``.
         new_position = notifications[-1].id if len(notifications) == self.batch_size else head
-        events = self._decode(notifications)
-        applied = self.read_model.apply(position, new_position, lambda w: self._fold(events, w))
+        changes = [self._change(n) for n in notifications]
+        applied = self.read_model.apply(position, changes, new_position)
         return Progress(new_position if applied else self.read_model.position(), head)
 
     def catch_up(
@@ -213,13 +213,9 @@ class CatchUpProjector:
                     self._lock.release()
         return True
 
-    def _decode(self, notifications: Sequence[Notification]) -> list[tuple[Any, int]]:
-        return [(self.mapper.to_domain_event(n), n.id) for n in notifications]
-
-    @staticmethod
-    def _fold(events: Iterable[tuple[Any, int]], writer: ReadTableWriter) -> None:
-        for domain_event, position in events:
-            fold(domain_event, position, writer)
+    def _change(self, notification: Notification) -> Change:
+        domain_event: Aggregate.Event = self.mapper.to_domain_event(notification)  # type: ignore[assignment]
+        return notification.id, lambda writer: fold(domain_event, notification.id, writer)
 
     # -- following the log in the background ---------------------------------
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,10 @@ from hypothesis import settings as hypothesis_settings
 from api.main import create_app
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from tests.dynamodb_session import dynamodb_endpoint
+from tests.support import fresh_store_settings
+
+__all__ = ["dynamodb_endpoint"]  # a session fixture, shared by every test module
 
 hypothesis_settings.register_profile(
     "default",
@@ -47,16 +50,29 @@ def store_name(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--store"))
 
 
+@pytest.fixture(scope="session")
+def endpoint(store_name: str, request: pytest.FixtureRequest) -> str | None:
+    """DynamoDB Local's URL when the suite runs on DynamoDB (started once per session)."""
+    if store_name != "dynamodb":
+        return None
+    return str(request.getfixturevalue("dynamodb_endpoint"))
+
+
 @pytest.fixture
-def settings(store_name: str, tmp_path: Path) -> Settings:
+def store_settings(store_name: str, endpoint: str | None) -> dict[str, object]:
+    """What selects the store under test, with fresh tables."""
+    return fresh_store_settings(store_name, endpoint)
+
+
+@pytest.fixture
+def settings(store_settings: dict[str, object], tmp_path: Path) -> Settings:
     """Settings for a fresh, isolated store."""
     return Settings(
-        store=store_name,
+        **store_settings,  # type: ignore[arg-type]
         data_dir=tmp_path / "data",
         environment="test",
         read_your_writes_timeout=10.0,
         projection_poll_interval=0.05,
-        dynamodb_table_prefix=f"t{uuid.uuid4().hex[:12]}",
     )
 
 

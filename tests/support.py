@@ -7,10 +7,39 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from infra.dynamodb_local import LOCAL_CREDENTIALS
+
 
 def unique(prefix: str = "id") -> str:
     """A fresh identifier that matches the API's id pattern."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def fresh_store_settings(store_name: str, endpoint: str | None) -> dict[str, object]:
+    """Settings fields that select ``store_name`` with tables nobody else uses."""
+    if store_name != "dynamodb":
+        return {"store": "sqlite"}
+    return {
+        "store": "dynamodb",
+        "dynamodb_endpoint_url": endpoint,
+        "dynamodb_table_prefix": f"t{uuid.uuid4().hex[:12]}-",
+        "aws_access_key_id": LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "aws_region": LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+def server_env(store_settings: dict[str, object]) -> dict[str, str]:
+    """The same selection as environment variables, for a server process."""
+    names = {
+        "store": "STORE",
+        "dynamodb_endpoint_url": "AWS_ENDPOINT_URL_DYNAMODB",
+        "dynamodb_table_prefix": "DYNAMODB_TABLE_PREFIX",
+        "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+        "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "aws_region": "AWS_DEFAULT_REGION",
+    }
+    return {names[key]: str(value) for key, value in store_settings.items()}
 
 
 def create_user(client: TestClient, user_id: str | None = None, name: str = "Test User") -> str:

@@ -5,20 +5,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.servers import running_server
-from tests.support import unique
+from tests.support import fresh_store_settings, server_env, unique
 
 pytestmark = pytest.mark.processes
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_server(tmp_path_factory.mktemp("server") / "data", workers=2) as url:
+def base_url(
+    tmp_path_factory: pytest.TempPathFactory, store_name: str, endpoint: str | None
+) -> Iterator[str]:
+    store = server_env(fresh_store_settings(store_name, endpoint))
+    data_dir = tmp_path_factory.mktemp("server") / "data"
+    with running_server(data_dir, workers=2, extra_env=store) as url:
         yield url
 
 
@@ -45,7 +48,9 @@ def _event(http: httpx.Client, capacity: int, waitlist: bool) -> str:
     return event_id
 
 
-def _all_at_once(base_url: str, requests: list[tuple[str, str, dict[str, str] | None]]) -> list[httpx.Response]:
+def _all_at_once(
+    base_url: str, requests: list[tuple[str, str, dict[str, str] | None]]
+) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(requests))
     with httpx.Client(base_url=base_url, timeout=60, limits=limits) as http:
 
@@ -71,7 +76,9 @@ def test_sixty_concurrent_registrations_for_fifteen_seats_confirm_fifteen_and_wa
     assert [r.status_code for r in responses] == [201] * 60, [r.text for r in responses]
     statuses = Counter(r.json()["status"] for r in responses)
     assert statuses == {"confirmed": 15, "waitlist": 45}
-    positions = sorted(r.json()["waitlistPosition"] for r in responses if r.json()["status"] == "waitlist")
+    positions = sorted(
+        r.json()["waitlistPosition"] for r in responses if r.json()["status"] == "waitlist"
+    )
     assert positions == list(range(1, 46))
     with httpx.Client(base_url=base_url, timeout=30) as http:
         event = http.get(f"/events/{event_id}").json()
@@ -120,7 +127,10 @@ def test_concurrent_leaves_hand_every_freed_seat_to_the_waitlist_in_fifo_order(
         users = _users(http, 20)
         event_id = _event(http, capacity=10, waitlist=True)
         for user in users:
-            assert http.post(f"/users/{user}/registrations", json={"eventId": event_id}).status_code == 201
+            assert (
+                http.post(f"/users/{user}/registrations", json={"eventId": event_id}).status_code
+                == 201
+            )
         waitlist_before = http.get(f"/events/{event_id}").json()["waitlist"]
 
     responses = _all_at_once(

@@ -11,9 +11,17 @@ import pytest
 from eventsourcing.persistence import AggregateRecorder
 
 from domain.application import RegistrationService
-from domain.model import WAITLIST_PAGE_SIZE, Gathering, Registration, User, WaitlistPage
-from domain.model import RegistrationStatus
-from infra.wiring import Container
+from domain.model import (
+    WAITLIST_PAGE_SIZE,
+    Gathering,
+    Registration,
+    RegistrationStatus,
+    User,
+    WaitlistPage,
+)
+from infra.settings import Settings
+from infra.wiring import Container, build_container
+from tests.support import fresh_store_settings
 
 pytestmark = pytest.mark.slow
 
@@ -100,12 +108,11 @@ class _CountingRows:
 
 
 @pytest.fixture(scope="module")
-def huge(tmp_path_factory: pytest.TempPathFactory, store_name: str) -> Iterator[Container]:
-    from infra.settings import Settings
-    from infra.wiring import build_container
-
+def huge(
+    tmp_path_factory: pytest.TempPathFactory, store_name: str, endpoint: str | None
+) -> Iterator[Container]:
     settings = Settings(
-        store=store_name,
+        **fresh_store_settings(store_name, endpoint),  # type: ignore[arg-type]
         data_dir=tmp_path_factory.mktemp("huge") / "data",
         environment="test",
     )
@@ -156,7 +163,7 @@ def test_the_gatherings_decision_state_and_snapshot_stay_small(huge: Container) 
     (latest,) = snapshots.recorder.select_events(gathering.id, desc=True, limit=1)
     assert len(latest.state) < 2_000
     assert gathering.version - latest.originator_version < 50
-    page = huge.service.repository.get(_page_id())
+    page: WaitlistPage = huge.service.repository.get(_page_id())
     assert len(json.dumps(vars(page), default=str)) < 4_000
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api.deps import ContainerDep
 from api.routes.docs_helpers import errors
 from api.schemas import Health
+from infra.capacity import PROCESS_TOTALS
 
 router = APIRouter(tags=["health"])
 
@@ -27,4 +28,7 @@ def health(container: ContainerDep) -> Health:
         store=container.settings.store,
         projection_position=container.read_model.position(),
         event_store_position=container.service.recorder.max_notification_id() or 0,
+        consumed_capacity=(
+            PROCESS_TOTALS.totals() if container.settings.store == "dynamodb" else None
+        ),
     )

@@ -50,7 +50,10 @@ def _domain_event_classes() -> set[type[Aggregate.Event]]:
 
 @pytest.fixture
 def recorded(container: Container) -> Container:
-    container.service.recorder.insert_events([_stored(r) for r in RECORDED["notifications"]])
+    records = RECORDED["notifications"]
+    # In slices: a DynamoDB transaction holds at most 100 items (49 events).
+    for start in range(0, len(records), 40):
+        container.service.recorder.insert_events([_stored(r) for r in records[start : start + 40]])
     return container
 
 

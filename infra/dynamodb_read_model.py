@@ -1,0 +1,664 @@
+"""The read tables on DynamoDB: Users, Events, Registrations, and the projector's state.
+
+Tables (names carry the configured prefix):
+
+- ``users``: key ``userId``.
+- ``events``: key ``eventId``; details and the counters ``registeredCount``
+  and ``waitlistCount``.
+- ``registrations``: key (``userId``, ``eventId``); ``status``, ``sortKey``,
+  ``registeredAt`` and ``eventOrder`` (``"0#<seat order>"`` for confirmed,
+  ``"1#<ticket>"`` for waiting, zero-padded). GSI ``eventId-userId-index``
+  (the seed's reverse lookup) and GSI ``eventId-order-index`` (``eventId``,
+  ``eventOrder``), which lists an event's registrations confirmed first, then
+  the waitlist FIFO.
+- ``projection_state``: ``pk = "position#read-tables"`` holds the tracking
+  position; ``pk = "stream#<uuid>"`` maps a gathering's stream to its eventId.
+
+Exactly once: a batch of row changes and the new tracking position commit in
+one ``TransactWriteItems`` whose tracking update is conditional on the
+position the batch started from. A transaction holds at most 100 items and
+never two operations on one item, so the writer merges every change to one
+item into one operation and commits a batch in chunks of whole events, each
+chunk advancing the position; a crash between chunks resumes after the last.
+
+Reads of single items and of the base table use ``ConsistentRead``. Queries of
+the GSIs (an event's waitlist and registration list) cannot: DynamoDB updates
+GSIs asynchronously, usually within a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from domain.errors import StoreUnavailableError
+from projections.paging import decode_token, encode_token
+from projections.ports import Change, ReadTableWriter
+from projections.views import EventRow, Page, RegistrationRow, UserRow
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+logger = logging.getLogger(__name__)
+
+POSITION_KEY = "position#read-tables"
+MAX_ITEMS_PER_CHUNK = 90  # of DynamoDB's 100 per transaction; one more is the tracking item
+USER_GSI = "eventId-userId-index"
+ORDER_GSI = "eventId-order-index"
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _order(status: str, sort_key: int) -> str:
+    return f"{0 if status == 'confirmed' else 1}#{sort_key:020d}"
+
+
+@dataclass(frozen=True)
+class ReadTableSpec:
+    name: str
+    keys: tuple[str, ...]
+    indexes: tuple[tuple[str, str, str], ...] = ()  # (name, partition key, sort key)
+
+
+def read_table_specs(prefix: str) -> list[ReadTableSpec]:
+    return [
+        ReadTableSpec(f"{prefix}users", ("userId",)),
+        ReadTableSpec(f"{prefix}events", ("eventId",)),
+        ReadTableSpec(
+            f"{prefix}registrations",
+            ("userId", "eventId"),
+            ((USER_GSI, "eventId", "userId"), (ORDER_GSI, "eventId", "eventOrder")),
+        ),
+        ReadTableSpec(f"{prefix}projection_state", ("pk",)),
+    ]
+
+
+def ensure_tables(client: DynamoDBClient, specs: Sequence[ReadTableSpec]) -> None:
+    """Creates the missing tables (on-demand billing) and waits until all are ACTIVE."""
+    for spec in specs:
+        try:
+            client.describe_table(TableName=spec.name)
+            continue  # exists already (created by the stack, or an earlier start)
+        except client.exceptions.ResourceNotFoundException:
+            pass
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        attributes = set(spec.keys) | {key for index in spec.indexes for key in index[1:]}
+        request: Any = {
+            "TableName": spec.name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [
+                {"AttributeName": name, "AttributeType": "S"} for name in sorted(attributes)
+            ],
+            "KeySchema": [
+                {"AttributeName": name, "KeyType": kind}
+                for name, kind in zip(spec.keys, ("HASH", "RANGE"), strict=False)
+            ],
+        }
+        if spec.indexes:
+            request["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": name,
+                    "KeySchema": [
+                        {"AttributeName": pk, "KeyType": "HASH"},
+                        {"AttributeName": sk, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for name, pk, sk in spec.indexes
+            ]
+        try:
+            client.create_table(**request)
+            logger.info("created table %s", spec.name)
+        except ClientError as error:
+            # Another process (or an earlier start) created it: fine.
+            if error.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+    for spec in specs:
+        deadline = time.monotonic() + 300
+        while True:
+            table = client.describe_table(TableName=spec.name)["Table"]
+            indexes = table.get("GlobalSecondaryIndexes", [])
+            if table.get("TableStatus") == "ACTIVE" and all(
+                index.get("IndexStatus") == "ACTIVE" for index in indexes
+            ):
+                break
+            if time.monotonic() > deadline:
+                msg = f"Table {spec.name} is not ACTIVE after 300 s"
+                raise StoreUnavailableError(msg)
+            time.sleep(0.1)
+
+
+@dataclass
+class _Update:
+    """Changes to an item that exists in the table (not written in this chunk)."""
+
+    sets: dict[str, Any] = field(default_factory=dict)
+    adds: dict[str, int] = field(default_factory=dict)
+
+
+class _Writer(ReadTableWriter):
+    """Buffers one chunk's row changes, merged to one operation per item."""
+
+    def __init__(self, model: DynamoDBReadModel) -> None:
+        self.model = model
+        self.users: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any] | _Update | None] = {}
+        self.registrations: dict[tuple[str, str], dict[str, Any] | _Update | None] = {}
+        self.streams: dict[str, str] = {}
+
+    def size(self) -> int:
+        return len(self.users) + len(self.events) + len(self.registrations) + len(self.streams)
+
+    def put_user(self, user_id: str, name: str, at: datetime) -> None:
+        stamp = at.isoformat()
+        self.users[user_id] = {
+            "userId": user_id,
+            "name": name,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+        }
+
+    def put_event(self, stream_id: UUID, row: EventRow) -> None:
+        self.streams[stream_id.hex] = row.event_id
+        self.events[row.event_id] = {
+            "eventId": row.event_id,
+            "streamId": stream_id.hex,
+            "title": row.title,
+            "description": row.description,
+            "date": row.date,
+            "location": row.location,
+            "organizer": row.organizer,
+            "status": row.status,
+            "capacity": row.capacity,
+            "waitlistEnabled": row.waitlist_enabled,
+            "registeredCount": row.registered_count,
+            "waitlistCount": row.waitlist_count,
+            "createdAt": row.created_at.isoformat(),
+            "updatedAt": row.updated_at.isoformat(),
+        }
+
+    def event_id_for(self, stream_id: UUID) -> str:
+        found = self.streams.get(stream_id.hex)
+        return found if found is not None else self.model.event_id_for(stream_id)
+
+    def _event_change(self, event_id: str) -> dict[str, Any] | _Update:
+        current = self.events.get(event_id)
+        if current is None:
+            current = self.events[event_id] = _Update()
+        return current
+
+    def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
+        names = {"waitlist_enabled": "waitlistEnabled"}
+        change = self._event_change(event_id)
+        values = {names.get(k, k): v for k, v in fields.items()} | {"updatedAt": at.isoformat()}
+        if isinstance(change, _Update):
+            change.sets.update(values)
+        else:
+            change.update(values)
+
+    def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
+        change = self._event_change(event_id)
+        if isinstance(change, _Update):
+            change.adds["registeredCount"] = change.adds.get("registeredCount", 0) + registered
+            change.adds["waitlistCount"] = change.adds.get("waitlistCount", 0) + waitlisted
+            change.sets["updatedAt"] = at.isoformat()
+        else:
+            change["registeredCount"] += registered
+            change["waitlistCount"] += waitlisted
+            change["updatedAt"] = at.isoformat()
+
+    def delete_event(self, event_id: str) -> None:
+        self.events[event_id] = None
+
+    def put_registration(
+        self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
+    ) -> None:
+        self.registrations[(user_id, event_id)] = {
+            "userId": user_id,
+            "eventId": event_id,
+            "status": status,
+            "sortKey": sort_key,
+            "eventOrder": _order(status, sort_key),
+            "registeredAt": at.isoformat(),
+        }
+
+    def promote_registration(self, user_id: str, event_id: str, sort_key: int) -> None:
+        values = {
+            "status": "confirmed",
+            "sortKey": sort_key,
+            "eventOrder": _order("confirmed", sort_key),
+        }
+        current = self.registrations.get((user_id, event_id))
+        if isinstance(current, dict):
+            current.update(values)
+        else:
+            self.registrations[(user_id, event_id)] = _Update(sets=values)
+
+    def delete_registration(self, user_id: str, event_id: str) -> None:
+        self.registrations[(user_id, event_id)] = None
+
+    def operations(self) -> Iterator[TransactWriteItemTypeDef]:
+        m = self.model
+        for values in self.users.values():
+            yield {"Put": {"TableName": m.users_table, "Item": _item(values)}}
+        for stream, event_id in self.streams.items():
+            item = {"pk": f"stream#{stream}", "eventId": event_id}
+            yield {"Put": {"TableName": m.state_table, "Item": _item(item)}}
+        for event_id, change in self.events.items():
+            key = {"eventId": {"S": event_id}}
+            yield self._operation(m.events_table, key, change)
+        for (user_id, event_id), change in self.registrations.items():
+            key = {"userId": {"S": user_id}, "eventId": {"S": event_id}}
+            yield self._operation(m.registrations_table, key, change)
+
+    @staticmethod
+    def _operation(
+        table: str, key: dict[str, Any], change: dict[str, Any] | _Update | None
+    ) -> TransactWriteItemTypeDef:
+        if change is None:
+            return {"Delete": {"TableName": table, "Key": key}}
+        if isinstance(change, dict):
+            return {"Put": {"TableName": table, "Item": _item(change)}}
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets, removes, adds = [], [], []
+        for n, (name, value) in enumerate(change.sets.items()):
+            names[f"#s{n}"] = name
+            if value is None:
+                removes.append(f"#s{n}")
+            else:
+                values[f":s{n}"] = _serializer.serialize(value)
+                sets.append(f"#s{n} = :s{n}")
+        for n, (name, delta) in enumerate(change.adds.items()):
+            names[f"#a{n}"] = name
+            values[f":a{n}"] = _serializer.serialize(delta)
+            adds.append(f"#a{n} :a{n}")
+        expression = " ".join(
+            part
+            for part in (
+                "SET " + ", ".join(sets) if sets else "",
+                "REMOVE " + ", ".join(removes) if removes else "",
+                "ADD " + ", ".join(adds) if adds else "",
+            )
+            if part
+        )
+        update: dict[str, Any] = {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            # Only rows the projector created earlier are updated: a missing
+            # row means the history is inconsistent, which must not pass silently.
+            "ConditionExpression": f"attribute_exists({next(iter(key))})",
+        }
+        if values:
+            update["ExpressionAttributeValues"] = values
+        return {"Update": update}  # type: ignore[typeddict-item]
+
+
+class DynamoDBReadModel:
+    """The read tables on DynamoDB (real AWS or DynamoDB Local)."""
+
+    def __init__(self, client: DynamoDBClient, prefix: str, *, create_tables: bool = True) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.users_table = f"{prefix}users"
+        self.events_table = f"{prefix}events"
+        self.registrations_table = f"{prefix}registrations"
+        self.state_table = f"{prefix}projection_state"
+        self._streams: dict[str, str] = {}
+        self._streams_lock = threading.Lock()
+        if create_tables:
+            ensure_tables(client, read_table_specs(prefix))
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- tracking and writes -------------------------------------------------
+
+    def position(self) -> int:
+        item = self._get(self.state_table, {"pk": {"S": POSITION_KEY}})
+        return int(item["position"]) if item else 0
+
+    def event_id_for(self, stream_id: UUID) -> str:
+        with self._streams_lock:
+            found = self._streams.get(stream_id.hex)
+        if found is None:
+            item = self._get(self.state_table, {"pk": {"S": f"stream#{stream_id.hex}"}})
+            if item is None:
+                msg = f"No gathering is known for stream {stream_id}"
+                raise LookupError(msg)
+            found = str(item["eventId"])
+            with self._streams_lock:
+                self._streams[stream_id.hex] = found
+        return found
+
+    def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
+        writer = _Writer(self)
+        for n, (notification_id, write) in enumerate(changes):
+            write(writer)
+            last = n == len(changes) - 1
+            if writer.size() >= MAX_ITEMS_PER_CHUNK and not last:
+                if not self._commit(writer, expected, notification_id):
+                    return False
+                expected = notification_id
+                writer = _Writer(self)
+        return self._commit(writer, expected, new_position)
+
+    def _commit(self, writer: _Writer, expected: int, position: int) -> bool:
+        items = list(writer.operations())
+        tracking: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self.state_table,
+                "Key": {"pk": {"S": POSITION_KEY}},
+                "UpdateExpression": "SET #p = :new",
+                # Exactly once: the batch applies only on top of the position
+                # it was read after; a concurrent projector that got there
+                # first makes this transaction fail as a whole.
+                "ConditionExpression": (
+                    "attribute_not_exists(#p)" if expected == 0 else "#p = :expected"
+                ),
+                "ExpressionAttributeNames": {"#p": "position"},
+                "ExpressionAttributeValues": {":new": {"N": str(position)}}
+                | ({} if expected == 0 else {":expected": {"N": str(expected)}}),
+            }
+        }
+        try:
+            self.client.transact_write_items(TransactItems=[*items, tracking])
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons", [])
+            if reasons and reasons[-1].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+        with self._streams_lock:
+            self._streams.update(writer.streams)
+        return True
+
+    def reset(self) -> None:
+        for table, keys in (
+            (self.users_table, ("userId",)),
+            (self.events_table, ("eventId",)),
+            (self.registrations_table, ("userId", "eventId")),
+            (self.state_table, ("pk",)),
+        ):
+            kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": ", ".join(keys)}
+            while True:
+                page = self.client.scan(**kwargs)
+                for start in range(0, len(page["Items"]), 25):
+                    batch = page["Items"][start : start + 25]
+                    requests: Any = [{"DeleteRequest": {"Key": item}} for item in batch]
+                    pending: Any = {table: requests}
+                    while pending:
+                        response = self.client.batch_write_item(RequestItems=pending)
+                        pending = response.get("UnprocessedItems")
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        with self._streams_lock:
+            self._streams.clear()
+
+    # -- reads ---------------------------------------------------------------
+
+    def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            found = self.client.get_item(TableName=table, Key=key, ConsistentRead=True)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        item = found.get("Item")
+        return _plain(item) if item else None
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a query, following LastEvaluatedKey."""
+        while True:
+            try:
+                page = self.client.query(**kwargs)
+            except (ClientError, BotoCoreError) as error:
+                raise _unavailable(error) from error
+            for item in page.get("Items", []):
+                yield _plain(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _count(self, **kwargs: Any) -> int:
+        total = 0
+        while True:
+            try:
+                page = self.client.query(Select="COUNT", **kwargs)
+            except (ClientError, BotoCoreError) as error:
+                raise _unavailable(error) from error
+            total += page.get("Count", 0)
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_user(self, user_id: str) -> UserRow | None:
+        item = self._get(self.users_table, {"userId": {"S": user_id}})
+        if item is None:
+            return None
+        return UserRow(
+            user_id=item["userId"],
+            name=item["name"],
+            created_at=datetime.fromisoformat(item["createdAt"]),
+            updated_at=datetime.fromisoformat(item["updatedAt"]),
+        )
+
+    def _waitlist(self, event_id: str) -> tuple[str, ...]:
+        return tuple(
+            str(item["userId"])
+            for item in self._query(
+                TableName=self.registrations_table,
+                IndexName=ORDER_GSI,
+                KeyConditionExpression="eventId = :e AND begins_with(eventOrder, :w)",
+                ExpressionAttributeValues={":e": {"S": event_id}, ":w": {"S": "1#"}},
+                ProjectionExpression="userId",
+            )
+        )
+
+    def _event_row(self, item: dict[str, Any], *, with_waitlist: bool = True) -> EventRow:
+        return EventRow(
+            event_id=item["eventId"],
+            title=item["title"],
+            description=item.get("description", ""),
+            date=item["date"],
+            location=item.get("location"),
+            organizer=item.get("organizer"),
+            status=item["status"],
+            capacity=int(item["capacity"]),
+            waitlist_enabled=bool(item["waitlistEnabled"]),
+            registered_count=int(item["registeredCount"]),
+            waitlist_count=int(item["waitlistCount"]),
+            created_at=datetime.fromisoformat(item["createdAt"]),
+            updated_at=datetime.fromisoformat(item["updatedAt"]),
+            waitlist=self._waitlist(item["eventId"]) if with_waitlist else (),
+        )
+
+    def get_event(self, event_id: str) -> EventRow | None:
+        item = self._get(self.events_table, {"eventId": {"S": event_id}})
+        return None if item is None else self._event_row(item)
+
+    def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]:
+        kwargs: dict[str, Any] = {"TableName": self.events_table, "ConsistentRead": True}
+        if status is not None:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+            kwargs["ExpressionAttributeValues"] = {":s": {"S": status}}
+        if token is not None:
+            start = decode_token(token, {"e": str})
+            kwargs["ExclusiveStartKey"] = {"eventId": {"S": start["e"]}}
+        items: list[dict[str, Any]] = []
+        more = False
+        while True:
+            kwargs["Limit"] = max(1, limit + 1 - len(items))
+            try:
+                page = self.client.scan(**kwargs)
+            except (ClientError, BotoCoreError) as error:
+                raise _unavailable(error) from error
+            items.extend(_plain(i) for i in page.get("Items", []))
+            if len(items) > limit:
+                more = True
+                break
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        rows = [self._event_row(item) for item in items[:limit]]
+        next_token = encode_token({"e": rows[-1].event_id}) if more and rows else None
+        return Page(items=rows, next_token=next_token, total=len(rows))
+
+    def _titles(self, event_ids: set[str]) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        pending = sorted(event_ids)
+        for start in range(0, len(pending), 100):
+            keys = [{"eventId": {"S": e}} for e in pending[start : start + 100]]
+            request: Any = {
+                self.events_table: {
+                    "Keys": keys,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "eventId, title, #d",
+                    "ExpressionAttributeNames": {"#d": "date"},
+                }
+            }
+            while request:
+                try:
+                    response = self.client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as error:
+                    raise _unavailable(error) from error
+                for item in response.get("Responses", {}).get(self.events_table, []):
+                    plain = _plain(item)
+                    found[plain["eventId"]] = (plain["title"], plain["date"])
+                request = response.get("UnprocessedKeys") or None
+        return found
+
+    def _position_in_waitlist(self, event_id: str, sort_key: int) -> int:
+        """1 + how many wait ahead of the ticket ``sort_key`` (counted on the GSI)."""
+        return self._count(
+            TableName=self.registrations_table,
+            IndexName=ORDER_GSI,
+            KeyConditionExpression="eventId = :e AND eventOrder BETWEEN :head AND :mine",
+            ExpressionAttributeValues={
+                ":e": {"S": event_id},
+                ":head": {"S": "1#"},
+                ":mine": {"S": _order("waitlist", sort_key)},
+            },
+        )
+
+    def _registration_rows(
+        self, items: list[dict[str, Any]], positions: dict[str, int] | None = None
+    ) -> list[RegistrationRow]:
+        titles = self._titles({item["eventId"] for item in items})
+        rows = []
+        for item in items:
+            if item["eventId"] not in titles:
+                continue
+            title, date = titles[item["eventId"]]
+            position = None
+            if item["status"] == "waitlist":
+                position = (
+                    positions[item["userId"]]
+                    if positions is not None
+                    else self._position_in_waitlist(item["eventId"], int(item["sortKey"]))
+                )
+            rows.append(
+                RegistrationRow(
+                    user_id=item["userId"],
+                    event_id=item["eventId"],
+                    status=item["status"],
+                    registered_at=datetime.fromisoformat(item["registeredAt"]),
+                    event_title=title,
+                    event_date=date,
+                    waitlist_position=position,
+                )
+            )
+        return rows
+
+    def get_registration(self, user_id: str, event_id: str) -> RegistrationRow | None:
+        item = self._get(
+            self.registrations_table, {"userId": {"S": user_id}, "eventId": {"S": event_id}}
+        )
+        rows = self._registration_rows([item]) if item else []
+        return rows[0] if rows else None
+
+    def _limited(self, limit: int, **kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
+        items: list[dict[str, Any]] = []
+        for item in self._query(Limit=limit + 1, **kwargs):
+            items.append(item)
+            if len(items) > limit:
+                return items[:limit], True
+        return items, False
+
+    def list_user_registrations(
+        self, user_id: str, limit: int, token: str | None
+    ) -> Page[RegistrationRow]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.registrations_table,
+            "KeyConditionExpression": "userId = :u",
+            "ExpressionAttributeValues": {":u": {"S": user_id}},
+            "ConsistentRead": True,
+        }
+        total = self._count(**kwargs)
+        if token is not None:
+            start = decode_token(token, {"e": str})
+            kwargs["ExclusiveStartKey"] = {"userId": {"S": user_id}, "eventId": {"S": start["e"]}}
+        items, more = self._limited(limit, **kwargs)
+        rows = self._registration_rows(items)
+        next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
+        return Page(items=rows, next_token=next_token, total=total)
+
+    def list_event_registrations(
+        self, event_id: str, limit: int, token: str | None
+    ) -> Page[RegistrationRow]:
+        event = self._get(self.events_table, {"eventId": {"S": event_id}})
+        total = 0 if event is None else int(event["registeredCount"]) + int(event["waitlistCount"])
+        kwargs: dict[str, Any] = {
+            "TableName": self.registrations_table,
+            "IndexName": ORDER_GSI,
+            "KeyConditionExpression": "eventId = :e",
+            "ExpressionAttributeValues": {":e": {"S": event_id}},
+        }
+        if token is not None:
+            start = decode_token(token, {"o": str, "u": str})
+            kwargs["ExclusiveStartKey"] = {
+                "eventId": {"S": event_id},
+                "eventOrder": {"S": start["o"]},
+                "userId": {"S": start["u"]},
+            }
+        items, more = self._limited(limit, **kwargs)
+        waiting = [item for item in items if item["status"] == "waitlist"]
+        positions: dict[str, int] = {}
+        if waiting:
+            first = self._position_in_waitlist(event_id, int(waiting[0]["sortKey"]))
+            positions = {item["userId"]: first + n for n, item in enumerate(waiting)}
+        rows = self._registration_rows(items, positions)
+        next_token = None
+        if more and items:
+            next_token = encode_token({"o": items[-1]["eventOrder"], "u": items[-1]["userId"]})
+        return Page(items=rows, next_token=next_token, total=total)
+
+
+def _unavailable(error: Exception) -> StoreUnavailableError:
+    logger.error("read tables unavailable: %s", error)
+    return StoreUnavailableError(f"The read tables are unavailable: {error}")
