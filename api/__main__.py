@@ -8,6 +8,7 @@ it, and stops it on exit.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -42,10 +43,14 @@ def main() -> int:
         # The server runs as a child with the endpoint in its environment
         # (this process's own environment is left as it is).
         env = {**os.environ, **LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": local.endpoint_url}
-        try:
-            return subprocess.run([sys.executable, "-m", "api"], env=env, check=False).returncode
-        except KeyboardInterrupt:
-            return 0
+        server = subprocess.Popen([sys.executable, "-m", "api"], env=env)
+
+        def forward(signum: int, _: object) -> None:
+            server.send_signal(signum)  # the server shuts down; then DynamoDB Local stops
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        return server.wait()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from domain.errors import (
     AlreadyOnWaitlistError,
     AlreadyRegisteredError,
     CapacityBelowRegisteredError,
+    ChangeTooLargeError,
     ConcurrentModificationError,
     DuplicateGatheringError,
     DuplicateUserError,
@@ -168,6 +169,10 @@ class RegistrationService(Application[UUID]):
     max_conflict_retries: int = 12
     conflict_backoff_seconds: float = 0.004
     invariant_violations_raise: bool = True
+    # How many people one command may promote: each promotion is three events
+    # that must commit with the change, and some stores bound a transaction
+    # (DynamoDB: 100 items). None: no bound.
+    max_promotions_per_command: int | None = None
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
@@ -255,6 +260,14 @@ class RegistrationService(Application[UUID]):
                 before = _counts(gathering)
                 gathering.change_capacity(capacity)
                 free = min(gathering.available_spots, gathering.waitlist_count)
+                limit = self.max_promotions_per_command
+                if limit is not None and free > limit:
+                    raise ChangeTooLargeError(
+                        f"Raising capacity to {capacity} would promote {free} waitlisted people "
+                        f"in one atomic step; this store allows at most {limit}. Raise capacity "
+                        "in smaller steps.",
+                        field="capacity",
+                    )
                 promoted = self._promote(gathering, free, touched)
                 if promoted:
                     logger.info(

@@ -7,7 +7,8 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, OperationalError, Recording
 
 from domain.application import RegistrationService
-from domain.errors import StoreUnavailableError, WriteConflictError
+from domain.errors import ChangeTooLargeError, StoreUnavailableError, WriteConflictError
+from infra.dynamodb.errors import DynamoDBLimitError
 
 
 class StoredRegistrationService(RegistrationService):
@@ -21,5 +22,8 @@ class StoredRegistrationService(RegistrationService):
         except IntegrityError as error:
             # Another command saved one of these aggregates first.
             raise WriteConflictError(str(error)) from error
+        except DynamoDBLimitError as error:
+            # Refused before anything was written.
+            raise ChangeTooLargeError(str(error)) from error
         except OperationalError as error:
             raise StoreUnavailableError(f"The event store is unavailable: {error}") from error

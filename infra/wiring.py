@@ -38,6 +38,8 @@ class Container:
         self.service.close()
 
 
+DYNAMODB_MAX_PROMOTIONS = 15
+
 CACHE = {
     # Recently used aggregates stay in memory; a load then only reads the
     # events saved since (by any process), not a snapshot and its tail.
@@ -98,6 +100,8 @@ def build_container(settings: Settings) -> Container:
     service.invariant_violations_raise = settings.environment != "production"
     if isinstance(service.factory, DynamoDBFactory):
         instrument(service.factory.datastore.client)
+        # 1 capacity event + 3 events per promotion (+ a page) within 49 events.
+        service.max_promotions_per_command = DYNAMODB_MAX_PROMOTIONS
     read_model = build_read_model(settings)
     projector = CatchUpProjector(
         service.recorder,

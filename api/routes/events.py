@@ -116,7 +116,9 @@ def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
         "Changes only the fields sent (an empty body is refused). Raising capacity promotes "
         "waitlisted users into the new spots in FIFO order, atomically with the change. "
         "Lowering capacity below registeredCount is refused with 409 "
-        "CAPACITY_BELOW_REGISTERED. registeredCount, waitlist, waitlistCount and "
+        "CAPACITY_BELOW_REGISTERED. On DynamoDB one update may promote at most 15 people "
+        "(a transaction holds 100 items); more is refused whole with 409 CHANGE_TOO_LARGE. "
+        "registeredCount, waitlist, waitlistCount and "
         "availableSpots are not client-writable (400). Title and date changes show in every "
         "registration list."
     ),
@@ -124,6 +126,7 @@ def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
         "VALIDATION_ERROR",
         "EVENT_NOT_FOUND",
         "CAPACITY_BELOW_REGISTERED",
+        "CHANGE_TOO_LARGE",
         "CONCURRENT_MODIFICATION",
         "PAYLOAD_TOO_LARGE",
     ),
