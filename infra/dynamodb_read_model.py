@@ -501,6 +501,18 @@ class DynamoDBReadModel:
         item = self._get(self.events_table, {"eventId": {"S": event_id}})
         return None if item is None else self._event_row(item)
 
+    def event_exists(self, event_id: str) -> bool:
+        try:
+            found = self.client.get_item(
+                TableName=self.events_table,
+                Key={"eventId": {"S": event_id}},
+                ConsistentRead=True,
+                ProjectionExpression="eventId",
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        return "Item" in found
+
     def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]:
         kwargs: dict[str, Any] = {"TableName": self.events_table, "ConsistentRead": True}
         if status is not None:

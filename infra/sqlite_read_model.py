@@ -287,6 +287,14 @@ class SQLiteReadModel:
             ).fetchone()
         return None if row is None else self._registration_row(row)
 
+    def event_exists(self, event_id: str) -> bool:
+        found = (
+            self._connection()
+            .execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,))
+            .fetchone()
+        )
+        return found is not None
+
     def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]:
         after = "" if token is None else str(decode_token(token, {"e": str})["e"])
         where = "WHERE event_id > ?"

@@ -69,6 +69,9 @@ class ReadModel(Protocol):
 
     def get_event(self, event_id: str) -> EventRow | None: ...
 
+    def event_exists(self, event_id: str) -> bool:
+        """Whether the Events table has the row (without reading its waitlist)."""
+
     def get_registration(self, user_id: str, event_id: str) -> RegistrationRow | None: ...
 
     def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]: ...

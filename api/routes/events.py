@@ -197,7 +197,7 @@ def list_event_registrations(
     limit: Limit = 50,
     next_token: NextToken = None,
 ) -> RegistrationList:
-    if read_model.get_event(event_id) is None:
+    if not read_model.event_exists(event_id):
         raise GatheringNotFoundError(f"Event '{event_id}' not found")
     page = read_model.list_event_registrations(event_id, limit, next_token)
     return RegistrationList(

@@ -2,7 +2,9 @@
 
 Context values (``cdk synth -c key=value`` or ``cdk.json``):
 
-* ``tablePrefix``: prefix of every DynamoDB table name (default ``regsvc``).
+* ``tablePrefix``: prepended verbatim to every DynamoDB table name and passed to
+  the Lambda as ``DYNAMODB_TABLE_PREFIX`` (default ``regsvc-``, the service's
+  own default; note the trailing dash).
 * ``lambdaAssetDir``: a directory holding a ready-to-deploy Lambda bundle
   (application packages plus vendored dependencies). If unset, the repository
   root is used as the code asset (application code only).

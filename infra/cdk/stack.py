@@ -1,25 +1,38 @@
 """The production stack of the registration service.
 
-Resources:
+Resources (``<p>`` is the table prefix, default ``regsvc-``, prepended verbatim
+exactly as the service does with ``DYNAMODB_TABLE_PREFIX``):
 
-* Event-store tables (the source of truth; retained, PITR, deletion protection):
-  ``<prefix>-events`` (stream events, the notification index and the sequence
-  counter item), ``<prefix>-snapshots`` and ``<prefix>-tracking``.
-* Read-model tables (rebuildable projections): ``<prefix>-users``,
-  ``<prefix>-events-view`` and ``<prefix>-registrations`` (+ GSI
-  ``eventId-userId-index``).
+* Event-store tables, the source of truth (retained, PITR, deletion
+  protection). The service's eventsourcing application is named
+  "Registrations", so ``infra.dynamodb``'s factory uses
+  ``<p>registrations_events`` (``oid`` S / ``ver`` N),
+  ``<p>registrations_snapshots`` (``oid`` S / ``ver`` N) and
+  ``<p>registrations_notifications`` (``p`` S / ``id`` N: the notification log
+  and its sequence-counter item). The ``_tracking`` table of eventsourcing's
+  tracking/process recorders is not defined: the service does not use them.
+* Read tables, rebuildable projections (``python -m infra.admin rebuild``):
+  ``<p>users`` (``userId``), ``<p>events`` (``eventId``), ``<p>registrations``
+  (``userId`` / ``eventId``; GSIs ``eventId-userId-index`` and
+  ``eventId-order-index``) and ``<p>projection_state`` (``pk``); string keys.
 * The API: one Python Lambda running the FastAPI app through Mangum, behind an
   HTTP API (API Gateway v2) whose default route sends every path to it.
 * A least-privilege role for the Lambda: explicit DynamoDB actions on explicit
   table ARNs only, plus the AWS managed basic execution policy for logs.
+
+The table designs below are written out rather than imported from the storage
+code, so that synthesising needs none of the runtime dependencies; the tests
+compare them with what the code creates (``read_table_specs`` and the
+recorders' ``table_specs``) and with the DynamoDB calls the code makes.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
@@ -30,8 +43,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-DEFAULT_TABLE_PREFIX = "regsvc"
+#: ``Settings.dynamodb_table_prefix``'s default (infra/settings.py).
+DEFAULT_TABLE_PREFIX = "regsvc-"
 TABLE_PREFIX_CONTEXT_KEY = "tablePrefix"
+#: ``Settings.dynamodb_table_prefix``'s pattern: what the service accepts.
+_TABLE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{0,100}$")
+
+#: Name of the eventsourcing application (``infra.service``), lower-cased by
+#: the DynamoDB factory into the event-store table names.
+APPLICATION_NAME = "Registrations"
 
 #: Root of the repository: the Lambda code asset is built from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,41 +83,110 @@ LAMBDA_ASSET_EXCLUDES: tuple[str, ...] = (
 
 LAMBDA_HANDLER = "api.lambda_handler.handler"
 
-#: Actions the event store needs. Appends are written with TransactWriteItems,
-#: which DynamoDB authorises per contained action (Put / Update /
-#: ConditionCheck), so ``dynamodb:TransactWriteItems`` itself is not needed.
+KeyType = Literal["S", "N", "B"]
+
+
+@dataclass(frozen=True)
+class TableDesign:
+    """Name (without the prefix), keys and GSIs of one table.
+
+    ``indexes`` holds ``(name, partition key, sort key)``; GSIs project ALL
+    attributes.
+    """
+
+    construct_id: str
+    suffix: str
+    partition_key: tuple[str, KeyType]
+    sort_key: tuple[str, KeyType] | None = None
+    indexes: tuple[tuple[str, tuple[str, KeyType], tuple[str, KeyType]], ...] = ()
+
+    def table_name(self, prefix: str) -> str:
+        return f"{prefix}{self.suffix}"
+
+
+_APP = APPLICATION_NAME.lower()
+
+#: infra/dynamodb/recorders.py: events and snapshots keyed by (oid S, ver N),
+#: the notification log by (p S, id N).
+EVENT_STORE_TABLES: tuple[TableDesign, ...] = (
+    TableDesign("StoredEventsTable", f"{_APP}_events", ("oid", "S"), ("ver", "N")),
+    TableDesign("SnapshotsTable", f"{_APP}_snapshots", ("oid", "S"), ("ver", "N")),
+    TableDesign("NotificationsTable", f"{_APP}_notifications", ("p", "S"), ("id", "N")),
+)
+
+REGISTRATIONS_BY_EVENT_INDEX = "eventId-userId-index"
+REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
+
+#: infra/dynamodb_read_model.py (``read_table_specs``): every key is a string.
+READ_TABLES: tuple[TableDesign, ...] = (
+    TableDesign("UsersTable", "users", ("userId", "S")),
+    TableDesign("EventsViewTable", "events", ("eventId", "S")),
+    TableDesign(
+        "RegistrationsTable",
+        "registrations",
+        ("userId", "S"),
+        ("eventId", "S"),
+        indexes=(
+            (REGISTRATIONS_BY_EVENT_INDEX, ("eventId", "S"), ("userId", "S")),
+            (REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),
+        ),
+    ),
+    TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
+)
+
+#: Actions the event store's recorders call (infra/dynamodb). Appends are
+#: TransactWriteItems of Put and Update items; DynamoDB authorises a
+#: transaction per contained action, so ``dynamodb:TransactWriteItems`` itself
+#: is not an IAM action. DescribeTable: the start-up check that the tables
+#: exist. No CreateTable: the stack creates the tables, and the code only
+#: creates one that DescribeTable reports missing. No ConditionCheckItem,
+#: DeleteItem or Batch*: the recorders never use them.
 EVENT_STORE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:Query",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DescribeTable",
 )
 
-#: Actions the projections and the query side need on the read-model tables.
+#: Actions the projector and the query side call on the read tables
+#: (infra/dynamodb_read_model.py): batches commit as TransactWriteItems of
+#: Put, Update and Delete items; events are listed with Scan, titles fetched
+#: with BatchGetItem. BatchWriteItem is only used by ``reset`` (``python -m
+#: infra.admin rebuild``, run by an operator, never by the Lambda), so it is not
+#: granted; nor is CreateTable (see above).
 READ_MODEL_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DescribeTable",
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
-    "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DescribeTable",
+    "dynamodb:Scan",
 )
 
-REGISTRATIONS_BY_EVENT_INDEX = "eventId-userId-index"
+#: Actions on the registrations table's GSIs: only queries.
+READ_MODEL_INDEX_ACTIONS: tuple[str, ...] = ("dynamodb:Query",)
 
-_TABLE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_ATTRIBUTE_TYPES: dict[KeyType, dynamodb.AttributeType] = {
+    "S": dynamodb.AttributeType.STRING,
+    "N": dynamodb.AttributeType.NUMBER,
+    "B": dynamodb.AttributeType.BINARY,
+}
+
+
+def _attribute(key: tuple[str, KeyType]) -> dynamodb.Attribute:
+    name, key_type = key
+    return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[key_type])
 
 
 class RegistrationServiceStack(Stack):
     """DynamoDB tables, the API Lambda and its HTTP API.
 
-    :param table_prefix: prefix of every table name; if omitted, the
-        ``tablePrefix`` context value is used, else ``"regsvc"``.
+    :param table_prefix: prepended verbatim to every table name and passed to
+        the Lambda as ``DYNAMODB_TABLE_PREFIX``; if omitted, the
+        ``tablePrefix`` context value is used, else ``"regsvc-"``.
     :param lambda_code: code of the API Lambda; defaults to an asset built from
         the repository root (minus :data:`LAMBDA_ASSET_EXCLUDES`). Tests may
         pass a small stand-in to keep synthesis fast.
@@ -114,61 +203,28 @@ class RegistrationServiceStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
-        prefix = table_prefix or self._prefix_from_context()
+        prefix = table_prefix if table_prefix is not None else self._prefix_from_context()
         if not _TABLE_PREFIX_PATTERN.match(prefix):
-            raise ValueError(f"invalid table prefix {prefix!r}: use letters, digits, '_', '-', '.'")
+            raise ValueError(
+                f"invalid table prefix {prefix!r}: use at most 100 letters, digits, '_', '-', '.'"
+            )
         self.table_prefix = prefix
 
         # --- Event store: the source of truth. Never deleted with the stack.
-        self.events_table = self._event_store_table(
-            "EventsTable",
-            f"{prefix}-events",
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.NUMBER),
-        )
-        self.snapshots_table = self._event_store_table(
-            "SnapshotsTable",
-            f"{prefix}-snapshots",
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.NUMBER),
-        )
-        self.tracking_table = self._event_store_table(
-            "TrackingTable", f"{prefix}-tracking", sort_key=None
-        )
-        event_store_tables = (
-            self.events_table,
-            self.snapshots_table,
-            self.tracking_table,
-        )
+        self.event_store_tables: dict[str, dynamodb.Table] = {
+            design.table_name(prefix): self._event_store_table(design, prefix)
+            for design in EVENT_STORE_TABLES
+        }
 
-        # --- Read models. They are projections, rebuildable at any time by
+        # --- Read tables. They are projections, rebuildable at any time by
         # replaying the event store, so RemovalPolicy.DESTROY is acceptable and
         # point-in-time recovery (a cost with no benefit here) stays off.
-        self.users_table = self._read_model_table(
-            "UsersTable",
-            f"{prefix}-users",
-            partition_key=dynamodb.Attribute(name="userId", type=dynamodb.AttributeType.STRING),
-        )
-        self.events_view_table = self._read_model_table(
-            "EventsViewTable",
-            f"{prefix}-events-view",
-            partition_key=dynamodb.Attribute(name="eventId", type=dynamodb.AttributeType.STRING),
-        )
-        self.registrations_table = self._read_model_table(
-            "RegistrationsTable",
-            f"{prefix}-registrations",
-            partition_key=dynamodb.Attribute(name="userId", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="eventId", type=dynamodb.AttributeType.STRING),
-        )
-        self.registrations_table.add_global_secondary_index(
-            index_name=REGISTRATIONS_BY_EVENT_INDEX,
-            partition_key=dynamodb.Attribute(name="eventId", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="userId", type=dynamodb.AttributeType.STRING),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
-        read_model_tables = (
-            self.users_table,
-            self.events_view_table,
-            self.registrations_table,
-        )
+        self.read_tables: dict[str, dynamodb.Table] = {
+            design.table_name(prefix): self._read_table(design, prefix) for design in READ_TABLES
+        }
+        indexed_tables = [
+            self.read_tables[design.table_name(prefix)] for design in READ_TABLES if design.indexes
+        ]
 
         # --- Least-privilege role: explicit actions on explicit ARNs. The
         # table.grant_* helpers are avoided on purpose: in aws-cdk-lib 2.275
@@ -192,16 +248,19 @@ class RegistrationServiceStack(Stack):
                             sid="EventStoreTables",
                             effect=iam.Effect.ALLOW,
                             actions=list(EVENT_STORE_ACTIONS),
-                            resources=_table_arns(event_store_tables),
+                            resources=_table_arns(list(self.event_store_tables.values())),
                         ),
                         iam.PolicyStatement(
-                            sid="ReadModelTables",
+                            sid="ReadTables",
                             effect=iam.Effect.ALLOW,
                             actions=list(READ_MODEL_ACTIONS),
-                            resources=[
-                                *_table_arns(read_model_tables),
-                                f"{self.registrations_table.table_arn}/index/*",
-                            ],
+                            resources=_table_arns(list(self.read_tables.values())),
+                        ),
+                        iam.PolicyStatement(
+                            sid="ReadTableIndexes",
+                            effect=iam.Effect.ALLOW,
+                            actions=list(READ_MODEL_INDEX_ACTIONS),
+                            resources=[f"{table.table_arn}/index/*" for table in indexed_tables],
                         ),
                     ]
                 )
@@ -238,7 +297,7 @@ class RegistrationServiceStack(Stack):
         self.http_api = apigwv2.HttpApi(
             self,
             "HttpApi",
-            api_name=f"{prefix}-api",
+            api_name=f"{prefix}api",
             description="Registration service HTTP API",
             default_integration=apigwv2_integrations.HttpLambdaIntegration(
                 "ApiLambdaIntegration", self.api_function
@@ -247,15 +306,10 @@ class RegistrationServiceStack(Stack):
 
         # --- Outputs.
         CfnOutput(self, "ApiUrl", value=self.http_api.api_endpoint, description="HTTP API URL")
-        for output_id, table in (
-            ("EventsTableName", self.events_table),
-            ("SnapshotsTableName", self.snapshots_table),
-            ("TrackingTableName", self.tracking_table),
-            ("UsersTableName", self.users_table),
-            ("EventsViewTableName", self.events_view_table),
-            ("RegistrationsTableName", self.registrations_table),
-        ):
-            CfnOutput(self, output_id, value=table.table_name)
+        all_tables = {**self.event_store_tables, **self.read_tables}
+        for design in (*EVENT_STORE_TABLES, *READ_TABLES):
+            table = all_tables[design.table_name(prefix)]
+            CfnOutput(self, f"{design.construct_id}Name", value=table.table_name)
 
     def _prefix_from_context(self) -> str:
         value = self.node.try_get_context(TABLE_PREFIX_CONTEXT_KEY)
@@ -263,15 +317,13 @@ class RegistrationServiceStack(Stack):
             return DEFAULT_TABLE_PREFIX
         return str(value)
 
-    def _event_store_table(
-        self, construct_id: str, table_name: str, *, sort_key: dynamodb.Attribute | None
-    ) -> dynamodb.Table:
+    def _event_store_table(self, design: TableDesign, prefix: str) -> dynamodb.Table:
         return dynamodb.Table(
             self,
-            construct_id,
-            table_name=table_name,
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=sort_key,
+            design.construct_id,
+            table_name=design.table_name(prefix),
+            partition_key=_attribute(design.partition_key),
+            sort_key=_attribute(design.sort_key) if design.sort_key else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
@@ -281,25 +333,26 @@ class RegistrationServiceStack(Stack):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-    def _read_model_table(
-        self,
-        construct_id: str,
-        table_name: str,
-        *,
-        partition_key: dynamodb.Attribute,
-        sort_key: dynamodb.Attribute | None = None,
-    ) -> dynamodb.Table:
-        return dynamodb.Table(
+    def _read_table(self, design: TableDesign, prefix: str) -> dynamodb.Table:
+        table = dynamodb.Table(
             self,
-            construct_id,
-            table_name=table_name,
-            partition_key=partition_key,
-            sort_key=sort_key,
+            design.construct_id,
+            table_name=design.table_name(prefix),
+            partition_key=_attribute(design.partition_key),
+            sort_key=_attribute(design.sort_key) if design.sort_key else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             # Rebuildable from the event store: see the comment above.
             removal_policy=RemovalPolicy.DESTROY,
         )
+        for index_name, partition_key, sort_key in design.indexes:
+            table.add_global_secondary_index(
+                index_name=index_name,
+                partition_key=_attribute(partition_key),
+                sort_key=_attribute(sort_key),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table
 
 
 def default_lambda_code() -> lambda_.Code:

@@ -2,12 +2,24 @@
 
 The stack is synthesised once per module (jsii starts a node process, so each
 synthesis costs time); no AWS credentials, lookups or network are needed.
+
+The expected tables and IAM actions are derived from the storage code itself,
+so these tests break when the code and the stack drift apart:
+
+* the tables (names, keys, GSIs) are the ones the service creates at start-up
+  when the tables are missing, recorded by running the real wiring
+  (``build_container``) against a stand-in DynamoDB client configured with the
+  Lambda's own environment variables;
+* the read tables are compared with ``read_table_specs`` as well;
+* the IAM actions are the DynamoDB calls found in the storage modules' source.
 """
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,20 +32,48 @@ pytest.importorskip(
 import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match, Template
+from botocore.exceptions import ClientError
 
+from infra import wiring
 from infra.cdk.stack import (
+    APPLICATION_NAME,
+    DEFAULT_TABLE_PREFIX,
     EVENT_STORE_ACTIONS,
+    EVENT_STORE_TABLES,
     READ_MODEL_ACTIONS,
+    READ_MODEL_INDEX_ACTIONS,
+    READ_TABLES,
     REGISTRATIONS_BY_EVENT_INDEX,
+    REGISTRATIONS_IN_EVENT_ORDER_INDEX,
+    REPO_ROOT,
     RegistrationServiceStack,
 )
+from infra.dynamodb import factory as dynamodb_factory
+from infra.dynamodb_read_model import ORDER_GSI, USER_GSI, read_table_specs
+from infra.service import StoredRegistrationService
+from infra.settings import Settings
 
 DUMMY_ENV = cdk.Environment(account="123456789012", region="eu-west-1")
+PREFIX = "regsvc-"
 
-EVENT_STORE_TABLES = ("regsvc-events", "regsvc-snapshots", "regsvc-tracking")
-READ_MODEL_TABLES = ("regsvc-users", "regsvc-events-view", "regsvc-registrations")
+#: The event-store tables, spelled out for readability (the tests below also
+#: derive them from the code).
+EVENT_STORE_TABLE_NAMES = (
+    "regsvc-registrations_events",
+    "regsvc-registrations_snapshots",
+    "regsvc-registrations_notifications",
+)
+READ_TABLE_NAMES = (
+    "regsvc-users",
+    "regsvc-events",
+    "regsvc-registrations",
+    "regsvc-projection_state",
+)
 
 Resource = dict[str, Any]
+
+
+# --- synthesis ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +113,16 @@ def logical_id_of_table(resources: dict[str, Resource], table_name: str) -> str:
     return logical_id
 
 
+def table_arn(resources: dict[str, Resource], table_name: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id_of_table(resources, table_name), "Arn"]}
+
+
+def lambda_environment(resources: dict[str, Resource]) -> dict[str, str]:
+    (function,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Function")
+    variables: dict[str, str] = function["Properties"]["Environment"]["Variables"]
+    return variables
+
+
 def policy_statements(node: Any) -> Iterator[dict[str, Any]]:
     """Every IAM policy statement anywhere in the given template fragment."""
     if isinstance(node, dict):
@@ -97,19 +147,228 @@ def statement_with_sid(resources: dict[str, Resource], sid: str) -> dict[str, An
     return statement
 
 
-def test_all_six_tables_are_defined_with_the_default_prefix(
-    resources: dict[str, Resource],
+def key_schema(definition: dict[str, Any]) -> dict[str, Any]:
+    """Key schema, attribute types and GSIs of a table, from a CloudFormation
+    table's properties or a CreateTable request (same field names).
+    """
+    return {
+        "KeySchema": definition["KeySchema"],
+        "AttributeDefinitions": sorted(
+            definition["AttributeDefinitions"], key=lambda a: a["AttributeName"]
+        ),
+        "GlobalSecondaryIndexes": sorted(
+            (
+                {
+                    "IndexName": index["IndexName"],
+                    "KeySchema": index["KeySchema"],
+                    "Projection": index["Projection"],
+                }
+                for index in definition.get("GlobalSecondaryIndexes", [])
+            ),
+            key=lambda i: i["IndexName"],
+        ),
+    }
+
+
+# --- what the code creates ----------------------------------------------------
+
+
+class _TableNotFoundError(ClientError):
+    def __init__(self, operation: str) -> None:
+        super().__init__({"Error": {"Code": "ResourceNotFoundException"}}, operation)
+
+
+class TableRecordingClient:
+    """Stand-in for the DynamoDB client: no table exists until the code creates
+    it, and every CreateTable request is recorded. Any other call fails, so
+    start-up is known to need nothing else.
+    """
+
+    exceptions = SimpleNamespace(ResourceNotFoundException=_TableNotFoundError)
+
+    def __init__(self) -> None:
+        self.created: dict[str, dict[str, Any]] = {}
+
+    def describe_table(self, *, TableName: str) -> dict[str, Any]:
+        request = self.created.get(TableName)
+        if request is None:
+            raise _TableNotFoundError("DescribeTable")
+        indexes = [
+            {"IndexName": index["IndexName"], "IndexStatus": "ACTIVE"}
+            for index in request.get("GlobalSecondaryIndexes", [])
+        ]
+        return {
+            "Table": {
+                "TableName": TableName,
+                "TableStatus": "ACTIVE",
+                "GlobalSecondaryIndexes": indexes,
+            }
+        }
+
+    def create_table(self, **request: Any) -> dict[str, Any]:
+        assert request["TableName"] not in self.created
+        self.created[request["TableName"]] = request
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"unexpected DynamoDB call at start-up: {name}")
+
+
+@pytest.fixture(scope="module")
+def created_by_the_service(resources: dict[str, Resource]) -> dict[str, dict[str, Any]]:
+    """CreateTable requests of the real wiring, configured like the Lambda.
+
+    The Lambda builds its container with ``build_container(Settings())``; here
+    ``Settings`` reads the stack's Lambda environment variables.
+    """
+    client = TableRecordingClient()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in lambda_environment(resources).items():
+            patch.setenv(name, value)
+        patch.setenv("AWS_REGION", DUMMY_ENV.region or "eu-west-1")
+        patch.setattr(wiring, "make_client", lambda **_: client)
+        patch.setattr(dynamodb_factory, "make_client", lambda **_: client)
+        patch.setattr(wiring, "instrument", lambda _client: None)
+        settings = Settings(_env_file=None)
+        assert settings.store == "dynamodb"
+        assert settings.environment == "production"
+        container = wiring.build_container(settings)
+        container.close()
+    return client.created
+
+
+# --- tables -------------------------------------------------------------------
+
+
+def test_default_prefix_is_the_services_default_prefix() -> None:
+    assert DEFAULT_TABLE_PREFIX == PREFIX
+    assert Settings.model_fields["dynamodb_table_prefix"].default == DEFAULT_TABLE_PREFIX
+
+
+def test_application_name_is_the_services() -> None:
+    assert StoredRegistrationService.name == APPLICATION_NAME
+
+
+def test_stack_defines_exactly_the_tables_the_service_creates_at_start_up(
+    resources: dict[str, Resource], created_by_the_service: dict[str, dict[str, Any]]
 ) -> None:
-    assert sorted(tables_by_name(resources)) == sorted(
-        EVENT_STORE_TABLES + READ_MODEL_TABLES
+    tables = tables_by_name(resources)
+    assert sorted(tables) == sorted(created_by_the_service)
+    for name, request in created_by_the_service.items():
+        assert key_schema(tables[name]["Properties"]) == key_schema(request), name
+    assert sorted(tables) == sorted(EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES)
+
+
+def test_read_tables_are_those_of_read_table_specs(resources: dict[str, Resource]) -> None:
+    tables = tables_by_name(resources)
+    specs = read_table_specs(PREFIX)
+    assert sorted(design.table_name(PREFIX) for design in READ_TABLES) == sorted(
+        spec.name for spec in specs
     )
+    assert sorted(spec.name for spec in specs) == sorted(READ_TABLE_NAMES)
+    for spec in specs:
+        properties = tables[spec.name]["Properties"]
+        assert properties["KeySchema"] == [
+            {"AttributeName": key, "KeyType": kind}
+            for key, kind in zip(spec.keys, ("HASH", "RANGE"), strict=False)
+        ], spec.name
+        indexes = {
+            index["IndexName"]: index for index in properties.get("GlobalSecondaryIndexes", [])
+        }
+        assert sorted(indexes) == sorted(name for name, _, _ in spec.indexes), spec.name
+        for index_name, partition_key, sort_key in spec.indexes:
+            assert indexes[index_name]["KeySchema"] == [
+                {"AttributeName": partition_key, "KeyType": "HASH"},
+                {"AttributeName": sort_key, "KeyType": "RANGE"},
+            ], index_name
+            assert indexes[index_name]["Projection"] == {"ProjectionType": "ALL"}
+        key_names = set(spec.keys) | {key for _, *keys in spec.indexes for key in keys}
+        assert sorted(properties["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+            {"AttributeName": key, "AttributeType": "S"} for key in sorted(key_names)
+        ], spec.name
+
+
+def test_registrations_table_has_both_global_secondary_indexes(template: Template) -> None:
+    assert (REGISTRATIONS_BY_EVENT_INDEX, REGISTRATIONS_IN_EVENT_ORDER_INDEX) == (
+        USER_GSI,
+        ORDER_GSI,
+    )
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "TableName": "regsvc-registrations",
+            "KeySchema": [
+                {"AttributeName": "userId", "KeyType": "HASH"},
+                {"AttributeName": "eventId", "KeyType": "RANGE"},
+            ],
+            "GlobalSecondaryIndexes": Match.array_equals(
+                [
+                    {
+                        "IndexName": "eventId-userId-index",
+                        "KeySchema": [
+                            {"AttributeName": "eventId", "KeyType": "HASH"},
+                            {"AttributeName": "userId", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    },
+                    {
+                        "IndexName": "eventId-order-index",
+                        "KeySchema": [
+                            {"AttributeName": "eventId", "KeyType": "HASH"},
+                            {"AttributeName": "eventOrder", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    },
+                ]
+            ),
+        },
+    )
+
+
+def test_event_store_tables_are_the_recorders_tables(
+    resources: dict[str, Resource], created_by_the_service: dict[str, dict[str, Any]]
+) -> None:
+    read_names = {spec.name for spec in read_table_specs(PREFIX)}
+    recorder_tables = sorted(set(created_by_the_service) - read_names)
+    assert sorted(design.table_name(PREFIX) for design in EVENT_STORE_TABLES) == recorder_tables
+    assert recorder_tables == sorted(EVENT_STORE_TABLE_NAMES)
+    # The service records no tracking positions in the event store (its
+    # projector tracks in projection_state), so there is no _tracking table.
+    assert not any(name.endswith("_tracking") for name in tables_by_name(resources))
+
+
+def test_event_store_tables_have_the_keys_the_recorders_use(template: Template) -> None:
+    for name, (pk, sk) in {
+        "regsvc-registrations_events": ("oid", "ver"),
+        "regsvc-registrations_snapshots": ("oid", "ver"),
+        "regsvc-registrations_notifications": ("p", "id"),
+    }.items():
+        template.has_resource_properties(
+            "AWS::DynamoDB::Table",
+            {
+                "TableName": name,
+                "KeySchema": [
+                    {"AttributeName": pk, "KeyType": "HASH"},
+                    {"AttributeName": sk, "KeyType": "RANGE"},
+                ],
+                "AttributeDefinitions": Match.array_equals(
+                    [
+                        {"AttributeName": pk, "AttributeType": "S"},
+                        {"AttributeName": sk, "AttributeType": "N"},
+                    ]
+                ),
+            },
+        )
 
 
 def test_event_store_tables_have_point_in_time_recovery_and_deletion_protection(
     resources: dict[str, Resource],
 ) -> None:
     tables = tables_by_name(resources)
-    for name in EVENT_STORE_TABLES:
+    for name in EVENT_STORE_TABLE_NAMES:
         properties = tables[name]["Properties"]
         assert properties["PointInTimeRecoverySpecification"] == {
             "PointInTimeRecoveryEnabled": True
@@ -121,7 +380,7 @@ def test_event_store_tables_are_retained_when_deleted_or_replaced(
     resources: dict[str, Resource],
 ) -> None:
     tables = tables_by_name(resources)
-    for name in EVENT_STORE_TABLES:
+    for name in EVENT_STORE_TABLE_NAMES:
         assert tables[name]["DeletionPolicy"] == "Retain", name
         assert tables[name]["UpdateReplacePolicy"] == "Retain", name
 
@@ -134,98 +393,169 @@ def test_every_table_is_billed_on_demand_and_encrypted(
         assert table["Properties"]["SSESpecification"]["SSEEnabled"] is True, name
 
 
-def test_event_store_tables_have_the_keys_the_store_expects(template: Template) -> None:
-    for name in ("regsvc-events", "regsvc-snapshots"):
-        template.has_resource_properties(
-            "AWS::DynamoDB::Table",
-            {
-                "TableName": name,
-                "KeySchema": [
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                "AttributeDefinitions": Match.array_equals(
-                    [
-                        {"AttributeName": "pk", "AttributeType": "S"},
-                        {"AttributeName": "sk", "AttributeType": "N"},
-                    ]
-                ),
-            },
-        )
-    template.has_resource_properties(
-        "AWS::DynamoDB::Table",
-        {
-            "TableName": "regsvc-tracking",
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-        },
-    )
-
-
 def test_read_tables_are_rebuildable_so_destroyable_and_without_point_in_time_recovery(
     resources: dict[str, Resource],
 ) -> None:
     tables = tables_by_name(resources)
-    for name in READ_MODEL_TABLES:
+    for name in READ_TABLE_NAMES:
         assert tables[name]["DeletionPolicy"] == "Delete", name
-        assert "PointInTimeRecoverySpecification" not in tables[name]["Properties"], (
-            name
-        )
-        assert not tables[name]["Properties"].get("DeletionProtectionEnabled", False), (
-            name
-        )
+        assert "PointInTimeRecoverySpecification" not in tables[name]["Properties"], name
+        assert not tables[name]["Properties"].get("DeletionProtectionEnabled", False), name
 
 
-def test_read_tables_have_their_keys(template: Template) -> None:
-    template.has_resource_properties(
-        "AWS::DynamoDB::Table",
-        {
-            "TableName": "regsvc-users",
-            "KeySchema": [{"AttributeName": "userId", "KeyType": "HASH"}],
-        },
+# --- IAM: derived from the DynamoDB calls in the storage code ----------------
+
+EVENT_STORE_SOURCES = sorted((REPO_ROOT / "infra" / "dynamodb").glob("*.py"))
+READ_MODEL_SOURCES = [REPO_ROOT / "infra" / "dynamodb_read_model.py"]
+#: Calls that need no grant in production: the stack creates the tables (the
+#: code creates one only when DescribeTable says it is missing), ``close`` is
+#: local, and a transaction is authorised per contained item (below).
+CALLS_NEEDING_NO_GRANT = frozenset({"create_table", "close", "transact_write_items"})
+TRANSACT_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+#: Read-model methods only ``python -m infra.admin`` runs, never the Lambda.
+ADMIN_ONLY_METHODS = frozenset({"reset"})
+
+
+def _nodes(node: ast.AST, skip_functions: frozenset[str]) -> Iterator[ast.AST]:
+    """Every node under ``node``, except inside functions named in ``skip_functions``."""
+    for child in ast.iter_child_nodes(node):
+        if (
+            isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            and child.name in skip_functions
+        ):
+            continue
+        yield child
+        yield from _nodes(child, skip_functions)
+
+
+def _is_client(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "client") or (
+        isinstance(node, ast.Attribute) and node.attr == "client"
     )
-    template.has_resource_properties(
-        "AWS::DynamoDB::Table",
-        {
-            "TableName": "regsvc-events-view",
-            "KeySchema": [{"AttributeName": "eventId", "KeyType": "HASH"}],
-        },
-    )
-    template.has_resource_properties(
-        "AWS::DynamoDB::Table",
-        {
-            "TableName": "regsvc-registrations",
-            "KeySchema": [
-                {"AttributeName": "userId", "KeyType": "HASH"},
-                {"AttributeName": "eventId", "KeyType": "RANGE"},
-            ],
-        },
-    )
 
 
-def test_registrations_table_has_the_event_id_user_id_global_secondary_index(
-    template: Template,
-) -> None:
-    template.has_resource_properties(
-        "AWS::DynamoDB::Table",
-        {
-            "TableName": "regsvc-registrations",
-            "GlobalSecondaryIndexes": [
-                {
-                    "IndexName": REGISTRATIONS_BY_EVENT_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": "eventId", "KeyType": "HASH"},
-                        {"AttributeName": "userId", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
+def dynamodb_actions_called(
+    sources: list[Path], skip_functions: frozenset[str] = frozenset()
+) -> set[str]:
+    """IAM actions of the DynamoDB client calls in ``sources``."""
+    actions: set[str] = set()
+    transact_items: set[str] = set()
+    transacts = False
+    for source in sources:
+        for node in _nodes(ast.parse(source.read_text()), skip_functions):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and _is_client(node.func.value)
+            ):
+                operation = node.func.attr
+                transacts |= operation == "transact_write_items"
+                if operation not in CALLS_NEEDING_NO_GRANT:
+                    actions.add("dynamodb:" + operation.title().replace("_", ""))
+            elif isinstance(node, ast.Dict):
+                transact_items |= {
+                    TRANSACT_ITEM_ACTIONS[key.value]
+                    for key in node.keys
+                    if isinstance(key, ast.Constant) and key.value in TRANSACT_ITEM_ACTIONS
                 }
-            ],
-        },
+    return actions | transact_items if transacts else actions
+
+
+def test_the_code_calls_exactly_the_actions_the_stack_grants() -> None:
+    assert dynamodb_actions_called(EVENT_STORE_SOURCES) == set(EVENT_STORE_ACTIONS)
+    assert dynamodb_actions_called(READ_MODEL_SOURCES, ADMIN_ONLY_METHODS) == set(
+        READ_MODEL_ACTIONS
     )
-    assert REGISTRATIONS_BY_EVENT_INDEX == "eventId-userId-index"
+    # What the admin-only methods add (so is deliberately not granted).
+    assert dynamodb_actions_called(READ_MODEL_SOURCES) - set(READ_MODEL_ACTIONS) == {
+        "dynamodb:BatchWriteItem"
+    }
 
 
-def test_no_iam_statement_grants_a_wildcard_action(
+def test_admin_only_read_model_methods_are_called_only_by_the_admin_commands() -> None:
+    callers = set()
+    for package in ("api", "domain", "projections", "infra"):
+        for source in (REPO_ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ADMIN_ONLY_METHODS
+                    and isinstance(node.func.value, ast.Attribute | ast.Name)
+                    and "read_model" in ast.unparse(node.func.value)
+                ):
+                    callers.add(source.relative_to(REPO_ROOT).as_posix())
+    assert callers <= {"infra/admin.py"}
+
+
+def test_lambda_role_may_use_only_the_needed_actions_on_the_event_store_tables(
+    resources: dict[str, Resource],
+) -> None:
+    statement = statement_with_sid(resources, "EventStoreTables")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(
+        [
+            "dynamodb:DescribeTable",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        ]
+    )
+    assert sorted(statement["Action"]) == sorted(EVENT_STORE_ACTIONS)
+    assert statement["Resource"] == [table_arn(resources, name) for name in EVENT_STORE_TABLE_NAMES]
+
+
+def test_lambda_role_may_read_and_write_the_read_tables(
+    resources: dict[str, Resource],
+) -> None:
+    statement = statement_with_sid(resources, "ReadTables")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(
+        [
+            "dynamodb:DescribeTable",
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+        ]
+    )
+    assert sorted(statement["Action"]) == sorted(READ_MODEL_ACTIONS)
+    assert statement["Resource"] == [table_arn(resources, name) for name in READ_TABLE_NAMES]
+
+
+def test_lambda_role_may_only_query_the_registrations_indexes(
+    resources: dict[str, Resource],
+) -> None:
+    statement = statement_with_sid(resources, "ReadTableIndexes")
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "dynamodb:Query"
+    assert list(READ_MODEL_INDEX_ACTIONS) == ["dynamodb:Query"]
+    assert statement["Resource"] == {
+        "Fn::Join": ["", [table_arn(resources, "regsvc-registrations"), "/index/*"]]
+    }
+
+
+def test_dynamodb_statements_are_exactly_the_three_table_statements(
+    resources: dict[str, Resource],
+) -> None:
+    sids = sorted(
+        statement.get("Sid", "")
+        for statement in policy_statements(resources)
+        if any(str(a).startswith("dynamodb:") for a in as_list(statement.get("Action", [])))
+    )
+    assert sids == ["EventStoreTables", "ReadTableIndexes", "ReadTables"]
+
+
+def test_no_iam_statement_grants_a_wildcard_action_or_table_creation(
     resources: dict[str, Resource],
 ) -> None:
     statements = list(policy_statements(resources))
@@ -235,6 +565,11 @@ def test_no_iam_statement_grants_a_wildcard_action(
         for action in as_list(statement.get("Action", [])):
             assert action not in ("*", "dynamodb:*"), statement
             assert not (isinstance(action, str) and action.endswith(":*")), statement
+            assert action not in (
+                "dynamodb:CreateTable",
+                "dynamodb:DeleteTable",
+                "dynamodb:UpdateTable",
+            ), statement
 
 
 def test_no_dynamodb_statement_applies_to_every_resource(
@@ -255,47 +590,6 @@ def test_no_dynamodb_statement_applies_to_every_resource(
             assert resource != "*", statement
 
 
-def test_lambda_role_may_use_only_the_needed_actions_on_the_event_store_tables(
-    resources: dict[str, Resource],
-) -> None:
-    statement = statement_with_sid(resources, "EventStoreTables")
-    assert statement["Effect"] == "Allow"
-    assert sorted(statement["Action"]) == sorted(
-        [
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:Query",
-            "dynamodb:ConditionCheckItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DescribeTable",
-        ]
-    )
-    assert sorted(statement["Action"]) == sorted(EVENT_STORE_ACTIONS)
-    assert statement["Resource"] == [
-        {"Fn::GetAtt": [logical_id_of_table(resources, name), "Arn"]}
-        for name in EVENT_STORE_TABLES
-    ]
-
-
-def test_lambda_role_may_read_and_write_the_read_tables_and_the_registrations_index(
-    resources: dict[str, Resource],
-) -> None:
-    statement = statement_with_sid(resources, "ReadModelTables")
-    assert statement["Effect"] == "Allow"
-    assert sorted(statement["Action"]) == sorted(READ_MODEL_ACTIONS)
-    assert "dynamodb:Scan" not in statement["Action"]
-    registrations_arn = {
-        "Fn::GetAtt": [logical_id_of_table(resources, "regsvc-registrations"), "Arn"]
-    }
-    assert statement["Resource"] == [
-        *(
-            {"Fn::GetAtt": [logical_id_of_table(resources, name), "Arn"]}
-            for name in READ_MODEL_TABLES
-        ),
-        {"Fn::Join": ["", [registrations_arn, "/index/*"]]},
-    ]
-
-
 def test_lambda_role_has_only_the_managed_basic_execution_policy(
     template: Template,
 ) -> None:
@@ -305,9 +599,7 @@ def test_lambda_role_has_only_the_managed_basic_execution_policy(
             "AssumeRolePolicyDocument": Match.object_like(
                 {
                     "Statement": [
-                        Match.object_like(
-                            {"Principal": {"Service": "lambda.amazonaws.com"}}
-                        )
+                        Match.object_like({"Principal": {"Service": "lambda.amazonaws.com"}})
                     ]
                 }
             ),
@@ -327,8 +619,11 @@ def test_lambda_role_has_only_the_managed_basic_execution_policy(
     )
 
 
+# --- Lambda and HTTP API ------------------------------------------------------
+
+
 def test_api_lambda_runs_the_mangum_handler_against_the_dynamodb_store(
-    template: Template,
+    template: Template, resources: dict[str, Resource]
 ) -> None:
     template.resource_count_is("AWS::Lambda::Function", 1)
     template.has_resource_properties(
@@ -338,23 +633,19 @@ def test_api_lambda_runs_the_mangum_handler_against_the_dynamodb_store(
             "Runtime": "python3.11",
             "MemorySize": 512,
             "Timeout": 30,
-            "Environment": {
-                "Variables": {
-                    "STORE": "dynamodb",
-                    "DYNAMODB_TABLE_PREFIX": "regsvc",
-                    "ENVIRONMENT": "production",
-                }
-            },
         },
     )
+    assert lambda_environment(resources) == {
+        "STORE": "dynamodb",
+        "DYNAMODB_TABLE_PREFIX": "regsvc-",
+        "ENVIRONMENT": "production",
+    }
 
 
 def test_lambda_code_asset_holds_the_runtime_packages_and_no_dev_files(
     resources: dict[str, Resource], assembly_dir: Path
 ) -> None:
-    (function,) = (
-        r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"
-    )
+    (function,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Function")
     asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
     asset = assembly_dir / f"asset.{asset_hash}"
     files = {p.relative_to(asset).as_posix() for p in asset.rglob("*") if p.is_file()}
@@ -362,6 +653,8 @@ def test_lambda_code_asset_holds_the_runtime_packages_and_no_dev_files(
     assert "api/lambda_handler.py" in files
     for package in ("api", "domain", "projections", "infra"):
         assert f"{package}/__init__.py" in files, package
+    for module in ("infra/dynamodb/factory.py", "infra/dynamodb_read_model.py"):
+        assert module in files, module
     for excluded in (".venv", ".git", ".tools", "tests", "data", "bench", "cdk.out"):
         assert not (asset / excluded).exists(), excluded
     assert not (asset / "infra" / "cdk").exists()
@@ -370,10 +663,10 @@ def test_lambda_code_asset_holds_the_runtime_packages_and_no_dev_files(
 
 def test_an_http_api_routes_every_path_to_the_lambda(template: Template) -> None:
     template.resource_count_is("AWS::ApiGatewayV2::Api", 1)
-    template.has_resource_properties("AWS::ApiGatewayV2::Api", {"ProtocolType": "HTTP"})
     template.has_resource_properties(
-        "AWS::ApiGatewayV2::Route", {"RouteKey": "$default"}
+        "AWS::ApiGatewayV2::Api", {"ProtocolType": "HTTP", "Name": "regsvc-api"}
     )
+    template.has_resource_properties("AWS::ApiGatewayV2::Route", {"RouteKey": "$default"})
     template.has_resource_properties(
         "AWS::ApiGatewayV2::Integration",
         {"IntegrationType": "AWS_PROXY", "PayloadFormatVersion": "2.0"},
@@ -384,35 +677,40 @@ def test_an_http_api_routes_every_path_to_the_lambda(template: Template) -> None
     )
 
 
-def test_outputs_include_the_api_url_and_table_names(template: Template) -> None:
+def test_outputs_include_the_api_url_and_every_table_name(
+    template: Template, resources: dict[str, Resource]
+) -> None:
     outputs: dict[str, Any] = template.to_json()["Outputs"]
-    assert {
-        "ApiUrl",
-        "EventsTableName",
-        "SnapshotsTableName",
-        "TrackingTableName",
-        "UsersTableName",
-        "EventsViewTableName",
-        "RegistrationsTableName",
-    } <= set(outputs)
     assert outputs["ApiUrl"]["Value"] == {
         "Fn::GetAtt": [
             next(iter(template.find_resources("AWS::ApiGatewayV2::Api"))),
             "ApiEndpoint",
         ]
     }
+    table_outputs = {
+        output_id: output["Value"]
+        for output_id, output in outputs.items()
+        if output_id.endswith("TableName")
+    }
+    assert sorted(table_outputs) == sorted(
+        f"{design.construct_id}Name" for design in (*EVENT_STORE_TABLES, *READ_TABLES)
+    )
+    assert sorted(value["Ref"] for value in table_outputs.values()) == sorted(
+        logical_id_of_table(resources, name) for name in tables_by_name(resources)
+    )
+
+
+# --- table prefix -------------------------------------------------------------
 
 
 def test_table_prefix_can_be_set_through_the_context() -> None:
     # A second, cheaper synthesis: inline stand-in code, no asset staging.
-    app = cdk.App(context={"tablePrefix": "staging"})
+    app = cdk.App(context={"tablePrefix": "staging-"})
     stack = RegistrationServiceStack(
         app,
         "PrefixedStack",
         env=DUMMY_ENV,
-        lambda_code=lambda_.Code.from_inline(
-            "def handler(event, context):\n    return {}\n"
-        ),
+        lambda_code=lambda_.Code.from_inline("def handler(event, context):\n    return {}\n"),
     )
     prefixed = Template.from_stack(stack)
 
@@ -422,25 +720,23 @@ def test_table_prefix_can_be_set_through_the_context() -> None:
     )
     assert names == sorted(
         name.replace("regsvc-", "staging-", 1)
-        for name in EVENT_STORE_TABLES + READ_MODEL_TABLES
+        for name in EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES
     )
+    assert {spec.name for spec in read_table_specs("staging-")} <= set(names)
     prefixed.has_resource_properties(
         "AWS::Lambda::Function",
-        {
-            "Environment": {
-                "Variables": Match.object_like({"DYNAMODB_TABLE_PREFIX": "staging"})
-            }
-        },
+        {"Environment": {"Variables": Match.object_like({"DYNAMODB_TABLE_PREFIX": "staging-"})}},
     )
 
 
-def test_an_invalid_table_prefix_is_rejected() -> None:
+@pytest.mark.parametrize("prefix", ["no spaces allowed", "x" * 101, "slash/"])
+def test_a_prefix_the_service_would_reject_is_rejected(prefix: str) -> None:
     with pytest.raises(ValueError, match="invalid table prefix"):
         RegistrationServiceStack(
             cdk.App(),
             "BadPrefix",
-            table_prefix="no spaces allowed",
-            lambda_code=lambda_.Code.from_inline(
-                "def handler(event, context):\n    return {}\n"
-            ),
+            table_prefix=prefix,
+            lambda_code=lambda_.Code.from_inline("def handler(event, context):\n    return {}\n"),
         )
+    with pytest.raises(ValueError, match="dynamodb_table_prefix"):
+        Settings(dynamodb_table_prefix=prefix, _env_file=None)
