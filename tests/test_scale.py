@@ -55,8 +55,9 @@ def _seed(service: RegistrationService, batch: int) -> None:
     pending: list[Any] = []
 
     def flush(force: bool = False) -> None:
-        if force or len(gathering.pending_events) >= batch:
-            service.save(gathering, *pending)
+        aggregates = {id(a): a for a in (gathering, *pending)}.values()
+        if force or sum(len(a.pending_events) for a in aggregates) >= batch:
+            service.save(*aggregates)
             pending.clear()
 
     for n in range(CONFIRMED):
@@ -78,8 +79,7 @@ def _seed(service: RegistrationService, batch: int) -> None:
         registration = Registration(gathering_id="huge", user_id=f"waiting-{n}")
         registration.waitlist(ticket=ticket)
         pending.extend((page, registration))
-        if len(pending) >= batch:
-            flush(force=True)
+        flush()
     flush(force=True)
 
 
