@@ -23,15 +23,16 @@ from typing import Any
 
 import httpx
 
-from domain.model import Gathering, Registration, User
+from domain.model import Gathering, User
 from infra.service import StoredRegistrationService
 from tests.servers import running_server
 
 
 def _http_rate(workers: int, registrations: int, events: int, clients: int) -> float:
-    with tempfile.TemporaryDirectory() as scratch, running_server(
-        Path(scratch) / "data", workers=workers
-    ) as url:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        running_server(Path(scratch) / "data", workers=workers) as url,
+    ):
         limits = httpx.Limits(max_connections=clients)
         with httpx.Client(base_url=url, timeout=60, limits=limits) as http:
             event_ids = [f"bench-{n}" for n in range(events)]
@@ -69,11 +70,11 @@ def _http_rate(workers: int, registrations: int, events: int, clients: int) -> f
 
 def _service(path: Path, snapshots: bool) -> StoredRegistrationService:
     class Service(StoredRegistrationService):
-        snapshotting_intervals = StoredRegistrationService.snapshotting_intervals if snapshots else {}
+        snapshotting_intervals = (
+            StoredRegistrationService.snapshotting_intervals if snapshots else {}
+        )
 
-    return Service(
-        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
-    )
+    return Service(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
 
 
 def _seed(service: StoredRegistrationService, confirmed: int) -> None:
@@ -114,7 +115,9 @@ def _decision_ms(confirmed: int, snapshots: bool, repeats: int) -> float:
 
 def _row(label: str, value: float, baseline: float, unit: str) -> None:
     ratio = value / baseline if baseline else float("nan")
-    print(f"  {label:<44} {value:>10.1f} {unit:<6} baseline {baseline:>10.1f} {unit:<6} x{ratio:.2f}")
+    print(
+        f"  {label:<44} {value:>10.1f} {unit:<6} baseline {baseline:>10.1f} {unit:<6} x{ratio:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,9 +13,9 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import Never
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Never
 
 from tqdm import tqdm
 

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.application import Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
@@ -103,11 +104,16 @@ def test_recorded_history_still_projects_into_the_read_tables(recorded: Containe
 def test_recorded_snapshots_still_load_and_agree_with_the_events(recorded: Container) -> None:
     service = recorded.service
     assert service.snapshots is not None
-    without_snapshots = {
-        UUID(r["originator_id"]): service.repository.get(UUID(r["originator_id"]))
-        for r in RECORDED["snapshots"]
-    }
+    # Fresh repositories, without the service's aggregate cache, so that the
+    # second one really starts from the recorded snapshot.
+    from_events: Repository[UUID] = Repository(event_store=service.events)
+    from_snapshots: Repository[UUID] = Repository(
+        event_store=service.events, snapshot_store=service.snapshots
+    )
     service.snapshots.recorder.insert_events([_stored(r) for r in RECORDED["snapshots"]])
-    for aggregate_id, expected in without_snapshots.items():
-        loaded = service.repository.get(aggregate_id)
+    for record in RECORDED["snapshots"]:
+        aggregate_id = UUID(record["originator_id"])
+        assert service.snapshots.recorder.select_events(aggregate_id)
+        expected: Aggregate = from_events.get(aggregate_id)
+        loaded: Aggregate = from_snapshots.get(aggregate_id)
         assert vars(loaded) == vars(expected)
