@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     dynamodb_table_prefix: str = Field(
         default="regsvc-", pattern=r"^[A-Za-z0-9_.-]{0,100}$", description="Table name prefix."
     )
+    dynamodb_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="botocore attempts per DynamoDB call (standard mode)."
+    )
     aws_access_key_id: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
     )

@@ -71,6 +71,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     env = {
         "PERSISTENCE_MODULE": "infra.dynamodb",
         "DYNAMODB_TABLE_PREFIX": settings.dynamodb_table_prefix,
+        "DYNAMODB_MAX_ATTEMPTS": str(settings.dynamodb_max_attempts),
         "AWS_DEFAULT_REGION": settings.aws_region,
         "CREATE_TABLE": "y",
         **_aws_credentials(settings),
@@ -90,6 +91,7 @@ def build_read_model(settings: Settings) -> ReadModel:
         region_name=settings.aws_region,
         aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+        max_attempts=settings.dynamodb_max_attempts,
     )
     instrument(client)
     return DynamoDBReadModel(client, settings.dynamodb_table_prefix)
