@@ -52,7 +52,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POSITION_KEY = "position#read-tables"
-MAX_ITEMS_PER_CHUNK = 90  # of DynamoDB's 100 per transaction; one more is the tracking item
+# A chunk is cut at the first command start after this many items; one command
+# writes at most ~35 rows (15 promotions), so a chunk stays within DynamoDB's
+# 100 items per transaction, the tracking item included.
+MAX_ITEMS_PER_CHUNK = 60
 USER_GSI = "eventId-userId-index"
 ORDER_GSI = "eventId-order-index"
 
@@ -357,15 +360,16 @@ class DynamoDBReadModel:
 
     def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
         writer = _Writer(self)
-        for n, (notification_id, write) in enumerate(changes):
-            write(writer)
-            last = n == len(changes) - 1
-            if writer.size() >= MAX_ITEMS_PER_CHUNK and not last:
-                if not self._commit(writer, expected, notification_id):
+        committed_up_to = expected
+        for n, change in enumerate(changes):
+            # Cut only where a command starts, so readers never see half of one.
+            if change.starts_command and n and writer.size() >= MAX_ITEMS_PER_CHUNK:
+                if not self._commit(writer, committed_up_to, changes[n - 1].position):
                     return False
-                expected = notification_id
+                committed_up_to = changes[n - 1].position
                 writer = _Writer(self)
-        return self._commit(writer, expected, new_position)
+            change.write(writer)
+        return self._commit(writer, committed_up_to, new_position)
 
     def _commit(self, writer: _Writer, expected: int, position: int) -> bool:
         items = list(writer.operations())

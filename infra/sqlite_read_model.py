@@ -241,8 +241,8 @@ class SQLiteReadModel:
             if current != expected:
                 return False
             writer = _Writer(c)
-            for _, write in changes:
-                write(writer)
+            for change in changes:
+                change.write(writer)
             c.execute(
                 "INSERT INTO tracking VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",

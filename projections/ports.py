@@ -8,6 +8,7 @@ changes which row".
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -43,7 +44,19 @@ class ReadTableWriter(Protocol):
     def delete_registration(self, user_id: str, event_id: str) -> None: ...
 
 
-Change = tuple[int, Callable[[ReadTableWriter], None]]
+@dataclass(frozen=True)
+class Change:
+    """The row writes one domain event causes, at its notification id.
+
+    ``starts_command`` is False for an event that is always saved together
+    with the one before it (a promotion after a seat is released or capacity
+    changes): a store that commits in several transactions never cuts before
+    such a change, so readers never see half of one command.
+    """
+
+    position: int
+    write: Callable[[ReadTableWriter], None]
+    starts_command: bool = True
 
 
 class ReadModel(Protocol):

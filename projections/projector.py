@@ -132,6 +132,18 @@ HANDLERS: dict[type[Aggregate.Event], Handler] = {
 
 TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in HANDLERS)
 
+# Events that a command only ever saves right after another of its own events
+# (a promotion follows a released seat, a capacity change or another
+# promotion; a capacity change may follow a revision of the same PUT). Cutting
+# a batch before one of them could show readers half a command.
+CONTINUATION_TOPICS = frozenset(
+    get_topic(cls) for cls in (Gathering.Promoted, Gathering.CapacityChanged)
+)
+
+
+def _continues_command(notification: Notification) -> bool:
+    return notification.topic in CONTINUATION_TOPICS
+
 
 def fold(domain_event: Aggregate.Event, position: int, writer: ReadTableWriter) -> None:
     """Applies one domain event (at notification ``position``) to the read tables."""
@@ -176,12 +188,26 @@ class CatchUpProjector:
         head = self.recorder.max_notification_id() or 0
         if head <= position:
             return Progress(position, head)
-        notifications = self.recorder.select_notifications(
-            start=position + 1, limit=self.batch_size, stop=head, topics=TOPICS
+        notifications = list(
+            self.recorder.select_notifications(
+                start=position + 1, limit=self.batch_size, stop=head, topics=TOPICS
+            )
         )
-        # Every id up to ``head`` has committed; a short batch means nothing
-        # of interest lies between its last id and ``head``.
-        new_position = notifications[-1].id if len(notifications) == self.batch_size else head
+        if len(notifications) < self.batch_size:
+            # Every id up to ``head`` has committed, and ``head`` ends a save:
+            # nothing of interest lies between the batch's last id and it.
+            new_position = head
+        else:
+            # A full batch may end inside one command's events: take the rest
+            # of that command too, so the batch ends on a command boundary.
+            while True:
+                following = self.recorder.select_notifications(
+                    start=notifications[-1].id + 1, limit=1, stop=head, topics=TOPICS
+                )
+                if not following or not _continues_command(following[0]):
+                    break
+                notifications.append(following[0])
+            new_position = notifications[-1].id
         changes = [self._change(n) for n in notifications]
         applied = self.read_model.apply(position, changes, new_position)
         return Progress(new_position if applied else self.read_model.position(), head)
@@ -215,7 +241,11 @@ class CatchUpProjector:
 
     def _change(self, notification: Notification) -> Change:
         domain_event: Aggregate.Event = self.mapper.to_domain_event(notification)  # type: ignore[assignment]
-        return notification.id, lambda writer: fold(domain_event, notification.id, writer)
+        return Change(
+            position=notification.id,
+            write=lambda writer: fold(domain_event, notification.id, writer),
+            starts_command=not _continues_command(notification),
+        )
 
     # -- following the log in the background ---------------------------------
 

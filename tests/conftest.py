@@ -15,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from api.main import create_app
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from tests import support
 from tests.dynamodb_session import dynamodb_endpoint
 from tests.support import fresh_store_settings
 
@@ -43,6 +44,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("sqlite", "dynamodb"),
         help="Which event store and read tables the suite runs on.",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    support.SELECTED_STORE = str(config.getoption("--store"))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,9 @@ from fastapi.testclient import TestClient
 
 from infra.dynamodb_local import LOCAL_CREDENTIALS
 
+# The --store this test run selected (set by conftest when pytest starts).
+SELECTED_STORE = "sqlite"
+
 
 def unique(prefix: str = "id") -> str:
     """A fresh identifier that matches the API's id pattern."""
