@@ -33,7 +33,13 @@ hypothesis_settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# On DynamoDB Local every call is a network round trip: the default profile
+# runs a quarter of the examples there (the exhaustive one runs them all).
+hypothesis_settings.register_profile(
+    "default-dynamodb",
+    parent=hypothesis_settings.get_profile("default"),
+    max_examples=10,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,6 +54,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     support.SELECTED_STORE = str(config.getoption("--store"))
+    profile = os.environ.get("HYPOTHESIS_PROFILE", "default")
+    if profile == "default" and support.SELECTED_STORE == "dynamodb":
+        profile = "default-dynamodb"
+    hypothesis_settings.load_profile(profile)
 
 
 @pytest.fixture(scope="session")
