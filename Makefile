@@ -48,10 +48,10 @@ typecheck: $(VENV)/.dev
 pytest: pytest-sqlite pytest-dynamodb
 
 pytest-sqlite: $(VENV)/.dev
-	$(BIN)/pytest -n 2 -q --store sqlite --ignore=tests/dynamodb
+	$(BIN)/pytest -n 2 --dist loadgroup -q --store sqlite --ignore=tests/dynamodb
 
 pytest-dynamodb: $(VENV)/.dev $(DYNAMODB_LOCAL)
-	$(BIN)/pytest -n 2 -q --store dynamodb --ignore=tests/cdk
+	$(BIN)/pytest -n 2 --dist loadgroup -q --store dynamodb --ignore=tests/cdk
 
 test: lint typecheck pytest
 

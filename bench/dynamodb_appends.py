@@ -93,11 +93,11 @@ def run_level(endpoint_url: str, threads: int, seconds: float) -> dict[str, floa
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with ExitStack() as stack:
         endpoint_url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
         where = "AWS_ENDPOINT_URL_DYNAMODB"
@@ -109,12 +109,14 @@ def main() -> None:
     print()
     print(
         f"{'threads':>7} {'appends':>8} {'appends/s':>10} {'p50 ms':>7} "
-        f"{'p95 ms':>7} {'retries/append':>15}"
+        f"{'p95 ms':>7} {'retries/append':>15} {'baseline: 1 thread':>19}"
     )
+    baseline = rows[0]["per_second"] if rows else 0.0
     for r in rows:
         print(
             f"{r['threads']:>7.0f} {r['appends']:>8.0f} {r['per_second']:>10.1f} "
-            f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['retries_per_append']:>15.2f}"
+            f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['retries_per_append']:>15.2f} "
+            f"{baseline:>10.1f} (x{r['per_second'] / baseline if baseline else 0:.2f})"
         )
 
 

@@ -56,6 +56,7 @@ POSITION_KEY = "position#read-tables"
 # writes at most ~35 rows (15 promotions), so a chunk stays within DynamoDB's
 # 100 items per transaction, the tracking item included.
 MAX_ITEMS_PER_CHUNK = 60
+SNAPSHOT_READ_ATTEMPTS = 5
 USER_GSI = "eventId-userId-index"
 ORDER_GSI = "eventId-order-index"
 
@@ -483,7 +484,27 @@ class DynamoDBReadModel:
             )
         )
 
-    def _event_row(self, item: dict[str, Any], *, with_waitlist: bool = True) -> EventRow:
+    def _event_row(self, item: dict[str, Any]) -> EventRow:
+        """The row with its waitlist, as one consistent picture.
+
+        The row (a consistent GetItem) and the waitlist (a GSI query) are two
+        reads: a projector commit between them, or a GSI that lags its table,
+        could pair counts with a different waitlist. So the row is read again
+        after the query and the pair is kept only when the row is unchanged
+        and the waitlist has as many people as the row counts (a few tries).
+        """
+        key = {"eventId": {"S": item["eventId"]}}
+        waitlist = self._waitlist(item["eventId"])
+        for _ in range(SNAPSHOT_READ_ATTEMPTS):
+            again = self._get(self.events_table, key)
+            if again is None:
+                break
+            if again == item and len(waitlist) == int(item["waitlistCount"]):
+                break
+            item = again
+            waitlist = self._waitlist(item["eventId"])
+        else:
+            logger.warning("event %s: waitlist and counts did not settle", item["eventId"])
         return EventRow(
             event_id=item["eventId"],
             title=item["title"],
@@ -498,7 +519,7 @@ class DynamoDBReadModel:
             waitlist_count=int(item["waitlistCount"]),
             created_at=datetime.fromisoformat(item["createdAt"]),
             updated_at=datetime.fromisoformat(item["updatedAt"]),
-            waitlist=self._waitlist(item["eventId"]) if with_waitlist else (),
+            waitlist=waitlist,
         )
 
     def get_event(self, event_id: str) -> EventRow | None:

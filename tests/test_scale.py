@@ -18,12 +18,14 @@ from domain.model import (
     RegistrationStatus,
     User,
     WaitlistPage,
+    waitlist_page_aggregate_id,
 )
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from tests.support import fresh_store_settings
 
-pytestmark = pytest.mark.slow
+# One seeding for the whole module: its tests run on one xdist worker (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scale")]
 
 CONFIRMED = 100_000
 WAITLISTED = 10_000
@@ -53,6 +55,9 @@ def _seed(service: RegistrationService, batch: int) -> None:
         waitlist_enabled=True,
     )
     pending: list[Any] = []
+    # Snapshots are taken once at the end rather than every 50 events while
+    # seeding (which would double the writes); the state decided on is the same.
+    service.snapshotting_intervals = {}  # type: ignore[misc]
 
     def flush(force: bool = False) -> None:
         aggregates = {id(a): a for a in (gathering, *pending)}.values()
@@ -81,6 +86,10 @@ def _seed(service: RegistrationService, batch: int) -> None:
         pending.extend((page, registration))
         flush()
     flush(force=True)
+    del service.snapshotting_intervals
+    service.take_snapshot(gathering.id)
+    for number in range(WAITLISTED // WAITLIST_PAGE_SIZE):
+        service.take_snapshot(waitlist_page_aggregate_id("huge", number))
 
 
 class _CountingRows:
@@ -116,9 +125,13 @@ def huge(
         data_dir=tmp_path_factory.mktemp("huge") / "data",
         environment="test",
     )
+    seeding = build_container(settings)
+    _seed(seeding.service, BATCH[store_name])
+    seeding.service.create_user("newcomer", "Newcomer")
+    seeding.close()
+    # A fresh service, as after a restart: nothing cached, so what a decision
+    # reads comes from the store (a snapshot and the events after it).
     container = build_container(settings)
-    _seed(container.service, BATCH[store_name])
-    container.service.create_user("newcomer", "Newcomer")
     try:
         yield container
     finally:
@@ -168,6 +181,4 @@ def test_the_gatherings_decision_state_and_snapshot_stay_small(huge: Container) 
 
 
 def _page_id() -> Any:
-    from domain.model import waitlist_page_aggregate_id
-
     return waitlist_page_aggregate_id("huge", WAITLISTED // WAITLIST_PAGE_SIZE - 1)
