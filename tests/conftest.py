@@ -60,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
     hypothesis_settings.load_profile(profile)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first, so that pytest-xdist overlaps them with the short ones."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def store_name(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--store"))

@@ -12,7 +12,7 @@ import pytest
 from tests.servers import running_server
 from tests.support import fresh_store_settings, server_env, unique
 
-pytestmark = [pytest.mark.processes, pytest.mark.xdist_group("servers")]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
 
 
 @pytest.fixture(scope="module")

@@ -487,7 +487,7 @@ def _machine_settings() -> settings:
 
 
 RegistrationMachine.TestCase.settings = _machine_settings()
-TestRegistrationMachine = RegistrationMachine.TestCase
+TestRegistrationMachine = pytest.mark.slow(RegistrationMachine.TestCase)
 
 
 def test_the_read_tables_never_show_part_of_one_command() -> None:
