@@ -37,22 +37,23 @@ def event(row: EventRow) -> Event:
 
 def event_from_state(state: GatheringState, waitlist: list[str]) -> Event:
     """For the rare write whose read tables did not catch up in time."""
-    return Event(
-        event_id=state.gathering_id,
-        title=state.title,
-        description=state.description,
-        date=state.date,
-        location=state.location,
-        capacity=state.capacity,
-        organizer=state.organizer,
-        status=cast(Status, str(state.status)),
-        waitlist_enabled=state.waitlist_enabled,
-        registered_count=state.registered_count,
-        waitlist=waitlist,
-        waitlist_count=state.waitlist_count,
-        available_spots=state.available_spots,
-        created_at=state.created_at,
-        updated_at=state.updated_at,
+    return event(
+        EventRow(
+            event_id=state.gathering_id,
+            title=state.title,
+            description=state.description,
+            date=state.date,
+            location=state.location,
+            organizer=state.organizer,
+            status=str(state.status),
+            capacity=state.capacity,
+            waitlist_enabled=state.waitlist_enabled,
+            registered_count=state.registered_count,
+            waitlist_count=state.waitlist_count,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            waitlist=tuple(waitlist),
+        )
     )
 
 
