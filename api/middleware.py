@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra.capacity import start_request_meter
+from infra.dynamodb.capacity import start_request_meter
 from infra.logs import current_request_id, set_request_id
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 concurrent writer threads, each append being one event to its own new stream.
 
 Runs against AWS_ENDPOINT_URL_DYNAMODB if set (with the dummy credentials of
-infra.dynamodb_local), else starts DynamoDB Local itself.
+infra.devtools.dynamodb_local), else starts DynamoDB Local itself.
 
     python -m bench.dynamodb_appends [--seconds 5] [--threads 1 4 16]
 
@@ -28,12 +28,12 @@ from eventsourcing.persistence import StoredEvent
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal
 from infra.dynamodb import (
     DynamoDBApplicationRecorder,
     DynamoDBDatastore,
     make_client,
 )
-from infra.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal
 
 
 def run_level(endpoint_url: str, threads: int, seconds: float) -> dict[str, float]:

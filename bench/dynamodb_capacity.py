@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from domain.application import GatheringSpec
-from infra.capacity import PROCESS_TOTALS
-from infra.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, install
+from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, install
+from infra.dynamodb.capacity import PROCESS_TOTALS
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from infra.capacity import instrument
 from infra.dynamodb import DynamoDBFactory
+from infra.dynamodb.capacity import instrument
 from infra.dynamodb.datastore import make_client
-from infra.dynamodb_read_model import DynamoDBReadModel
+from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
-from infra.sqlite_read_model import SQLiteReadModel
+from infra.sqlite.read_tables import SQLiteReadModel
 from projections.ports import ReadModel
 from projections.projector import CatchUpProjector
 

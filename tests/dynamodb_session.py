@@ -1,7 +1,7 @@
 """One DynamoDB Local for the test session.
 
 - If AWS_ENDPOINT_URL_DYNAMODB is set, tests use that endpoint (it must accept
-  the dummy credentials in infra.dynamodb_local.LOCAL_CREDENTIALS).
+  the dummy credentials in infra.devtools.dynamodb_local.LOCAL_CREDENTIALS).
 - Otherwise the session starts one. Under pytest-xdist the workers share it:
   the first worker to get the file lock starts it and records its URL and pid
   in the run's shared temporary directory; each worker counts itself in and
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from infra.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
+from infra.devtools.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

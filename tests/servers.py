@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.dynamodb_local import free_port
+from infra.devtools.dynamodb_local import free_port
 
 
 @contextmanager
@@ -34,7 +34,7 @@ def running_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "api"],
+            run_command(env),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -51,6 +51,14 @@ def running_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def run_command(env: dict[str, str]) -> list[str]:
+    """What `make run` runs: the API, wrapped in DynamoDB Local's launcher when it needs one."""
+    serve = [sys.executable, "-m", "api"]
+    if env.get("STORE") == "dynamodb" and not env.get("AWS_ENDPOINT_URL_DYNAMODB"):
+        return [sys.executable, "-m", "infra.devtools.dynamodb_local", "run", "--", *serve]
+    return serve
 
 
 def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:

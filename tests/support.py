@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from infra.dynamodb_local import LOCAL_CREDENTIALS
+from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS
 
 # The --store this test run selected (set by conftest when pytest starts).
 SELECTED_STORE = "sqlite"

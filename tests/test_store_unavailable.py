@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from infra.dynamodb_local import DynamoDBLocal
+from infra.devtools.dynamodb_local import DynamoDBLocal
 from infra.settings import Settings
 from tests.support import fresh_store_settings
 

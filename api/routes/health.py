@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.deps import ContainerDep
 from api.routes.docs_helpers import errors
 from api.schemas import Health
-from infra.capacity import PROCESS_TOTALS
+from infra.dynamodb.capacity import PROCESS_TOTALS
 
 router = APIRouter(tags=["health"])
 

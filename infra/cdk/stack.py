@@ -11,7 +11,7 @@ exactly as the service does with ``DYNAMODB_TABLE_PREFIX``):
   ``<p>registrations_notifications`` (``p`` S / ``id`` N: the notification log
   and its sequence-counter item). The ``_tracking`` table of eventsourcing's
   tracking/process recorders is not defined: the service does not use them.
-* Read tables, rebuildable projections (``python -m infra.admin rebuild``):
+* Read tables, rebuildable projections (``python -m api.cli rebuild``):
   ``<p>users`` (``userId``), ``<p>events`` (``eventId``), ``<p>registrations``
   (``userId`` / ``eventId``; GSIs ``eventId-userId-index`` and
   ``eventId-order-index``) and ``<p>projection_state`` (``pk``); string keys.
@@ -117,7 +117,7 @@ EVENT_STORE_TABLES: tuple[TableDesign, ...] = (
 REGISTRATIONS_BY_EVENT_INDEX = "eventId-userId-index"
 REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
 
-#: infra/dynamodb_read_model.py (``read_table_specs``): every key is a string.
+#: infra/dynamodb/read_tables.py (``read_table_specs``): every key is a string.
 READ_TABLES: tuple[TableDesign, ...] = (
     TableDesign("UsersTable", "users", ("userId", "S")),
     TableDesign("EventsViewTable", "events", ("eventId", "S")),
@@ -150,10 +150,10 @@ EVENT_STORE_ACTIONS: tuple[str, ...] = (
 )
 
 #: Actions the projector and the query side call on the read tables
-#: (infra/dynamodb_read_model.py): batches commit as TransactWriteItems of
+#: (infra/dynamodb/read_tables.py): batches commit as TransactWriteItems of
 #: Put, Update and Delete items; events are listed with Scan, titles fetched
 #: with BatchGetItem. BatchWriteItem is only used by ``reset`` (``python -m
-#: infra.admin rebuild``, run by an operator, never by the Lambda), so it is not
+#: api.cli rebuild``, run by an operator, never by the Lambda), so it is not
 #: granted; nor is CreateTable (see above).
 READ_MODEL_ACTIONS: tuple[str, ...] = (
     "dynamodb:DescribeTable",

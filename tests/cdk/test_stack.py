@@ -49,7 +49,7 @@ from infra.cdk.stack import (
     RegistrationServiceStack,
 )
 from infra.dynamodb import factory as dynamodb_factory
-from infra.dynamodb_read_model import ORDER_GSI, USER_GSI, read_table_specs
+from infra.dynamodb.read_tables import ORDER_GSI, USER_GSI, read_table_specs
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 
@@ -406,7 +406,7 @@ def test_read_tables_are_rebuildable_so_destroyable_and_without_point_in_time_re
 # --- IAM: derived from the DynamoDB calls in the storage code ----------------
 
 EVENT_STORE_SOURCES = sorted((REPO_ROOT / "infra" / "dynamodb").glob("*.py"))
-READ_MODEL_SOURCES = [REPO_ROOT / "infra" / "dynamodb_read_model.py"]
+READ_MODEL_SOURCES = [REPO_ROOT / "infra" / "dynamodb" / "read_tables.py"]
 #: Calls that need no grant in production: the stack creates the tables (the
 #: code creates one only when DescribeTable says it is missing), ``close`` is
 #: local, and a transaction is authorised per contained item (below).
@@ -417,7 +417,7 @@ TRANSACT_ITEM_ACTIONS = {
     "Delete": "dynamodb:DeleteItem",
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
-#: Read-model methods only ``python -m infra.admin`` runs, never the Lambda.
+#: Read-model methods only ``python -m api.cli`` runs, never the Lambda.
 ADMIN_ONLY_METHODS = frozenset({"reset"})
 
 
@@ -490,7 +490,7 @@ def test_admin_only_read_model_methods_are_called_only_by_the_admin_commands() -
                     and "read_model" in ast.unparse(node.func.value)
                 ):
                     callers.add(source.relative_to(REPO_ROOT).as_posix())
-    assert callers <= {"infra/admin.py"}
+    assert callers <= {"api/cli.py"}
 
 
 def test_lambda_role_may_use_only_the_needed_actions_on_the_event_store_tables(
@@ -653,7 +653,7 @@ def test_lambda_code_asset_holds_the_runtime_packages_and_no_dev_files(
     assert "api/lambda_handler.py" in files
     for package in ("api", "domain", "projections", "infra"):
         assert f"{package}/__init__.py" in files, package
-    for module in ("infra/dynamodb/factory.py", "infra/dynamodb_read_model.py"):
+    for module in ("infra/dynamodb/factory.py", "infra/dynamodb/read_tables.py"):
         assert module in files, module
     for excluded in (".venv", ".git", ".tools", "tests", "data", "bench", "cdk.out"):
         assert not (asset / excluded).exists(), excluded

@@ -34,6 +34,7 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
+from infra.devtools.dynamodb_local import free_port
 from infra.dynamodb import (
     DynamoDBAggregateRecorder,
     DynamoDBApplicationRecorder,
@@ -45,7 +46,6 @@ from infra.dynamodb import (
     TransactionTooLargeError,
 )
 from infra.dynamodb.errors import translate
-from infra.dynamodb_local import free_port
 from tests.dynamodb.utils import local_env, new_datastore
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS
 from infra.dynamodb import DynamoDBDatastore, make_client
-from infra.dynamodb_local import LOCAL_CREDENTIALS
 
 
 def unique_prefix() -> str:

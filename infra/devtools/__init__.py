@@ -1,0 +1,1 @@
+"""Development tools (DynamoDB Local launcher); production code never imports these."""

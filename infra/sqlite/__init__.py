@@ -1,0 +1,1 @@
+"""The embedded store: event store and read tables in one SQLite file."""
