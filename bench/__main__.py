@@ -1,21 +1,294 @@
-"""``python -m bench [--quick]``: every benchmark, numbers beside their baselines.
+"""``python -m bench``: the service beside a state-based twin and a bare endpoint.
 
-- registrations: HTTP registrations/s (2 workers vs 1) and decision time at
-  10 vs 100,000 registrations (vs a full replay without snapshots);
-- dynamodb_capacity: RCU/WCU per command (vs the seed's state-based design);
-- dynamodb_appends: appends/s with 1, 4 and 16 writers (vs 1 writer).
+For each store (SQLite, then DynamoDB Local, which this command starts itself
+with ``infra.devtools.dynamodb_local``), each scenario (spread, hot, churn) runs
+against three servers, one process each: the service, the state-based baseline
+(``bench/baseline.py``) and the bare endpoint (``bench/bare.py``). Every run
+checks its own results; the command prints one table of medians per store
+(on DynamoDB also the capacity units per command, ``bench.dynamodb_capacity``)
+and exits 1 when any check failed or a server did not start.
+
+Options (or environment variables, for ``make bench``):
+
+- ``--runs N`` / ``BENCH_RUNS``: interleaved runs per scenario and server (3);
+- ``--quick`` / ``BENCH_QUICK=1``: smaller sizes and 1 run by default, a smoke pass;
+- ``--stores`` / ``BENCH_STORES``: ``sqlite``, ``dynamodb`` or both (default);
+- ``--scenarios`` / ``BENCH_SCENARIOS``, ``--servers`` / ``BENCH_SERVERS``: subsets;
+- ``--write PATH``: also write the tables, machine and command as Markdown.
+
+Run on their own: ``python -m bench.dynamodb_capacity`` (the per-command
+table alone) and ``python -m bench.dynamodb_appends`` (appends/s through the
+event store's ordering point, with 1, 4 and 16 writer threads).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import shlex
 import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
-from bench import dynamodb_appends, dynamodb_capacity, registrations
+from bench import dynamodb_capacity
+from bench.load import Outcome, Sizes, run_scenario
+from bench.report import STORE_TITLES, Result, failures, markdown, text_table
+from bench.servers import BASELINE, KINDS, Server, ServerError
+from infra.devtools.dynamodb_local import DynamoDBLocal, install
+
+STORES = ("sqlite", "dynamodb")
+SCENARIOS = ("spread", "hot", "churn")
+SERVERS = ("service", "state-based", "bare")
+
+# DynamoDB Local answers tens to a few hundred requests per second (the
+# service, which writes its events and then its read tables, about 15-40), so
+# its scenarios are smaller: the default `make bench` stays under 20 minutes.
+SIZES = {
+    "sqlite": Sizes(),
+    "dynamodb": Sizes(
+        spread_registrations=600,
+        spread_events=30,
+        hot_capacity=150,
+        hot_registrants=600,
+        churn_ops=400,
+    ),
+}
+QUICK_SIZES = {
+    "sqlite": Sizes(
+        spread_registrations=400,
+        spread_events=20,
+        hot_capacity=100,
+        hot_registrants=400,
+        churn_ops=400,
+        bare_warmup=100,
+    ),
+    "dynamodb": Sizes(
+        spread_registrations=200,
+        spread_events=10,
+        hot_capacity=50,
+        hot_registrants=200,
+        churn_ops=150,
+        bare_warmup=100,
+    ),
+}
+WARM_UP = Sizes(spread_registrations=200, spread_events=10, hot_capacity=50, hot_registrants=200)
+
+
+def _env_list(name: str, default: Sequence[str]) -> list[str]:
+    value = os.environ.get(name, "").replace(",", " ").split()
+    return value or list(default)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    quick_default = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default,
+        help="smaller sizes, 1 run unless --runs (env BENCH_QUICK=1)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=int(os.environ["BENCH_RUNS"]) if "BENCH_RUNS" in os.environ else None,
+        help="interleaved runs per scenario and server (env BENCH_RUNS; default 3)",
+    )
+    parser.add_argument(
+        "--stores",
+        nargs="+",
+        choices=STORES,
+        default=_env_list("BENCH_STORES", STORES),
+        help="env BENCH_STORES",
+    )
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=SCENARIOS, default=_env_list("BENCH_SCENARIOS", SCENARIOS)
+    )
+    parser.add_argument(
+        "--servers", nargs="+", choices=SERVERS, default=_env_list("BENCH_SERVERS", SERVERS)
+    )
+    parser.add_argument(
+        "--write", type=Path, default=None, metavar="PATH", help="also write Markdown to PATH"
+    )
+    args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    for name, allowed in (("stores", STORES), ("scenarios", SCENARIOS), ("servers", SERVERS)):
+        wrong = set(getattr(args, name)) - set(allowed)
+        if wrong:
+            parser.error(f"unknown {name}: {', '.join(sorted(wrong))}")
+    return args
+
+
+@contextmanager
+def _endpoint(store: str) -> Iterator[str | None]:
+    if store != "dynamodb":
+        yield None
+        return
+    install()
+    with DynamoDBLocal() as local:
+        print(f"DynamoDB Local at {local.endpoint_url}", flush=True)
+        yield local.endpoint_url
+
+
+def _run_one(
+    store: str,
+    scenario: str,
+    server_name: str,
+    run: int,
+    sizes: Sizes,
+    scratch: Path,
+    endpoint_url: str | None,
+) -> Result:
+    kind = KINDS[server_name]
+    run_id = f"r{run}{uuid.uuid4().hex[:6]}"
+    try:
+        server = Server(
+            kind,
+            store,
+            scratch,
+            endpoint_url=endpoint_url,
+            table_prefix=f"bench-{run_id}-{kind.name}-",
+        )
+    except ServerError as e:
+        outcome = Outcome(scenario)
+        outcome.check("server_started", False, str(e))
+        return Result(store, scenario, server_name, run, outcome)
+    try:
+        outcome = run_scenario(
+            server.url,
+            scenario,
+            sizes,
+            run_id,
+            bare=kind.bare,
+            capacity_probe=kind.probe(store),
+        )
+        rss_kb = server.peak_rss_kb()
+        if server.process.poll() is not None:
+            outcome.check("server_survived", False, server.log_tail())
+    finally:
+        server.stop()
+    return Result(store, scenario, server_name, run, outcome, rss_kb)
+
+
+def _progress(result: Result, runs: int) -> None:
+    o = result.outcome
+    p50, p99 = o.percentile_ms(50), o.percentile_ms(99)
+    units = ""
+    if o.wcu is not None and o.rcu is not None and o.requests:
+        units = f"  {o.wcu / o.requests:.2f} WCU {o.rcu / o.requests:.2f} RCU per req"
+    timing = (
+        f"{o.throughput:8.1f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
+        f"RSS {result.rss_kb / 1024:4.0f} MB{units}"
+        if p50 is not None and p99 is not None
+        else "no measurement"
+    )
+    verdict = "ok" if result.ok else "FAILED: " + ", ".join(f["check"] for f in o.failures)
+    print(
+        f"  [{STORE_TITLES[result.store]} run {result.run}/{runs}] {result.scenario:<6} "
+        f"{result.server:<11} {timing}  {verdict}",
+        flush=True,
+    )
+    for failure in o.failures:
+        print(f"    {failure['check']}: {str(failure.get('detail'))[:600]}", file=sys.stderr)
+
+
+def _warm_up(store: str, scratch: Path, endpoint_url: str | None) -> None:
+    """One small untimed pass against the baseline: warms DynamoDB Local's JVM."""
+    for scenario in ("spread", "hot"):
+        result = _run_one(store, scenario, BASELINE.name, 0, WARM_UP, scratch, endpoint_url)
+        if not result.ok:
+            print(f"  warm-up {scenario} failed: {failures([result])}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    stores = [s for s in STORES if s in args.stores]
+    scenarios = [s for s in SCENARIOS if s in args.scenarios]
+    servers = [s for s in SERVERS if s in args.servers]
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    results: list[Result] = []
+    capacity_table: str | None = None
+    extra_failures: list[str] = []
+    for store in stores:
+        print(f"{STORE_TITLES[store]}: {args.runs} run(s) of {', '.join(scenarios)}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _endpoint(store) as endpoint:
+            scratch = Path(tmp)
+            if store == "dynamodb":
+                _warm_up(store, scratch, endpoint)
+            for run in range(1, args.runs + 1):
+                for scenario in scenarios:
+                    shift = (run - 1) % len(servers)
+                    for server in servers[shift:] + servers[:shift]:
+                        if server == "bare" and scenario == "churn":
+                            continue  # no state to churn
+                        result = _run_one(
+                            store, scenario, server, run, sizes[store], scratch, endpoint
+                        )
+                        results.append(result)
+                        _progress(result, args.runs)
+            if store == "dynamodb" and {"service", "state-based"} <= set(servers):
+                try:
+                    measured = dynamodb_capacity.measure_both(endpoint or "", scratch)
+                except (ServerError, RuntimeError, OSError) as e:
+                    extra_failures.append(f"dynamodb capacity per command: {e}")
+                else:
+                    capacity_table = dynamodb_capacity.table(measured, markdown=True)
+                    print("\nDynamoDB capacity units per command (WCU / RCU, median of 5)")
+                    print(dynamodb_capacity.table(measured), flush=True)
+        print(f"\n{STORE_TITLES[store]} (medians of {args.runs} run(s))\n")
+        print(text_table(results, store), "\n", flush=True)
+    elapsed = time.monotonic() - started
+    print(f"Total time: {elapsed / 60:.1f} min")
+    problems = failures(results) + extra_failures
+    if args.write is not None:
+        command = "make bench" if argv is None and os.environ.get("MAKELEVEL") else None
+        shown = command or "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+        settings = " ".join(
+            f"{k}={os.environ[k]}"
+            for k in (
+                "BENCH_RUNS",
+                "BENCH_QUICK",
+                "BENCH_STORES",
+                "BENCH_SCENARIOS",
+                "BENCH_SERVERS",
+            )
+            if k in os.environ
+        )
+        shown = f"{settings} {shown}".strip()
+        args.write.write_text(
+            markdown(
+                results,
+                stores,
+                sizes,
+                args.runs,
+                shown,
+                elapsed,
+                capacity_table,
+                problems,
+                load_before,
+            )
+        )
+        print(f"Wrote {args.write}")
+    if problems:
+        print(f"\n{len(problems)} failed check(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    return 0
+
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
-    registrations.main(sys.argv[1:])
-    print()
-    dynamodb_capacity.main()
-    print()
-    dynamodb_appends.main(["--seconds", "2" if quick else "5"])
+    sys.exit(main())

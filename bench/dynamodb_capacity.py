@@ -1,11 +1,15 @@
-"""DynamoDB capacity units per command, split into event store and read tables.
+"""DynamoDB capacity units per command: the service beside the state-based baseline.
 
-Runs against AWS_ENDPOINT_URL_DYNAMODB if set, else starts DynamoDB Local.
-Each command's read-your-writes projection is included (it is part of what a
-request costs). The baseline is the seed's state-based design, counted by
-hand from its task list: user creation 1 WCU; a confirmed registration one
-TransactWriteItems of 2 items (2 x 2 WCU) plus reads; a leave with promotion
-one TransactWriteItems of ~4 items (4 x 2 WCU) plus reads.
+Both servers run on DynamoDB (``AWS_ENDPOINT_URL_DYNAMODB`` if set, with the
+dummy credentials of ``infra.devtools.dynamodb_local``; else a DynamoDB Local
+this command starts), each with fresh tables. Each command is sent over HTTP
+on its own and costed as the difference of the server's consumed-capacity
+counters around it (the service's ``GET /health`` ``consumedCapacity``, the
+baseline's ``GET /_stats``), less what one reading of those counters costs
+(reading the service's health reads DynamoDB too). The service's figure
+includes its read-your-writes projection (a write answers after the read
+tables hold it) and any projector polling that falls in between; each command
+is repeated and the median is shown.
 
     python -m bench.dynamodb_capacity
 """
@@ -13,24 +17,133 @@ one TransactWriteItems of ~4 items (4 x 2 WCU) plus reads.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
-from domain.application import GatheringSpec
-from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS, DynamoDBLocal, install
-from infra.dynamodb.capacity import PROCESS_TOTALS
-from infra.settings import Settings
-from infra.wiring import Container, build_container
+import httpx
 
-BASELINE = {  # (RCU, WCU) of the seed's state-based design, per command
-    "create user": (0.0, 1.0),
-    "register (confirmed)": (2.0, 4.0),
-    "register (waitlisted)": (2.0, 4.0),
-    "leave with promotion": (3.0, 8.0),
-}
+from bench.servers import BASELINE, SERVICE, Server, ServerKind
+from infra.devtools.dynamodb_local import DynamoDBLocal, install
+
+COMMANDS = (
+    "create user",
+    "create event",
+    "register (confirmed)",
+    "register (waitlisted)",
+    "leave (with promotion)",
+    "leave (waitlisted)",
+    "get event",
+)
+Units = tuple[float, float]  # (RCU, WCU)
+
+
+def _expect(response: httpx.Response, status: int) -> None:
+    if response.status_code != status:
+        msg = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+        raise RuntimeError(f"{msg}: {response.text[:300]}")
+
+
+def measure(
+    kind: ServerKind, endpoint_url: str, scratch: Path, repeats: int = 5
+) -> dict[str, Units]:
+    """Median (RCU, WCU) per command for one server."""
+    prefix = f"bench-cap-{uuid.uuid4().hex[:6]}-{kind.name}-"
+    server = Server(kind, "dynamodb", scratch, endpoint_url=endpoint_url, table_prefix=prefix)
+    samples: dict[str, list[Units]] = {c: [] for c in COMMANDS}
+    try:
+        with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as http:
+
+            def reading() -> Units:
+                return kind.consumed(server.url)
+
+            # What reading the counters costs, measured back to back.
+            readings = [reading() for _ in range(6)]
+            overhead = (
+                statistics.median(b[0] - a[0] for a, b in pairwise(readings)),
+                statistics.median(b[1] - a[1] for a, b in pairwise(readings)),
+            )
+
+            def cost(command: str, call: Callable[[], httpx.Response], status: int) -> None:
+                before = reading()
+                _expect(call(), status)
+                after = reading()
+                samples[command].append(
+                    (
+                        max(0.0, after[0] - before[0] - overhead[0]),
+                        max(0.0, after[1] - before[1] - overhead[1]),
+                    )
+                )
+
+            for i in range(repeats):
+                event = f"cap-e{i}"
+                first, second, third = f"cap-a{i}", f"cap-b{i}", f"cap-c{i}"
+                event_body = {
+                    "eventId": event,
+                    "title": "Capacity",
+                    "date": "2027-06-01",
+                    "capacity": 1,
+                    "waitlistEnabled": True,
+                }
+                cost("create event", partial(http.post, "/events", json=event_body), 201)
+                for user in (first, second, third):
+                    body = {"userId": user, "name": user}
+                    cost("create user", partial(http.post, "/users", json=body), 201)
+                registrations = "/users/{}/registrations"
+                body = {"eventId": event}
+                register = {
+                    u: partial(http.post, registrations.format(u), json=body)
+                    for u in (first, second, third)
+                }
+                leave = {
+                    u: partial(http.delete, f"{registrations.format(u)}/{event}")
+                    for u in (first, third)
+                }
+                cost("register (confirmed)", register[first], 201)
+                cost("register (waitlisted)", register[second], 201)
+                _expect(register[third](), 201)  # a second person waiting
+                cost("leave (with promotion)", leave[first], 204)
+                cost("leave (waitlisted)", leave[third], 204)
+                cost("get event", partial(http.get, f"/events/{event}"), 200)
+    finally:
+        server.stop()
+    return {
+        command: (
+            statistics.median(s[0] for s in samples[command]),
+            statistics.median(s[1] for s in samples[command]),
+        )
+        for command in COMMANDS
+    }
+
+
+def measure_both(endpoint_url: str, scratch: Path) -> dict[str, dict[str, Units]]:
+    return {kind.name: measure(kind, endpoint_url, scratch) for kind in (SERVICE, BASELINE)}
+
+
+def table(measured: dict[str, dict[str, Units]], markdown: bool = False) -> str:
+    servers = list(measured)
+    head = ["command", *(f"{s} WCU / RCU" for s in servers)]
+    body = [
+        [
+            command,
+            *(f"{measured[s][command][1]:.1f} / {measured[s][command][0]:.1f}" for s in servers),
+        ]
+        for command in COMMANDS
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    rows = [head, ["-" * w for w in widths], *body]
+    return "\n".join(
+        "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+        for r in rows
+    )
 
 
 @contextmanager
@@ -44,77 +157,11 @@ def _endpoint() -> Iterator[str]:
         yield local.endpoint_url
 
 
-def _split(prefix: str) -> dict[str, tuple[float, float]]:
-    store = (0.0, 0.0)
-    read = (0.0, 0.0)
-    for table, units in PROCESS_TOTALS.by_table().items():
-        pair = (units["readUnits"], units["writeUnits"])
-        if table.startswith(f"{prefix}registrations_"):
-            store = (store[0] + pair[0], store[1] + pair[1])
-        else:
-            read = (read[0] + pair[0], read[1] + pair[1])
-    return {"event store": store, "read tables": read}
-
-
-def _measure(
-    container: Container, prefix: str, command: Callable[[], int]
-) -> dict[str, tuple[float, float]]:
-    before = _split(prefix)
-    position = command()
-    container.projector.wait_for(position, 10)
-    after = _split(prefix)
-    return {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
-
-
 def main() -> None:
-    with _endpoint() as url, tempfile.TemporaryDirectory() as scratch:
-        prefix = f"bench{uuid.uuid4().hex[:8]}-"
-        settings = Settings(
-            store="dynamodb",
-            dynamodb_endpoint_url=url,
-            dynamodb_table_prefix=prefix,
-            data_dir=Path(scratch),
-            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            aws_region=LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
-        )
-        container = build_container(settings)
-        service = container.service
-        service.create_gathering(
-            GatheringSpec(
-                gathering_id="e", title="T", date="2025-01-01", capacity=1, waitlist_enabled=True
-            )
-        )
-        for name in ("a", "b"):
-            service.create_user(name, name)
-        container.projector.catch_up()
-        rows = {
-            "create user": _measure(
-                container, prefix, lambda: service.create_user("c", "C").position
-            ),
-            "register (confirmed)": _measure(
-                container, prefix, lambda: service.register("a", "e").position
-            ),
-            "register (waitlisted)": _measure(
-                container, prefix, lambda: service.register("b", "e").position
-            ),
-            "leave with promotion": _measure(
-                container, prefix, lambda: service.leave("a", "e").position
-            ),
-        }
-        container.close()
-    print(
-        "Capacity units per command on DynamoDB (RCU / WCU), beside the seed's state-based design"
-    )
-    print(
-        f"  {'command':<24} {'event store':>14} {'read tables':>14} {'total':>14} {'baseline':>14}"
-    )
-    for command, parts in rows.items():
-        store, read = parts["event store"], parts["read tables"]
-        total = (store[0] + read[0], store[1] + read[1])
-        base = BASELINE[command]
-        cells = [f"{r:5.1f} / {w:5.1f}" for r, w in (store, read, total, base)]
-        print(f"  {command:<24} " + " ".join(f"{c:>14}" for c in cells))
+    with _endpoint() as url, tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        measured = measure_both(url, Path(scratch))
+    print("DynamoDB capacity units per command (WCU / RCU, median of 5)")
+    print(table(measured))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,253 @@
+"""Medians tables (text for the terminal, Markdown for BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.load import Outcome, Sizes
+
+STORE_TITLES = {"sqlite": "SQLite", "dynamodb": "DynamoDB Local"}
+SCENARIO_ORDER = ("spread", "hot", "churn")
+SERVER_ORDER = ("service", "state-based", "bare")
+HEAD = (
+    "scenario",
+    "server",
+    "req/s",
+    "req/s range",
+    "vs state-based",
+    "p50 ms",
+    "p99 ms",
+    "peak RSS MB",
+    "WCU/req",
+    "RCU/req",
+    "checks",
+)
+
+
+@dataclass
+class Result:
+    store: str
+    scenario: str
+    server: str
+    run: int
+    outcome: Outcome
+    rss_kb: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def rows(results: Sequence[Result], store: str) -> list[list[str]]:
+    mine = [r for r in results if r.store == store]
+    out = []
+    for scenario in SCENARIO_ORDER:
+        here = [r for r in mine if r.scenario == scenario]
+        measured = {
+            server: [r for r in here if r.server == server and r.outcome.requests]
+            for server in SERVER_ORDER
+        }
+        baseline_rps = _median([r.outcome.throughput for r in measured["state-based"]])
+        for server in SERVER_ORDER:
+            runs = [r for r in here if r.server == server]
+            if not runs:
+                continue
+            good = measured[server]
+            rps = _median([r.outcome.throughput for r in good])
+            passed = sum(r.ok for r in runs)
+            low = min((r.outcome.throughput for r in good), default=None)
+            high = max((r.outcome.throughput for r in good), default=None)
+            ratio = rps / baseline_rps if rps is not None and baseline_rps else None
+            wcu = _median(
+                [r.outcome.wcu / r.outcome.requests for r in good if r.outcome.wcu is not None]
+            )
+            rcu = _median(
+                [r.outcome.rcu / r.outcome.requests for r in good if r.outcome.rcu is not None]
+            )
+            out.append(
+                [
+                    scenario,
+                    server,
+                    _fmt(rps),
+                    f"{_fmt(low, 0)}-{_fmt(high, 0)}" if len(good) > 1 else "-",
+                    "-" if ratio is None else f"x{ratio:.2f}",
+                    _fmt(_median([r.outcome.percentile_ms(50) for r in good])),
+                    _fmt(_median([r.outcome.percentile_ms(99) for r in good])),
+                    _fmt(_median([r.rss_kb / 1024 for r in runs if r.rss_kb]), 0),
+                    _fmt(wcu, 2),
+                    _fmt(rcu, 2),
+                    f"{'pass' if passed == len(runs) else 'FAIL'} {passed}/{len(runs)}",
+                ]
+            )
+    return out
+
+
+def text_table(results: Sequence[Result], store: str) -> str:
+    body = rows(results, store)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(HEAD)]
+    right = {2, 3, 4, 5, 6, 7, 8, 9}
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
+
+    lines = [line(HEAD), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    return "\n".join(lines)
+
+
+def markdown_table(results: Sequence[Result], store: str) -> str:
+    lines = ["| " + " | ".join(HEAD) + " |", "|" + "|".join("---" for _ in HEAD) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results, store)]
+    return "\n".join(lines)
+
+
+def failures(results: Sequence[Result]) -> list[str]:
+    out = []
+    for r in results:
+        for f in r.outcome.failures:
+            detail = str(f.get("detail"))[:300]
+            out.append(f"{r.store} {r.scenario} {r.server} run {r.run}: {f['check']}: {detail}")
+    return out
+
+
+def machine(load_before: Sequence[float]) -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    before = " ".join(f"{x:.2f}" for x in load_before)
+    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; load average (1, 5, 15 min) before the run "
+        f"{before}, after {after}"
+    )
+
+
+def sizes_lines(sizes: dict[str, Sizes]) -> list[str]:
+    out = []
+    for store, s in sizes.items():
+        out.append(
+            f"- {STORE_TITLES[store]}: spread {s.spread_registrations:,} registrations over "
+            f"{s.spread_events} events, {s.spread_clients} clients; hot {s.hot_registrants:,} "
+            f"registrants for {s.hot_capacity} seats (waitlist on), {s.hot_clients} clients; "
+            f"churn {s.churn_ops:,} operations ({s.churn_register_ratio:.0%} registrations, the "
+            f"rest leaves) by {s.churn_users} users on {s.churn_events} events of "
+            f"{s.churn_capacity} seats, {s.churn_clients} clients."
+        )
+    return out
+
+
+EXPLANATION = """\
+Each table compares, in the same run on the same machine:
+
+- **service**: this repository's event-sourced service, `python -m api` (what
+  `make run` serves), one uvicorn worker, `LOG_LEVEL=WARNING`,
+  `ENVIRONMENT=production`;
+- **state-based**: `bench/baseline.py`, the same REST API on current-state rows
+  with conditional updates and no events, written as a good team would: SQLite in
+  WAL mode with `synchronous=FULL` and `BEGIN IMMEDIATE` write transactions; on
+  DynamoDB, Users / Events / Registrations tables with one conditional
+  `TransactWriteItems` per change (the event item holds the count and the waitlist);
+- **bare**: `bench/bare.py`, a FastAPI endpoint that validates the same
+  registration body and answers a constant 201 (no storage): the ceiling of the
+  framework and the load generator on this machine.
+
+One server process each (uvicorn, 1 worker, its defaults: uvloop and httptools
+only if installed, for all servers alike), started fresh (new SQLite directory or
+new DynamoDB tables) for every run, on a free loopback port. The load generator
+(`bench/load.py`, asyncio + httpx, one keep-alive connection per client) runs on
+the same cores. Runs are interleaved (run 1 of every scenario and server, then
+run 2, ...), the server order rotating per run; the tables give medians.
+
+Scenarios (only the registration phase is timed; creating users and events, and
+the checks, are not):
+
+- **spread**: registrations spread over many events with ample seats. Checks:
+  every POST answers 201 `confirmed`; each event's `registeredCount` equals what
+  was sent to it.
+- **hot**: one event with a waitlist, more registrants than seats. Checks:
+  exactly as many confirmed as seats and the rest waitlisted, `registeredCount`
+  equals the seats, no errors, the event's waitlist has no duplicates and equals
+  the waitlisted replies, FIFO in real time (a user answered before another's
+  request was sent is never queued behind it), a sample of users' own lists agree.
+- **churn**: random registrations and leaves on a few small events, so leaves
+  promote people from the waitlist. Checks: only expected answers; at the end, per
+  event, `registeredCount <= capacity`, no free seat while someone waits, and the
+  counts and waitlist agree with every user's registration list; then everyone
+  leaves and every event must drain to zero. (The bare endpoint has no state to churn.)
+
+Columns: req/s = timed requests / wall time of the timed phase (median, and
+range over runs); vs state-based = median req/s over the state-based server's;
+p50 / p99 = latency of the timed requests as the client saw it; peak RSS = the
+server process's VmHWM at the end of the run (from /proc; DynamoDB Local's own
+JVM is not counted); WCU / RCU per request = the capacity units DynamoDB reported
+(`ReturnConsumedCapacity`) during the timed phase divided by the timed requests,
+from the service's `GET /health` (`consumedCapacity`, which includes its
+projector's polling and read-your-writes reads) and the state-based server's
+`GET /_stats`. DynamoDB Local reports the units that AWS would charge but is far
+slower than AWS, and serialises conflicting transactions where AWS would cancel
+them with `TransactionConflict`."""
+
+
+def markdown(
+    results: Sequence[Result],
+    stores: Sequence[str],
+    sizes: dict[str, Sizes],
+    runs: int,
+    command: str,
+    elapsed_s: float,
+    capacity_table: str | None,
+    problems: Sequence[str],
+    load_before: Sequence[float],
+) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench --write BENCHMARKS.md`); "
+        "see README.md, section Benchmarks.",
+        "",
+        f"- Date: {stamp}",
+        f"- Machine: {machine(load_before)}",
+        f"- Command: `{command}`",
+        f"- Runs: {runs} per scenario and server (medians below); "
+        f"the whole command took {elapsed_s / 60:.1f} min",
+        "- Sizes:",
+        *(f"  {line}" for line in sizes_lines({s: sizes[s] for s in stores})),
+        "",
+    ]
+    for store in stores:
+        parts += [f"## {STORE_TITLES[store]}", "", markdown_table(results, store), ""]
+        if store == "dynamodb" and capacity_table:
+            parts += [
+                "Capacity units per command, each sent alone (`python -m bench.dynamodb_capacity`;"
+                " WCU / RCU, median of 5, the cost of reading the counters taken off):",
+                "",
+                capacity_table,
+                "",
+            ]
+    if problems:
+        parts += ["## Failed checks", "", *(f"- {p}" for p in problems), ""]
+    parts += ["## What is measured", "", EXPLANATION, ""]
+    return "\n".join(parts)
