@@ -13,7 +13,8 @@ help:
 	@echo "make run    - serve the API on 127.0.0.1:\$$PORT (default 8000), embedded SQLite store"
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make docs   - build the pdoc HTML docs into docs/html"
-	@echo "make bench  - run the benchmarks (numbers beside their baselines)"
+	@echo "make bench  - the service beside a state-based twin and a bare endpoint, on SQLite and"
+	@echo "              DynamoDB Local (~20 min; BENCH_QUICK=1 for a smoke pass); writes BENCHMARKS.md"
 	@echo "make rebuild / verify - rebuild the read tables from the event store / audit them"
 
 $(VENV)/.runtime: requirements.lock
@@ -61,8 +62,9 @@ test: lint typecheck pytest
 docs: $(VENV)/.dev
 	$(BIN)/pdoc --output-directory docs/html domain projections infra '!infra.cdk' api
 
-bench: $(VENV)/.dev
-	$(BIN)/python -m bench
+# Starts DynamoDB Local itself (infra.devtools.dynamodb_local); see BENCHMARKS.md.
+bench: $(VENV)/.dev $(DYNAMODB_LOCAL)
+	$(BIN)/python -m bench --write BENCHMARKS.md
 
 rebuild: $(VENV)/.runtime
 	$(BIN)/python -m api.cli rebuild
