@@ -25,8 +25,8 @@ from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.sqlite.read_tables import SQLiteReadModel
 from infra.wiring import Container, build_container
+from projections.catch_up import CatchUpProjector, Progress
 from projections.ports import ReadModel
-from projections.projector import CatchUpProjector, Progress
 
 
 def _progress_bar(total: int, description: str) -> tuple[tqdm[Never], Callable[[Progress], None]]:

@@ -1,10 +1,19 @@
 """Commands of the registration service, as typed methods of an eventsourcing Application.
 
-Each command loads the few aggregates it needs, decides, and saves every new
-domain event in one atomic ``save``. Two commands that decide on the same
-aggregate version collide in the store; the loser re-runs on fresh state a
-bounded number of times (with jittered back-off) before the client sees
-``ConcurrentModificationError``.
+Each command is load -> decide -> save: it loads the few aggregates it needs
+into a ``UnitOfWork``, asks them to decide (the rules live in the aggregates),
+and every new domain event is saved in one atomic ``save``. Two commands that
+decide on the same aggregate version collide in the store; the loser re-runs
+on fresh state a bounded number of times (with jittered back-off) before the
+client sees ``ConcurrentModificationError``.
+
+Group commit: with a ``CommandBatcher`` started (``start_batching``), the
+commands that arrive together are decided one after another, in arrival
+order, on one shared unit of work, and saved in ONE transaction (one fsync
+for many requests). Each keeps its own outcome: a command refused by a rule
+fails alone. If the shared save fails (a concurrent process won a race),
+every command of the batch re-runs on its own. The waitlist's FIFO order is
+the order of decisions, which is the order of arrival.
 
 Storage maps its own "unique version" failure onto ``WriteConflictError``
 (see ``infra/service.py``), so this module imports nothing but the standard
@@ -13,13 +22,18 @@ library and eventsourcing's domain and application modules.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -27,19 +41,13 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 
 from domain.errors import (
-    AlreadyOnWaitlistError,
-    AlreadyRegisteredError,
-    CapacityBelowRegisteredError,
-    ChangeTooLargeError,
     ConcurrentModificationError,
     DuplicateGatheringError,
     DuplicateUserError,
-    GatheringFullError,
-    GatheringHasRegistrationsError,
     GatheringNotFoundError,
-    GatheringNotOpenError,
     InvalidCommandError,
     InvariantViolationError,
+    RegistrationDomainError,
     RegistrationNotFoundError,
     UserNotFoundError,
     WriteConflictError,
@@ -100,7 +108,6 @@ class UserState:
     name: str
     created_at: datetime
     updated_at: datetime
-    position: int
 
 
 @dataclass(frozen=True)
@@ -120,8 +127,8 @@ class GatheringState:
     waitlist_count: int
     created_at: datetime
     updated_at: datetime
-    position: int
     promoted: tuple[str, ...] = ()
+    promotions_due: int = 0
 
     @property
     def available_spots(self) -> int:
@@ -137,7 +144,6 @@ class RegistrationOutcome:
     gathering_title: str
     gathering_date: str
     waitlist_position: int | None
-    position: int
 
 
 @dataclass(frozen=True)
@@ -146,15 +152,153 @@ class LeaveOutcome:
     gathering_id: str
     previous_status: RegistrationStatus
     promoted: tuple[str, ...]
-    position: int
+
+
+class UnitOfWork:
+    """The aggregates that one or more commands load and change, saved together.
+
+    An identity map: an aggregate is loaded once, and every command of a batch
+    sees the changes that the commands before it made. ``weight`` estimates
+    the rows a save of it writes, for stores that bound a transaction.
+    """
+
+    def __init__(self, service: RegistrationService) -> None:
+        self.service = service
+        self._aggregates: dict[UUID, Aggregate | None] = {}
+        self._after_commit: list[Callable[[], None]] = []
+
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id in self._aggregates:
+            aggregate = self._aggregates[aggregate_id]
+        else:
+            aggregate = self.service.stored(aggregate_id)
+            self._aggregates[aggregate_id] = aggregate
+        if aggregate is not None and not isinstance(aggregate, cls):
+            msg = f"Aggregate {aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}"
+            raise InvariantViolationError(msg)
+        return aggregate
+
+    def load(self, cls: type[A], aggregate_id: UUID) -> A:
+        aggregate = self.find(cls, aggregate_id)
+        if aggregate is None:
+            msg = f"{cls.__name__} {aggregate_id} is missing from the event store"
+            raise InvariantViolationError(msg)
+        return aggregate
+
+    def add(self, aggregate: A) -> A:
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Runs ``callback`` once the save succeeded (logging what happened), in the
+        context of the request that decided it (its request id)."""
+        context = contextvars.copy_context()
+        self._after_commit.append(lambda: context.run(callback))
+
+    def changed(self) -> list[Aggregate]:
+        return [a for a in self._aggregates.values() if a is not None and a.pending_events]
+
+    def mark(self) -> dict[UUID, int]:
+        return {
+            aggregate_id: len(a.pending_events)
+            for aggregate_id, a in self._aggregates.items()
+            if a is not None
+        }
+
+    def changed_since(self, mark: dict[UUID, int]) -> bool:
+        return any(
+            len(a.pending_events) != mark.get(aggregate_id, 0)
+            for aggregate_id, a in self._aggregates.items()
+            if a is not None
+        )
+
+    def weight(self) -> int:
+        """An upper bound of the rows a save writes: each event and its log entry,
+        the read-table row it changes, one event row per gathering, and a counter."""
+        rows = 1
+        for aggregate in self.changed():
+            rows += 3 * len(aggregate.pending_events)
+            if isinstance(aggregate, Gathering):
+                rows += 2
+        return rows
+
+    def loaded_ids(self) -> list[UUID]:
+        return list(self._aggregates)
+
+    def committed(self) -> None:
+        for callback in self._after_commit:
+            callback()
+
+
+Decide = Callable[[UnitOfWork], T]
 
 
 @dataclass
-class _Pages:
-    """The waitlist pages one command has loaded, so each is loaded once."""
+class _Job:
+    """A command waiting for the batcher, with the context (request id) it came from."""
 
-    gathering_id: str
-    loaded: dict[int, WaitlistPage] = field(default_factory=dict)
+    key: str
+    decide: Callable[[UnitOfWork], Any] | None
+    future: Future[Any] = field(default_factory=Future)
+    solo: Callable[[], Any] | None = None
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+class CommandBatcher:
+    """Decides the commands that arrive together as one batch, in one writer thread.
+
+    Anchored on Equinox's ``Batcher``: while one batch is being saved, new
+    commands queue; the next batch takes all of them (up to ``max_batch``).
+    """
+
+    def __init__(self, service: RegistrationService, *, max_batch: int = 128) -> None:
+        self.service = service
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._carry: list[_Job] = []
+        self._thread = threading.Thread(target=self._run, name="command-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> Future[Any]:
+        self._queue.put(job)
+        return job.future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._carry
+            self._carry = []
+            if not batch:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            try:
+                self._carry = self.service.decide_batch(batch)
+            except BaseException as error:  # never leave a caller waiting
+                logger.exception("command batch failed")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+            if stopping:
+                for job in self._carry:
+                    job.future.set_exception(
+                        ConcurrentModificationError("The service is shutting down; please retry")
+                    )
+                return
 
 
 class RegistrationService(Application[UUID]):
@@ -169,29 +313,187 @@ class RegistrationService(Application[UUID]):
     max_conflict_retries: int = 12
     conflict_backoff_seconds: float = 0.004
     invariant_violations_raise: bool = True
-    # How many people one command may promote: each promotion is three events
-    # that must commit with the change, and some stores bound a transaction
-    # (DynamoDB: 100 items). None: no bound.
-    max_promotions_per_command: int | None = None
+    # Stores that bound a transaction (DynamoDB: 100 items) set these: the rows
+    # one save may write, and so how many people one save may promote. A
+    # capacity raise owing more promotions saves them in several steps.
+    max_save_weight: int | None = None
+    max_promotions_per_save: int | None = None
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._locks = tuple(threading.Lock() for _ in range(64))
+        self._batcher: CommandBatcher | None = None
+
+    # -- running commands ----------------------------------------------------
+
+    def start_batching(self, max_batch: int = 128) -> None:
+        """Commands from now on are decided in batches and group-committed."""
+        if self._batcher is None:
+            self._batcher = CommandBatcher(self, max_batch=max_batch)
+
+    def stop_batching(self) -> None:
+        if self._batcher is not None:
+            self._batcher.stop()
+            self._batcher = None
+
+    def close(self) -> None:
+        self.stop_batching()
+        super().close()
+
+    def _execute(self, key: str, decide: Decide[T]) -> T:
+        if self._batcher is None:
+            return self._retrying(key, decide)
+        future: Future[T] = self._batcher.submit(_Job(key, decide))
+        return future.result()
+
+    def _execute_solo(self, run: Callable[[], T]) -> T:
+        """Runs a command that may save in several steps, alone (between batches)."""
+        if self._batcher is None:
+            return run()
+        future: Future[T] = self._batcher.submit(_Job("", None, solo=run))
+        return future.result()
+
+    def decide_batch(self, jobs: list[_Job]) -> list[_Job]:
+        """Decides ``jobs`` in order on one unit of work and saves it once.
+
+        Returns the jobs left for the next batch (when a store's transaction
+        bound is reached). Outcomes are handed out only after the save: a
+        refusal decided on state that never committed is never reported.
+        """
+        uow = UnitOfWork(self)
+        decided: list[tuple[_Job, Any, BaseException | None]] = []
+        for n, job in enumerate(jobs):
+            if job.solo is not None:
+                if decided:
+                    self._commit_batch(uow, decided)
+                    return jobs[n:]
+                self._resolve(job, partial(job.context.run, job.solo))
+                return jobs[n + 1 :]
+            assert job.decide is not None
+            bound = self.max_save_weight
+            if bound is not None and decided and uow.weight() > bound // 2:
+                self._commit_batch(uow, decided)
+                return jobs[n:]
+            mark = uow.mark()
+            try:
+                outcome = job.context.run(job.decide, uow)
+            except RegistrationDomainError as error:
+                if uow.changed_since(mark) or isinstance(error, InvariantViolationError):
+                    # A rule broke after something was recorded: nothing of this
+                    # batch can be trusted; every command runs on its own.
+                    self._evict(uow)
+                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
+                    return []
+                decided.append((job, None, error))
+            except Exception:
+                self._evict(uow)
+                self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
+                return []
+            else:
+                decided.append((job, outcome, None))
+        self._commit_batch(uow, decided)
+        return []
+
+    def _commit_batch(
+        self, uow: UnitOfWork, decided: list[tuple[_Job, Any, BaseException | None]]
+    ) -> None:
+        try:
+            self._save(uow)
+        except Exception:
+            # Typically another process saved one of these aggregates first.
+            self._evict(uow)
+            self._run_each_alone([job for job, _, _ in decided])
+            return
+        for job, outcome, error in decided:
+            if error is None:
+                job.future.set_result(outcome)
+            else:
+                job.future.set_exception(error)
+
+    def _run_each_alone(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            decide = job.decide
+            assert decide is not None
+            self._resolve(job, partial(job.context.run, self._retrying, job.key, decide))
+
+    @staticmethod
+    def _resolve(job: _Job, run: Callable[[], Any]) -> None:
+        try:
+            job.future.set_result(run())
+        except BaseException as error:
+            job.future.set_exception(error)
+
+    def _save(self, uow: UnitOfWork) -> None:
+        changed = uow.changed()
+        if changed:
+            self.save(*changed)
+        uow.committed()
+
+    def _evict(self, uow: UnitOfWork) -> None:
+        """Forgets cached aggregates a failed batch may have changed in memory."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in uow.loaded_ids():
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
+    def _retrying(self, key: str, decide: Decide[T]) -> T:
+        """Runs ``decide`` on a fresh unit of work and saves it, until it saves without a
+        conflict (bounded, jittered back-off).
+
+        Commands on the same key take turns within this process, so conflicts
+        only arise between processes; across processes the store's unique
+        (stream, version) constraint decides who wins.
+        """
+        lock = self._locks[hash(key) % len(self._locks)]
+        for attempt in range(self.max_conflict_retries + 1):
+            uow = UnitOfWork(self)
+            try:
+                with lock:
+                    outcome = decide(uow)
+                    self._save(uow)
+                    return outcome
+            except (WriteConflictError, InvariantViolationError) as error:
+                # Aggregates loaded one after another while another process
+                # saved may not be one consistent cut (a page ahead of its
+                # gathering): a broken invariant is first taken for that, and
+                # decided again on fresh state; the save would have conflicted.
+                self._evict(uow)
+                if attempt == self.max_conflict_retries:
+                    if isinstance(error, InvariantViolationError):
+                        raise
+                    break
+                ceiling = min(0.25, self.conflict_backoff_seconds * 2**attempt)
+                time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not crypto
+            except BaseException:
+                self._evict(uow)
+                raise
+        raise ConcurrentModificationError(
+            "The resource kept changing under this request; please retry"
+        )
+
+    def stored(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate as stored (through the cache), or None when it was never saved."""
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate
 
     # -- users ---------------------------------------------------------------
 
     def create_user(self, user_id: str, name: str) -> UserState:
-        def decide() -> UserState:
-            if self._find(User, user_aggregate_id(user_id)) is not None:
+        def decide(uow: UnitOfWork) -> UserState:
+            if uow.find(User, user_aggregate_id(user_id)) is not None:
                 raise DuplicateUserError(f"User '{user_id}' already exists")
-            user = User(user_id=user_id, name=name)
-            position = self._commit(user)
-            return _user_state(user, position)
+            user = uow.add(User(user_id=user_id, name=name))
+            return _user_state(user)
 
-        return self._retrying(f"user/{user_id}", decide)
+        return self._execute(f"user/{user_id}", decide)
 
     def get_user(self, user_id: str) -> User:
-        user = self._find(User, user_aggregate_id(user_id))
+        user = UnitOfWork(self).find(User, user_aggregate_id(user_id))
         if user is None:
             raise UserNotFoundError(f"User '{user_id}' not found")
         return user
@@ -202,41 +504,46 @@ class RegistrationService(Application[UUID]):
         if spec.capacity < 1:
             raise InvalidCommandError("capacity must be at least 1", field="capacity")
 
-        def decide() -> GatheringState:
-            if self._find(Gathering, gathering_aggregate_id(spec.gathering_id)) is not None:
+        def decide(uow: UnitOfWork) -> GatheringState:
+            if uow.find(Gathering, gathering_aggregate_id(spec.gathering_id)) is not None:
                 # A deleted gathering's id stays retired: its history is kept.
                 raise DuplicateGatheringError(f"Event '{spec.gathering_id}' already exists")
-            gathering = Gathering(
-                gathering_id=spec.gathering_id,
-                title=spec.title,
-                description=spec.description,
-                date=spec.date,
-                location=spec.location,
-                organizer=spec.organizer,
-                status=str(spec.status),
-                capacity=spec.capacity,
-                waitlist_enabled=spec.waitlist_enabled,
+            gathering = uow.add(
+                Gathering(
+                    gathering_id=spec.gathering_id,
+                    title=spec.title,
+                    description=spec.description,
+                    date=spec.date,
+                    location=spec.location,
+                    organizer=spec.organizer,
+                    status=str(spec.status),
+                    capacity=spec.capacity,
+                    waitlist_enabled=spec.waitlist_enabled,
+                )
             )
-            position = self._commit(gathering)
-            return _gathering_state(gathering, position)
+            return _gathering_state(gathering)
 
-        return self._retrying(f"gathering/{spec.gathering_id}", decide)
+        return self._execute(f"gathering/{spec.gathering_id}", decide)
 
     def get_gathering(self, gathering_id: str) -> Gathering:
-        gathering = self._find(Gathering, gathering_aggregate_id(gathering_id))
-        if gathering is None or gathering.deleted:
-            raise GatheringNotFoundError(f"Event '{gathering_id}' not found")
-        return gathering
+        return _open_gathering(UnitOfWork(self), gathering_id)
 
     def revise_gathering(self, gathering_id: str, changes: GatheringChanges) -> GatheringState:
-        """Changes details and capacity; a capacity rise promotes waitlisted people FIFO."""
+        """Changes details and capacity; a capacity rise promotes waitlisted people FIFO.
+
+        On a store that bounds a transaction, promotions beyond one save's
+        share are saved in further steps before this returns (readers may
+        see the steps; see the README's consistency model).
+        """
         if changes.capacity is not None and changes.capacity < 1:
             raise InvalidCommandError("capacity must be at least 1", field="capacity")
+        key = f"gathering/{gathering_id}"
 
-        def decide() -> GatheringState:
-            gathering = self.get_gathering(gathering_id)
-            touched: list[Aggregate] = [gathering]
-            promoted: list[str] = []
+        def decide(uow: UnitOfWork) -> GatheringState:
+            gathering = _open_gathering(uow, gathering_id)
+            before = _counts(gathering)
+            if changes.capacity is not None:
+                gathering.resize(changes.capacity)  # checks before anything is recorded
             revision = {
                 "title": _changed(gathering.title, changes.title),
                 "description": _changed(gathering.description, changes.description),
@@ -250,235 +557,194 @@ class RegistrationService(Application[UUID]):
             waitlist_enabled = _changed(gathering.waitlist_enabled, changes.waitlist_enabled)
             if waitlist_enabled is not None or any(v is not None for v in revision.values()):
                 gathering.revise(**revision, waitlist_enabled=waitlist_enabled)
-            capacity = changes.capacity
-            if capacity is not None and capacity != gathering.capacity:
-                if capacity < gathering.confirmed_count:
-                    raise CapacityBelowRegisteredError(
-                        f"Capacity {capacity} is below the {gathering.confirmed_count} "
-                        "confirmed registrations"
-                    )
-                before = _counts(gathering)
-                gathering.change_capacity(capacity)
-                free = min(gathering.available_spots, gathering.waitlist_count)
-                limit = self.max_promotions_per_command
-                if limit is not None and free > limit:
-                    raise ChangeTooLargeError(
-                        f"Raising capacity to {capacity} would promote {free} waitlisted people "
-                        f"in one atomic step; this store allows at most {limit}. Raise capacity "
-                        "in smaller steps.",
-                        field="capacity",
-                    )
-                promoted = self._promote(gathering, free, touched)
-                if promoted:
-                    logger.info(
-                        "registration change",
-                        extra={
-                            "operation": "promote",
-                            "eventId": gathering_id,
-                            "userIds": promoted,
-                            "outcome": "promoted",
-                            "cause": "capacity raised",
-                            "before": before,
-                            "after": _counts(gathering),
-                        },
-                    )
-            position = self._commit(*touched)
-            if capacity is not None:
-                self._check_invariants(gathering)
-            return _gathering_state(gathering, position, tuple(promoted))
+            promoted = self._promote_due(uow, gathering, "capacity raised", before)
+            return _gathering_state(gathering, promoted)
 
-        return self._retrying(f"gathering/{gathering_id}", decide)
+        def run() -> GatheringState:
+            state = self._retrying(key, decide)
+            promoted = list(state.promoted)
+            # Promotions owed beyond one save's bound, one bounded save at a time.
+            while self.max_promotions_per_save is not None and state.promotions_due:
+                state = self._retrying(key, lambda uow: self._promotion_step(uow, gathering_id))
+                promoted.extend(state.promoted)
+            return replace(state, promoted=tuple(promoted))
 
-    def delete_gathering(self, gathering_id: str) -> int:
-        def decide() -> int:
-            gathering = self.get_gathering(gathering_id)
-            if gathering.confirmed_count or gathering.waitlist_count:
-                raise GatheringHasRegistrationsError(
-                    f"Event '{gathering_id}' has {gathering.confirmed_count} confirmed and "
-                    f"{gathering.waitlist_count} waitlisted registrations"
-                )
-            gathering.delete()
-            return self._commit(gathering)
+        if self.max_promotions_per_save is None:
+            return self._execute(key, decide)
+        return self._execute_solo(run)
 
-        return self._retrying(f"gathering/{gathering_id}", decide)
+    def _promotion_step(self, uow: UnitOfWork, gathering_id: str) -> GatheringState:
+        gathering = _open_gathering(uow, gathering_id)
+        promoted = self._promote_due(uow, gathering, "capacity raised")
+        return _gathering_state(gathering, promoted)
+
+    def delete_gathering(self, gathering_id: str) -> None:
+        def decide(uow: UnitOfWork) -> None:
+            _open_gathering(uow, gathering_id).retire()
+
+        self._execute(f"gathering/{gathering_id}", decide)
 
     # -- registrations -------------------------------------------------------
 
     def register(self, user_id: str, gathering_id: str) -> RegistrationOutcome:
         """Confirms a seat, or a place at the tail of the waitlist, or refuses."""
 
-        def decide() -> RegistrationOutcome:
-            self.get_user(user_id)
-            gathering = self.get_gathering(gathering_id)
-            if not gathering.is_open:
-                raise GatheringNotOpenError(
-                    f"Event '{gathering_id}' is {gathering.status}, not open for registration"
-                )
-            registration = self._find(
-                Registration, registration_aggregate_id(gathering_id, user_id)
-            )
+        def decide(uow: UnitOfWork) -> RegistrationOutcome:
+            _existing_user(uow, user_id)
+            gathering = _open_gathering(uow, gathering_id)
+            gathering.ensure_open()
+            # Seats owed to waiting people (a promotion step cut short) go first.
+            self._promote_due(uow, gathering, "seats owed")
+            registration_id = registration_aggregate_id(gathering_id, user_id)
+            registration = uow.find(Registration, registration_id)
             if registration is not None:
-                if registration.status == RegistrationStatus.CONFIRMED:
-                    raise AlreadyRegisteredError(
-                        f"User '{user_id}' is already registered for event '{gathering_id}'"
-                    )
-                if registration.status == RegistrationStatus.WAITLIST:
-                    raise AlreadyOnWaitlistError(
-                        f"User '{user_id}' is already on the waitlist of event '{gathering_id}'"
-                    )
-            else:
-                registration = Registration(gathering_id=gathering_id, user_id=user_id)
-            touched: list[Aggregate] = [gathering, registration]
+                registration.ensure_not_active()
+            ticket = gathering.admit(user_id)  # checks, then records a seat or a ticket
+            if registration is None:
+                registration = uow.add(Registration(gathering_id=gathering_id, user_id=user_id))
+            registration.admitted(ticket)
             waitlist_position: int | None = None
-            # No queue jumping: a free seat goes to a newcomer only while nobody waits.
-            if gathering.available_spots > 0 and gathering.waitlist_count == 0:
-                gathering.take_seat(user_id=user_id)
-                registration.confirm()
-            elif gathering.waitlist_enabled:
-                ticket = gathering.next_ticket
-                page = self._page_for_new_ticket(gathering_id, ticket)
-                gathering.join_waitlist(user_id=user_id, ticket=ticket)
-                page.append(ticket=ticket, user_id=user_id)
-                registration.waitlist(ticket=ticket)
-                touched.append(page)
+            if ticket is not None:
+                self._page_for_new_ticket(uow, gathering_id, ticket).append(
+                    ticket=ticket, user_id=user_id
+                )
                 waitlist_position = gathering.waitlist_count
-            else:
-                raise GatheringFullError(f"Event '{gathering_id}' is full and has no waitlist")
-            position = self._commit(*touched)
             self._check_invariants(gathering)
-            logger.info(
-                "registration change",
-                extra={
-                    "operation": "register",
-                    "userId": user_id,
-                    "eventId": gathering_id,
-                    "outcome": str(registration.status),
-                    "waitlistPosition": waitlist_position,
-                },
+            status = RegistrationStatus(registration.status)
+            uow.after_commit(
+                lambda: logger.info(
+                    "registration change",
+                    extra={
+                        "operation": "register",
+                        "userId": user_id,
+                        "eventId": gathering_id,
+                        "outcome": str(status),
+                        "waitlistPosition": waitlist_position,
+                    },
+                )
             )
             return RegistrationOutcome(
                 user_id=user_id,
                 gathering_id=gathering_id,
-                status=RegistrationStatus(registration.status),
+                status=status,
                 # The gathering event that took the seat or ticket is the one the
                 # read tables show, so the response carries its timestamp.
                 registered_at=gathering.modified_on,
                 gathering_title=gathering.title,
                 gathering_date=gathering.date,
                 waitlist_position=waitlist_position,
-                position=position,
             )
 
-        return self._retrying(f"gathering/{gathering_id}", decide)
+        return self._execute(f"gathering/{gathering_id}", decide)
 
     def leave(self, user_id: str, gathering_id: str) -> LeaveOutcome:
         """Withdraws a registration; a freed seat goes to the head of the waitlist."""
 
-        def decide() -> LeaveOutcome:
-            self.get_user(user_id)
-            gathering = self.get_gathering(gathering_id)
-            registration = self._find(
-                Registration, registration_aggregate_id(gathering_id, user_id)
-            )
-            if registration is None or not registration.is_active:
+        def decide(uow: UnitOfWork) -> LeaveOutcome:
+            _existing_user(uow, user_id)
+            gathering = _open_gathering(uow, gathering_id)
+            registration = uow.find(Registration, registration_aggregate_id(gathering_id, user_id))
+            if registration is None:
                 raise RegistrationNotFoundError(
                     f"User '{user_id}' is not registered for event '{gathering_id}'"
                 )
+            registration.ensure_active()
             previous = RegistrationStatus(registration.status)
-            touched: list[Aggregate] = [gathering, registration]
-            promoted: list[str] = []
             before = _counts(gathering)
-            if previous == RegistrationStatus.CONFIRMED:
-                registration.withdraw()
-                gathering.release_seat(user_id=user_id)
-                free = min(gathering.available_spots, gathering.waitlist_count)
-                promoted = self._promote(gathering, free, touched)
-            else:
-                ticket = registration.ticket
-                assert ticket is not None
-                page = self._load(
-                    WaitlistPage,
-                    waitlist_page_aggregate_id(gathering_id, ticket // WAITLIST_PAGE_SIZE),
-                )
-                registration.withdraw()
-                page.remove(ticket=ticket)
-                gathering.leave_waitlist(user_id=user_id, ticket=ticket)
-                touched.append(page)
-            position = self._commit(*touched)
-            self._check_invariants(gathering)
-            logger.info(
-                "registration change",
-                extra={
-                    "operation": "leave",
-                    "userId": user_id,
-                    "eventId": gathering_id,
-                    "outcome": f"left {previous}",
-                },
-            )
-            if promoted:
-                logger.info(
+            ticket = registration.ticket
+            if ticket is not None:
+                page_id = waitlist_page_aggregate_id(gathering_id, ticket // WAITLIST_PAGE_SIZE)
+                uow.load(WaitlistPage, page_id).remove(ticket=ticket)
+            registration.withdraw()
+            gathering.release(user_id, ticket)
+            uow.after_commit(
+                lambda: logger.info(
                     "registration change",
                     extra={
-                        "operation": "promote",
+                        "operation": "leave",
+                        "userId": user_id,
                         "eventId": gathering_id,
-                        "userIds": promoted,
-                        "outcome": "promoted",
-                        "cause": f"'{user_id}' left",
-                        "before": before,
-                        "after": _counts(gathering),
+                        "outcome": f"left {previous}",
                     },
                 )
+            )
+            promoted = self._promote_due(uow, gathering, f"'{user_id}' left", before)
+            self._check_invariants(gathering)
             return LeaveOutcome(
                 user_id=user_id,
                 gathering_id=gathering_id,
                 previous_status=previous,
                 promoted=tuple(promoted),
-                position=position,
             )
 
-        return self._retrying(f"gathering/{gathering_id}", decide)
+        return self._execute(f"gathering/{gathering_id}", decide)
 
     def waitlist_head(self, gathering_id: str, count: int) -> list[str]:
         """The first ``count`` people waiting, in order, read from the event store."""
-        gathering = self.get_gathering(gathering_id)
+        uow = UnitOfWork(self)
+        gathering = _open_gathering(uow, gathering_id)
         heads: list[str] = []
         page_no = gathering.head_ticket // WAITLIST_PAGE_SIZE
         last_page = (gathering.next_ticket - 1) // WAITLIST_PAGE_SIZE
         while len(heads) < count and page_no <= last_page and gathering.waitlist_count:
-            page = self._load(WaitlistPage, waitlist_page_aggregate_id(gathering_id, page_no))
+            page = uow.load(WaitlistPage, waitlist_page_aggregate_id(gathering_id, page_no))
             heads.extend(page.user_ids[: count - len(heads)])
             page_no += 1
         return heads
 
     # -- internals -----------------------------------------------------------
 
-    def _promote(self, gathering: Gathering, count: int, touched: list[Aggregate]) -> list[str]:
-        """Moves the first ``count`` waiting people into seats, FIFO."""
-        pages = _Pages(gathering.gathering_id)
+    def _promote_due(
+        self,
+        uow: UnitOfWork,
+        gathering: Gathering,
+        cause: str,
+        before: dict[str, int] | None = None,
+    ) -> list[str]:
+        """Moves the people the free seats are owed to into them, FIFO (bounded per save).
+
+        ``before`` is the gathering's counts before the command changed it (logged).
+        """
+        count = gathering.promotions_due
+        if self.max_promotions_per_save is not None:
+            count = min(count, self.max_promotions_per_save)
+        if not count:
+            return []
+        before = before or _counts(gathering)
         promoted: list[str] = []
         for _ in range(count):
-            page, ticket, user_id = self._head(gathering, pages)
+            page, ticket, user_id = self._head(uow, gathering)
             page.remove(ticket=ticket)
-            registration = self._load(
+            uow.load(
                 Registration, registration_aggregate_id(gathering.gathering_id, user_id)
-            )
-            registration.promote()
+            ).promote()
             gathering.promote(user_id=user_id, ticket=ticket)
-            touched.append(registration)
             promoted.append(user_id)
-        touched.extend(pages.loaded.values())
+        after = _counts(gathering)
+        uow.after_commit(
+            lambda: logger.info(
+                "registration change",
+                extra={
+                    "operation": "promote",
+                    "eventId": gathering.gathering_id,
+                    "userIds": promoted,
+                    "outcome": "promoted",
+                    "cause": cause,
+                    "before": before,
+                    "after": after,
+                },
+            )
+        )
         return promoted
 
-    def _head(self, gathering: Gathering, pages: _Pages) -> tuple[WaitlistPage, int, str]:
+    @staticmethod
+    def _head(uow: UnitOfWork, gathering: Gathering) -> tuple[WaitlistPage, int, str]:
         page_no = gathering.head_ticket // WAITLIST_PAGE_SIZE
         last_page = (gathering.next_ticket - 1) // WAITLIST_PAGE_SIZE
         while page_no <= last_page:
-            page = pages.loaded.get(page_no)
-            if page is None:
-                page = self._load(
-                    WaitlistPage, waitlist_page_aggregate_id(pages.gathering_id, page_no)
-                )
-                pages.loaded[page_no] = page
+            page = uow.load(
+                WaitlistPage, waitlist_page_aggregate_id(gathering.gathering_id, page_no)
+            )
             first = page.first()
             if first is not None:
                 return page, first[0], first[1]
@@ -488,54 +754,12 @@ class RegistrationService(Application[UUID]):
             "but no waitlist page holds anyone"
         )
 
-    def _page_for_new_ticket(self, gathering_id: str, ticket: int) -> WaitlistPage:
+    @staticmethod
+    def _page_for_new_ticket(uow: UnitOfWork, gathering_id: str, ticket: int) -> WaitlistPage:
         page_no = ticket // WAITLIST_PAGE_SIZE
         if ticket % WAITLIST_PAGE_SIZE == 0:
-            return WaitlistPage(gathering_id=gathering_id, page=page_no)
-        return self._load(WaitlistPage, waitlist_page_aggregate_id(gathering_id, page_no))
-
-    def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        if not isinstance(aggregate, cls):
-            msg = f"Aggregate {aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}"
-            raise InvariantViolationError(msg)
-        return aggregate
-
-    def _load(self, cls: type[A], aggregate_id: UUID) -> A:
-        aggregate = self._find(cls, aggregate_id)
-        if aggregate is None:
-            msg = f"{cls.__name__} {aggregate_id} is missing from the event store"
-            raise InvariantViolationError(msg)
-        return aggregate
-
-    def _commit(self, *aggregates: Aggregate) -> int:
-        """Saves all pending events atomically; returns the last notification id."""
-        recordings = self.save(*aggregates)
-        return max((r.notification.id for r in recordings), default=0)
-
-    def _retrying(self, key: str, decide: Callable[[], T]) -> T:
-        """Runs ``decide`` until it saves without a conflict (bounded, jittered back-off).
-
-        Commands on the same key take turns within this process, so conflicts
-        only arise between processes; across processes the store's unique
-        (stream, version) constraint decides who wins.
-        """
-        lock = self._locks[hash(key) % len(self._locks)]
-        for attempt in range(self.max_conflict_retries + 1):
-            try:
-                with lock:
-                    return decide()
-            except WriteConflictError:
-                if attempt == self.max_conflict_retries:
-                    break
-                ceiling = min(0.25, self.conflict_backoff_seconds * 2**attempt)
-                time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not crypto
-        raise ConcurrentModificationError(
-            "The resource kept changing under this request; please retry"
-        )
+            return uow.add(WaitlistPage(gathering_id=gathering_id, page=page_no))
+        return uow.load(WaitlistPage, waitlist_page_aggregate_id(gathering_id, page_no))
 
     def _check_invariants(self, gathering: Gathering) -> None:
         violations = gathering_violations(gathering)
@@ -547,6 +771,20 @@ class RegistrationService(Application[UUID]):
             "invariant violated",
             extra={"eventId": gathering.gathering_id, "violations": violations},
         )
+
+
+def _open_gathering(uow: UnitOfWork, gathering_id: str) -> Gathering:
+    gathering = uow.find(Gathering, gathering_aggregate_id(gathering_id))
+    if gathering is None or gathering.deleted:
+        raise GatheringNotFoundError(f"Event '{gathering_id}' not found")
+    return gathering
+
+
+def _existing_user(uow: UnitOfWork, user_id: str) -> User:
+    user = uow.find(User, user_aggregate_id(user_id))
+    if user is None:
+        raise UserNotFoundError(f"User '{user_id}' not found")
+    return user
 
 
 def _changed(current: T, proposed: T | None) -> T | None:
@@ -561,19 +799,16 @@ def _counts(gathering: Gathering) -> dict[str, int]:
     }
 
 
-def _user_state(user: User, position: int) -> UserState:
+def _user_state(user: User) -> UserState:
     return UserState(
         user_id=user.user_id,
         name=user.name,
         created_at=user.created_on,
         updated_at=user.modified_on,
-        position=position,
     )
 
 
-def _gathering_state(
-    gathering: Gathering, position: int, promoted: Sequence[str] = ()
-) -> GatheringState:
+def _gathering_state(gathering: Gathering, promoted: Sequence[str] = ()) -> GatheringState:
     return GatheringState(
         gathering_id=gathering.gathering_id,
         title=gathering.title,
@@ -588,6 +823,6 @@ def _gathering_state(
         waitlist_count=gathering.waitlist_count,
         created_at=gathering.created_on,
         updated_at=gathering.modified_on,
-        position=position,
         promoted=tuple(promoted),
+        promotions_due=gathering.promotions_due,
     )

@@ -86,7 +86,3 @@ class InvariantViolationError(RegistrationDomainError):
 
 class InvalidPageTokenError(RegistrationDomainError):
     """Raised when a listing's nextToken was not issued by this service."""
-
-
-class ChangeTooLargeError(RegistrationDomainError):
-    """Raised when one command would write more than the store commits atomically."""

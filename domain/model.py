@@ -32,6 +32,17 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.errors import (
+    AlreadyOnWaitlistError,
+    AlreadyRegisteredError,
+    CapacityBelowRegisteredError,
+    GatheringFullError,
+    GatheringHasRegistrationsError,
+    GatheringNotOpenError,
+    InvalidCommandError,
+    RegistrationNotFoundError,
+)
+
 NAMESPACE = UUID("6f1d2a52-5c4e-4c1e-9a0b-4b7f1f0c2d11")
 WAITLIST_PAGE_SIZE = 100
 
@@ -174,6 +185,64 @@ class Gathering(Aggregate):
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    @property
+    def promotions_due(self) -> int:
+        """How many waiting people the free seats are owed to (FIFO, head first)."""
+        return max(0, min(self.available_spots, self.waitlist_count))
+
+    # -- decisions: each checks its rules before it records anything ----------
+
+    def ensure_open(self) -> None:
+        """Refuses registrations unless the gathering is active or published."""
+        if not self.is_open:
+            msg = f"Event '{self.gathering_id}' is {self.status}, not open for registration"
+            raise GatheringNotOpenError(msg)
+
+    def admit(self, user_id: str) -> int | None:
+        """Gives ``user_id`` a seat (returns None) or the waitlist's next ticket (returned).
+
+        No queue jumping: a free seat goes to a newcomer only while nobody
+        waits. Refuses a gathering that is not open, or full without a waitlist.
+        """
+        self.ensure_open()
+        if self.available_spots > 0 and self.waitlist_count == 0:
+            self.take_seat(user_id=user_id)
+            return None
+        if not self.waitlist_enabled:
+            raise GatheringFullError(f"Event '{self.gathering_id}' is full and has no waitlist")
+        ticket = self.next_ticket
+        self.join_waitlist(user_id=user_id, ticket=ticket)
+        return ticket
+
+    def release(self, user_id: str, ticket: int | None) -> None:
+        """Frees ``user_id``'s seat (``ticket`` None) or their waitlist place."""
+        if ticket is None:
+            self.release_seat(user_id=user_id)
+        else:
+            self.leave_waitlist(user_id=user_id, ticket=ticket)
+
+    def resize(self, capacity: int) -> None:
+        """Sets a new capacity; never below the confirmed seats. Promotions follow separately."""
+        if capacity < 1:
+            raise InvalidCommandError("capacity must be at least 1", field="capacity")
+        if capacity < self.confirmed_count:
+            raise CapacityBelowRegisteredError(
+                f"Capacity {capacity} is below the {self.confirmed_count} confirmed registrations"
+            )
+        if capacity != self.capacity:
+            self.change_capacity(capacity)
+
+    def retire(self) -> None:
+        """Deletes the gathering; only one nobody holds a seat or waits for."""
+        if self.confirmed_count or self.waitlist_count:
+            raise GatheringHasRegistrationsError(
+                f"Event '{self.gathering_id}' has {self.confirmed_count} confirmed and "
+                f"{self.waitlist_count} waitlisted registrations"
+            )
+        self.delete()
+
+    # -- what happened ------------------------------------------------------
+
     @event(Revised)
     def revise(
         self,
@@ -268,6 +337,31 @@ class Registration(Aggregate):
     def is_active(self) -> bool:
         return self.status != RegistrationStatus.LEFT
 
+    def ensure_not_active(self) -> None:
+        """Refuses a second registration while this one holds a seat or a waitlist place."""
+        if self.status == RegistrationStatus.CONFIRMED:
+            raise AlreadyRegisteredError(
+                f"User '{self.user_id}' is already registered for event '{self.gathering_id}'"
+            )
+        if self.status == RegistrationStatus.WAITLIST:
+            raise AlreadyOnWaitlistError(
+                f"User '{self.user_id}' is already on the waitlist of event '{self.gathering_id}'"
+            )
+
+    def ensure_active(self) -> None:
+        """Refuses to withdraw a registration that holds nothing."""
+        if not self.is_active:
+            raise RegistrationNotFoundError(
+                f"User '{self.user_id}' is not registered for event '{self.gathering_id}'"
+            )
+
+    def admitted(self, ticket: int | None) -> None:
+        """Records what the gathering decided: a seat (None) or a waitlist ticket."""
+        if ticket is None:
+            self.confirm()
+        else:
+            self.waitlist(ticket=ticket)
+
     @event(Confirmed)
     def confirm(self) -> None:
         self.status = RegistrationStatus.CONFIRMED
@@ -330,7 +424,3 @@ class WaitlistPage(Aggregate):
         if not self.tickets:
             return None
         return self.tickets[0], self.user_ids[0]
-
-    def position_of(self, ticket: int) -> int:
-        """How many entries on this page come before ``ticket``."""
-        return self.tickets.index(ticket)

@@ -28,14 +28,26 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    read_your_writes_timeout: float = Field(
-        default=5.0, gt=0, description="Longest a write waits for the read tables to catch up."
-    )
-    projection_poll_interval: float = Field(
-        default=0.2, gt=0, description="How often the projector looks for new events."
+    max_batch: int = Field(
+        default=128, ge=1, le=1024, description="Most commands decided and committed together."
     )
     sqlite_lock_timeout: int = Field(default=30, ge=1, description="Seconds to wait for a lock.")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description=(
+            "SQLite's PRAGMA synchronous for the event store (WAL mode). FULL: a 2xx means the "
+            "events are on disk. NORMAL is faster but may lose the last commits on power loss."
+        ),
+    )
     max_body_bytes: int = 64 * 1024
+    page_token_secret: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Key that signs page tokens (nextToken); every process serving the same clients "
+            "must share it. Unset: a fixed built-in key, which lets anyone mint tokens."
+        ),
+    )
     dynamodb_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -62,8 +74,5 @@ class Settings(BaseSettings):
 
     @property
     def event_store_path(self) -> Path:
+        """The SQLite file holding the events and the read tables."""
         return self.data_dir / "events.sqlite3"
-
-    @property
-    def read_tables_path(self) -> Path:
-        return self.data_dir / "read-tables.sqlite3"

@@ -1,4 +1,9 @@
-"""The one place where the service, its store, read tables and projector are put together."""
+"""The one place where the service, its store and its read tables are put together.
+
+The read tables are written inline by every append (``projections/fold.py``);
+the catch-up projector is only for start-up after an interrupted rebuild,
+rebuilds and audits. No thread polls the log.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ from infra.dynamodb.datastore import make_client
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
+from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
 from infra.sqlite.read_tables import SQLiteReadModel
+from projections.catch_up import CatchUpProjector
 from projections.ports import ReadModel
-from projections.projector import CatchUpProjector
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +34,33 @@ class Container:
     projector: CatchUpProjector
 
     def start(self) -> None:
-        """Catches the read tables up with the event store, then follows it."""
+        """Finishes an interrupted rebuild, if any, then group-commits commands."""
         self.projector.catch_up()
-        self.projector.start()
+        self.service.start_batching(self.settings.max_batch)
 
     def close(self) -> None:
-        self.projector.stop()
+        self.service.stop_batching()
         self.read_model.close()
         self.service.close()
 
 
-DYNAMODB_MAX_PROMOTIONS = 15
+# One DynamoDB transaction holds at most 100 items. A save writes about three
+# rows per domain event (the event, its log entry, a read-table row) plus the
+# counter: batches stop growing past half of that bound, and one save
+# promotes at most 12 people (3 events and 7 items each, plus the capacity
+# change and the event row).
+DYNAMODB_MAX_SAVE_WEIGHT = 100
+DYNAMODB_MAX_PROMOTIONS_PER_SAVE = 12
 
 CACHE = {
     # Recently used aggregates stay in memory; a load then only reads the
     # events saved since (by any process), not a snapshot and its tail.
     "AGGREGATE_CACHE_MAXSIZE": "10000",
+    # The command side mutates the cached aggregate itself (one writer thread
+    # decides per process); a failed batch evicts what it touched. Cached
+    # aggregates still fast-forward past events other processes saved, so a
+    # decision (even a refusal) is never taken on stale state.
+    "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
 }
 
 
@@ -61,8 +78,12 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing environment for the configured store."""
     if settings.store == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        InlineSQLiteApplicationRecorder.synchronous = settings.sqlite_synchronous
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "APPLICATION_RECORDER_TOPIC": (
+                "infra.sqlite.event_store:InlineSQLiteApplicationRecorder"
+            ),
             "SQLITE_DBNAME": str(settings.event_store_path),
             "SQLITE_LOCK_TIMEOUT": str(settings.sqlite_lock_timeout),
             "CREATE_TABLE": "y",
@@ -84,7 +105,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
 
 def build_read_model(settings: Settings) -> ReadModel:
     if settings.store == "sqlite":
-        return SQLiteReadModel(settings.read_tables_path, lock_timeout=settings.sqlite_lock_timeout)
+        return SQLiteReadModel(settings.event_store_path, lock_timeout=settings.sqlite_lock_timeout)
     credentials = _aws_credentials(settings)
     client = make_client(
         endpoint_url=settings.dynamodb_endpoint_url,
@@ -102,14 +123,9 @@ def build_container(settings: Settings) -> Container:
     service.invariant_violations_raise = settings.environment != "production"
     if isinstance(service.factory, DynamoDBFactory):
         instrument(service.factory.datastore.client)
-        # 1 capacity event + 3 events per promotion (+ a page) within 49 events.
-        service.max_promotions_per_command = DYNAMODB_MAX_PROMOTIONS
+        service.max_save_weight = DYNAMODB_MAX_SAVE_WEIGHT
+        service.max_promotions_per_save = DYNAMODB_MAX_PROMOTIONS_PER_SAVE
     read_model = build_read_model(settings)
-    projector = CatchUpProjector(
-        service.recorder,
-        service.mapper,
-        read_model,
-        poll_interval=settings.projection_poll_interval,
-    )
+    projector = CatchUpProjector(service.recorder, service.mapper, read_model)
     logger.info("service wired", extra={"store": settings.store})
     return Container(settings, service, read_model, projector)

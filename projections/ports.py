@@ -46,33 +46,35 @@ class ReadTableWriter(Protocol):
 
 @dataclass(frozen=True)
 class Change:
-    """The row writes one domain event causes, at its notification id.
-
-    ``starts_command`` is False for an event that is always saved together
-    with the one before it (a promotion after a seat is released or capacity
-    changes): a store that commits in several transactions never cuts before
-    such a change, so readers never see half of one command.
-    """
+    """The row writes one domain event causes, at its notification id."""
 
     position: int
     write: Callable[[ReadTableWriter], None]
-    starts_command: bool = True
+
+
+#: The changes of one save (one store transaction), in log order. Catch-up
+#: commits whole commits only, so readers never see half of a command.
+Commit = Sequence[Change]
 
 
 class ReadModel(Protocol):
     """The Users, Events and Registrations read tables plus their tracking position."""
 
-    def position(self) -> int:
-        """The last notification id whose effects the tables hold (0 when empty)."""
+    def position(self) -> int | None:
+        """The last notification id whose effects the tables hold (0 when empty);
+        None when appends fold into them inline and so they hold the log's head."""
 
-    def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
-        """Applies ``changes`` (in order) and records ``new_position``, exactly once.
+    def go_live(self, position: int) -> None:
+        """Called when catch-up reached the log's head at ``position``."""
 
-        Each change is a notification id and the row writes its event causes.
-        A store that commits them in several transactions advances the
-        position with each, so a crash between them resumes after the last
-        committed change. Does nothing and returns False when the recorded
-        position is not ``expected`` (another process got there first).
+    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
+        """Applies ``commits`` (in order) and records ``new_position``, exactly once.
+
+        A store that must apply them in several transactions cuts only between
+        commits and advances the position with each, so a crash between them
+        resumes after the last applied commit. Does nothing and returns False
+        when the recorded position is not ``expected`` (another process got
+        there first).
         """
 
     def reset(self) -> None:

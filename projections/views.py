@@ -8,6 +8,17 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+#: A gathering's descriptive fields, named alike in its domain events and the Events row.
+DETAIL_FIELDS = (
+    "title",
+    "description",
+    "date",
+    "location",
+    "organizer",
+    "status",
+    "waitlist_enabled",
+)
+
 
 @dataclass(frozen=True)
 class UserRow:

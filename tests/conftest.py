@@ -91,8 +91,6 @@ def settings(store_settings: dict[str, object], tmp_path: Path) -> Settings:
         **store_settings,  # type: ignore[arg-type]
         data_dir=tmp_path / "data",
         environment="test",
-        read_your_writes_timeout=10.0,
-        projection_poll_interval=0.05,
     )
 
 
@@ -105,7 +103,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def container(settings: Settings) -> Iterator[Container]:
-    """The service, read tables and projector, without HTTP."""
+    """The service and its read tables, without HTTP (commands group-committed)."""
     built = build_container(settings)
     built.start()
     try:

@@ -1,33 +1,50 @@
-"""A change too big for one atomic commit is refused whole, never half-written."""
+"""No request the contract allows is refused for a store's transaction size."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi.testclient import TestClient
 
-from tests.support import create_event, create_user, register
+from infra.wiring import Container
+from tests.support import create_event, unique
 
 
-def test_a_capacity_raise_promotes_everyone_at_once_or_is_refused_whole(
+def _waitlist(container: Container, event_id: str, people: int) -> list[str]:
+    """Registers ``people`` new users concurrently (so they are group-committed); FIFO order."""
+    service = container.service
+    users = [unique("user") for _ in range(people)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda u: service.create_user(u, "Waiting"), users))
+    for user in users:  # one at a time: the waitlist order is this order
+        service.register(user, event_id)
+    return users
+
+
+def test_a_capacity_raise_that_promotes_a_thousand_waiting_people_succeeds_in_fifo_order(
     client: TestClient,
 ) -> None:
-    limit = client.app.state.container.service.max_promotions_per_command  # type: ignore[attr-defined]
-    waiting = (limit or 20) + 1
-    event = create_event(client, capacity=1, waitlistEnabled=True)
-    event_id = event["eventId"]
-    for user in [create_user(client) for _ in range(waiting + 1)]:
-        assert register(client, user, event_id).status_code == 201
-    before = client.get(f"/events/{event_id}").json()
+    container: Container = client.app.state.container  # type: ignore[attr-defined]
+    event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
+    seated, *waiting = _waitlist(container, event_id, 1_101)
 
-    response = client.put(f"/events/{event_id}", json={"capacity": 1 + waiting})
+    response = client.put(f"/events/{event_id}", json={"capacity": 1_001})
 
-    after = client.get(f"/events/{event_id}").json()
-    if limit is None:
-        assert response.status_code == 200
-        assert (after["registeredCount"], after["waitlist"]) == (1 + waiting, [])
-    else:
-        assert response.status_code == 409
-        assert response.json()["error"]["code"] == "CHANGE_TOO_LARGE"
-        assert after == before
-        raised = client.put(f"/events/{event_id}", json={"capacity": 1 + limit})
-        assert raised.status_code == 200
-        assert raised.json()["waitlist"] == before["waitlist"][limit:]
+    assert response.status_code == 200, response.text
+    event = response.json()
+    assert (event["registeredCount"], event["waitlistCount"]) == (1_001, 100)
+    assert event["waitlist"] == waiting[1_000:]
+    listed: list[dict[str, object]] = []
+    token: str | None = None
+    while True:
+        page = client.get(
+            f"/events/{event_id}/registrations",
+            params={"limit": 500} | ({"nextToken": token} if token else {}),
+        ).json()
+        listed.extend(page["registrations"])
+        token = page.get("nextToken")
+        if not token:
+            break
+    confirmed = [r["userId"] for r in listed if r["status"] == "confirmed"]
+    assert confirmed == [seated, *waiting[:1_000]]
+    assert client.get(f"/events/{event_id}").json() == event

@@ -20,8 +20,6 @@ MESSAGES = {
     "EVENT_HAS_REGISTRATIONS": "Event 'pycon-2024' has 5 confirmed and 0 waitlisted registrations",
     "ALREADY_REGISTERED": "User 'alice' is already registered for event 'pycon-2024'",
     "ALREADY_ON_WAITLIST": "User 'alice' is already on the waitlist of event 'pycon-2024'",
-    "CHANGE_TOO_LARGE": "Raising capacity to 60 would promote 40 waitlisted people in one "
-    "atomic step; this store allows at most 15. Raise capacity in smaller steps.",
     "CONCURRENT_MODIFICATION": "The resource kept changing under this request; please retry",
     "SERVICE_UNAVAILABLE": "The service is temporarily unavailable; please retry",
     "PAYLOAD_TOO_LARGE": "Request body is larger than 65536 bytes",

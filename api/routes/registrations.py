@@ -9,7 +9,6 @@ from api.deps import (
     Limit,
     NextToken,
     ReadModelDep,
-    ReadYourWritesDep,
     ServiceDep,
     UserIdPath,
 )
@@ -51,11 +50,9 @@ def register(
     user_id: UserIdPath,
     body: RegistrationCreate,
     service: ServiceDep,
-    catch_up: ReadYourWritesDep,
     response: Response,
 ) -> Registration:
     outcome = service.register(user_id, body.event_id)
-    catch_up(outcome.position)
     response.headers["Location"] = f"/users/{user_id}/registrations/{body.event_id}"
     return presenters.registration(outcome)
 
@@ -125,8 +122,6 @@ def get_registration(
         "CONCURRENT_MODIFICATION",
     ),
 )
-def leave(
-    user_id: UserIdPath, event_id: EventIdPath, service: ServiceDep, catch_up: ReadYourWritesDep
-) -> Response:
-    catch_up(service.leave(user_id, event_id).position)
+def leave(user_id: UserIdPath, event_id: EventIdPath, service: ServiceDep) -> Response:
+    service.leave(user_id, event_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

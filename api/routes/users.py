@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import ReadModelDep, ReadYourWritesDep, ServiceDep, UserIdPath
+from api.deps import ReadModelDep, ServiceDep, UserIdPath
 from api.routes import presenters
 from api.routes.docs_helpers import errors
 from api.schemas import User, UserCreate
@@ -26,11 +26,8 @@ router = APIRouter(prefix="/users", tags=["users"])
     ),
     responses=errors("VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"),
 )
-def create_user(
-    body: UserCreate, service: ServiceDep, catch_up: ReadYourWritesDep, response: Response
-) -> User:
+def create_user(body: UserCreate, service: ServiceDep, response: Response) -> User:
     state = service.create_user(body.user_id, body.name)
-    catch_up(state.position)
     response.headers["Location"] = f"/users/{state.user_id}"
     return presenters.user(state)
 

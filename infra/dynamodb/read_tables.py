@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.errors import StoreUnavailableError
 from projections.paging import decode_token, encode_token
-from projections.ports import Change, ReadTableWriter
+from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
 
 if TYPE_CHECKING:
@@ -52,10 +52,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POSITION_KEY = "position#read-tables"
-# A chunk is cut at the first command start after this many items; one command
-# writes at most ~35 rows (15 promotions), so a chunk stays within DynamoDB's
-# 100 items per transaction, the tracking item included.
-MAX_ITEMS_PER_CHUNK = 60
+# A catch-up chunk holds whole commits of at most this many row changes, plus
+# the tracking item: within DynamoDB's 100 items per transaction. One commit
+# (an append) never changes more rows than its own transaction held.
+MAX_ITEMS_PER_CHUNK = 98
 SNAPSHOT_READ_ATTEMPTS = 5
 USER_GSI = "eventId-userId-index"
 ORDER_GSI = "eventId-order-index"
@@ -162,11 +162,13 @@ class _Update:
     adds: dict[str, int] = field(default_factory=dict)
 
 
-class _Writer(ReadTableWriter):
-    """Buffers one chunk's row changes, merged to one operation per item."""
+class ReadTableChanges(ReadTableWriter):
+    """Buffers row changes, merged to one operation per item (a transaction may not
+    touch an item twice): one append's, or one catch-up chunk's."""
 
-    def __init__(self, model: DynamoDBReadModel) -> None:
+    def __init__(self, model: DynamoDBReadModel, streams: Mapping[UUID, str] | None = None) -> None:
         self.model = model
+        self.known_streams = streams or {}
         self.users: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any] | _Update | None] = {}
         self.registrations: dict[tuple[str, str], dict[str, Any] | _Update | None] = {}
@@ -204,7 +206,7 @@ class _Writer(ReadTableWriter):
         }
 
     def event_id_for(self, stream_id: UUID) -> str:
-        found = self.streams.get(stream_id.hex)
+        found = self.known_streams.get(stream_id) or self.streams.get(stream_id.hex)
         return found if found is not None else self.model.event_id_for(stream_id)
 
     def _event_change(self, event_id: str) -> dict[str, Any] | _Update:
@@ -342,9 +344,28 @@ class DynamoDBReadModel:
 
     # -- tracking and writes -------------------------------------------------
 
-    def position(self) -> int:
+    def position(self) -> int | None:
+        """None while the tables are live (every append folds into them inline);
+        during a rebuild, the notification id the rebuild has reached."""
         item = self._get(self.state_table, {"pk": {"S": POSITION_KEY}})
-        return int(item["position"]) if item else 0
+        return int(item["position"]) if item else None
+
+    def go_live(self, position: int) -> None:
+        """Ends a rebuild that reached the log's head: appends fold inline again."""
+        try:
+            self.client.delete_item(
+                TableName=self.state_table,
+                Key={"pk": {"S": POSITION_KEY}},
+                # Only the rebuild that got there ends it.
+                ConditionExpression="#p = :p",
+                ExpressionAttributeNames={"#p": "position"},
+                ExpressionAttributeValues={":p": {"N": str(position)}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
 
     def event_id_for(self, stream_id: UUID) -> str:
         with self._streams_lock:
@@ -359,20 +380,26 @@ class DynamoDBReadModel:
                 self._streams[stream_id.hex] = found
         return found
 
-    def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
-        writer = _Writer(self)
+    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
+        writer = ReadTableChanges(self)
         committed_up_to = expected
-        for n, change in enumerate(changes):
-            # Cut only where a command starts, so readers never see half of one.
-            if change.starts_command and n and writer.size() >= MAX_ITEMS_PER_CHUNK:
-                if not self._commit(writer, committed_up_to, changes[n - 1].position):
+        for n, commit in enumerate(commits):
+            # Cut only between commits, so readers never see half of a command;
+            # a chunk ends before it could pass DynamoDB's 100 items.
+            trial = ReadTableChanges(self, {UUID(h): e for h, e in writer.streams.items()})
+            for change in commit:
+                change.write(trial)
+            if n and writer.size() + trial.size() > MAX_ITEMS_PER_CHUNK:
+                last = commits[n - 1][-1].position
+                if not self._commit(writer, committed_up_to, last):
                     return False
-                committed_up_to = changes[n - 1].position
-                writer = _Writer(self)
-            change.write(writer)
+                committed_up_to = last
+                writer = ReadTableChanges(self)
+            for change in commit:
+                change.write(writer)
         return self._commit(writer, committed_up_to, new_position)
 
-    def _commit(self, writer: _Writer, expected: int, position: int) -> bool:
+    def _commit(self, writer: ReadTableChanges, expected: int, position: int) -> bool:
         items = list(writer.operations())
         tracking: TransactWriteItemTypeDef = {
             "Update": {
@@ -380,14 +407,15 @@ class DynamoDBReadModel:
                 "Key": {"pk": {"S": POSITION_KEY}},
                 "UpdateExpression": "SET #p = :new",
                 # Exactly once: the batch applies only on top of the position
-                # it was read after; a concurrent projector that got there
-                # first makes this transaction fail as a whole.
-                "ConditionExpression": (
-                    "attribute_not_exists(#p)" if expected == 0 else "#p = :expected"
-                ),
+                # it was read after (a rebuild started by ``reset``); a
+                # concurrent projector that got there first makes this
+                # transaction fail as a whole.
+                "ConditionExpression": "#p = :expected",
                 "ExpressionAttributeNames": {"#p": "position"},
-                "ExpressionAttributeValues": {":new": {"N": str(position)}}
-                | ({} if expected == 0 else {":expected": {"N": str(expected)}}),
+                "ExpressionAttributeValues": {
+                    ":new": {"N": str(position)},
+                    ":expected": {"N": str(expected)},
+                },
             }
         }
         try:
@@ -404,11 +432,13 @@ class DynamoDBReadModel:
         return True
 
     def reset(self) -> None:
+        """Empties the tables and starts a rebuild at position 0 (appends stop folding
+        inline until ``go_live``: stop writers while a DynamoDB rebuild runs)."""
+        self._put_position(0)
         for table, keys in (
             (self.users_table, ("userId",)),
             (self.events_table, ("eventId",)),
             (self.registrations_table, ("userId", "eventId")),
-            (self.state_table, ("pk",)),
         ):
             kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": ", ".join(keys)}
             while True:
@@ -425,6 +455,27 @@ class DynamoDBReadModel:
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         with self._streams_lock:
             self._streams.clear()
+        self._delete_stream_names()
+
+    def _put_position(self, position: int) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.state_table,
+                Item={"pk": {"S": POSITION_KEY}, "position": {"N": str(position)}},
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+
+    def _delete_stream_names(self) -> None:
+        kwargs: dict[str, Any] = {"TableName": self.state_table, "ProjectionExpression": "pk"}
+        while True:
+            page = self.client.scan(**kwargs)
+            for item in page["Items"]:
+                if item["pk"]["S"] != POSITION_KEY:
+                    self.client.delete_item(TableName=self.state_table, Key={"pk": item["pk"]})
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # -- reads ---------------------------------------------------------------
 

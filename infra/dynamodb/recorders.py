@@ -43,6 +43,8 @@ from infra.dynamodb.errors import (
     translate,
     translate_errors,
 )
+from infra.dynamodb.read_tables import DynamoDBReadModel, ReadTableChanges
+from projections.fold import InlineChanges
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -72,6 +74,7 @@ COUNTER_PARTITION = "$sequence"  # partition holding the sequence counter item
 COUNTER_SK = 0
 COUNTER_LAST = "last"  # (N) last assigned notification id
 TRACKING_PK = "app"  # (S) upstream application name
+COMMIT_END = "end"  # (N) on the last notification of each append
 
 # DynamoDB limits (https://docs.aws.amazon.com/amazondynamodb/latest/
 # developerguide/ServiceQuotas.html): 100 items and 4 MB per transaction,
@@ -118,6 +121,14 @@ def item_size(item: Item) -> int:
         else:  # pragma: no cover
             size += 8
     return size
+
+
+def _describe(item: TransactWriteItemTypeDef) -> str:
+    for operation in item.values():
+        if isinstance(operation, dict):
+            key = operation.get("Key") or operation.get("Item") or {}
+            return f"{operation.get('TableName')} {sorted(key.items())[:2]}"
+    return "?"
 
 
 class _RetryAppendError(Exception):
@@ -208,6 +219,12 @@ class DynamoDBRecorder(Recorder):
                         counter_last = int(old[COUNTER_LAST]["N"])
                 elif kind == "notification":
                     log_collision = True
+                elif kind == "read":
+                    msg = (
+                        f"Read table row {label} is not as the log says it should be; "
+                        "rebuild the read tables (nothing was written)"
+                    )
+                    raise DataError(msg) from e
             elif code == "TransactionConflict" or code in THROTTLING_CODES:
                 transient = True
             elif code == "ValidationError":
@@ -455,6 +472,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         # Number of append attempts retried because of contention (statistics).
         self.append_retries = 0
         self._stats_lock = Lock()
+        self._read_tables: DynamoDBReadModel | None = None
 
     def table_specs(self) -> list[TableSpec]:
         return [
@@ -465,9 +483,31 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     # ----- writing -----
 
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        inline: InlineChanges | None = None,
+        **kwargs: Any,
     ) -> Sequence[int] | None:
-        return self._append(stored_events, None)
+        return self._append(stored_events, None, inline)
+
+    def read_tables(self) -> DynamoDBReadModel:
+        """The read tables that appends fold into (tables created by wiring)."""
+        if self._read_tables is None:
+            self._read_tables = DynamoDBReadModel(
+                self.client, self.datastore.table_name(""), create_tables=False
+            )
+        return self._read_tables
+
+    def _inline_items(
+        self, inline: InlineChanges | None
+    ) -> list[tuple[TransactWriteItemTypeDef, tuple[str, str]]]:
+        """The read-table changes of an append, as items of its own transaction."""
+        if inline is None or not inline.relevant:
+            return []
+        writer = ReadTableChanges(self.read_tables(), inline.streams)
+        inline.write(writer)
+        return [(item, ("read", _describe(item))) for item in writer.operations()]
 
     def _extra_items(
         self, tracking: Tracking | None
@@ -480,8 +520,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def _write_tracking_alone(self, tracking: Tracking) -> None:
         """Records tracking when there are no events (process recorder)."""
 
-    def _append(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None) -> list[int]:
-        extras = self._extra_items(tracking)
+    def _append(
+        self,
+        stored_events: Sequence[StoredEvent],
+        tracking: Tracking | None,
+        inline: InlineChanges | None = None,
+    ) -> list[int]:
+        extras = self._extra_items(tracking) + self._inline_items(inline)
         self._check_events(stored_events, 2, 1 + len(extras))
         k = len(stored_events)
         if k == 0:
@@ -526,7 +571,11 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             for s, nid in zip(stored_events, ids, strict=True):
                 items.append(self._event_put(self._event_item(s, nid)))
                 kinds.append(("event", self._label(s)))
-                items.append(self._notification_put(self._notification_item(s, nid)))
+                notification = self._notification_item(s, nid)
+                if nid == ids[-1]:
+                    # Where this commit ends: catch-up cuts batches only here.
+                    notification[COMMIT_END] = _n(1)
+                items.append(self._notification_put(notification))
                 kinds.append(("notification", f"notification {nid}"))
             for item, kind in extras:
                 items.append(item)
@@ -623,6 +672,43 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 "ExpressionAttributeNames": {"#id": LOG_SK},
             }
         }
+
+    # ----- where commits end (projections.catch_up.CommitLog) -----
+
+    def commit_ends(self, lo: int, hi: int) -> Sequence[int]:
+        return self._commit_end_ids(lo, hi, None)
+
+    def commit_end_after(self, position: int) -> int | None:
+        found = self._commit_end_ids(position, None, 1)
+        return found[0] if found else None
+
+    def _commit_end_ids(self, lo: int, hi: int | None, limit: int | None) -> list[int]:
+        names = {"#p": LOG_PK, "#id": LOG_SK, "#end": COMMIT_END}
+        values: dict[str, AttributeValueTypeDef] = {":p": _s(LOG_PARTITION), ":lo": _n(lo)}
+        condition = "#p = :p AND #id >= :lo"
+        if hi is not None:
+            condition = "#p = :p AND #id BETWEEN :lo AND :hi"
+            values[":hi"] = _n(hi)
+        query: QueryInputTypeDef = {
+            "TableName": self.notifications_table_name,
+            "KeyConditionExpression": condition,
+            "FilterExpression": "attribute_exists(#end)",
+            "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            # Catch-up cuts its batches here: it must see every committed append.
+            "ConsistentRead": True,
+        }
+        found: list[int] = []
+        with translate_errors():
+            while True:
+                response = self.client.query(**query)
+                found.extend(int(i[LOG_SK]["N"]) for i in response.get("Items", []))
+                last_key = response.get("LastEvaluatedKey")
+                if not last_key or (limit is not None and len(found) >= limit):
+                    break
+                query["ExclusiveStartKey"] = last_key
+        return found[:limit] if limit is not None else found
 
     # ----- reading -----
 

@@ -1,23 +1,28 @@
 """The read tables on SQLite: Users, Events, Registrations, and the tracking position.
 
-Writes run in ``BEGIN IMMEDIATE`` transactions, which take SQLite's write
-lock before reading the tracking position: two server processes that try to
-apply the same batch are serialised, and the second sees the advanced
-position and skips the batch. Rows and position commit together.
+They live in the event store's own database file. Appends fold into them
+inline (``infra/sqlite/event_store.py``, ``SQLiteWriter`` on the append's
+cursor). Catch-up (rebuild, start-up after a rebuild was interrupted) writes
+them in ``BEGIN IMMEDIATE`` transactions, which take SQLite's write lock
+before reading the tracking position: rows and position commit together, and
+a batch another process applied first is skipped.
+
+Rows are read by column name (``sqlite3.Row``), never by index.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 from projections.paging import decode_token, encode_token
-from projections.ports import Change, ReadTableWriter
+from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
 
 TRACKING_NAME = "read-tables"
@@ -68,16 +73,13 @@ CREATE TABLE IF NOT EXISTS tracking (
 ) WITHOUT ROWID;
 """
 
-EVENT_COLUMNS = {
-    "title",
-    "description",
-    "date",
-    "location",
-    "organizer",
-    "status",
-    "capacity",
-    "waitlist_enabled",
-}
+EVENT_COLUMNS = frozenset(f.name for f in fields(EventRow)) - {"waitlist"}
+UPDATABLE_EVENT_COLUMNS = EVENT_COLUMNS - {"event_id", "created_at", "updated_at"}
+TABLES = ("users", "events", "streams", "registrations", "tracking")
+# The columns a RegistrationRow is made of (r: registrations, e: events).
+REGISTRATION_COLUMNS = (
+    "r.user_id, r.event_id, r.status, r.registered_at, e.title AS event_title, e.date AS event_date"
+)
 
 
 def _ts(value: datetime) -> str:
@@ -88,40 +90,44 @@ def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-class _Writer(ReadTableWriter):
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+def _column(value: object) -> object:
+    if isinstance(value, datetime):
+        return _ts(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class SQLiteWriter(ReadTableWriter):
+    """Row changes on one cursor, inside the caller's transaction."""
+
+    def __init__(self, cursor: sqlite3.Cursor, streams: Mapping[UUID, str] | None = None) -> None:
         self.c = cursor
+        self.streams = streams or {}
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None:
         self.c.execute(
-            "INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)", (user_id, name, _ts(at), _ts(at))
+            "INSERT OR REPLACE INTO users (user_id, name, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?)",
+            (user_id, name, _ts(at), _ts(at)),
         )
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
         self.c.execute(
             "INSERT OR REPLACE INTO streams VALUES (?, ?)", (stream_id.hex, row.event_id)
         )
+        values = {name: _column(getattr(row, name)) for name in sorted(EVENT_COLUMNS)}
+        values["stream_id"] = stream_id.hex
         self.c.execute(
-            "INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                row.event_id,
-                stream_id.hex,
-                row.title,
-                row.description,
-                row.date,
-                row.location,
-                row.organizer,
-                row.status,
-                row.capacity,
-                int(row.waitlist_enabled),
-                row.registered_count,
-                row.waitlist_count,
-                _ts(row.created_at),
-                _ts(row.updated_at),
-            ),
+            f"INSERT OR REPLACE INTO events ({', '.join(values)}) "  # noqa: S608 - column names
+            f"VALUES ({', '.join('?' for _ in values)})",
+            tuple(values.values()),
         )
 
     def event_id_for(self, stream_id: UUID) -> str:
+        known = self.streams.get(stream_id)
+        if known is not None:
+            return known
         found = self.c.execute(
             "SELECT event_id FROM streams WHERE stream_id = ?", (stream_id.hex,)
         ).fetchone()
@@ -131,12 +137,12 @@ class _Writer(ReadTableWriter):
         return str(found[0])
 
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
-        unknown = set(fields) - EVENT_COLUMNS
+        unknown = set(fields) - UPDATABLE_EVENT_COLUMNS
         if unknown:
             msg = f"Not columns of the events table: {sorted(unknown)}"
             raise ValueError(msg)
         assignments = "".join(f"{name} = ?, " for name in fields)
-        values = [int(v) if isinstance(v, bool) else v for v in fields.values()]
+        values = [_column(v) for v in fields.values()]
         self.c.execute(
             f"UPDATE events SET {assignments}updated_at = ? WHERE event_id = ?",  # noqa: S608 - names checked above
             (*values, _ts(at), event_id),
@@ -174,7 +180,7 @@ class _Writer(ReadTableWriter):
 
 
 class SQLiteReadModel:
-    """The read tables in one SQLite file (WAL mode, safe across processes)."""
+    """The read tables, in the event store's SQLite file (WAL mode, safe across processes)."""
 
     def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
         self.path = path
@@ -193,8 +199,8 @@ class SQLiteReadModel:
             conn = sqlite3.connect(
                 self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
             )
+            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -230,19 +236,23 @@ class SQLiteReadModel:
             .execute("SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,))
             .fetchone()
         )
-        return int(row[0]) if row else 0
+        return int(row["position"]) if row else 0
 
-    def apply(self, expected: int, changes: Sequence[Change], new_position: int) -> bool:
+    def go_live(self, position: int) -> None:
+        """Nothing to do: appends fold inline whenever tracking is at their start."""
+
+    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
         with self._transaction(immediate=True) as c:
             row = c.execute(
                 "SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,)
             ).fetchone()
-            current = int(row[0]) if row else 0
+            current = int(row["position"]) if row else 0
             if current != expected:
                 return False
-            writer = _Writer(c)
-            for change in changes:
-                change.write(writer)
+            writer = SQLiteWriter(c)
+            for commit in commits:
+                for change in commit:
+                    change.write(writer)
             c.execute(
                 "INSERT INTO tracking VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -252,7 +262,7 @@ class SQLiteReadModel:
 
     def reset(self) -> None:
         with self._transaction(immediate=True) as c:
-            for table in ("users", "events", "streams", "registrations", "tracking"):
+            for table in TABLES:
                 c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
 
     # -- reads ---------------------------------------------------------------
@@ -265,7 +275,12 @@ class SQLiteReadModel:
         )
         if row is None:
             return None
-        return UserRow(user_id=row[0], name=row[1], created_at=_dt(row[2]), updated_at=_dt(row[3]))
+        return UserRow(
+            user_id=row["user_id"],
+            name=row["name"],
+            created_at=_dt(row["created_at"]),
+            updated_at=_dt(row["updated_at"]),
+        )
 
     def get_event(self, event_id: str) -> EventRow | None:
         with self._transaction(immediate=False) as c:
@@ -277,15 +292,15 @@ class SQLiteReadModel:
     def get_registration(self, user_id: str, event_id: str) -> RegistrationRow | None:
         with self._transaction(immediate=False) as c:
             row = c.execute(
-                "SELECT r.user_id, r.event_id, r.status, r.registered_at, e.title, e.date, "
+                f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
                 "CASE WHEN r.status = 'waitlist' THEN ("
                 "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
-                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END "
+                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
                 "FROM registrations r JOIN events e ON e.event_id = r.event_id "
                 "WHERE r.user_id = ? AND r.event_id = ?",
                 (user_id, event_id),
             ).fetchone()
-        return None if row is None else self._registration_row(row)
+        return None if row is None else self._registration_row(row, row["waitlist_position"])
 
     def event_exists(self, event_id: str) -> bool:
         found = (
@@ -309,9 +324,9 @@ class SQLiteReadModel:
             ).fetchall()
             total_where = "" if status is None else "WHERE status = ?"
             total = c.execute(
-                f"SELECT COUNT(*) FROM events {total_where}",  # noqa: S608 - fixed text
+                f"SELECT COUNT(*) AS n FROM events {total_where}",  # noqa: S608 - fixed text
                 () if status is None else (status,),
-            ).fetchone()[0]
+            ).fetchone()["n"]
             items = [self._event_row(c, row) for row in rows[:limit]]
         next_token = encode_token({"e": items[-1].event_id}) if len(rows) > limit else None
         return Page(items=items, next_token=next_token, total=int(total))
@@ -322,18 +337,18 @@ class SQLiteReadModel:
         after = "" if token is None else str(decode_token(token, {"e": str})["e"])
         with self._transaction(immediate=False) as c:
             rows = c.execute(
-                "SELECT r.user_id, r.event_id, r.status, r.registered_at, e.title, e.date, "
+                f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
                 "CASE WHEN r.status = 'waitlist' THEN ("
                 "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
-                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END "
+                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
                 "FROM registrations r JOIN events e ON e.event_id = r.event_id "
                 "WHERE r.user_id = ? AND r.event_id > ? ORDER BY r.event_id LIMIT ?",
                 (user_id, after, limit + 1),
             ).fetchall()
             total = c.execute(
-                "SELECT COUNT(*) FROM registrations WHERE user_id = ?", (user_id,)
-            ).fetchone()[0]
-        items = [self._registration_row(row) for row in rows[:limit]]
+                "SELECT COUNT(*) AS n FROM registrations WHERE user_id = ?", (user_id,)
+            ).fetchone()["n"]
+        items = [self._registration_row(row, row["waitlist_position"]) for row in rows[:limit]]
         next_token = encode_token({"e": items[-1].event_id}) if len(rows) > limit else None
         return Page(items=items, next_token=next_token, total=int(total))
 
@@ -347,69 +362,62 @@ class SQLiteReadModel:
         with self._transaction(immediate=False) as c:
             # Confirmed (rank 0) by seat order, then the waitlist (rank 1) FIFO.
             rows = c.execute(
-                "SELECT r.user_id, r.event_id, r.status, r.registered_at, e.title, e.date, "
-                "NULL, CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END AS rank, r.sort_key "
+                f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
+                "CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END AS rank, r.sort_key "
                 "FROM registrations r JOIN events e ON e.event_id = r.event_id "
                 "WHERE r.event_id = ? AND (CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END, "
                 "r.sort_key) > (?, ?) ORDER BY rank, r.sort_key LIMIT ?",
                 (event_id, rank, sort_key, limit + 1),
             ).fetchall()
             counts = c.execute(
-                "SELECT registered_count + waitlist_count FROM events WHERE event_id = ?",
+                "SELECT registered_count + waitlist_count AS n FROM events WHERE event_id = ?",
                 (event_id,),
             ).fetchone()
-            waiting = [row for row in rows[:limit] if row[7] == 1]
+            waiting = [row for row in rows[:limit] if row["rank"] == 1]
             ahead = 0
             if waiting:
                 ahead = c.execute(
-                    "SELECT COUNT(*) FROM registrations WHERE event_id = ? "
+                    "SELECT COUNT(*) AS n FROM registrations WHERE event_id = ? "
                     "AND status = 'waitlist' AND sort_key < ?",
-                    (event_id, waiting[0][8]),
-                ).fetchone()[0]
-        positions = {row[0]: int(ahead) + n for n, row in enumerate(waiting, start=1)}
-        rows = [(*row[:6], positions.get(row[0]), *row[7:]) for row in rows]
-        items = [self._registration_row(row) for row in rows[:limit]]
+                    (event_id, waiting[0]["sort_key"]),
+                ).fetchone()["n"]
+        positions = {row["user_id"]: int(ahead) + n for n, row in enumerate(waiting, start=1)}
+        items = [self._registration_row(row, positions.get(row["user_id"])) for row in rows[:limit]]
         next_token = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_token = encode_token({"r": int(last[7]), "k": int(last[8])})
-        return Page(items=items, next_token=next_token, total=int(counts[0]) if counts else 0)
+            next_token = encode_token({"r": int(last["rank"]), "k": int(last["sort_key"])})
+        return Page(items=items, next_token=next_token, total=int(counts["n"]) if counts else 0)
 
     @staticmethod
-    def _event_row(c: sqlite3.Cursor, row: tuple[object, ...]) -> EventRow:
+    def _event_row(c: sqlite3.Cursor, row: sqlite3.Row) -> EventRow:
         waitlist = tuple(
-            str(r[0])
+            str(r["user_id"])
             for r in c.execute(
                 "SELECT user_id FROM registrations WHERE event_id = ? AND status = 'waitlist' "
                 "ORDER BY sort_key",
-                (row[0],),
+                (row["event_id"],),
             ).fetchall()
         )
+        values = {name: row[name] for name in EVENT_COLUMNS}
         return EventRow(
-            event_id=str(row[0]),
-            title=str(row[2]),
-            description=str(row[3]),
-            date=str(row[4]),
-            location=None if row[5] is None else str(row[5]),
-            organizer=None if row[6] is None else str(row[6]),
-            status=str(row[7]),
-            capacity=int(str(row[8])),
-            waitlist_enabled=bool(row[9]),
-            registered_count=int(str(row[10])),
-            waitlist_count=int(str(row[11])),
-            created_at=_dt(str(row[12])),
-            updated_at=_dt(str(row[13])),
+            **values
+            | {
+                "waitlist_enabled": bool(values["waitlist_enabled"]),
+                "created_at": _dt(values["created_at"]),
+                "updated_at": _dt(values["updated_at"]),
+            },
             waitlist=waitlist,
         )
 
     @staticmethod
-    def _registration_row(row: tuple[object, ...]) -> RegistrationRow:
+    def _registration_row(row: sqlite3.Row, waitlist_position: int | None) -> RegistrationRow:
         return RegistrationRow(
-            user_id=str(row[0]),
-            event_id=str(row[1]),
-            status=str(row[2]),
-            registered_at=_dt(str(row[3])),
-            event_title=str(row[4]),
-            event_date=str(row[5]),
-            waitlist_position=None if row[6] is None else int(str(row[6])),
+            user_id=row["user_id"],
+            event_id=row["event_id"],
+            status=row["status"],
+            registered_at=_dt(row["registered_at"]),
+            event_title=row["event_title"],
+            event_date=row["event_date"],
+            waitlist_position=None if waitlist_position is None else int(waitlist_position),
         )

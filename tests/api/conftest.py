@@ -26,8 +26,6 @@ def shared_client(
         **fresh_store_settings(store_name, endpoint),  # type: ignore[arg-type]
         data_dir=tmp_path_factory.mktemp("shared") / "data",
         environment="test",
-        read_your_writes_timeout=10.0,
-        projection_poll_interval=0.05,
     )
     with TestClient(create_app(settings)) as client:
         yield client

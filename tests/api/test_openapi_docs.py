@@ -23,7 +23,6 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
         "VALIDATION_ERROR",
         "EVENT_NOT_FOUND",
         "CAPACITY_BELOW_REGISTERED",
-        "CHANGE_TOO_LARGE",
         "PAYLOAD_TOO_LARGE",
     },
     ("delete", "/events/{eventId}"): {
@@ -64,7 +63,6 @@ STATUS_OF = {
     "CAPACITY_BELOW_REGISTERED": "409",
     "EVENT_HAS_REGISTRATIONS": "409",
     "CONCURRENT_MODIFICATION": "409",
-    "CHANGE_TOO_LARGE": "409",
     "PAYLOAD_TOO_LARGE": "413",
     "INTERNAL_ERROR": "500",
     "SERVICE_UNAVAILABLE": "503",

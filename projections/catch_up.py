@@ -1,0 +1,144 @@
+"""Catch-up: folds the log into read tables, for rebuilds, audits and start-up.
+
+The live read tables are written inline, in the transaction of each append
+(``projections/fold.py``); this runner applies the same ``fold`` to the
+notification log instead. It reads a batch after the read tables' tracking
+position and applies it, with the new position, exactly once. Batches end at
+commit boundaries that the store recorded with the events (never guessed
+from topics), so a store that applies a batch in several transactions cuts
+only between whole commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+
+from projections.fold import TOPICS, fold
+from projections.ports import Change, Commit, ReadModel
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class CommitLog(Protocol):
+    """What a recorder says about where its appends (commits) end."""
+
+    def commit_ends(self, lo: int, hi: int) -> Sequence[int]:
+        """The last notification id of every commit that ends within ``lo..hi``, ascending."""
+
+    def commit_end_after(self, position: int) -> int | None:
+        """The end of the commit holding ``position`` (None when the store never recorded it)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    position: int
+    head: int
+
+
+class CatchUpProjector:
+    """Brings a read model up to the head of an application's notification log."""
+
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        mapper: Mapper[Any],
+        read_model: ReadModel,
+        *,
+        batch_size: int = 500,
+    ) -> None:
+        self.recorder = recorder
+        self.mapper = mapper
+        self.read_model = read_model
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def step(self) -> Progress:
+        """Applies at most one batch; returns the position reached and the log's head."""
+        head = self.recorder.max_notification_id() or 0
+        position = self.read_model.position()
+        if position is None:  # live: appends fold into the tables inline
+            return Progress(head, head)
+        if head <= position:
+            return Progress(position, head)
+        notifications = list(
+            self.recorder.select_notifications(
+                start=position + 1, limit=self.batch_size, stop=head, topics=TOPICS
+            )
+        )
+        if len(notifications) < self.batch_size:
+            # Every id up to ``head`` is committed, and ``head`` ends a commit.
+            new_position = head
+        else:
+            # A full batch may end inside a commit: take the rest of that commit too.
+            last = notifications[-1].id
+            end = self._commit_end_after(last)
+            if end > last:
+                notifications.extend(
+                    self.recorder.select_notifications(
+                        start=last + 1, limit=end - last, stop=end, topics=TOPICS
+                    )
+                )
+            new_position = end
+        commits = self._commits(notifications, position + 1, new_position)
+        applied = self.read_model.apply(position, commits, new_position)
+        if applied:
+            return Progress(new_position, head)
+        reached = self.read_model.position()
+        return Progress(head if reached is None else reached, head)
+
+    def catch_up(
+        self, until: int | None = None, on_progress: Callable[[Progress], None] | None = None
+    ) -> int:
+        """Applies batches until the read model holds ``until`` (default: the log's head)."""
+        with self._lock:
+            while True:
+                progress = self.step()
+                if on_progress is not None:
+                    on_progress(progress)
+                target = progress.head if until is None else min(until, progress.head)
+                if progress.position >= target:
+                    if progress.position >= progress.head:
+                        self.read_model.go_live(progress.position)
+                    return progress.position
+
+    def _commit_end_after(self, position: int) -> int:
+        if isinstance(self.recorder, CommitLog):
+            end = self.recorder.commit_end_after(position)
+            if end is not None:
+                return end
+        return position  # a log without commit records: each event on its own
+
+    def _commits(self, notifications: list[Notification], lo: int, hi: int) -> list[Commit]:
+        ends: Sequence[int] = ()
+        if isinstance(self.recorder, CommitLog):
+            ends = self.recorder.commit_ends(lo, hi)
+        boundaries = iter([*ends, hi])
+        boundary = next(boundaries)
+        commits: list[Commit] = []
+        current: list[Change] = []
+        for notification in notifications:
+            while notification.id > boundary:
+                if current:
+                    commits.append(current)
+                    current = []
+                boundary = next(boundaries, hi)
+            current.append(self._change(notification))
+            if not ends:
+                # A log without commit records: each event is its own commit.
+                commits.append(current)
+                current = []
+        if current:
+            commits.append(current)
+        return commits
+
+    def _change(self, notification: Notification) -> Change:
+        fact: Aggregate.Event = self.mapper.to_domain_event(notification)  # type: ignore[assignment]
+        return Change(position=notification.id, write=lambda writer: fold(fact, writer))
