@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,6 +145,23 @@ def machine(load_before: Sequence[float]) -> str:
     )
 
 
+def code_version() -> str:
+    """The measured tree: its commit, and whether it had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md")
+    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+
+
 def sizes_lines(sizes: dict[str, Sizes]) -> list[str]:
     out = []
     for store, s in sizes.items():
@@ -230,7 +248,7 @@ def markdown(
         "",
         f"- Date: {stamp}",
         f"- Machine: {machine(load_before)}",
-        f"- Command: `{command}`",
+        f"- Command: `{command}`, on {code_version()}",
         f"- Runs: {runs} per scenario and server (medians below); "
         f"the whole command took {elapsed_s / 60:.1f} min",
         "- Sizes:",
