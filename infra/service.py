@@ -50,8 +50,32 @@ class StoredRegistrationService(RegistrationService):
         return super()._record(processing_event)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        try:
-            super()._take_snapshots(processing_event)
-        except Exception:
-            # The events are committed; a missing snapshot only costs a longer replay.
-            logger.warning("snapshot not taken; the command stands", exc_info=True)
+        """Snapshots each saved aggregate whose version passed a multiple of its interval.
+
+        Taken from the aggregate in memory, as this save left it (no replay
+        from the store). Its failure is logged: the events are committed, and
+        a missing snapshot only costs a longer replay later.
+        """
+        if self.snapshots is None:
+            return
+        saved: dict[UUID, int] = {}
+        for fact in processing_event.events:
+            saved[fact.originator_id] = saved.get(fact.originator_id, 0) + 1
+        for aggregate_id, aggregate in processing_event.aggregates.items():
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            version = aggregate.version
+            if (
+                interval is None
+                or version // interval == (version - saved.get(aggregate_id, 0)) // interval
+            ):
+                continue
+            try:
+                snapshot_class: Any = getattr(type(aggregate), "Snapshot", self.snapshot_class)
+                self.snapshots.put([snapshot_class.take(aggregate)])
+            except Exception:
+                logger.warning(
+                    "snapshot of %s v%s not taken; the command stands",
+                    aggregate_id,
+                    version,
+                    exc_info=True,
+                )

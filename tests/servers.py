@@ -20,7 +20,20 @@ def running_server(
     data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """Starts the API in its own processes; yields its base URL; stops it after."""
-    port = free_port()
+    with server_process(data_dir, workers=workers, extra_env=extra_env) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(
+    data_dir: Path,
+    *,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like ``running_server``, also yielding the process (to kill it, say)."""
+    port = port or free_port()
     env = {
         **os.environ,
         "DATA_DIR": str(data_dir),
@@ -43,7 +56,7 @@ def running_server(
         base_url = f"http://127.0.0.1:{port}"
         try:
             _wait_until_healthy(base_url, process, log_path)
-            yield base_url
+            yield base_url, process
         finally:
             process.terminate()
             try:
