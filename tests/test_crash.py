@@ -96,26 +96,28 @@ def test_a_sigkilled_server_keeps_every_acknowledged_write_exactly_once(
             writer.join()
     assert len(acknowledged) >= 60, "the load did not get going"
 
-    with server_process(data_dir, workers=1, extra_env=store) as (url, _):
-        with httpx.Client(base_url=url, timeout=30) as http:
-            users = {user for kind, user, _ in acknowledged if kind == "user"}
-            for user in users:
-                assert http.get(f"/users/{user}").status_code == 200, user
-            held = {(u, e) for kind, u, e in acknowledged if kind == "registered"}
-            held -= {(u, e) for kind, u, e in acknowledged if kind == "left"}
-            for n in range(EVENTS):
-                event_id = f"crash-event-{n}"
-                event = http.get(f"/events/{event_id}").json()
-                listed = _registrations(http, event_id)
-                people = [str(r["userId"]) for r in listed]
-                assert len(people) == len(set(people)), "a registration was applied twice"
-                assert {(u, event_id) for u, e in held if e == event_id} <= set(
-                    zip(people, [event_id] * len(people), strict=True)
-                )
-                confirmed = [r for r in listed if r["status"] == "confirmed"]
-                assert event["registeredCount"] == len(confirmed) <= CAPACITY
-                assert event["waitlistCount"] == len(listed) - len(confirmed)
-                assert event["waitlistCount"] == 0 or event["availableSpots"] == 0
+    with (
+        server_process(data_dir, workers=1, extra_env=store) as (url, _),
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        users = {user for kind, user, _ in acknowledged if kind == "user"}
+        for user in users:
+            assert http.get(f"/users/{user}").status_code == 200, user
+        held = {(u, e) for kind, u, e in acknowledged if kind == "registered"}
+        held -= {(u, e) for kind, u, e in acknowledged if kind == "left"}
+        for n in range(EVENTS):
+            event_id = f"crash-event-{n}"
+            event = http.get(f"/events/{event_id}").json()
+            listed = _registrations(http, event_id)
+            people = [str(r["userId"]) for r in listed]
+            assert len(people) == len(set(people)), "a registration was applied twice"
+            assert {(u, event_id) for u, e in held if e == event_id} <= set(
+                zip(people, [event_id] * len(people), strict=True)
+            )
+            confirmed = [r for r in listed if r["status"] == "confirmed"]
+            assert event["registeredCount"] == len(confirmed) <= CAPACITY
+            assert event["waitlistCount"] == len(listed) - len(confirmed)
+            assert event["waitlistCount"] == 0 or event["availableSpots"] == 0
     audit = subprocess.run(
         [sys.executable, "-m", "api.cli", "verify"],
         env={**os.environ, **store, "DATA_DIR": str(data_dir)},
