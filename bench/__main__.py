@@ -165,14 +165,18 @@ def _run_one(
         outcome.check("server_started", False, str(e))
         return Result(store, scenario, server_name, run, outcome)
     try:
-        outcome = run_scenario(
-            server.url,
-            scenario,
-            sizes,
-            run_id,
-            bare=kind.bare,
-            capacity_probe=kind.probe(store),
-        )
+        try:
+            outcome = run_scenario(
+                server.url,
+                scenario,
+                sizes,
+                run_id,
+                bare=kind.bare,
+                capacity_probe=kind.probe(store),
+            )
+        except Exception as e:  # reported as a failed run; the others go on
+            outcome = Outcome(scenario)
+            outcome.check("run_completed", False, f"{type(e).__name__}: {e}")
         rss_kb = server.peak_rss_kb()
         if server.process.poll() is not None:
             outcome.check("server_survived", False, server.log_tail())
