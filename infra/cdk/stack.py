@@ -12,9 +12,10 @@ exactly as the service does with ``DYNAMODB_TABLE_PREFIX``):
   and its sequence-counter item). The ``_tracking`` table of eventsourcing's
   tracking/process recorders is not defined: the service does not use them.
 * Read tables, rebuildable projections (``python -m api.cli rebuild``):
-  ``<p>users`` (``userId``), ``<p>events`` (``eventId``), ``<p>registrations``
-  (``userId`` / ``eventId``; GSIs ``eventId-userId-index`` and
-  ``eventId-order-index``) and ``<p>projection_state`` (``pk``); string keys.
+  ``<p>users`` (``userId``), ``<p>events`` (``eventId``; GSI
+  ``listing-eventId-index``), ``<p>registrations`` (``userId`` / ``eventId``;
+  GSI ``eventId-order-index``) and ``<p>projection_state`` (``pk``); string
+  keys.
 * The API: one Python Lambda running the FastAPI app through Mangum, behind an
   HTTP API (API Gateway v2) whose default route sends every path to it.
 * A least-privilege role for the Lambda: explicit DynamoDB actions on explicit
@@ -114,22 +115,24 @@ EVENT_STORE_TABLES: tuple[TableDesign, ...] = (
     TableDesign("NotificationsTable", f"{_APP}_notifications", ("p", "S"), ("id", "N")),
 )
 
-REGISTRATIONS_BY_EVENT_INDEX = "eventId-userId-index"
+EVENTS_IN_ID_ORDER_INDEX = "listing-eventId-index"
 REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
 
 #: infra/dynamodb/read_tables.py (``read_table_specs``): every key is a string.
 READ_TABLES: tuple[TableDesign, ...] = (
     TableDesign("UsersTable", "users", ("userId", "S")),
-    TableDesign("EventsViewTable", "events", ("eventId", "S")),
+    TableDesign(
+        "EventsViewTable",
+        "events",
+        ("eventId", "S"),
+        indexes=((EVENTS_IN_ID_ORDER_INDEX, ("listing", "S"), ("eventId", "S")),),
+    ),
     TableDesign(
         "RegistrationsTable",
         "registrations",
         ("userId", "S"),
         ("eventId", "S"),
-        indexes=(
-            (REGISTRATIONS_BY_EVENT_INDEX, ("eventId", "S"), ("userId", "S")),
-            (REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),
-        ),
+        indexes=((REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),),
     ),
     TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
 )
@@ -151,10 +154,10 @@ EVENT_STORE_ACTIONS: tuple[str, ...] = (
 
 #: Actions the projector and the query side call on the read tables
 #: (infra/dynamodb/read_tables.py): batches commit as TransactWriteItems of
-#: Put, Update and Delete items; events are listed with Scan, titles fetched
-#: with BatchGetItem. BatchWriteItem is only used by ``reset`` (``python -m
-#: api.cli rebuild``, run by an operator, never by the Lambda), so it is not
-#: granted; nor is CreateTable (see above).
+#: Put, Update and Delete items; events are listed by querying a GSI, titles
+#: fetched with BatchGetItem. Scan and BatchWriteItem are only used by
+#: ``reset`` (``python -m api.cli rebuild``, run by an operator, never by the
+#: Lambda), so they are not granted; nor is CreateTable (see above).
 READ_MODEL_ACTIONS: tuple[str, ...] = (
     "dynamodb:DescribeTable",
     "dynamodb:GetItem",
@@ -163,10 +166,9 @@ READ_MODEL_ACTIONS: tuple[str, ...] = (
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
-    "dynamodb:Scan",
 )
 
-#: Actions on the registrations table's GSIs: only queries.
+#: Actions on the read tables' GSIs (events, registrations): only queries.
 READ_MODEL_INDEX_ACTIONS: tuple[str, ...] = ("dynamodb:Query",)
 
 _ATTRIBUTE_TYPES: dict[KeyType, dynamodb.AttributeType] = {

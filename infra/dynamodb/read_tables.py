@@ -4,13 +4,14 @@ Tables (names carry the configured prefix):
 
 - ``users``: key ``userId``.
 - ``events``: key ``eventId``; details and the counters ``registeredCount``
-  and ``waitlistCount``.
+  and ``waitlistCount``. Every row carries ``listing = "event"``: GSI
+  ``listing-eventId-index`` (``listing``, ``eventId``) lists all events in
+  eventId order (``GET /events``).
 - ``registrations``: key (``userId``, ``eventId``); ``status``, ``sortKey``,
   ``registeredAt`` and ``eventOrder`` (``"0#<seat order>"`` for confirmed,
-  ``"1#<ticket>"`` for waiting, zero-padded). GSI ``eventId-userId-index``
-  (the seed's reverse lookup) and GSI ``eventId-order-index`` (``eventId``,
-  ``eventOrder``), which lists an event's registrations confirmed first, then
-  the waitlist FIFO.
+  ``"1#<ticket>"`` for waiting, zero-padded). GSI ``eventId-order-index``
+  (``eventId``, ``eventOrder``), which lists an event's registrations
+  confirmed first, then the waitlist FIFO.
 - ``projection_state``: ``pk = "position#read-tables"`` holds the tracking
   position; ``pk = "stream#<uuid>"`` maps a gathering's stream to its eventId.
 
@@ -22,8 +23,8 @@ item into one operation and commits a batch in chunks of whole events, each
 chunk advancing the position; a crash between chunks resumes after the last.
 
 Reads of single items and of the base table use ``ConsistentRead``. Queries of
-the GSIs (an event's waitlist and registration list) cannot: DynamoDB updates
-GSIs asynchronously, usually within a second.
+the GSIs (the event listing, an event's waitlist and registration list) cannot:
+DynamoDB updates GSIs asynchronously, usually within a second.
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ POSITION_KEY = "position#read-tables"
 # (an append) never changes more rows than its own transaction held.
 MAX_ITEMS_PER_CHUNK = 98
 SNAPSHOT_READ_ATTEMPTS = 5
-USER_GSI = "eventId-userId-index"
 ORDER_GSI = "eventId-order-index"
+EVENTS_GSI = "listing-eventId-index"
+# The partition key of every event row in EVENTS_GSI: one partition holding all
+# events, sorted by eventId. Its write rate is one per event-row change, far
+# below a partition's limit given that the event store serialises all appends.
+EVENT_LISTING = "event"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -86,11 +91,11 @@ class ReadTableSpec:
 def read_table_specs(prefix: str) -> list[ReadTableSpec]:
     return [
         ReadTableSpec(f"{prefix}users", ("userId",)),
-        ReadTableSpec(f"{prefix}events", ("eventId",)),
+        ReadTableSpec(f"{prefix}events", ("eventId",), ((EVENTS_GSI, "listing", "eventId"),)),
         ReadTableSpec(
             f"{prefix}registrations",
             ("userId", "eventId"),
-            ((USER_GSI, "eventId", "userId"), (ORDER_GSI, "eventId", "eventOrder")),
+            ((ORDER_GSI, "eventId", "eventOrder"),),
         ),
         ReadTableSpec(f"{prefix}projection_state", ("pk",)),
     ]
@@ -190,6 +195,7 @@ class ReadTableChanges(ReadTableWriter):
         self.streams[stream_id.hex] = row.event_id
         self.events[row.event_id] = {
             "eventId": row.event_id,
+            "listing": EVENT_LISTING,
             "streamId": stream_id.hex,
             "title": row.title,
             "description": row.description,
@@ -590,32 +596,33 @@ class DynamoDBReadModel:
         return "Item" in found
 
     def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]:
-        kwargs: dict[str, Any] = {"TableName": self.events_table, "ConsistentRead": True}
+        # Events in eventId order come from EVENTS_GSI. A GSI query cannot be
+        # ConsistentRead: an event created, deleted or given another status
+        # moments ago may be missing from (or still in) the listing and the
+        # total until DynamoDB updates the index, usually within a second. Each
+        # listed row is then re-read consistently (``_event_row``). The total
+        # and the page are two reads, so concurrent writes may make them differ.
+        kwargs: dict[str, Any] = {
+            "TableName": self.events_table,
+            "IndexName": EVENTS_GSI,
+            "KeyConditionExpression": "listing = :l",
+            "ExpressionAttributeValues": {":l": {"S": EVENT_LISTING}},
+        }
         if status is not None:
             kwargs["FilterExpression"] = "#s = :s"
             kwargs["ExpressionAttributeNames"] = {"#s": "status"}
-            kwargs["ExpressionAttributeValues"] = {":s": {"S": status}}
+            kwargs["ExpressionAttributeValues"][":s"] = {"S": status}
+        total = self._count(**kwargs)
         if token is not None:
             start = decode_token(token, {"e": str})
-            kwargs["ExclusiveStartKey"] = {"eventId": {"S": start["e"]}}
-        items: list[dict[str, Any]] = []
-        more = False
-        while True:
-            kwargs["Limit"] = max(1, limit + 1 - len(items))
-            try:
-                page = self.client.scan(**kwargs)
-            except (ClientError, BotoCoreError) as error:
-                raise _unavailable(error) from error
-            items.extend(_plain(i) for i in page.get("Items", []))
-            if len(items) > limit:
-                more = True
-                break
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        rows = [self._event_row(item) for item in items[:limit]]
-        next_token = encode_token({"e": rows[-1].event_id}) if more and rows else None
-        return Page(items=rows, next_token=next_token, total=len(rows))
+            kwargs["ExclusiveStartKey"] = {
+                "listing": {"S": EVENT_LISTING},
+                "eventId": {"S": start["e"]},
+            }
+        items, more = self._limited(limit, **kwargs)
+        rows = [self._event_row(item) for item in items]
+        next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
+        return Page(items=rows, next_token=next_token, total=total)
 
     def _titles(self, event_ids: set[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from projections.ports import ReadModel
 from tests.api.helpers import assert_utc_timestamp, error_of, json_of, validation_fields
 from tests.support import create_event, unique
 
@@ -299,6 +300,63 @@ def test_paging_with_a_status_filter_lists_every_matching_event_exactly_once(
 
     assert sorted(seen) == sorted(drafts)
     assert pages == 3
+
+
+# Creation order of the ids "<prefix>-0" .. "<prefix>-6": neither sorted nor reversed.
+SHUFFLED = (4, 0, 6, 2, 5, 1, 3)
+
+
+def test_events_are_listed_in_event_id_order_across_pages(client: TestClient) -> None:
+    prefix = unique("order")
+    created = [f"{prefix}-{n}" for n in SHUFFLED]
+    for event_id in created:
+        create_event(client, eventId=event_id)
+
+    seen, pages = list_all(client, {"limit": 3})
+
+    assert [event_id for event_id in seen if event_id in created] == sorted(created)
+    assert seen == sorted(seen)
+    assert pages == 3
+
+
+def test_events_with_a_status_filter_are_listed_in_event_id_order_across_pages(
+    client: TestClient,
+) -> None:
+    prefix = unique("order")
+    drafts = []
+    for n in SHUFFLED:
+        drafts.append(create_event(client, eventId=f"{prefix}-{n}", status="draft")["eventId"])
+        create_event(client, eventId=f"{prefix}-{n}-active", status="active")
+
+    seen, pages = list_all(client, {"status": "draft", "limit": 3})
+
+    assert [event_id for event_id in seen if event_id.startswith(prefix)] == sorted(drafts)
+    assert pages == 3
+
+
+@pytest.mark.parametrize("status", [None, "draft"])
+def test_total_counts_every_matching_event_on_every_page(
+    client: TestClient, status: str | None
+) -> None:
+    # GET /events does not return ``total``: it is checked on the read model that serves it.
+    read_model: ReadModel = client.app.state.container.read_model  # type: ignore[attr-defined]
+    prefix = unique("total")
+    for n in SHUFFLED:
+        create_event(client, eventId=f"{prefix}-{n}", status="draft" if n % 2 else "active")
+    create_event(client, eventId=f"{prefix}-7", status="draft")
+    matching = 4 if status == "draft" else 8
+
+    totals, sizes, token = [], [], None
+    while True:
+        page = read_model.list_events(status, 3, token)
+        totals.append(page.total)
+        sizes.append(len(page.items))
+        if page.next_token is None:
+            break
+        token = page.next_token
+
+    assert sizes == ([3, 1] if status == "draft" else [3, 3, 2])
+    assert totals == [matching] * len(sizes)
 
 
 def test_a_page_exactly_filled_by_the_last_events_has_no_next_token(client: TestClient) -> None:

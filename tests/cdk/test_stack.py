@@ -40,16 +40,16 @@ from infra.cdk.stack import (
     DEFAULT_TABLE_PREFIX,
     EVENT_STORE_ACTIONS,
     EVENT_STORE_TABLES,
+    EVENTS_IN_ID_ORDER_INDEX,
     READ_MODEL_ACTIONS,
     READ_MODEL_INDEX_ACTIONS,
     READ_TABLES,
-    REGISTRATIONS_BY_EVENT_INDEX,
     REGISTRATIONS_IN_EVENT_ORDER_INDEX,
     REPO_ROOT,
     RegistrationServiceStack,
 )
 from infra.dynamodb import factory as dynamodb_factory
-from infra.dynamodb.read_tables import ORDER_GSI, USER_GSI, read_table_specs
+from infra.dynamodb.read_tables import EVENTS_GSI, ORDER_GSI, read_table_specs
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 
@@ -291,11 +291,35 @@ def test_read_tables_are_those_of_read_table_specs(resources: dict[str, Resource
         ], spec.name
 
 
-def test_registrations_table_has_both_global_secondary_indexes(template: Template) -> None:
-    assert (REGISTRATIONS_BY_EVENT_INDEX, REGISTRATIONS_IN_EVENT_ORDER_INDEX) == (
-        USER_GSI,
-        ORDER_GSI,
+def test_events_table_has_the_global_secondary_index_listing_events_by_id(
+    template: Template,
+) -> None:
+    assert EVENTS_IN_ID_ORDER_INDEX == EVENTS_GSI
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "TableName": "regsvc-events",
+            "KeySchema": [{"AttributeName": "eventId", "KeyType": "HASH"}],
+            "GlobalSecondaryIndexes": Match.array_equals(
+                [
+                    {
+                        "IndexName": "listing-eventId-index",
+                        "KeySchema": [
+                            {"AttributeName": "listing", "KeyType": "HASH"},
+                            {"AttributeName": "eventId", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    },
+                ]
+            ),
+        },
     )
+
+
+def test_registrations_table_has_only_the_global_secondary_index_in_event_order(
+    template: Template,
+) -> None:
+    assert REGISTRATIONS_IN_EVENT_ORDER_INDEX == ORDER_GSI
     template.has_resource_properties(
         "AWS::DynamoDB::Table",
         {
@@ -306,14 +330,6 @@ def test_registrations_table_has_both_global_secondary_indexes(template: Templat
             ],
             "GlobalSecondaryIndexes": Match.array_equals(
                 [
-                    {
-                        "IndexName": "eventId-userId-index",
-                        "KeySchema": [
-                            {"AttributeName": "eventId", "KeyType": "HASH"},
-                            {"AttributeName": "userId", "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    },
                     {
                         "IndexName": "eventId-order-index",
                         "KeySchema": [
@@ -475,7 +491,8 @@ def test_the_code_calls_exactly_the_actions_the_stack_grants() -> None:
     )
     # What the admin-only methods add (so is deliberately not granted).
     assert dynamodb_actions_called(READ_MODEL_SOURCES) - set(READ_MODEL_ACTIONS) == {
-        "dynamodb:BatchWriteItem"
+        "dynamodb:BatchWriteItem",
+        "dynamodb:Scan",
     }
 
 
@@ -527,23 +544,23 @@ def test_lambda_role_may_read_and_write_the_read_tables(
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
             "dynamodb:Query",
-            "dynamodb:Scan",
         ]
     )
     assert sorted(statement["Action"]) == sorted(READ_MODEL_ACTIONS)
     assert statement["Resource"] == [table_arn(resources, name) for name in READ_TABLE_NAMES]
 
 
-def test_lambda_role_may_only_query_the_registrations_indexes(
+def test_lambda_role_may_only_query_the_events_and_registrations_indexes(
     resources: dict[str, Resource],
 ) -> None:
     statement = statement_with_sid(resources, "ReadTableIndexes")
     assert statement["Effect"] == "Allow"
     assert statement["Action"] == "dynamodb:Query"
     assert list(READ_MODEL_INDEX_ACTIONS) == ["dynamodb:Query"]
-    assert statement["Resource"] == {
-        "Fn::Join": ["", [table_arn(resources, "regsvc-registrations"), "/index/*"]]
-    }
+    assert statement["Resource"] == [
+        {"Fn::Join": ["", [table_arn(resources, name), "/index/*"]]}
+        for name in ("regsvc-events", "regsvc-registrations")
+    ]
 
 
 def test_dynamodb_statements_are_exactly_the_three_table_statements(
