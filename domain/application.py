@@ -34,10 +34,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Cache, LRUCache
 from eventsourcing.domain import Aggregate
 
 from domain.errors import (
@@ -70,6 +70,10 @@ from domain.model import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# When more notifications than this arrived from other processes since the
+# cache was last clean, the whole cache is dropped instead of read through.
+CACHE_INVALIDATION_WINDOW = 1_000
 A = TypeVar("A", bound=Aggregate)
 
 
@@ -162,8 +166,11 @@ class UnitOfWork:
     the rows a save of it writes, for stores that bound a transaction.
     """
 
-    def __init__(self, service: RegistrationService) -> None:
+    def __init__(self, service: RegistrationService, *, for_command: bool = False) -> None:
         self.service = service
+        # A command's unit of work first brings the cache up to the log's head
+        # (evicting what other processes changed), then reads it as it is.
+        self.trust_cache = for_command and service.refresh_cache()
         self._aggregates: dict[UUID, Aggregate | None] = {}
         self._after_commit: list[Callable[[], None]] = []
 
@@ -171,7 +178,7 @@ class UnitOfWork:
         if aggregate_id in self._aggregates:
             aggregate = self._aggregates[aggregate_id]
         else:
-            aggregate = self.service.stored(aggregate_id)
+            aggregate = self.service.stored(aggregate_id, trust_cache=self.trust_cache)
             self._aggregates[aggregate_id] = aggregate
         if aggregate is not None and not isinstance(aggregate, cls):
             msg = f"Aggregate {aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}"
@@ -323,6 +330,9 @@ class RegistrationService(Application[UUID]):
         super().__init__(env)
         self._locks = tuple(threading.Lock() for _ in range(64))
         self._batcher: CommandBatcher | None = None
+        # Every cached aggregate reflects the log up to this notification id.
+        self._cache_clean_at: int | None = None
+        self._cache_lock = threading.Lock()
 
     # -- running commands ----------------------------------------------------
 
@@ -360,7 +370,7 @@ class RegistrationService(Application[UUID]):
         bound is reached). Outcomes are handed out only after the save: a
         refusal decided on state that never committed is never reported.
         """
-        uow = UnitOfWork(self)
+        uow = UnitOfWork(self, for_command=True)
         decided: list[tuple[_Job, Any, BaseException | None]] = []
         for n, job in enumerate(jobs):
             if job.solo is not None:
@@ -426,8 +436,42 @@ class RegistrationService(Application[UUID]):
     def _save(self, uow: UnitOfWork) -> None:
         changed = uow.changed()
         if changed:
-            self.save(*changed)
+            ids = [r.notification.id for r in self.save(*changed) if r.notification.id]
+            cache = self.repository.cache
+            if cache is not None:
+                for aggregate in changed:  # the cache holds what was saved
+                    cache.put(aggregate.id, aggregate)
+            with self._cache_lock:
+                # Nobody else wrote between our last look and this save: the
+                # cache (holding what we just saved) is clean up to its end.
+                clean_at = self._cache_clean_at
+                if ids and clean_at is not None and min(ids) == clean_at + 1:
+                    self._cache_clean_at = max(ids)
         uow.committed()
+
+    def refresh_cache(self) -> bool:
+        """Evicts the cached aggregates that other processes changed since we last looked.
+
+        Reads the log's head, and when it moved past what this process knows,
+        the originators of the notifications in between. Returns whether the
+        cache now reflects the whole log (then reads skip fast-forwarding).
+        """
+        cache = self.repository.cache
+        if cache is None:
+            return False
+        with self._cache_lock:
+            head = self.recorder.max_notification_id() or 0
+            clean_at = self._cache_clean_at
+            if clean_at is None or head - clean_at > CACHE_INVALIDATION_WINDOW:
+                _drop_all(cache)
+            elif head > clean_at:
+                for notification in self.recorder.select_notifications(
+                    start=clean_at + 1, limit=head - clean_at, stop=head
+                ):
+                    with contextlib.suppress(KeyError):
+                        cache.get(UUID(str(notification.originator_id)), evict=True)
+            self._cache_clean_at = head
+            return True
 
     def _evict(self, uow: UnitOfWork) -> None:
         """Forgets cached aggregates a failed batch may have changed in memory."""
@@ -448,7 +492,7 @@ class RegistrationService(Application[UUID]):
         """
         lock = self._locks[hash(key) % len(self._locks)]
         for attempt in range(self.max_conflict_retries + 1):
-            uow = UnitOfWork(self)
+            uow = UnitOfWork(self, for_command=True)
             try:
                 with lock:
                     outcome = decide(uow)
@@ -473,8 +517,16 @@ class RegistrationService(Application[UUID]):
             "The resource kept changing under this request; please retry"
         )
 
-    def stored(self, aggregate_id: UUID) -> Aggregate | None:
-        """The aggregate as stored (through the cache), or None when it was never saved."""
+    def stored(self, aggregate_id: UUID, *, trust_cache: bool = False) -> Aggregate | None:
+        """The aggregate as stored (through the cache), or None when it was never saved.
+
+        ``trust_cache``: the cache was just refreshed (``refresh_cache``), so a
+        cached aggregate is current without asking the store for newer events.
+        """
+        cache = self.repository.cache
+        if trust_cache and cache is not None:
+            with contextlib.suppress(KeyError):
+                return cast("Aggregate", cache.get(aggregate_id))
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -771,6 +823,14 @@ class RegistrationService(Application[UUID]):
             "invariant violated",
             extra={"eventId": gathering.gathering_id, "violations": violations},
         )
+
+
+def _drop_all(cache: Cache[Any, Any]) -> None:
+    cache.cache.clear()
+    if isinstance(cache, LRUCache):
+        with cache.lock:
+            cache.clear()
+            cache.full = False
 
 
 def _open_gathering(uow: UnitOfWork, gathering_id: str) -> Gathering:
