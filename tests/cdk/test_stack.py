@@ -436,7 +436,7 @@ TRANSACT_ITEM_ACTIONS = {
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
 #: Read-model methods only ``python -m api.cli`` runs, never the Lambda.
-ADMIN_ONLY_METHODS = frozenset({"reset", "_put_position", "_delete_stream_names", "go_live"})
+ADMIN_ONLY_METHODS = frozenset({"reset", "_put_position", "_delete_stream_names"})
 
 
 def _nodes(node: ast.AST, skip_functions: frozenset[str]) -> Iterator[ast.AST]:
