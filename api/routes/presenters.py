@@ -7,7 +7,6 @@ is written once, in the row, and read by name.
 
 from __future__ import annotations
 
-
 from api.schemas import Event, Registration, User
 from domain.application import GatheringState, RegistrationOutcome, UserState
 from projections.views import EventRow, RegistrationRow, UserRow
