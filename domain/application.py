@@ -71,6 +71,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Room a batch leaves under a store's bound for one more ordinary command (a
+# leave that promotes one person: six events and their rows).
+COMMAND_WEIGHT = 30
+
 # When more notifications than this arrived from other processes since the
 # cache was last clean, the whole cache is dropped instead of read through.
 CACHE_INVALIDATION_WINDOW = 1_000
@@ -381,7 +385,7 @@ class RegistrationService(Application[UUID]):
                 return jobs[n + 1 :]
             assert job.decide is not None
             bound = self.max_save_weight
-            if bound is not None and decided and uow.weight() > bound // 2:
+            if bound is not None and decided and uow.weight() > bound - COMMAND_WEIGHT:
                 self._commit_batch(uow, decided)
                 return jobs[n:]
             mark = uow.mark()

@@ -4,7 +4,9 @@ registrations is decided on from a snapshot and a few events, never 100,000."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,15 +29,35 @@ from tests.support import fresh_store_settings
 # One seeding for the whole module: its tests run on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scale")]
 
-CONFIRMED = 100_000
-WAITLISTED = 10_000
+# DynamoDB Local takes about 0.1-0.3 s per transaction of 28 events, so it
+# decides on a 3,300-event history by default (the same shape, far past the
+# snapshot interval: a snapshot and a tail; what a decision reads does not grow
+# with the history). SCALE_FULL=1 seeds the full size on DynamoDB too.
+FULL = {"confirmed": 100_000, "waitlisted": 10_000}
+SIZES = {
+    "sqlite": FULL,
+    "dynamodb": FULL
+    if os.environ.get("SCALE_FULL") == "1"
+    else {"confirmed": 3_000, "waitlisted": 300},
+}
+
+
+@dataclass
+class Huge:
+    """The seeded service, and how many people its huge event holds."""
+
+    container: Container
+    confirmed: int
+    waitlisted: int
+
+
 # Events per save: a DynamoDB transaction holds at most 100 items (each event
 # takes two, plus the sequence counter and the read-table rows written inline),
 # SQLite has no such limit.
 BATCH = {"sqlite": 2_000, "dynamodb": 28}
 
 
-def _seed(service: RegistrationService, batch: int) -> None:
+def _seed(service: RegistrationService, batch: int, confirmed: int, waitlisted: int) -> None:
     """Writes the history of a huge event directly, in large atomic saves.
 
     The gathering's stream gets every one of its 110,000 events. Registration
@@ -52,7 +74,7 @@ def _seed(service: RegistrationService, batch: int) -> None:
         location=None,
         organizer=None,
         status="active",
-        capacity=CONFIRMED,
+        capacity=confirmed,
         waitlist_enabled=True,
     )
     pending: list[Any] = []
@@ -66,7 +88,7 @@ def _seed(service: RegistrationService, batch: int) -> None:
             service.save(*aggregates)
             pending.clear()
 
-    for n in range(CONFIRMED):
+    for n in range(confirmed):
         gathering.take_seat(user_id=f"seated-{n}")
         if n < 10:
             user = User(user_id=f"seated-{n}", name="Seated")
@@ -75,7 +97,7 @@ def _seed(service: RegistrationService, batch: int) -> None:
             pending.extend((user, registration))
         flush()
     page: WaitlistPage | None = None
-    for n in range(WAITLISTED):
+    for n in range(waitlisted):
         ticket = gathering.next_ticket
         if ticket % WAITLIST_PAGE_SIZE == 0:
             page = WaitlistPage(gathering_id="huge", page=ticket // WAITLIST_PAGE_SIZE)
@@ -89,7 +111,7 @@ def _seed(service: RegistrationService, batch: int) -> None:
     flush(force=True)
     del service.snapshotting_intervals
     service.take_snapshot(gathering.id)
-    for number in range(WAITLISTED // WAITLIST_PAGE_SIZE):
+    for number in range(waitlisted // WAITLIST_PAGE_SIZE):
         service.take_snapshot(waitlist_page_aggregate_id("huge", number))
 
 
@@ -120,21 +142,22 @@ class _CountingRows:
 @pytest.fixture(scope="module")
 def huge(
     tmp_path_factory: pytest.TempPathFactory, store_name: str, endpoint: str | None
-) -> Iterator[Container]:
+) -> Iterator[Huge]:
     settings = Settings(
         **fresh_store_settings(store_name, endpoint),  # type: ignore[arg-type]
         data_dir=tmp_path_factory.mktemp("huge") / "data",
         environment="test",
     )
     seeding = build_container(settings)
-    _seed(seeding.service, BATCH[store_name])
+    sizes = SIZES[store_name]
+    _seed(seeding.service, BATCH[store_name], sizes["confirmed"], sizes["waitlisted"])
     seeding.service.create_user("newcomer", "Newcomer")
     seeding.close()
     # A fresh service, as after a restart: nothing cached, so what a decision
     # reads comes from the store (a snapshot and the events after it).
     container = build_container(settings)
     try:
-        yield container
+        yield Huge(container, sizes["confirmed"], sizes["waitlisted"])
     finally:
         container.close()
 
@@ -146,40 +169,38 @@ def _reads(container: Container) -> _CountingRows:
 
 
 def test_a_registration_at_110000_events_reads_a_snapshot_and_a_few_events(
-    huge: Container,
+    huge: Huge,
 ) -> None:
-    with _reads(huge) as reads:
-        outcome = huge.service.register("newcomer", "huge")
+    with _reads(huge.container) as reads:
+        outcome = huge.container.service.register("newcomer", "huge")
 
     assert outcome.status == RegistrationStatus.WAITLIST
-    assert outcome.waitlist_position == WAITLISTED + 1
+    assert outcome.waitlist_position == huge.waitlisted + 1
     print(f"registration decision read {reads.rows} stored rows")
     assert reads.rows < 60, f"the decision read {reads.rows} stored events"
 
 
-def test_a_leave_at_110000_events_promotes_the_head_from_a_few_events(huge: Container) -> None:
-    with _reads(huge) as reads:
-        outcome = huge.service.leave("seated-3", "huge")
+def test_a_leave_at_110000_events_promotes_the_head_from_a_few_events(huge: Huge) -> None:
+    with _reads(huge.container) as reads:
+        outcome = huge.container.service.leave("seated-3", "huge")
 
     assert outcome.promoted == ("waiting-0",)
     print(f"leave-with-promotion decision read {reads.rows} stored rows")
     assert reads.rows < 160, f"the decision read {reads.rows} stored events"
 
 
-def test_the_gatherings_decision_state_and_snapshot_stay_small(huge: Container) -> None:
-    gathering = huge.service.get_gathering("huge")
-    assert gathering.confirmed_count == CONFIRMED
-    assert gathering.version > CONFIRMED + WAITLISTED
+def test_the_gatherings_decision_state_and_snapshot_stay_small(huge: Huge) -> None:
+    service = huge.container.service
+    gathering = service.get_gathering("huge")
+    assert gathering.confirmed_count == huge.confirmed
+    assert gathering.version > huge.confirmed + huge.waitlisted
     state_bytes = len(json.dumps(vars(gathering), default=str))
     assert state_bytes < 1_000
-    snapshots = huge.service.snapshots
+    snapshots = service.snapshots
     assert snapshots is not None
     (latest,) = snapshots.recorder.select_events(gathering.id, desc=True, limit=1)
     assert len(latest.state) < 2_000
     assert gathering.version - latest.originator_version < 50
-    page: WaitlistPage = huge.service.repository.get(_page_id())
+    last_page = waitlist_page_aggregate_id("huge", huge.waitlisted // WAITLIST_PAGE_SIZE - 1)
+    page: WaitlistPage = service.repository.get(last_page)
     assert len(json.dumps(vars(page), default=str)) < 4_000
-
-
-def _page_id() -> Any:
-    return waitlist_page_aggregate_id("huge", WAITLISTED // WAITLIST_PAGE_SIZE - 1)

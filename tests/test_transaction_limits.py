@@ -11,14 +11,19 @@ from tests.support import create_event, unique
 
 
 def _waitlist(container: Container, event_id: str, people: int) -> list[str]:
-    """Registers ``people`` new users concurrently (so they are group-committed); FIFO order."""
+    """Registers ``people`` new users concurrently (so they are group-committed);
+    returns them seated first, then in waitlist order."""
     service = container.service
     users = [unique("user") for _ in range(people)]
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda u: service.create_user(u, "Waiting"), users))
-    for user in users:  # one at a time: the waitlist order is this order
-        service.register(user, event_id)
-    return users
+        outcomes = list(pool.map(lambda u: service.register(u, event_id), users))
+    seated = [o.user_id for o in outcomes if o.waitlist_position is None]
+    waiting = sorted(
+        (o for o in outcomes if o.waitlist_position is not None),
+        key=lambda o: o.waitlist_position or 0,
+    )
+    return seated + [o.user_id for o in waiting]
 
 
 def test_a_capacity_raise_that_promotes_a_thousand_waiting_people_succeeds_in_fifo_order(

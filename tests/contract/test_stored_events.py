@@ -86,6 +86,8 @@ def test_recorded_history_still_rebuilds_the_aggregates(recorded: Container) -> 
 
 
 def test_recorded_history_still_projects_into_the_read_tables(recorded: Container) -> None:
+    # Raw inserts bypass the inline fold: a rebuild folds the whole log.
+    recorded.read_model.reset()
     recorded.projector.catch_up()
     read_model = recorded.read_model
     assert read_model.get_event("e1") is None
