@@ -25,6 +25,7 @@ from api.routes import events, health, registrations, users
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from projections.paging import DEFAULT_TOKEN_KEY, set_token_key
 
 SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
@@ -49,6 +50,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     itself (AWS Lambda, where the lifespan would run per invocation) passes it in.
     """
     resolved = container.settings if container is not None else settings or Settings()
+    # Every process sharing PAGE_TOKEN_SECRET accepts the others' page tokens.
+    secret = resolved.page_token_secret
+    set_token_key(secret.get_secret_value().encode() if secret else DEFAULT_TOKEN_KEY)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
