@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from domain import errors
 from infra.logs import current_request_id
@@ -49,6 +50,34 @@ ERROR_CODES: dict[str, int] = {code: status for status, code in DOMAIN_ERRORS.va
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
 }
+
+
+# The methods a 405's Allow header may list, in the order it lists them.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at the request's path (RFC 9110's Allow).
+
+    Starlette's own 405 names only the first route that matched the path, though
+    several routes may share it (GET and POST /events).
+    """
+    allowed = []
+    for method in HTTP_METHODS:
+        probe = {
+            "type": "http",
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "method": method,
+            "headers": [],
+            "query_string": b"",
+        }
+        for route in request.app.router.routes:
+            # A mount (the docs' static files) matches every method; it answers its own 405s.
+            if not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL:
+                allowed.append(method)
+                break
+    return allowed
 
 
 def error_response(
@@ -122,12 +151,13 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404:
         return error_response(request, 404, "NOT_FOUND", "No such route")
     if exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        allowed = allowed_methods(request)
+        if allowed:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(allowed)
         return error_response(
-            request,
-            405,
-            "METHOD_NOT_ALLOWED",
-            "Method not allowed on this route",
-            headers=dict(exc.headers or {}),
+            request, 405, "METHOD_NOT_ALLOWED", "Method not allowed on this route", headers=headers
         )
     if exc.status_code == 413:
         return error_response(request, 413, "PAYLOAD_TOO_LARGE", str(exc.detail))

@@ -1,0 +1,62 @@
+"""405 METHOD_NOT_ALLOWED carries an Allow header naming every allowed method (RFC 9110)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.helpers import error_of, json_of
+
+# (method, path, what Allow must list): paths where several routes share the path come first.
+CASES = [
+    ("DELETE", "/events", "GET, POST"),
+    ("PATCH", "/events/e-1", "GET, PUT, DELETE"),
+    ("POST", "/events/e-1", "GET, PUT, DELETE"),
+    ("OPTIONS", "/events/e-1", "GET, PUT, DELETE"),
+    ("PUT", "/users/u-1/registrations", "GET, POST"),
+    ("POST", "/users/u-1/registrations/e-1", "GET, DELETE"),
+    ("DELETE", "/users", "POST"),
+    ("GET", "/users", "POST"),
+    ("DELETE", "/users/u-1", "GET"),
+    ("POST", "/events/e-1/registrations", "GET"),
+    ("POST", "/health", "GET"),
+    ("POST", "/openapi.json", "GET, HEAD"),
+    ("POST", "/docs", "GET"),
+    ("POST", "/static/docs/swagger-ui.css", "GET, HEAD"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), CASES, ids=[f"{m} {p}" for m, p, _ in CASES])
+def test_a_405_lists_every_method_the_path_allows(
+    shared_client: TestClient, method: str, path: str, allow: str
+) -> None:
+    response = shared_client.request(method, path)
+
+    error_of(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["Allow"] == allow
+    assert len(response.headers.get_list("Allow")) == 1
+
+
+@pytest.mark.parametrize("path", sorted({path for _, path, _ in CASES}))
+def test_every_method_an_allow_header_lists_is_answered_without_405(
+    shared_client: TestClient, path: str
+) -> None:
+    listed = shared_client.request("TRACE", path).headers["Allow"].split(", ")
+
+    for allowed in listed:
+        # Unknown ids and no body: a 4xx at worst, but never 405.
+        assert shared_client.request(allowed, path).status_code != 405, allowed
+
+
+def test_allow_headers_agree_with_the_openapi_document(shared_client: TestClient) -> None:
+    spec: dict[str, Any] = json_of(shared_client.get("/openapi.json"), 200)
+
+    for template, item in spec["paths"].items():
+        path = template.replace("{userId}", "u-1").replace("{eventId}", "e-1")
+        documented = {method.upper() for method in item}
+
+        allow = shared_client.request("TRACE", path).headers["Allow"]
+
+        assert set(allow.split(", ")) == documented, template
