@@ -56,6 +56,11 @@ ERROR_CODES: dict[str, int] = {code: status for status, code in DOMAIN_ERRORS.va
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def printable_path(path: str) -> str:
+    """``path`` as it can be written in JSON and logs (lone surrogates replaced)."""
+    return path.encode("utf-8", "replace").decode("utf-8")
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route answers at the request's path (RFC 9110's Allow).
 
@@ -94,7 +99,7 @@ def error_response(
             "message": message,
             "details": details or [],
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "path": request.url.path,
+            "path": printable_path(request.url.path),
             "requestId": current_request_id(),
         }
     }

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import printable_path
 from infra.dynamodb.capacity import start_request_meter
 from infra.logs import current_request_id, set_request_id
 
@@ -21,6 +22,15 @@ SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 class _BodyTooLargeError(Exception):
     """Raised when a request body passes the configured limit."""
+
+
+def _is_utf8(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate, which no UTF-8 byte sequence encodes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RequestContextMiddleware:
@@ -55,6 +65,18 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if not _is_utf8(scope.get("path", "")):
+                # Servers decode paths as UTF-8 with replacement, but an ASGI adapter
+                # (such as one for AWS Lambda) may hand over a lone surrogate.
+                await self._error(
+                    scope,
+                    send_with_id,
+                    400,
+                    "VALIDATION_ERROR",
+                    "The request is not valid",
+                    [{"field": "path", "message": "must be valid UTF-8"}],
+                )
+                return
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise _BodyTooLargeError
@@ -77,7 +99,7 @@ class RequestContextMiddleware:
         finally:
             fields: dict[str, object] = {
                 "method": scope.get("method"),
-                "path": scope.get("path"),
+                "path": printable_path(str(scope.get("path", ""))),
                 "status": status,
                 "durationMs": round((time.perf_counter() - started) * 1000, 2),
             }
@@ -114,15 +136,22 @@ class RequestContextMiddleware:
         return replay
 
     @staticmethod
-    async def _error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    async def _error(
+        scope: Scope,
+        send: Send,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": code,
                     "message": message,
-                    "details": [],
+                    "details": details or [],
                     "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                    "path": scope.get("path", ""),
+                    "path": printable_path(str(scope.get("path", ""))),
                     "requestId": current_request_id(),
                 }
             }

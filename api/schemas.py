@@ -5,12 +5,31 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 STATUSES = ("draft", "published", "active", "cancelled", "completed")
 Status = Literal["draft", "published", "active", "cancelled", "completed"]
+
+
+def _no_lone_surrogates(value: object) -> object:
+    # JSON may escape a lone UTF-16 surrogate ("\\ud800"); no UTF-8 text holds one, so
+    # neither the stores nor the responses could carry it.
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            msg = "must not contain unpaired UTF-16 surrogates"
+            raise ValueError(msg) from None
+    return value
 
 
 def _not_blank(value: str) -> str:
@@ -33,21 +52,33 @@ def _iso_date(value: str) -> str:
     return value
 
 
+# Every string of a request body is checked for lone surrogates before anything else. It comes
+# last in each Annotated so that it wraps the other constraints (placed first, it would hide
+# their patterns from the JSON schema).
+UNICODE_TEXT = BeforeValidator(_no_lone_surrogates)
+
 Identifier = Annotated[
     str,
     StringConstraints(pattern=ID_PATTERN),
     Field(description="1-100 characters of letters, digits, '_' and '-'.", examples=["alice"]),
+    UNICODE_TEXT,
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
-Title = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
-Description = Annotated[str, StringConstraints(max_length=1000)]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank), UNICODE_TEXT
+]
+Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank), UNICODE_TEXT
+]
+Description = Annotated[str, StringConstraints(max_length=1000), UNICODE_TEXT]
 Location = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank), UNICODE_TEXT
 ]
 Organizer = Annotated[
-    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank), UNICODE_TEXT
 ]
-IsoDate = Annotated[str, StringConstraints(min_length=10, max_length=40), AfterValidator(_iso_date)]
+IsoDate = Annotated[
+    str, StringConstraints(min_length=10, max_length=40), AfterValidator(_iso_date), UNICODE_TEXT
+]
 Capacity = Annotated[int, Field(ge=1, le=1_000_000_000)]
 
 
