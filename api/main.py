@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import events, health, registrations, users
@@ -103,13 +104,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 description=app.description,
                 routes=app.routes,
             )
-            # Validation failures answer 400 VALIDATION_ERROR, never FastAPI's 422.
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    operation.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
+            app.openapi_schema = openapi_refinements.refine(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

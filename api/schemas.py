@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -16,6 +17,29 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+# What `date` accepts, exactly: a calendar date (leap days included) as YYYY-MM-DD, optionally
+# followed by THH:MM[:SS[.ffffff]] and Z or an offset +HH:MM / -HH:MM. The pattern is stated in
+# the OpenAPI document; every value that matches it is a real date (or date-time).
+_YEAR = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_LEAP_DAY = (
+    r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29"
+)
+_TIME = (
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?"
+)
+DATE_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})(?:{_TIME})?$"
+_DATE = re.compile(DATE_PATTERN)
+# One character that str.isspace() does not count as whitespace (the class lists, as literal
+# characters, exactly those it does).
+NOT_BLANK_PATTERN = (
+    "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
 STATUSES = ("draft", "published", "active", "cancelled", "completed")
 Status = Literal["draft", "published", "active", "cancelled", "completed"]
 
@@ -32,6 +56,13 @@ def _no_lone_surrogates(value: object) -> object:
     return value
 
 
+def _integral(value: object) -> object:
+    # JSON Schema counts 60.0 as an integer, so the API takes it as 60 (but not 60.5 or "60").
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _not_blank(value: str) -> str:
     # str.isspace covers every Unicode whitespace character.
     if value.isspace():
@@ -42,6 +73,8 @@ def _not_blank(value: str) -> str:
 
 def _iso_date(value: str) -> str:
     try:
+        if not _DATE.fullmatch(value):
+            raise ValueError
         if len(value) == 10:
             date.fromisoformat(value)
         else:
@@ -56,6 +89,8 @@ def _iso_date(value: str) -> str:
 # last in each Annotated so that it wraps the other constraints (placed first, it would hide
 # their patterns from the JSON schema).
 UNICODE_TEXT = BeforeValidator(_no_lone_surrogates)
+# Not all whitespace, as the OpenAPI document states it: some character str.isspace() refuses.
+NOT_BLANK = Field(json_schema_extra={"pattern": NOT_BLANK_PATTERN})
 
 Identifier = Annotated[
     str,
@@ -64,22 +99,50 @@ Identifier = Annotated[
     UNICODE_TEXT,
 ]
 Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank), UNICODE_TEXT
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_not_blank),
+    NOT_BLANK,
+    UNICODE_TEXT,
 ]
 Title = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank), UNICODE_TEXT
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_not_blank),
+    NOT_BLANK,
+    UNICODE_TEXT,
 ]
 Description = Annotated[str, StringConstraints(max_length=1000), UNICODE_TEXT]
 Location = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank), UNICODE_TEXT
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_not_blank),
+    NOT_BLANK,
+    UNICODE_TEXT,
 ]
 Organizer = Annotated[
-    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank), UNICODE_TEXT
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_not_blank),
+    NOT_BLANK,
+    UNICODE_TEXT,
 ]
 IsoDate = Annotated[
-    str, StringConstraints(min_length=10, max_length=40), AfterValidator(_iso_date), UNICODE_TEXT
+    str,
+    StringConstraints(min_length=10, max_length=32),
+    AfterValidator(_iso_date),
+    Field(
+        # Checked by _iso_date, which words its refusal better than a regex could.
+        json_schema_extra={"pattern": DATE_PATTERN},
+        description=(
+            "An ISO 8601 date, YYYY-MM-DD, or date-time, YYYY-MM-DDTHH:MM[:SS[.ffffff]] with an "
+            "optional Z or +HH:MM / -HH:MM offset."
+        ),
+        examples=["2024-12-15", "2024-12-15T18:00:00Z"],
+    ),
+    UNICODE_TEXT,
 ]
-Capacity = Annotated[int, Field(ge=1, le=1_000_000_000)]
+Capacity = Annotated[int, Field(ge=1, le=1_000_000_000), BeforeValidator(_integral)]
 
 
 class _In(BaseModel):
@@ -140,6 +203,17 @@ class EventCreate(_In):
     )
 
 
+def _update_schema(schema: dict[str, Any]) -> None:
+    """An update sends at least one field, and none of them as null (the route refuses both)."""
+    for field in schema.get("properties", {}).values():
+        options = [option for option in field.pop("anyOf", []) if option != {"type": "null"}]
+        if len(options) == 1:
+            field.update(options[0])
+        field.pop("default", None)
+    schema["minProperties"] = 1
+    schema["examples"] = [{"capacity": 60, "title": "PyCon meetup (bigger room)"}]
+
+
 class EventUpdate(_In):
     """A partial update: only the fields sent change; counts are never client-writable."""
 
@@ -152,9 +226,7 @@ class EventUpdate(_In):
     status: Status | None = None
     waitlist_enabled: bool | None = None
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"capacity": 60, "title": "PyCon meetup (bigger room)"}]}
-    )
+    model_config = ConfigDict(json_schema_extra=_update_schema)
 
 
 class Event(_Out):
