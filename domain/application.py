@@ -209,19 +209,13 @@ class UnitOfWork:
     def changed(self) -> list[Aggregate]:
         return [a for a in self._aggregates.values() if a is not None and a.pending_events]
 
-    def mark(self) -> dict[UUID, int]:
-        return {
-            aggregate_id: len(a.pending_events)
-            for aggregate_id, a in self._aggregates.items()
-            if a is not None
-        }
+    def mark(self) -> int:
+        """How many events are pending in all: a command that failed after this
+        changed something iff the count moved (events are only ever added)."""
+        return sum(len(a.pending_events) for a in self._aggregates.values() if a is not None)
 
-    def changed_since(self, mark: dict[UUID, int]) -> bool:
-        return any(
-            len(a.pending_events) != mark.get(aggregate_id, 0)
-            for aggregate_id, a in self._aggregates.items()
-            if a is not None
-        )
+    def changed_since(self, mark: int) -> bool:
+        return self.mark() != mark
 
     def weight(self) -> int:
         """An upper bound of the rows a save writes: each event and its log entry,
@@ -531,11 +525,17 @@ class RegistrationService(Application[UUID]):
         if trust_cache and cache is not None:
             with contextlib.suppress(KeyError):
                 return cast("Aggregate", cache.get(aggregate_id))
+        if self.stream_exists(aggregate_id) is False:
+            return None  # one cheap look instead of a snapshot and a stream read
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return aggregate
+
+    def stream_exists(self, aggregate_id: UUID) -> bool | None:
+        """Whether the store holds events of ``aggregate_id`` (None: cannot tell cheaply)."""
+        return None
 
     # -- users ---------------------------------------------------------------
 

@@ -28,6 +28,7 @@ Stored topics are a contract: never rename a class or an event here without
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -64,19 +65,24 @@ class RegistrationStatus(StrEnum):
     LEFT = "left"
 
 
+# Ids are derived by hashing (uuid5): each command derives several, so they are memoised.
+@lru_cache(maxsize=65_536)
 def user_aggregate_id(user_id: str) -> UUID:
     return uuid5(NAMESPACE, f"user/{user_id}")
 
 
+@lru_cache(maxsize=65_536)
 def gathering_aggregate_id(gathering_id: str) -> UUID:
     return uuid5(NAMESPACE, f"gathering/{gathering_id}")
 
 
+@lru_cache(maxsize=65_536)
 def registration_aggregate_id(gathering_id: str, user_id: str) -> UUID:
     # Neither id may contain "/" (validated at the edge), so this is unambiguous.
     return uuid5(NAMESPACE, f"registration/{gathering_id}/{user_id}")
 
 
+@lru_cache(maxsize=65_536)
 def waitlist_page_aggregate_id(gathering_id: str, page: int) -> UUID:
     return uuid5(NAMESPACE, f"waitlist/{gathering_id}/{page}")
 

@@ -15,8 +15,10 @@ documented option that trades the last commits before a power loss for speed.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -46,6 +48,7 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
+        self._local = threading.local()
 
     def create_table(self) -> None:
         super().create_table()
@@ -109,6 +112,20 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
             (TRACKING_NAME, ids[-1]),
         )
+
+    def stream_exists(self, originator_id: UUID) -> bool:
+        """One indexed look-up on a connection of this thread's own (no pool, no BEGIN)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "lookup", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.datastore.pool.db_name, uri=True, check_same_thread=False
+            )
+            self._local.lookup = connection
+        found = connection.execute(
+            f"SELECT 1 FROM {self.events_table_name} WHERE originator_id = ? LIMIT 1",  # noqa: S608
+            (originator_id.hex,),
+        ).fetchone()
+        return found is not None
 
     # -- where commits end (projections.catch_up.CommitLog) --------------------
 
