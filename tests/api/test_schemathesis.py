@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.processes]
 
 REPO = Path(__file__).resolve().parents[2]
 EXHAUSTIVE = os.environ.get("SCHEMATHESIS_EXHAUSTIVE") == "1"
-# Examples per operation and phase: on DynamoDB Local every request is slower.
-MAX_EXAMPLES = {"sqlite": 20, "dynamodb": 10}
+# Examples per operation and phase (the coverage and examples phases do not depend on it):
+# on DynamoDB Local every request is slower.
+MAX_EXAMPLES = {"sqlite": 10, "dynamodb": 5}
 EXHAUSTIVE_MAX_EXAMPLES = 500
 
 
