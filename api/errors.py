@@ -36,7 +36,6 @@ DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.AlreadyRegisteredError: (409, "ALREADY_REGISTERED"),
     errors.AlreadyOnWaitlistError: (409, "ALREADY_ON_WAITLIST"),
     errors.ConcurrentModificationError: (409, "CONCURRENT_MODIFICATION"),
-    errors.ChangeTooLargeError: (409, "CHANGE_TOO_LARGE"),
     errors.WriteConflictError: (409, "CONCURRENT_MODIFICATION"),
     errors.StoreUnavailableError: (503, "SERVICE_UNAVAILABLE"),
     errors.InvariantViolationError: (500, "INTERNAL_ERROR"),
