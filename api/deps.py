@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 
 from api.schemas import ID_PATTERN
+from domain.application import Command
 from infra.service import StoredRegistrationService
 from infra.wiring import Container
 from projections.ports import ReadModel
 
+T = TypeVar("T")
 
-def get_container(request: Request) -> Container:
+# Dependencies that only look things up are ``async``: FastAPI then calls them
+# on the event loop instead of handing each to a worker thread.
+
+
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -20,12 +27,18 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_service(container: ContainerDep) -> StoredRegistrationService:
+async def get_service(container: ContainerDep) -> StoredRegistrationService:
     return container.service
 
 
-def get_read_model(container: ContainerDep) -> ReadModel:
+async def get_read_model(container: ContainerDep) -> ReadModel:
     return container.read_model
+
+
+async def perform(service: StoredRegistrationService, command: Command[T]) -> T:
+    """Runs a command through the service's batcher; the request awaits its outcome
+    without holding a worker thread (the batcher's thread decides and commits)."""
+    return await asyncio.wrap_future(service.submit(command))
 
 
 ServiceDep = Annotated[StoredRegistrationService, Depends(get_service)]

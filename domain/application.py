@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Cache, LRUCache
@@ -238,6 +238,17 @@ class UnitOfWork:
 Decide = Callable[[UnitOfWork], T]
 
 
+@dataclass(frozen=True)
+class Command(Generic[T]):
+    """One command, ready to run: its decision (on a unit of work, saved by the
+    caller, batchable) or, for a command that saves in several steps, ``solo``
+    (run alone, between batches). ``key`` names what it decides about."""
+
+    key: str
+    decide: Decide[T] | None = None
+    solo: Callable[[], T] | None = None
+
+
 @dataclass
 class _Job:
     """A command waiting for the batcher, with the context (request id) it came from."""
@@ -348,18 +359,48 @@ class RegistrationService(Application[UUID]):
         self.stop_batching()
         super().close()
 
-    def _execute(self, key: str, decide: Decide[T]) -> T:
-        if self._batcher is None:
-            return self._retrying(key, decide)
-        future: Future[T] = self._batcher.submit(_Job(key, decide))
-        return future.result()
+    def submit(self, command: Command[T]) -> Future[T]:
+        """Hands ``command`` to the batcher; the future holds its outcome (or its error).
 
-    def _execute_solo(self, run: Callable[[], T]) -> T:
-        """Runs a command that may save in several steps, alone (between batches)."""
-        if self._batcher is None:
-            return run()
-        future: Future[T] = self._batcher.submit(_Job("", None, solo=run))
-        return future.result()
+        Without a batcher (not started), the command runs at once, here.
+        """
+        if self._batcher is not None:
+            job = _Job(command.key, command.decide, solo=command.solo)
+            return self._batcher.submit(job)
+        future: Future[T] = Future()
+        try:
+            if command.solo is not None:
+                future.set_result(command.solo())
+            else:
+                assert command.decide is not None
+                future.set_result(self._retrying(command.key, command.decide))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
+
+    def run(self, command: Command[T]) -> T:
+        """Runs ``command`` and waits for its outcome."""
+        return self.submit(command).result()
+
+    # -- the commands, also as plain methods that wait for their outcome -------
+
+    def create_user(self, user_id: str, name: str) -> UserState:
+        return self.run(self.create_user_command(user_id, name))
+
+    def create_gathering(self, spec: GatheringSpec) -> GatheringState:
+        return self.run(self.create_gathering_command(spec))
+
+    def revise_gathering(self, gathering_id: str, changes: GatheringChanges) -> GatheringState:
+        return self.run(self.revise_gathering_command(gathering_id, changes))
+
+    def delete_gathering(self, gathering_id: str) -> None:
+        self.run(self.delete_gathering_command(gathering_id))
+
+    def register(self, user_id: str, gathering_id: str) -> RegistrationOutcome:
+        return self.run(self.register_command(user_id, gathering_id))
+
+    def leave(self, user_id: str, gathering_id: str) -> LeaveOutcome:
+        return self.run(self.leave_command(user_id, gathering_id))
 
     def decide_batch(self, jobs: list[_Job]) -> list[_Job]:
         """Decides ``jobs`` in order on one unit of work and saves it once.
@@ -539,14 +580,14 @@ class RegistrationService(Application[UUID]):
 
     # -- users ---------------------------------------------------------------
 
-    def create_user(self, user_id: str, name: str) -> UserState:
+    def create_user_command(self, user_id: str, name: str) -> Command[UserState]:
         def decide(uow: UnitOfWork) -> UserState:
             if uow.find(User, user_aggregate_id(user_id)) is not None:
                 raise DuplicateUserError(f"User '{user_id}' already exists")
             user = uow.add(User(user_id=user_id, name=name))
             return _user_state(user)
 
-        return self._execute(f"user/{user_id}", decide)
+        return Command(f"user/{user_id}", decide)
 
     def get_user(self, user_id: str) -> User:
         user = UnitOfWork(self).find(User, user_aggregate_id(user_id))
@@ -556,7 +597,7 @@ class RegistrationService(Application[UUID]):
 
     # -- gatherings ----------------------------------------------------------
 
-    def create_gathering(self, spec: GatheringSpec) -> GatheringState:
+    def create_gathering_command(self, spec: GatheringSpec) -> Command[GatheringState]:
         if spec.capacity < 1:
             raise InvalidCommandError("capacity must be at least 1", field="capacity")
 
@@ -579,12 +620,14 @@ class RegistrationService(Application[UUID]):
             )
             return _gathering_state(gathering)
 
-        return self._execute(f"gathering/{spec.gathering_id}", decide)
+        return Command(f"gathering/{spec.gathering_id}", decide)
 
     def get_gathering(self, gathering_id: str) -> Gathering:
         return _open_gathering(UnitOfWork(self), gathering_id)
 
-    def revise_gathering(self, gathering_id: str, changes: GatheringChanges) -> GatheringState:
+    def revise_gathering_command(
+        self, gathering_id: str, changes: GatheringChanges
+    ) -> Command[GatheringState]:
         """Changes details and capacity; a capacity rise promotes waitlisted people FIFO.
 
         On a store that bounds a transaction, promotions beyond one save's
@@ -626,23 +669,23 @@ class RegistrationService(Application[UUID]):
             return replace(state, promoted=tuple(promoted))
 
         if self.max_promotions_per_save is None:
-            return self._execute(key, decide)
-        return self._execute_solo(run)
+            return Command(key, decide)
+        return Command(key, solo=run)
 
     def _promotion_step(self, uow: UnitOfWork, gathering_id: str) -> GatheringState:
         gathering = _open_gathering(uow, gathering_id)
         promoted = self._promote_due(uow, gathering, "capacity raised")
         return _gathering_state(gathering, promoted)
 
-    def delete_gathering(self, gathering_id: str) -> None:
+    def delete_gathering_command(self, gathering_id: str) -> Command[None]:
         def decide(uow: UnitOfWork) -> None:
             _open_gathering(uow, gathering_id).retire()
 
-        self._execute(f"gathering/{gathering_id}", decide)
+        return Command(f"gathering/{gathering_id}", decide)
 
     # -- registrations -------------------------------------------------------
 
-    def register(self, user_id: str, gathering_id: str) -> RegistrationOutcome:
+    def register_command(self, user_id: str, gathering_id: str) -> Command[RegistrationOutcome]:
         """Confirms a seat, or a place at the tail of the waitlist, or refuses."""
 
         def decide(uow: UnitOfWork) -> RegistrationOutcome:
@@ -691,9 +734,9 @@ class RegistrationService(Application[UUID]):
                 waitlist_position=waitlist_position,
             )
 
-        return self._execute(f"gathering/{gathering_id}", decide)
+        return Command(f"gathering/{gathering_id}", decide)
 
-    def leave(self, user_id: str, gathering_id: str) -> LeaveOutcome:
+    def leave_command(self, user_id: str, gathering_id: str) -> Command[LeaveOutcome]:
         """Withdraws a registration; a freed seat goes to the head of the waitlist."""
 
         def decide(uow: UnitOfWork) -> LeaveOutcome:
@@ -733,7 +776,7 @@ class RegistrationService(Application[UUID]):
                 promoted=tuple(promoted),
             )
 
-        return self._execute(f"gathering/{gathering_id}", decide)
+        return Command(f"gathering/{gathering_id}", decide)
 
     def waitlist_head(self, gathering_id: str, count: int) -> list[str]:
         """The first ``count`` people waiting, in order, read from the event store."""

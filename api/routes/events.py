@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from api.deps import (
     EventIdPath,
@@ -13,6 +14,7 @@ from api.deps import (
     NextToken,
     ReadModelDep,
     ServiceDep,
+    perform,
 )
 from api.routes import presenters
 from api.routes.docs_helpers import errors
@@ -49,7 +51,7 @@ def _current(state: GatheringState, read_model: ReadModel, service: ServiceDep) 
     ),
     responses=errors("VALIDATION_ERROR", "DUPLICATE_EVENT", "PAYLOAD_TOO_LARGE"),
 )
-def create_event(
+async def create_event(
     body: EventCreate,
     service: ServiceDep,
     read_model: ReadModelDep,
@@ -66,9 +68,9 @@ def create_event(
         capacity=body.capacity,
         waitlist_enabled=body.waitlist_enabled,
     )
-    state = service.create_gathering(spec)
+    state = await perform(service, service.create_gathering_command(spec))
     response.headers["Location"] = f"/events/{state.gathering_id}"
-    return _current(state, read_model, service)
+    return await run_in_threadpool(_current, state, read_model, service)
 
 
 @router.get(
@@ -129,7 +131,7 @@ def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
         "PAYLOAD_TOO_LARGE",
     ),
 )
-def update_event(
+async def update_event(
     event_id: EventIdPath,
     body: EventUpdate,
     service: ServiceDep,
@@ -141,7 +143,7 @@ def update_event(
     if nulls:
         field = EventUpdate.model_fields[nulls[0]].alias or nulls[0]
         raise InvalidCommandError("must not be null", field=field)
-    state = service.revise_gathering(
+    command = service.revise_gathering_command(
         event_id,
         GatheringChanges(
             title=body.title,
@@ -154,7 +156,8 @@ def update_event(
             waitlist_enabled=body.waitlist_enabled,
         ),
     )
-    return _current(state, read_model, service)
+    state = await perform(service, command)
+    return await run_in_threadpool(_current, state, read_model, service)
 
 
 @router.delete(
@@ -169,8 +172,8 @@ def update_event(
         "VALIDATION_ERROR", "EVENT_NOT_FOUND", "EVENT_HAS_REGISTRATIONS", "CONCURRENT_MODIFICATION"
     ),
 )
-def delete_event(event_id: EventIdPath, service: ServiceDep) -> Response:
-    service.delete_gathering(event_id)
+async def delete_event(event_id: EventIdPath, service: ServiceDep) -> Response:
+    await perform(service, service.delete_gathering_command(event_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -11,6 +11,7 @@ from api.deps import (
     ReadModelDep,
     ServiceDep,
     UserIdPath,
+    perform,
 )
 from api.routes import presenters
 from api.routes.docs_helpers import errors
@@ -46,13 +47,13 @@ router = APIRouter(prefix="/users/{userId}/registrations", tags=["registrations"
         "PAYLOAD_TOO_LARGE",
     ),
 )
-def register(
+async def register(
     user_id: UserIdPath,
     body: RegistrationCreate,
     service: ServiceDep,
     response: Response,
 ) -> Registration:
-    outcome = service.register(user_id, body.event_id)
+    outcome = await perform(service, service.register_command(user_id, body.event_id))
     response.headers["Location"] = f"/users/{user_id}/registrations/{body.event_id}"
     return presenters.registration(outcome)
 
@@ -122,6 +123,6 @@ def get_registration(
         "CONCURRENT_MODIFICATION",
     ),
 )
-def leave(user_id: UserIdPath, event_id: EventIdPath, service: ServiceDep) -> Response:
-    service.leave(user_id, event_id)
+async def leave(user_id: UserIdPath, event_id: EventIdPath, service: ServiceDep) -> Response:
+    await perform(service, service.leave_command(user_id, event_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import ReadModelDep, ServiceDep, UserIdPath
+from api.deps import ReadModelDep, ServiceDep, UserIdPath, perform
 from api.routes import presenters
 from api.routes.docs_helpers import errors
 from api.schemas import User, UserCreate
@@ -26,8 +26,8 @@ router = APIRouter(prefix="/users", tags=["users"])
     ),
     responses=errors("VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"),
 )
-def create_user(body: UserCreate, service: ServiceDep, response: Response) -> User:
-    state = service.create_user(body.user_id, body.name)
+async def create_user(body: UserCreate, service: ServiceDep, response: Response) -> User:
+    state = await perform(service, service.create_user_command(body.user_id, body.name))
     response.headers["Location"] = f"/users/{state.user_id}"
     return presenters.user(state)
 

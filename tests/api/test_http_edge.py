@@ -209,7 +209,7 @@ def test_an_unexpected_failure_answers_500_without_internals(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret-internal-detail /etc/passwd")
 
-    monkeypatch.setattr(app.state.container.service, "create_user", explode)
+    monkeypatch.setattr(app.state.container.service, "create_user_command", explode)
 
     response = client.post(
         "/users", json={"userId": "u1", "name": "N"}, headers={"X-Request-ID": "req-500"}

@@ -212,7 +212,7 @@ def test_an_unexpected_failure_logs_the_error_and_a_500_request_line(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app.state.container.service, "create_user", explode)
+    monkeypatch.setattr(app.state.container.service, "create_user_command", explode)
 
     response = client.post(
         "/users", json={"userId": "u1", "name": "N"}, headers={"X-Request-ID": "fail-1"}
