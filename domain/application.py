@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -605,19 +605,7 @@ class RegistrationService(Application[UUID]):
             if uow.find(Gathering, gathering_aggregate_id(spec.gathering_id)) is not None:
                 # A deleted gathering's id stays retired: its history is kept.
                 raise DuplicateGatheringError(f"Event '{spec.gathering_id}' already exists")
-            gathering = uow.add(
-                Gathering(
-                    gathering_id=spec.gathering_id,
-                    title=spec.title,
-                    description=spec.description,
-                    date=spec.date,
-                    location=spec.location,
-                    organizer=spec.organizer,
-                    status=str(spec.status),
-                    capacity=spec.capacity,
-                    waitlist_enabled=spec.waitlist_enabled,
-                )
-            )
+            gathering = uow.add(Gathering(**asdict(spec) | {"status": str(spec.status)}))
             return _gathering_state(gathering)
 
         return Command(f"gathering/{spec.gathering_id}", decide)

@@ -58,15 +58,9 @@ async def create_event(
     response: Response,
 ) -> Event:
     spec = GatheringSpec(
+        **body.model_dump(exclude={"event_id", "status"}),
         gathering_id=body.event_id or str(uuid.uuid4()),
-        title=body.title,
-        description=body.description,
-        date=body.date,
-        location=body.location,
-        organizer=body.organizer,
         status=GatheringStatus(body.status),
-        capacity=body.capacity,
-        waitlist_enabled=body.waitlist_enabled,
     )
     state = await perform(service, service.create_gathering_command(spec))
     response.headers["Location"] = f"/events/{state.gathering_id}"
