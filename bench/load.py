@@ -23,7 +23,8 @@ Three scenarios; only the registration phase is timed (setup and checks are not)
 checks other than "every POST answered 201", after an untimed warm-up.
 
 Each client is its own ``AsyncClient`` with one keep-alive connection, so
-``concurrency`` requests are in flight, like as many independent clients.
+``concurrency`` requests are in flight, like as many independent clients. The
+clients run on uvloop when it is installed, else on asyncio's own loop.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -506,6 +507,15 @@ class Runner:
         outcome.check("invariants_after_churn", not bad, bad[:5])
 
 
+def _run_loop(main: Coroutine[Any, Any, Outcome]) -> Outcome:
+    """Runs on uvloop when it is installed (as the servers do), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def run_scenario(
     url: str,
     scenario: str,
@@ -518,7 +528,7 @@ def run_scenario(
     """Runs one scenario to completion; a refused setup becomes a failed outcome."""
     runner = Runner(url, sizes, run_id, bare=bare, capacity_probe=capacity_probe)
     try:
-        return asyncio.run(runner.run(scenario))
+        return _run_loop(runner.run(scenario))
     except SetupError as e:
         outcome = Outcome(scenario)
         outcome.check("setup", False, str(e))

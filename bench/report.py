@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 from bench.load import Outcome, Sizes
@@ -140,9 +141,20 @@ def machine(load_before: Sequence[float]) -> str:
     after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; load average (1, 5, 15 min) before the run "
-        f"{before}, after {after}"
+        f"Python {platform.python_version()} ({event_loops()}); "
+        f"load average (1, 5, 15 min) before the run {before}, after {after}"
     )
+
+
+def event_loops() -> str:
+    """Whether uvloop and httptools are installed (uvicorn and the load generator use them)."""
+    found = []
+    for name in ("uvloop", "httptools"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"no {name}")
+    return ", ".join(found)
 
 
 def code_version() -> str:
@@ -194,9 +206,10 @@ Each table compares, in the same run on the same machine:
 One server process each (uvicorn, 1 worker, its defaults: uvloop and httptools
 only if installed, for all servers alike), started fresh (new SQLite directory or
 new DynamoDB tables) for every run, on a free loopback port. The load generator
-(`bench/load.py`, asyncio + httpx, one keep-alive connection per client) runs on
-the same cores. Runs are interleaved (run 1 of every scenario and server, then
-run 2, ...), the server order rotating per run; the tables give medians.
+(`bench/load.py`, asyncio + httpx, on uvloop when installed, one keep-alive
+connection per client) runs on the same cores. Runs are interleaved (run 1 of
+every scenario and server, then run 2, ...), the server order rotating per run;
+the tables give medians.
 
 Scenarios (only the registration phase is timed; creating users and events, and
 the checks, are not):
