@@ -40,7 +40,6 @@ _DATE = re.compile(DATE_PATTERN)
 NOT_BLANK_PATTERN = (
     "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 )
-STATUSES = ("draft", "published", "active", "cancelled", "completed")
 Status = Literal["draft", "published", "active", "cancelled", "completed"]
 
 

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS registrations (
     registered_at TEXT NOT NULL,
     PRIMARY KEY (user_id, event_id)
 ) WITHOUT ROWID;
--- The reverse lookup by event (the seed's GSI eventId-userId-index), ordered
+-- The lookup by event (what the seed did with a GSI), ordered
 -- as the API lists it: confirmed by seat order, then the waitlist FIFO.
 CREATE INDEX IF NOT EXISTS registrations_by_event
     ON registrations (event_id, status, sort_key);
