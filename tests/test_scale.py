@@ -139,7 +139,7 @@ class _CountingRows:
             recorder.select_events = original  # type: ignore[method-assign]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def huge(
     tmp_path_factory: pytest.TempPathFactory, store_name: str, endpoint: str | None
 ) -> Iterator[Huge]:
@@ -168,9 +168,14 @@ def _reads(container: Container) -> _CountingRows:
     return _CountingRows(service.events.recorder, service.snapshots.recorder)
 
 
-def test_a_registration_at_110000_events_reads_a_snapshot_and_a_few_events(
-    huge: Huge,
-) -> None:
+def test_a_huge_event_is_decided_on_from_a_snapshot_and_a_few_events(huge: Huge) -> None:
+    """One test, so that the history is seeded once (xdist may spread a module's tests)."""
+    the_gatherings_decision_state_and_snapshot_stay_small(huge)
+    a_registration_reads_a_snapshot_and_a_few_events(huge)
+    a_leave_promotes_the_head_from_a_few_events(huge)
+
+
+def a_registration_reads_a_snapshot_and_a_few_events(huge: Huge) -> None:
     with _reads(huge.container) as reads:
         outcome = huge.container.service.register("newcomer", "huge")
 
@@ -180,7 +185,7 @@ def test_a_registration_at_110000_events_reads_a_snapshot_and_a_few_events(
     assert reads.rows < 60, f"the decision read {reads.rows} stored events"
 
 
-def test_a_leave_at_110000_events_promotes_the_head_from_a_few_events(huge: Huge) -> None:
+def a_leave_promotes_the_head_from_a_few_events(huge: Huge) -> None:
     with _reads(huge.container) as reads:
         outcome = huge.container.service.leave("seated-3", "huge")
 
@@ -189,7 +194,7 @@ def test_a_leave_at_110000_events_promotes_the_head_from_a_few_events(huge: Huge
     assert reads.rows < 160, f"the decision read {reads.rows} stored events"
 
 
-def test_the_gatherings_decision_state_and_snapshot_stay_small(huge: Huge) -> None:
+def the_gatherings_decision_state_and_snapshot_stay_small(huge: Huge) -> None:
     service = huge.container.service
     gathering = service.get_gathering("huge")
     assert gathering.confirmed_count == huge.confirmed
