@@ -23,8 +23,9 @@ from infra.wiring import build_container
 def _adapter() -> Mangum:
     # The container is built once per execution environment (cold start), not
     # per invocation: Mangum would run an app lifespan around every event.
-    # No background projector runs here; each write catches the read tables
-    # up itself (read-your-writes), which is all a Lambda needs.
+    # Nothing runs in the background: every write updates the read tables in
+    # its own transaction, and with one request per invocation there is
+    # nothing to batch, so commands run directly (no batcher thread).
     settings = Settings()
     configure_logging(settings.log_level)
     return Mangum(create_app(container=build_container(settings)), lifespan="off")
