@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from bench.schemas import RegistrationCreate
+from api.schemas import RegistrationCreate
 
 app = FastAPI(title="Bare endpoint", docs_url=None, redoc_url=None, openapi_url=None)
 

@@ -43,8 +43,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bench.schemas import (
-    OPEN_STATUSES,
+# The service's own request and response models: every server of the benchmark
+# validates and serialises exactly what the service does.
+from api.schemas import (
     Event,
     EventCreate,
     EventList,
@@ -55,6 +56,8 @@ from bench.schemas import (
     User,
     UserCreate,
 )
+
+OPEN_STATUSES = ("active", "published")
 
 Row = dict[str, Any]
 EVENT_FIELDS = (

@@ -57,6 +57,9 @@ POSITION_KEY = "position#read-tables"
 # the tracking item: within DynamoDB's 100 items per transaction. One commit
 # (an append) never changes more rows than its own transaction held.
 MAX_ITEMS_PER_CHUNK = 98
+# The most rows one domain event's fold writes (a registration row and the
+# event row; a new gathering's event row and its stream name).
+ROWS_PER_CHANGE = 2
 SNAPSHOT_READ_ATTEMPTS = 5
 ORDER_GSI = "eventId-order-index"
 EVENTS_GSI = "listing-eventId-index"
@@ -391,11 +394,10 @@ class DynamoDBReadModel:
         committed_up_to = expected
         for n, commit in enumerate(commits):
             # Cut only between commits, so readers never see half of a command;
-            # a chunk ends before it could pass DynamoDB's 100 items.
-            trial = ReadTableChanges(self, {UUID(h): e for h, e in writer.streams.items()})
-            for change in commit:
-                change.write(trial)
-            if n and writer.size() + trial.size() > MAX_ITEMS_PER_CHUNK:
+            # a chunk ends before it could pass DynamoDB's 100 items (the fold
+            # changes at most ROWS_PER_CHANGE rows per domain event).
+            bound = writer.size() + ROWS_PER_CHANGE * len(commit)
+            if n and writer.size() and bound > MAX_ITEMS_PER_CHUNK:
                 last = commits[n - 1][-1].position
                 if not self._commit(writer, committed_up_to, last):
                     return False

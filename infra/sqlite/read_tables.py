@@ -80,6 +80,14 @@ TABLES = ("users", "events", "streams", "registrations", "tracking")
 REGISTRATION_COLUMNS = (
     "r.user_id, r.event_id, r.status, r.registered_at, e.title AS event_title, e.date AS event_date"
 )
+# Registrations with, for the waiting ones, their 1-based place in line.
+SELECT_REGISTRATIONS_WITH_POSITION = (
+    f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
+    "CASE WHEN r.status = 'waitlist' THEN ("
+    "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
+    "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
+    "FROM registrations r JOIN events e ON e.event_id = r.event_id"
+)
 
 
 def _ts(value: datetime) -> str:
@@ -292,12 +300,7 @@ class SQLiteReadModel:
     def get_registration(self, user_id: str, event_id: str) -> RegistrationRow | None:
         with self._transaction(immediate=False) as c:
             row = c.execute(
-                f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
-                "CASE WHEN r.status = 'waitlist' THEN ("
-                "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
-                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
-                "FROM registrations r JOIN events e ON e.event_id = r.event_id "
-                "WHERE r.user_id = ? AND r.event_id = ?",
+                f"{SELECT_REGISTRATIONS_WITH_POSITION} WHERE r.user_id = ? AND r.event_id = ?",
                 (user_id, event_id),
             ).fetchone()
         return None if row is None else self._registration_row(row, row["waitlist_position"])
@@ -337,11 +340,7 @@ class SQLiteReadModel:
         after = "" if token is None else str(decode_token(token, {"e": str})["e"])
         with self._transaction(immediate=False) as c:
             rows = c.execute(
-                f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
-                "CASE WHEN r.status = 'waitlist' THEN ("
-                "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
-                "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
-                "FROM registrations r JOIN events e ON e.event_id = r.event_id "
+                f"{SELECT_REGISTRATIONS_WITH_POSITION} "
                 "WHERE r.user_id = ? AND r.event_id > ? ORDER BY r.event_id LIMIT ?",
                 (user_id, after, limit + 1),
             ).fetchall()
