@@ -27,11 +27,18 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-async def get_service(container: ContainerDep) -> StoredRegistrationService:
+# The service and the read model are looked up from the request directly, not
+# through ``ContainerDep``: every sub-dependency costs FastAPI a recursive
+# resolution per request, and these two sit on every route.
+
+
+async def get_service(request: Request) -> StoredRegistrationService:
+    container: Container = request.app.state.container
     return container.service
 
 
-async def get_read_model(container: ContainerDep) -> ReadModel:
+async def get_read_model(request: Request) -> ReadModel:
+    container: Container = request.app.state.container
     return container.read_model
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from pythonjsonlogger.json import JsonFormatter
 
+from infra.logs import JsonLinesFormatter
 from tests.api.helpers import json_of
 from tests.support import create_event, create_user, leave, register
 
@@ -26,7 +26,7 @@ def log_lines(client: TestClient) -> Iterator[Lines]:
         handler
         for handler in logging.getLogger().handlers
         if isinstance(handler, logging.StreamHandler)
-        and isinstance(handler.formatter, JsonFormatter)
+        and isinstance(handler.formatter, JsonLinesFormatter)
     ]
     assert len(handlers) == 1, logging.getLogger().handlers
     handler = handlers[0]
