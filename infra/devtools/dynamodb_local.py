@@ -160,7 +160,12 @@ def wait_until_ready(
 
 
 class DynamoDBLocal:
-    """Context manager that runs DynamoDB Local (in memory) on a free port."""
+    """Context manager that runs DynamoDB Local on a free port.
+
+    In memory by default. With ``db_path`` it keeps its data in that directory,
+    so it can be killed (:meth:`kill`) and started again (:meth:`start`, on the
+    same port) with every committed write still there: the fault tests do this.
+    """
 
     def __init__(
         self,
@@ -169,9 +174,11 @@ class DynamoDBLocal:
         startup_timeout: float = 60.0,
         java: str = "java",
         quiet: bool = True,
+        db_path: Path | None = None,
     ) -> None:
         self.dest = Path(dest)
         self.port = port
+        self.db_path = db_path
         self.startup_timeout = startup_timeout
         self.java = java
         self.quiet = quiet
@@ -193,7 +200,7 @@ class DynamoDBLocal:
             f"-Djava.library.path={jar.parent / LIB_DIR_NAME}",
             "-jar",
             str(jar),
-            "-inMemory",
+            *(["-dbPath", str(self.db_path.resolve())] if self.db_path else ["-inMemory"]),
             "-disableTelemetry",
             "-port",
             str(self.port),
@@ -218,6 +225,13 @@ class DynamoDBLocal:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Stops DynamoDB Local the hard way (SIGKILL), as a crash would."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
 
