@@ -4,6 +4,14 @@ botocore event hooks add ``ReturnConsumedCapacity=TOTAL`` to every operation
 that takes it and read ``ConsumedCapacity`` from every response, so no
 storage code has to remember to. Totals are kept per table; the request
 middleware logs each request's share and ``GET /health`` shows the totals.
+
+One exception: for ``TransactWriteItems`` the write units are counted from the
+request, by AWS's pricing rule (2 WCU per item per started KB), because
+DynamoDB Local reports only one item's units per table however many items of
+that table a transaction writes. A ``Put`` is sized from its item; an
+``Update``, ``Delete`` or ``ConditionCheck`` from its key and values with a
+minimum of 1 KB (the rows this service updates in place are under 1 KB; AWS
+would charge a larger stored item more).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import threading
 from collections import defaultdict
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from math import ceil
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,11 +82,52 @@ def _ask_for_capacity(params: dict[str, Any], model: Any, **_: Any) -> None:
         params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
 
-def _record(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+def _value_size(value: Any) -> int:
+    """An attribute value's size as DynamoDB counts it (close enough for pricing)."""
+    if isinstance(value, dict):
+        if "S" in value:
+            return len(str(value["S"]).encode())
+        if "N" in value:
+            return (len(str(value["N"]).lstrip("-").replace(".", "")) + 1) // 2 + 1
+        if "B" in value:
+            return len(value["B"])
+        if "L" in value:
+            return 3 + sum(1 + _value_size(v) for v in value["L"])
+        if "M" in value:
+            return 3 + sum(1 + len(k.encode()) + _value_size(v) for k, v in value["M"].items())
+    return 1
+
+
+def _item_size(item: dict[str, Any]) -> int:
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def transaction_write_units(items: list[dict[str, Any]]) -> dict[str, float]:
+    """Write units per table that AWS charges for these ``TransactItems``."""
+    units: dict[str, float] = defaultdict(float)
+    for entry in items:
+        ((kind, action),) = entry.items()
+        if kind == "Put":
+            size = _item_size(action["Item"])
+        else:
+            values = action.get("ExpressionAttributeValues", {})
+            size = max(1024, _item_size(action["Key"]) + _item_size(values))
+        units[action["TableName"]] += 2.0 * max(1, ceil(size / 1024))
+    return units
+
+
+def _count_transaction(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context["transaction_write_units"] = transaction_write_units(params.get("TransactItems", []))
+
+
+def _record(parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
     consumed = parsed.get("ConsumedCapacity")
     if not consumed:
         return
     entries = consumed if isinstance(consumed, list) else [consumed]
+    counted = context.get("transaction_write_units")
+    if counted is not None and parsed.get("ResponseMetadata", {}).get("HTTPStatusCode") == 200:
+        entries = [{"TableName": t, "WriteCapacityUnits": u} for t, u in counted.items()]
     request = _request_capacity.get()
     for entry in entries:
         PROCESS_TOTALS.add(model.name, entry)
@@ -88,4 +138,7 @@ def _record(parsed: dict[str, Any], model: Any, **_: Any) -> None:
 def instrument(client: DynamoDBClient) -> None:
     """Makes ``client`` report the capacity each of its calls consumes."""
     client.meta.events.register("provide-client-params.dynamodb.*", _ask_for_capacity)
+    client.meta.events.register(
+        "provide-client-params.dynamodb.TransactWriteItems", _count_transaction
+    )
     client.meta.events.register("after-call.dynamodb.*", _record)
