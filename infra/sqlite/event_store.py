@@ -91,6 +91,34 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             finally:
                 raw.close()
 
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
+        """Inserts the events with one statement (eventsourcing runs one per event).
+
+        Each sqlite3 call lets go of the GIL and must win it back from the
+        event loop, so fewer calls shorten the writer's turn. The rowids of
+        one append are consecutive: the table's rowid is ``max + 1`` and this
+        transaction holds the write lock, so the ids end at the last one.
+        """
+        if not stored_events:
+            return []
+        raw = c.sqlite_cursor
+        raw.executemany(
+            self.insert_events_statement,
+            [
+                (
+                    s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                    s.originator_version,
+                    s.topic,
+                    s.state,
+                )
+                for s in stored_events
+            ],
+        )
+        last = int(raw.execute("SELECT last_insert_rowid()").fetchone()[0])
+        return list(range(last - len(stored_events) + 1, last + 1))
+
     @staticmethod
     def _fold_inline(raw: sqlite3.Cursor, inline: InlineChanges | None, ids: Sequence[int]) -> None:
         """Folds the append into the read tables when they are live.
