@@ -6,6 +6,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -19,6 +20,8 @@ from infra.dynamodb.errors import error_code, translate_errors
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.literals import ScalarAttributeTypeType
+    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,9 @@ class TableSpec:
     pk_type: ScalarAttributeTypeType
     sk: str | None = None
     sk_type: ScalarAttributeTypeType = "N"
+    # A DynamoDB Stream of new item images (the events table's, which the
+    # indexer reads); None: no stream.
+    stream: bool = False
 
 
 _SESSION_LOCK = threading.Lock()
@@ -44,6 +50,48 @@ def _session() -> boto3.session.Session:
     """One session per process: its loader caches botocore's service models, so
     each further client costs milliseconds instead of a quarter second."""
     return boto3.session.Session()
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Where and how to reach DynamoDB: shared by the DynamoDB client and the
+    DynamoDB Streams client built for the same store."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_attempts: int = 5
+    max_pool_connections: int = 50
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+
+    def config(self) -> Config:
+        return Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            max_pool_connections=self.max_pool_connections,
+            tcp_keepalive=True,
+        )
+
+
+def make_streams_client(options: ClientOptions) -> DynamoDBStreamsClient:
+    """A DynamoDB Streams client for the store ``options`` name (DynamoDB Local
+    serves Streams on its one endpoint; on AWS boto3 resolves the Streams
+    endpoint of the region when ``endpoint_url`` is unset)."""
+    with _SESSION_LOCK:
+        return _session().client(
+            "dynamodbstreams",
+            endpoint_url=options.endpoint_url,
+            region_name=options.region_name,
+            aws_access_key_id=options.aws_access_key_id,
+            aws_secret_access_key=options.aws_secret_access_key,
+            aws_session_token=options.aws_session_token,
+            config=options.config(),
+        )
 
 
 def make_client(
@@ -70,22 +118,44 @@ def make_client(
     (e.g. after a read timeout) is answered with success instead of being
     applied twice.
     """
+    options = ClientOptions(
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        aws_session_token=aws_session_token,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_attempts=max_attempts,
+        max_pool_connections=max_pool_connections,
+        retry_mode=retry_mode,
+    )
     with _SESSION_LOCK:  # botocore sessions are not safe to create clients from concurrently
-        return _session().client(
+        client = _session().client(
             "dynamodb",
             endpoint_url=endpoint_url,
             region_name=region_name,
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
             aws_session_token=aws_session_token,
-            config=Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"mode": retry_mode, "max_attempts": max_attempts},
-                max_pool_connections=max_pool_connections,
-                tcp_keepalive=True,
-            ),
+            config=options.config(),
         )
+    _OPTIONS[client] = options
+    return client
+
+
+# How each client made here was configured, so that a Streams client for the
+# same store can be made later (boto3 clients do not expose their credentials).
+_OPTIONS: weakref.WeakKeyDictionary[DynamoDBClient, ClientOptions] = weakref.WeakKeyDictionary()
+
+
+def client_options(client: DynamoDBClient) -> ClientOptions:
+    """The options ``client`` was made with (by :func:`make_client`), else its
+    endpoint and region with boto3's credential chain."""
+    found = _OPTIONS.get(client)
+    if found is not None:
+        return found
+    return ClientOptions(endpoint_url=client.meta.endpoint_url, region_name=client.meta.region_name)
 
 
 class DynamoDBDatastore:
@@ -111,25 +181,18 @@ class DynamoDBDatastore:
         self.create_table_timeout = create_table_timeout
         self._ensured: set[str] = set()
         self._lock = threading.Lock()
-        self._append_locks: dict[str, threading.Lock] = {}
+        self._streams_client: DynamoDBStreamsClient | None = None
 
     def table_name(self, name: str) -> str:
         return self.table_prefix + name
 
-    def append_lock(self, notifications_table_name: str) -> threading.Lock:
-        """The lock that serialises this process's appends to one log.
-
-        All appends to a log commit one at a time anyway (compare-and-set on its
-        counter item). Threads of one process gain nothing by racing each other
-        through DynamoDB: the losers' transactions are wasted round trips and,
-        on AWS, wasted write capacity. So they queue here, and only appends
-        from other processes can make the counter condition fail.
-        """
+    @property
+    def streams_client(self) -> DynamoDBStreamsClient:
+        """A DynamoDB Streams client for the same store (made on first use)."""
         with self._lock:
-            lock = self._append_locks.get(notifications_table_name)
-            if lock is None:
-                lock = self._append_locks[notifications_table_name] = threading.Lock()
-            return lock
+            if self._streams_client is None:
+                self._streams_client = make_streams_client(client_options(self.client))
+            return self._streams_client
 
     def ensure_table(self, spec: TableSpec) -> None:
         """Creates the table unless it exists, then waits until it is ACTIVE.
@@ -145,6 +208,8 @@ class DynamoDBDatastore:
             if status is None:
                 self._create_table(spec)
             self._wait_until_active(spec.name)
+            if spec.stream:
+                self._ensure_stream(spec.name)
         with self._lock:
             self._ensured.add(spec.name)
 
@@ -159,33 +224,46 @@ class DynamoDBDatastore:
 
     def _create_table(self, spec: TableSpec) -> None:
         logger.info("Creating DynamoDB table %s", spec.name)
+        request: CreateTableInputTypeDef = {
+            "TableName": spec.name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": spec.pk, "AttributeType": spec.pk_type}],
+            "KeySchema": [{"AttributeName": spec.pk, "KeyType": "HASH"}],
+        }
+        if spec.sk is not None:
+            request["AttributeDefinitions"] = [
+                {"AttributeName": spec.pk, "AttributeType": spec.pk_type},
+                {"AttributeName": spec.sk, "AttributeType": spec.sk_type},
+            ]
+            request["KeySchema"] = [
+                {"AttributeName": spec.pk, "KeyType": "HASH"},
+                {"AttributeName": spec.sk, "KeyType": "RANGE"},
+            ]
+        if spec.stream:
+            request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
         try:
-            if spec.sk is None:
-                self.client.create_table(
-                    TableName=spec.name,
-                    BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[
-                        {"AttributeName": spec.pk, "AttributeType": spec.pk_type},
-                    ],
-                    KeySchema=[{"AttributeName": spec.pk, "KeyType": "HASH"}],
-                )
-            else:
-                self.client.create_table(
-                    TableName=spec.name,
-                    BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[
-                        {"AttributeName": spec.pk, "AttributeType": spec.pk_type},
-                        {"AttributeName": spec.sk, "AttributeType": spec.sk_type},
-                    ],
-                    KeySchema=[
-                        {"AttributeName": spec.pk, "KeyType": "HASH"},
-                        {"AttributeName": spec.sk, "KeyType": "RANGE"},
-                    ],
-                )
+            self.client.create_table(**request)
         except ClientError as e:
             # Another process created it first: fine, we only wait for ACTIVE.
             if error_code(e) != "ResourceInUseException":
                 raise
+
+    def _ensure_stream(self, name: str) -> None:
+        """Enables the table's stream of new images when it has none (a table
+        made before the indexer existed)."""
+        table = self.client.describe_table(TableName=name)["Table"]
+        stream = table.get("StreamSpecification", {})
+        if stream.get("StreamEnabled"):
+            if stream.get("StreamViewType") not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+                msg = f"Table {name} has a stream without new images; the indexer needs them"
+                raise OperationalError(msg)
+            return
+        logger.warning("Enabling the DynamoDB stream of table %s (new images)", name)
+        self.client.update_table(
+            TableName=name,
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )
+        self._wait_until_active(name)
 
     def _wait_until_active(self, name: str) -> None:
         # Not boto3's table_exists waiter: it sleeps 20 s between polls.
@@ -203,3 +281,5 @@ class DynamoDBDatastore:
 
     def close(self) -> None:
         self.client.close()
+        if self._streams_client is not None:
+            self._streams_client.close()

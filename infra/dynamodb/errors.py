@@ -73,15 +73,30 @@ class TransactionTooLargeError(DynamoDBLimitError):
 
 
 class AppendContentionError(OperationalError):
-    """Gave up appending after too many conflicts on the notification
-    sequence counter (other writers kept getting in first). Nothing was written;
-    the caller may retry.
+    """Gave up appending after too many transient cancellations (another
+    transaction kept holding one of the items; throttling). Nothing was
+    written; the caller may retry.
+    """
+
+
+class IndexContentionError(OperationalError):
+    """The stream indexer gave up writing the index after bounded retries
+    (throttling, transaction conflicts). Nothing was half-written; indexing the
+    same records again continues where it stopped.
+    """
+
+
+class IndexOrderError(InternalError):
+    """The events table holds two commits that each hold an earlier version of
+    a stream than the other: no order of the index can respect both streams
+    (only a writer that bypassed optimistic concurrency can cause this).
     """
 
 
 class NotificationLogCorruptedError(InternalError):
-    """The notification log is inconsistent with its sequence counter
-    (e.g. the counter item was deleted or restored from an older backup).
+    """The notification log is inconsistent with its head (e.g. the head item
+    was deleted or restored from an older backup), or a commit's events are
+    missing from the events table.
     """
 
 

@@ -43,6 +43,32 @@ from infra.dynamodb.errors import (
     translate,
     translate_errors,
 )
+from infra.dynamodb.layout import (
+    COMMIT_END,
+    COMMIT_LEAD,
+    COMMIT_MANIFEST,
+    EVENT_PK,
+    EVENT_SK,
+    HEAD_LAST,
+    LOG_PARTITION,
+    LOG_PK,
+    LOG_SK,
+    MARKER_COUNT,
+    MARKER_FIRST,
+    MAX_ITEM_BYTES,
+    MAX_TRANSACT_ITEMS,
+    MAX_TRANSACTION_BYTES,
+    NID,
+    STATE,
+    TOPIC,
+    TRACKING_PK,
+    head_key,
+    index_item,
+    item_size,
+    marker_key,
+    n_,
+    s_,
+)
 from infra.dynamodb.read_tables import DynamoDBReadModel, ReadTableChanges
 from projections.fold import InlineChanges
 
@@ -55,72 +81,23 @@ if TYPE_CHECKING:
         TransactWriteItemTypeDef,
     )
 
+    from infra.dynamodb.indexer import ShardPoller
+
     Item = dict[str, AttributeValueTypeDef]
     ItemOut = Mapping[str, Any]
 
 logger = logging.getLogger(__name__)
 
-# Attribute names. Short, because DynamoDB counts attribute names in item size
-# (and so in capacity units) on every item.
-EVENT_PK = "oid"  # originator id (S): partition key of events/snapshots tables
-EVENT_SK = "ver"  # originator version (N): sort key of events/snapshots tables
-TOPIC = "topic"  # (S)
-STATE = "state"  # (B)
-NID = "nid"  # notification id (N), on event items and tracking items
-LOG_PK = "p"  # (S) partition key of the notifications table
-LOG_SK = "id"  # (N) sort key of the notifications table: the notification id
-LOG_PARTITION = "log"  # partition holding the notification items
-COUNTER_PARTITION = "$sequence"  # partition holding the sequence counter item
-COUNTER_SK = 0
-COUNTER_LAST = "last"  # (N) last assigned notification id
-TRACKING_PK = "app"  # (S) upstream application name
-COMMIT_END = "end"  # (N) on the last notification of each append
-
-# DynamoDB limits (https://docs.aws.amazon.com/amazondynamodb/latest/
-# developerguide/ServiceQuotas.html): 100 items and 4 MB per transaction,
-# 400 KB per item. We refuse items above a safety margin below the hard limit,
-# because our size estimate (names + values) is close to but not exactly
-# DynamoDB's accounting.
-MAX_TRANSACT_ITEMS = 100
-MAX_ITEM_BYTES = 350 * 1024
-MAX_TRANSACTION_BYTES = 4 * 1024 * 1024 - 128 * 1024
 # Placeholder for not-yet-assigned notification ids when estimating sizes.
 _BIG_NUMBER = 10**20
 # DynamoDB's IN operator takes at most 100 operands.
 MAX_FILTER_TOPICS = 100
 # Retries of a read that found a not-yet-visible notification below the
-# counter (see select_notifications).
+# head (see select_notifications).
 MAX_GAP_RETRIES = 6  # sleeps 5, 10, ... 160 ms: about 0.3 s in all
 
-
-def _s(value: str) -> AttributeValueTypeDef:
-    return {"S": value}
-
-
-def _n(value: int) -> AttributeValueTypeDef:
-    return {"N": str(value)}
-
-
-def _number_size(value: int) -> int:
-    digits = len(str(abs(value)).strip("0")) or 1
-    return (digits + 1) // 2 + 1
-
-
-def item_size(item: Item) -> int:
-    """Estimates an item's size as DynamoDB counts it (names plus values)."""
-    size = 0
-    for name, value in item.items():
-        size += len(name.encode())
-        if "S" in value:
-            size += len(value["S"].encode())
-        elif "N" in value:
-            size += _number_size(int(value["N"]))
-        elif "B" in value:
-            b = value["B"]
-            size += len(b) if isinstance(b, (bytes, bytearray)) else 0
-        else:  # pragma: no cover
-            size += 8
-    return size
+_s = s_
+_n = n_
 
 
 def _describe(item: TransactWriteItemTypeDef) -> str:
@@ -134,9 +111,8 @@ def _describe(item: TransactWriteItemTypeDef) -> str:
 class _RetryAppendError(Exception):
     """Internal: the transaction was cancelled for a reason worth retrying."""
 
-    def __init__(self, counter_last: int | None, reason: str) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.counter_last = counter_last
         self.reason = reason
 
 
@@ -178,9 +154,8 @@ class DynamoDBRecorder(Recorder):
         """Runs one TransactWriteItems and interprets a cancellation.
 
         ``kinds`` has one (kind, label) per item, kind being one of "event",
-        "notification", "counter" or "tracking". Raises IntegrityError,
-        NotificationLogCorruptedError, DataError, OperationalError, or
-        _RetryAppendError for a counter conflict or transient contention.
+        "tracking" or "read". Raises IntegrityError, DataError,
+        OperationalError, or _RetryAppendError for transient contention.
         """
         try:
             self.client.transact_write_items(
@@ -201,9 +176,6 @@ class DynamoDBRecorder(Recorder):
     def _raise_for_cancellation(e: ClientError, kinds: list[tuple[str, str]]) -> None:
         reasons = cancellation_reasons(e)
         conflicts: list[str] = []
-        counter_failed = False
-        counter_last: int | None = None
-        log_collision = False
         transient = False
         for (kind, label), reason in zip(kinds, reasons, strict=False):
             code = reason.get("Code") or "None"
@@ -212,13 +184,6 @@ class DynamoDBRecorder(Recorder):
             if code in CONDITION_FAILED_CODES:
                 if kind in ("event", "tracking"):
                     conflicts.append(label)
-                elif kind == "counter":
-                    counter_failed = True
-                    old = reason.get("Item") or {}
-                    if COUNTER_LAST in old:
-                        counter_last = int(old[COUNTER_LAST]["N"])
-                elif kind == "notification":
-                    log_collision = True
                 elif kind == "read":
                     msg = (
                         f"Read table row {label} is not as the log says it should be; "
@@ -236,17 +201,8 @@ class DynamoDBRecorder(Recorder):
         if conflicts:
             msg = "Conflicting records already exist: " + ", ".join(conflicts)
             raise IntegrityError(msg) from e
-        if log_collision and not counter_failed:
-            # The counter said ids n+1.. were free, but one was taken.
-            msg = (
-                "Notification log is ahead of its sequence counter; "
-                "refusing to overwrite notifications"
-            )
-            raise NotificationLogCorruptedError(msg) from e
-        if counter_failed:
-            raise _RetryAppendError(counter_last, "counter moved") from e
         if transient or not reasons:
-            raise _RetryAppendError(None, "transaction conflict") from e
+            raise _RetryAppendError("transaction conflict") from e
         msg = f"DynamoDB cancelled the transaction: {e}"  # pragma: no cover
         raise OperationalError(msg) from e  # pragma: no cover
 
@@ -260,6 +216,9 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
 
     # Each event is one item.
     max_events_per_insert = MAX_TRANSACT_ITEMS
+    # Whether the events table has a stream (the application recorder's has:
+    # the indexer reads it; snapshots need none).
+    events_stream = False
 
     def __init__(
         self,
@@ -272,19 +231,18 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
     def table_specs(self) -> list[TableSpec]:
         return [
             *super().table_specs(),
-            TableSpec(self.events_table_name, EVENT_PK, "S", EVENT_SK, "N"),
+            TableSpec(
+                self.events_table_name, EVENT_PK, "S", EVENT_SK, "N", stream=self.events_stream
+            ),
         ]
 
-    def _event_item(self, s: StoredEvent, nid: int | None = None) -> Item:
-        item: Item = {
+    def _event_item(self, s: StoredEvent) -> Item:
+        return {
             EVENT_PK: _s(self.encode_originator_id(s.originator_id)),
             EVENT_SK: _n(s.originator_version),
             TOPIC: _s(s.topic),
             STATE: {"B": bytes(s.state)},
         }
-        if nid is not None:
-            item[NID] = _n(nid)
-        return item
 
     def _event_put(self, item: Item) -> TransactWriteItemTypeDef:
         return {
@@ -455,11 +413,19 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
 
 
 class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder):
-    """Events plus a totally ordered, gap-free notification log."""
+    """Events appended per stream, plus a totally ordered, gap-free
+    notification log that the stream indexer (:mod:`infra.dynamodb.indexer`)
+    builds from the events table's DynamoDB Stream.
 
-    # Each event is two items (event + notification), plus the counter item,
-    # plus (process recorder) one tracking item: (100 - 2) // 2 = 49.
-    max_events_per_insert = (MAX_TRANSACT_ITEMS - 2) // 2
+    ``insert_events`` returns None: notification ids are assigned later, by
+    the indexer. :meth:`wait_until_indexed` waits until everything written so
+    far is in the log; :meth:`indexed_positions` tells where a commit went.
+    """
+
+    # The indexer writes one commit in one transaction: an index item per event,
+    # the commit marker and the head, so at most 98 events per commit.
+    max_events_per_insert = MAX_TRANSACT_ITEMS - 2
+    events_stream = True
 
     def __init__(
         self,
@@ -468,11 +434,14 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         notifications_table_name: str = "stored_notifications",
     ) -> None:
         super().__init__(datastore, events_table_name)
+        # The index table: the notification log, its head, commit markers and
+        # the in-process indexer's shard checkpoints. No stream on it.
         self.notifications_table_name = datastore.table_name(notifications_table_name)
-        # Number of append attempts retried because of contention (statistics).
+        # Number of append attempts retried because of transient contention.
         self.append_retries = 0
         self._stats_lock = Lock()
         self._read_tables: DynamoDBReadModel | None = None
+        self._poller: ShardPoller | None = None
 
     def table_specs(self) -> list[TableSpec]:
         return [
@@ -489,7 +458,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         inline: InlineChanges | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        return self._append(stored_events, None, inline)
+        self._append(stored_events, None, inline)
+        return None
 
     def read_tables(self) -> DynamoDBReadModel:
         """The read tables that appends fold into (tables created by wiring)."""
@@ -520,158 +490,142 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def _write_tracking_alone(self, tracking: Tracking) -> None:
         """Records tracking when there are no events (process recorder)."""
 
+    def _commit_items(self, stored_events: Sequence[StoredEvent]) -> list[Item]:
+        """The event items of one commit, linked so that the indexer can find
+        the whole commit from any one of its stream records.
+
+        The first event is the commit's *lead*: it carries the manifest ``m``,
+        the (oid, ver) of every event of the commit in append order. Every other
+        item carries ``l``, the lead's key. The lead's key is the commit's id
+        (an (oid, ver) is written once only, so it names one commit forever).
+        """
+        items = [self._event_item(s) for s in stored_events]
+        lead = items[0]
+        lead[COMMIT_MANIFEST] = {"L": [{"L": [i[EVENT_PK], i[EVENT_SK]]} for i in items]}
+        for item in items[1:]:
+            item[COMMIT_LEAD] = {"L": [lead[EVENT_PK], lead[EVENT_SK]]}
+        return items
+
+    def _check_index_sizes(self, items: Sequence[tuple[Item, StoredEvent]]) -> None:
+        """The indexer copies each event into an index item and writes a commit
+        in one transaction: refuse now what it could not write then."""
+        index_items = [(index_item(item, _BIG_NUMBER, end=True), s) for item, s in items]
+        self._check_sizes(index_items)
+
     def _append(
         self,
         stored_events: Sequence[StoredEvent],
         tracking: Tracking | None,
         inline: InlineChanges | None = None,
-    ) -> list[int]:
+    ) -> None:
         extras = self._extra_items(tracking) + self._inline_items(inline)
-        self._check_events(stored_events, 2, 1 + len(extras))
+        self._check_events(stored_events, 1, len(extras))
         k = len(stored_events)
         if k == 0:
             if tracking is not None:
                 self._write_tracking_alone(tracking)
-            return []
-        # Check sizes with a placeholder id as large as any real one.
-        sized: list[tuple[Item, StoredEvent]] = []
-        for s in stored_events:
-            sized.append((self._event_item(s, _BIG_NUMBER), s))
-            sized.append((self._notification_item(s, _BIG_NUMBER), s))
-        self._check_sizes(sized)
-
-        deadline = time.monotonic() + self.datastore.append_timeout
-        lock = self.datastore.append_lock(self.notifications_table_name)
-        if not lock.acquire(timeout=self.datastore.append_timeout):
+            return
+        if k > self.max_events_per_insert:
             msg = (
-                f"Gave up appending {k} events: waited {self.datastore.append_timeout}s "
-                "for this process's other appends. Nothing was written."
+                f"Cannot record {k} events as one commit: the indexer writes a commit "
+                f"in one DynamoDB transaction, which holds at most {MAX_TRANSACT_ITEMS} "
+                f"items (one per event, the commit marker and the head), so at most "
+                f"{self.max_events_per_insert} events. Nothing was written."
             )
-            raise AppendContentionError(msg)
-        try:
-            return self._append_locked(stored_events, extras, deadline)
-        finally:
-            lock.release()
-
-    def _append_locked(
-        self,
-        stored_events: Sequence[StoredEvent],
-        extras: list[tuple[TransactWriteItemTypeDef, tuple[str, str]]],
-        deadline: float,
-    ) -> list[int]:
-        k = len(stored_events)
+            raise TooManyEventsError(msg)
+        items = list(zip(self._commit_items(stored_events), stored_events, strict=True))
+        self._check_sizes(items)
+        self._check_index_sizes(items)
+        if k == 1 and not extras:
+            # One item: a conditional PutItem is one write, a transaction two.
+            self._put_single(items[0][0], items[0][1])
+            return
+        transact_items = [self._event_put(item) for item, _ in items]
+        kinds = [("event", self._label(s)) for s in stored_events]
+        for item, kind in extras:
+            transact_items.append(item)
+            kinds.append(kind)
+        deadline = time.monotonic() + self.datastore.append_timeout
         attempt = 0
-        last: int | None = None
         while True:
-            if last is None:
-                last = self._read_counter()
-            ids = list(range(last + 1, last + k + 1))
-            items: list[TransactWriteItemTypeDef] = [self._counter_update(last, k)]
-            kinds: list[tuple[str, str]] = [("counter", COUNTER_PARTITION)]
-            for s, nid in zip(stored_events, ids, strict=True):
-                items.append(self._event_put(self._event_item(s, nid)))
-                kinds.append(("event", self._label(s)))
-                notification = self._notification_item(s, nid)
-                if nid == ids[-1]:
-                    # Where this commit ends: catch-up cuts batches only here.
-                    notification[COMMIT_END] = _n(1)
-                items.append(self._notification_put(notification))
-                kinds.append(("notification", f"notification {nid}"))
-            for item, kind in extras:
-                items.append(item)
-                kinds.append(kind)
             try:
-                self._transact(items, kinds)
+                self._transact(transact_items, kinds)
             except _RetryAppendError as e:
+                # Only transient cancellations get here (TransactionConflict:
+                # another transaction held one of these items; throttling).
                 attempt += 1
                 if attempt >= self.datastore.max_append_attempts or time.monotonic() > deadline:
                     msg = (
                         f"Gave up appending {k} events after {attempt} attempts: "
-                        f"{e.reason} (write contention on the notification "
-                        "sequence). Nothing was written."
+                        f"{e.reason}. Nothing was written."
                     )
                     raise AppendContentionError(msg) from e
                 logger.debug("Append attempt %s retried: %s", attempt, e.reason)
                 with self._stats_lock:
                     self.append_retries += 1
-                last = e.counter_last  # None -> re-read
                 self._retry_sleep(attempt)
             else:
-                return ids
+                return
 
-    def _counter_key(self) -> Item:
-        return {LOG_PK: _s(COUNTER_PARTITION), LOG_SK: _n(COUNTER_SK)}
+    # ----- the index -----
 
-    def _read_counter(self) -> int:
+    def indexer(self) -> ShardPoller:
+        """This process's in-process indexer of the events table's stream
+        (made on first use; :meth:`ShardPoller.start` runs it in a thread)."""
+        with self._stats_lock:
+            if self._poller is None:
+                from infra.dynamodb.indexer import ShardPoller, StreamIndexer
+
+                core = StreamIndexer(
+                    self.client, self.events_table_name, self.notifications_table_name
+                )
+                self._poller = ShardPoller(core, self.datastore.streams_client)
+            return self._poller
+
+    def wait_until_indexed(self, timeout: float = 60.0) -> None:
+        """Returns once every event written before the call is in the
+        notification log (polls the stream to its tip and indexes what it
+        finds). Raises TimeoutError after ``timeout`` seconds.
+        """
+        self.indexer().drain(timeout)
+
+    def indexed_positions(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
+        """The notification ids the indexer gave the events of one
+        ``insert_events`` call (the same events, in the same order), or None
+        while that commit is not yet indexed."""
+        if not stored_events:
+            return []
+        lead = stored_events[0]
         with translate_errors():
             response = self.client.get_item(
                 TableName=self.notifications_table_name,
-                Key=self._counter_key(),
-                # Must see the latest committed counter: a stale value would only
-                # cost a failed transaction, but max_notification_id and
-                # select_notifications use it as the visibility bound.
+                Key=marker_key(
+                    self.encode_originator_id(lead.originator_id), lead.originator_version
+                ),
+                # Answers "is it indexed yet?": must see the latest write.
                 ConsistentRead=True,
-                ProjectionExpression="#last",
-                ExpressionAttributeNames={"#last": COUNTER_LAST},
             )
         item = response.get("Item")
-        if not item or COUNTER_LAST not in item:
+        if not item:
+            return None
+        first = int(item[MARKER_FIRST]["N"])
+        return list(range(first, first + int(item[MARKER_COUNT]["N"])))
+
+    def _read_head(self) -> int:
+        with translate_errors():
+            response = self.client.get_item(
+                TableName=self.notifications_table_name,
+                Key=head_key(),
+                # The visibility bound of select_notifications: every id up to
+                # the head belongs to a committed index transaction.
+                ConsistentRead=True,
+                ProjectionExpression="#last",
+                ExpressionAttributeNames={"#last": HEAD_LAST},
+            )
+        item = response.get("Item")
+        if not item or HEAD_LAST not in item:
             return 0
-        return int(item[COUNTER_LAST]["N"])
-
-    def _counter_update(self, last: int, k: int) -> TransactWriteItemTypeDef:
-        if last == 0:
-            # WHY: we read "no counter yet", so we only commit if that is still
-            # true; a concurrent first append makes this fail (and we retry).
-            condition = "attribute_not_exists(#last)"
-            values: dict[str, AttributeValueTypeDef] = {":new": _n(k)}
-        else:
-            # WHY: compare-and-set. We took ids last+1..last+k on the basis of
-            # reading `last`; committing only while the counter still equals
-            # `last` makes every commit extend the log exactly at its end, so
-            # ids are unique, gap-free and committed in id order. If another
-            # writer got in first this fails, and we retry with the new value.
-            condition = "#last = :last"
-            values = {":new": _n(last + k), ":last": _n(last)}
-        return {
-            "Update": {
-                "TableName": self.notifications_table_name,
-                "Key": self._counter_key(),
-                "UpdateExpression": "SET #last = :new",
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": {"#last": COUNTER_LAST},
-                "ExpressionAttributeValues": values,
-                # On conflict DynamoDB returns the current counter in the
-                # CancellationReasons, which saves a GetItem before the retry.
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        }
-
-    def _notification_item(self, s: StoredEvent, nid: int) -> Item:
-        return {
-            LOG_PK: _s(LOG_PARTITION),
-            LOG_SK: _n(nid),
-            EVENT_PK: _s(self.encode_originator_id(s.originator_id)),
-            EVENT_SK: _n(s.originator_version),
-            TOPIC: _s(s.topic),
-            STATE: {"B": bytes(s.state)},
-        }
-
-    def _notification_put(self, item: Item) -> TransactWriteItemTypeDef:
-        return {
-            "Put": {
-                "TableName": self.notifications_table_name,
-                "Item": item,
-                # WHY: never overwrite a recorded notification. The counter
-                # condition already makes ids unique; this is a second line of
-                # defence should the counter item ever be lost or restored from
-                # an older backup (we then fail loudly instead of rewriting
-                # history). It fails routinely only together with the counter
-                # condition, when another writer took the same ids first.
-                "ConditionExpression": "attribute_not_exists(#id)",
-                "ExpressionAttributeNames": {"#id": LOG_SK},
-            }
-        }
+        return int(item[HEAD_LAST]["N"])
 
     # ----- where commits end (projections.catch_up.CommitLog) -----
 
@@ -696,7 +650,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             "ProjectionExpression": "#id",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            # Catch-up cuts its batches here: it must see every committed append.
+            # Catch-up cuts its batches here: it must see every committed index
+            # transaction.
             "ConsistentRead": True,
         }
         found: list[int] = []
@@ -713,7 +668,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     # ----- reading -----
 
     def max_notification_id(self) -> int | None:
-        last = self._read_counter()
+        """The index's head: the highest notification id the indexer assigned."""
+        last = self._read_head()
         return last or None
 
     def select_notifications(
@@ -727,10 +683,10 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     ) -> Sequence[Notification]:
         """Returns notifications in id order, from ``start``, at most ``limit``.
 
-        Reads the counter first (ConsistentRead GetItem) and never returns ids
-        above it: every id up to the counter belongs to a committed append, so
-        the result is a gap-free prefix even though Query is only
-        read-committed. Each page's ScannedCount is checked against the width
+        Reads the index's head first (ConsistentRead GetItem) and never returns
+        ids above it: every id up to the head belongs to a committed index
+        transaction, so the result is a gap-free prefix even though Query is
+        only read-committed. Each page's ScannedCount is checked against the width
         of the id range it covered; a shortfall means a committed notification
         is not yet visible to the Query, and the read is retried.
         """
@@ -744,7 +700,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 return result
             time.sleep(0.005 * 2**attempt)
         msg = (
-            "Notification log has a gap below its sequence counter "
+            "Notification log has a gap below its head "
             f"(reading from {lo}); notifications may have been deleted"
         )
         raise NotificationLogCorruptedError(msg)
@@ -752,7 +708,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def _select_notifications(
         self, lo: int, limit: int, stop: int | None, topics: Sequence[str]
     ) -> list[Notification] | None:
-        hi = self._read_counter()
+        hi = self._read_head()
         if stop is not None:
             hi = min(hi, stop)
         if lo > hi:
@@ -769,7 +725,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
             # Followers decide what to process next from this: it must include
-            # every committed notification up to the counter we just read.
+            # every committed notification up to the head we just read.
             "ConsistentRead": True,
         }
         topic_set = frozenset(topics)
@@ -820,8 +776,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
 
 
 class DynamoDBSubscription(ListenNotifySubscription[DynamoDBApplicationRecorder]):
-    """Polls the sequence counter (one small ConsistentRead GetItem per
-    interval) and pulls new notifications when it has moved.
+    """Polls the index's head (one small ConsistentRead GetItem per interval)
+    and pulls new notifications when it has moved. It follows the log as the
+    indexer writes it: it does not run the indexer itself.
     """
 
     def __init__(
@@ -958,7 +915,8 @@ class DynamoDBProcessRecorder(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         tracking: Tracking | None = kwargs.get("tracking")
-        return self._append(stored_events, tracking)
+        self._append(stored_events, tracking, kwargs.get("inline"))
+        return None
 
     def _extra_items(
         self, tracking: Tracking | None

@@ -1,6 +1,7 @@
 """Properties of the DynamoDB persistence module beyond eventsourcing's suites:
 atomic multi-aggregate saves, limits refused before writing, global ordering
-under concurrent writers, gap-free reads while writing, error mapping.
+under concurrent writers (assigned by the stream indexer), gap-free reads
+while writing and indexing, error mapping.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from infra.dynamodb import (
     TransactionTooLargeError,
 )
 from infra.dynamodb.errors import translate
-from tests.dynamodb.utils import local_env, new_datastore
+from tests.dynamodb.utils import indexed_ids, local_env, new_datastore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,9 +79,8 @@ def process_recorder(datastore: DynamoDBDatastore) -> DynamoDBProcessRecorder:
 def separate_process_recorder(
     endpoint_url: str, recorder: DynamoDBApplicationRecorder
 ) -> DynamoDBApplicationRecorder:
-    """A recorder on the same tables with its own client and its own in-process
-    append lock, as another process would have: appends through it race the
-    given recorder's through DynamoDB's compare-and-set on the counter.
+    """A recorder on the same tables with its own client, as another process
+    would have.
     """
     datastore = new_datastore(endpoint_url, table_prefix=recorder.datastore.table_prefix)
     return DynamoDBApplicationRecorder(datastore)
@@ -115,7 +115,8 @@ def test_multi_aggregate_save_with_one_conflict_writes_nothing(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
     a, b, c = uuid4(), uuid4(), uuid4()
-    assert app_recorder.insert_events([ev(a, 1)]) == [1]
+    assert app_recorder.insert_events([ev(a, 1)]) is None  # ids come from the indexer
+    assert indexed_ids(app_recorder, [ev(a, 1)]) == [1]
 
     with pytest.raises(IntegrityError) as exc_info:
         app_recorder.insert_events([ev(b, 1), ev(c, 1), ev(a, 1), ev(c, 2)])
@@ -124,10 +125,12 @@ def test_multi_aggregate_save_with_one_conflict_writes_nothing(
     assert app_recorder.select_events(b) == []
     assert app_recorder.select_events(c) == []
     assert len(app_recorder.select_events(a)) == 1
+    app_recorder.wait_until_indexed()
     assert app_recorder.max_notification_id() == 1
     assert [n.id for n in all_notifications(app_recorder)] == [1]
     # The log carries on without a gap.
-    assert app_recorder.insert_events([ev(b, 1), ev(c, 1)]) == [2, 3]
+    app_recorder.insert_events([ev(b, 1), ev(c, 1)])
+    assert indexed_ids(app_recorder, [ev(b, 1), ev(c, 1)]) == [2, 3]
 
 
 def test_process_recorder_conflict_writes_neither_events_nor_tracking(
@@ -143,6 +146,7 @@ def test_process_recorder_conflict_writes_neither_events_nor_tracking(
     with pytest.raises(IntegrityError):
         process_recorder.insert_events([ev(a, 1)], tracking=Tracking("up", 6))
     assert process_recorder.max_tracking_id("up") == 5
+    process_recorder.wait_until_indexed()
     assert process_recorder.max_notification_id() == 1
 
 
@@ -177,6 +181,8 @@ def test_application_save_of_several_aggregates_is_atomic(
         with pytest.raises(AggregateNotFoundError):
             app.repository.get(y.id)
         assert app.repository.get(x.id).balance == 10
+        assert isinstance(app.recorder, DynamoDBApplicationRecorder)
+        app.recorder.wait_until_indexed()
         assert app.recorder.max_notification_id() == 2
     finally:
         app.close()
@@ -189,19 +195,23 @@ def test_too_many_events_refused_before_writing(
     app_recorder: DynamoDBApplicationRecorder, datastore: DynamoDBDatastore
 ) -> None:
     a = uuid4()
+    # The indexer writes one commit in one transaction: an item per event, the
+    # commit marker and the head.
     limit = DynamoDBApplicationRecorder.max_events_per_insert
-    assert limit == 49
+    assert limit == 98
     with pytest.raises(TooManyEventsError, match="at most 100 items") as exc_info:
         app_recorder.insert_events([ev(a, v) for v in range(1, limit + 2)])
     assert isinstance(exc_info.value, DataError)
     assert app_recorder.select_events(a) == []
+    app_recorder.wait_until_indexed()
     assert app_recorder.max_notification_id() is None
 
-    # The maximum fits, also with tracking (2 * 49 + 2 = 100 items).
+    # The maximum fits, also with tracking (98 + 1 = 99 items in the append).
     process = DynamoDBProcessRecorder(datastore)
     process.create_table()
-    ids = process.insert_events([ev(a, v) for v in range(1, limit + 1)], tracking=Tracking("up", 1))
-    assert ids == list(range(1, limit + 1))
+    maximum = [ev(a, v) for v in range(1, limit + 1)]
+    process.insert_events(maximum, tracking=Tracking("up", 1))
+    assert indexed_ids(process, maximum) == list(range(1, limit + 1))
 
     aggregate_recorder = DynamoDBAggregateRecorder(datastore, "snapshots")
     aggregate_recorder.create_table()
@@ -221,6 +231,7 @@ def test_oversized_event_refused_before_writing(
     with pytest.raises(EventTooLargeError, match="400 KB"):
         app_recorder.insert_events([ev(a, 1), ev(a, 2, big)])
     assert app_recorder.select_events(a) == []
+    app_recorder.wait_until_indexed()
     assert app_recorder.max_notification_id() is None
     # Just under the margin is fine.
     app_recorder.insert_events([ev(a, 1, b"x" * (340 * 1024))])
@@ -231,28 +242,30 @@ def test_oversized_transaction_refused_before_writing(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
     a = uuid4()
-    # 12 events of 200 KB: each fits in an item, but events plus notifications
-    # make about 4.8 MB, over the 4 MB transaction limit.
-    events = [ev(a, v, b"y" * (200 * 1024)) for v in range(1, 13)]
+    # 21 events of 200 KB: each fits in an item, but together they make about
+    # 4.2 MB, over the 4 MB transaction limit (of the append, and of the
+    # index transaction that copies them).
+    events = [ev(a, v, b"y" * (200 * 1024)) for v in range(1, 22)]
     with pytest.raises(TransactionTooLargeError, match="4 MB"):
         app_recorder.insert_events(events)
     assert app_recorder.select_events(a) == []
+    app_recorder.wait_until_indexed()
     assert app_recorder.max_notification_id() is None
 
 
 # ----- ordering -----
 
 
-def test_concurrent_appends_give_gap_free_global_order(
+def test_concurrent_appends_are_indexed_dense_in_stream_order_with_commits_contiguous(
     app_recorder: DynamoDBApplicationRecorder, dynamodb_endpoint: str
 ) -> None:
-    # Each writer has its own client and append lock (like separate processes),
-    # so they really race through the counter's compare-and-set.
+    # Each writer has its own client (like separate processes); appends share
+    # no item, and the indexer orders them afterwards.
     num_threads, appends_per_thread = 8, 12
     writers = [
         separate_process_recorder(dynamodb_endpoint, app_recorder) for _ in range(num_threads)
     ]
-    returned: dict[tuple[UUID | str, int], int] = {}
+    commits: list[list[StoredEvent]] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
     start = threading.Barrier(num_threads)
@@ -270,13 +283,9 @@ def test_concurrent_appends_give_gap_free_global_order(
                     for _ in range(rng.randint(1, 3)):
                         versions[stream] += 1
                         batch.append(ev(stream, versions[stream]))
-                ids = recorder.insert_events(batch)
-                assert ids is not None
-                assert list(ids) == list(range(ids[0], ids[0] + len(batch)))
+                assert recorder.insert_events(batch) is None
                 with lock:
-                    for s, nid in zip(batch, ids, strict=True):
-                        assert isinstance(s.originator_id, UUID)
-                        returned[s.originator_id, s.originator_version] = nid
+                    commits.append(batch)
         except BaseException as e:  # pragma: no cover
             errors.append(e)
 
@@ -288,17 +297,19 @@ def test_concurrent_appends_give_gap_free_global_order(
     for w in writers:
         w.datastore.close()
     assert not errors, errors
-    retries = sum(w.append_retries for w in writers)
-    print(f"{retries} append attempts lost the race for the counter and were retried")
-    assert retries > 0  # the compare-and-set path was exercised
 
+    app_recorder.wait_until_indexed()
     notifications = all_notifications(app_recorder)
-    total = len(returned)
+    total = sum(len(batch) for batch in commits)
     assert [n.id for n in notifications] == list(range(1, total + 1))
     assert app_recorder.max_notification_id() == total
+    position = {(n.originator_id, n.originator_version): n.id for n in notifications}
+    for batch in commits:  # each commit contiguous, in append order
+        ids = [position[s.originator_id, s.originator_version] for s in batch]
+        assert ids == list(range(ids[0], ids[0] + len(batch)))
+        assert app_recorder.indexed_positions(batch) == ids
     by_stream: dict[Any, list[Notification]] = defaultdict(list)
     for n in notifications:
-        assert returned[n.originator_id, n.originator_version] == n.id
         by_stream[n.originator_id].append(n)
     for stream, stream_notifications in by_stream.items():
         versions = [n.originator_version for n in stream_notifications]
@@ -318,6 +329,8 @@ def test_reader_never_sees_a_later_id_before_an_earlier_one(
     recorders = [
         separate_process_recorder(dynamodb_endpoint, app_recorder) for _ in range(num_writers)
     ]
+    indexer = app_recorder.indexer()
+    indexer.start()  # indexes while the writers write and the readers read
 
     def writer(i: int) -> None:
         stream = uuid4()
@@ -355,9 +368,11 @@ def test_reader_never_sees_a_later_id_before_an_earlier_one(
         t.start()
     for t in writers:
         t.join()
+    app_recorder.wait_until_indexed()
     done.set()
     for t in readers:
         t.join()
+    indexer.stop()
     for r in recorders:
         r.datastore.close()
     assert not errors, errors
@@ -378,6 +393,7 @@ def test_select_notifications_pages_and_filters(
     a = uuid4()
     for v in range(1, 301, 30):
         app_recorder.insert_events([ev(a, v + i) for i in range(30)])
+    app_recorder.wait_until_indexed()
     # Topic filter with matches spread over several pages.
     page = app_recorder.select_notifications(None, 50, topics=["topic2"])
     assert [n.id for n in page] == [i for i in range(1, 151) if i % 3 == 2]
@@ -423,6 +439,7 @@ def test_text_originator_ids(dynamodb_endpoint: str) -> None:
         recorder.create_table()
         stored = StoredEvent("order-1", 1, "t", b"s")
         recorder.insert_events([stored])
+        recorder.wait_until_indexed()
         assert recorder.select_events("order-1") == [stored]
         assert recorder.select_notifications(None, 1)[0].originator_id == "order-1"
     finally:
@@ -538,18 +555,25 @@ def test_error_translation(error: Exception, expected: type[Exception]) -> None:
     assert type(translated) is expected
 
 
-def test_notification_log_ahead_of_counter_is_refused(
+def test_an_index_ahead_of_its_head_is_refused_not_overwritten(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
     app_recorder.insert_events([ev(uuid4(), 1), ev(uuid4(), 1)])
-    # Simulate a counter restored from an older backup.
+    app_recorder.wait_until_indexed()
+    # Simulate a head item restored from an older backup.
     app_recorder.client.put_item(
         TableName=app_recorder.notifications_table_name,
-        Item={"p": {"S": "$sequence"}, "id": {"N": "0"}, "last": {"N": "1"}},
+        Item={"p": {"S": "$head"}, "id": {"N": "0"}, "last": {"N": "1"}},
     )
-    with pytest.raises(InternalError, match="ahead of its sequence counter"):
-        app_recorder.insert_events([ev(uuid4(), 1)])
-    assert app_recorder.max_notification_id() == 1
+    app_recorder.insert_events([ev(uuid4(), 1)])  # appends do not touch the log
+    fresh = DynamoDBApplicationRecorder(app_recorder.datastore)
+    with pytest.raises(InternalError, match="above its head"):
+        fresh.wait_until_indexed()
+    assert [n.id for n in all_notifications(app_recorder)] == [1]
+    assert app_recorder.client.get_item(
+        TableName=app_recorder.notifications_table_name,
+        Key={"p": {"S": "log"}, "id": {"N": "2"}},
+    )["Item"]["end"] == {"N": "1"}
 
 
 class _HidesOneNotificationOnce:
@@ -580,6 +604,7 @@ def test_select_notifications_rereads_when_a_committed_id_is_not_yet_visible(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
     app_recorder.insert_events([ev(uuid4(), 1) for _ in range(5)])
+    app_recorder.wait_until_indexed()
     wrapper = _HidesOneNotificationOnce(app_recorder.client, hide_id=3)
     app_recorder.client = cast("DynamoDBClient", wrapper)
     assert [n.id for n in app_recorder.select_notifications(None, 10)] == [1, 2, 3, 4, 5]
@@ -590,6 +615,7 @@ def test_select_notifications_refuses_to_skip_a_missing_notification(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
     app_recorder.insert_events([ev(uuid4(), 1) for _ in range(5)])
+    app_recorder.wait_until_indexed()
     app_recorder.client.delete_item(
         TableName=app_recorder.notifications_table_name,
         Key={"p": {"S": "log"}, "id": {"N": "3"}},

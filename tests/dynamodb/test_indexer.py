@@ -1,0 +1,402 @@
+"""The stream indexer builds one correct notification log from the events table's
+DynamoDB Stream: dense ids, every stream's order kept, each commit together and
+contiguous, each event exactly once, whatever order, repetition, interruption or
+concurrency the records come with. Real DynamoDB Local, real Streams.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS
+from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBDatastore
+from infra.dynamodb.indexer import ShardPoller, StreamIndexer
+from tests.dynamodb.utils import new_datastore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+Commit = list[StoredEvent]
+
+
+@pytest.fixture
+def datastore(dynamodb_endpoint: str) -> Iterator[DynamoDBDatastore]:
+    ds = new_datastore(dynamodb_endpoint)
+    yield ds
+    ds.close()
+
+
+@pytest.fixture
+def recorder(datastore: DynamoDBDatastore) -> DynamoDBApplicationRecorder:
+    recorder = DynamoDBApplicationRecorder(datastore)
+    recorder.create_table()
+    return recorder
+
+
+def another_index(recorder: DynamoDBApplicationRecorder, name: str) -> DynamoDBApplicationRecorder:
+    """A second notification log over the same events table (a reference to compare with)."""
+    prefix = recorder.datastore.table_prefix
+    other = DynamoDBApplicationRecorder(
+        recorder.datastore,
+        events_table_name=recorder.events_table_name.removeprefix(prefix),
+        notifications_table_name=name,
+    )
+    other.create_table()
+    return other
+
+
+def core(recorder: DynamoDBApplicationRecorder) -> StreamIndexer:
+    return StreamIndexer(
+        recorder.client, recorder.events_table_name, recorder.notifications_table_name
+    )
+
+
+def write_commits(
+    recorder: DynamoDBApplicationRecorder, count: int, seed: int, streams: int = 8
+) -> list[Commit]:
+    """``count`` commits of 1 to 6 events over a few streams, as commands write them."""
+    rng = random.Random(seed)
+    ids = [uuid4() for _ in range(streams)]
+    versions = dict.fromkeys(ids, 0)
+    commits: list[Commit] = []
+    for _ in range(count):
+        commit: Commit = []
+        for stream in rng.sample(ids, rng.randint(1, 3)):
+            for _ in range(rng.randint(1, 2)):
+                versions[stream] += 1
+                state = f"{stream}/{versions[stream]}".encode()
+                commit.append(StoredEvent(stream, versions[stream], f"t{len(commit)}", state))
+        recorder.insert_events(commit)
+        commits.append(commit)
+    return commits
+
+
+def stream_records(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> list[Any]:
+    """Every record the events table's stream holds, shard by shard, in order."""
+    streams = datastore.streams_client
+    arn = recorder.client.describe_table(TableName=recorder.events_table_name)["Table"][
+        "LatestStreamArn"
+    ]
+    records: list[Any] = []
+    description = streams.describe_stream(StreamArn=arn)["StreamDescription"]
+    for shard in description["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        ).get("ShardIterator")
+        while iterator:
+            response = streams.get_records(ShardIterator=iterator, Limit=1000)
+            records.extend(response["Records"])
+            if not response["Records"]:
+                break
+            iterator = response.get("NextShardIterator")
+    return records
+
+
+def index_of(recorder: DynamoDBApplicationRecorder) -> list[tuple[int, str, int, bool]]:
+    """The whole notification log: (id, oid, ver, ends a commit)."""
+    ends = set(recorder.commit_ends(1, recorder.max_notification_id() or 0))
+    rows: list[tuple[int, str, int, bool]] = []
+    while True:
+        page = recorder.select_notifications(len(rows) + 1, 500)
+        if not page:
+            return rows
+        rows.extend((n.id, str(n.originator_id), n.originator_version, n.id in ends) for n in page)
+
+
+def assert_is_the_log_of(recorder: DynamoDBApplicationRecorder, commits: Sequence[Commit]) -> None:
+    """Dense ids, each event once, every stream in version order, each commit
+    contiguous in append order and ended where it ends."""
+    rows = index_of(recorder)
+    total = sum(len(commit) for commit in commits)
+    assert [row[0] for row in rows] == list(range(1, total + 1))
+    assert recorder.max_notification_id() == (total or None)
+    position = {(oid, ver): nid for nid, oid, ver, _ in rows}
+    assert len(position) == total
+    ends = {nid for nid, _, _, end in rows if end}
+    for commit in commits:
+        ids = [position[str(s.originator_id), s.originator_version] for s in commit]
+        assert ids == list(range(ids[0], ids[0] + len(commit)))
+        assert ids[-1] in ends
+        assert not ends & set(ids[:-1])
+    last_version: dict[str, int] = {}
+    for _, oid, ver, _ in rows:
+        assert ver == last_version.get(oid, 0) + 1, f"{oid} v{ver} out of stream order"
+        last_version[oid] = ver
+    assert len(ends) == len(commits)
+    notifications = recorder.select_notifications(1, total or 1)
+    for n in notifications:
+        assert n.state == f"{n.originator_id}/{n.originator_version}".encode()
+
+
+# ----- order and shape -----
+
+
+def test_positions_are_dense_and_follow_every_streams_order(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    commits = write_commits(recorder, 40, seed=1)
+
+    recorder.wait_until_indexed()
+
+    assert_is_the_log_of(recorder, commits)
+
+
+def test_one_commits_events_are_contiguous_in_append_order_and_end_it(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    a, b, c = uuid4(), uuid4(), uuid4()
+    first = [StoredEvent(b, 1, "x", b"b1"), StoredEvent(a, 1, "x", b"a1")]
+    second = [StoredEvent(c, 1, "x", b"c1")]
+    third = [
+        StoredEvent(a, 2, "x", b"a2"),
+        StoredEvent(c, 2, "x", b"c2"),
+        StoredEvent(b, 2, "x", b"b2"),
+    ]
+    for commit in (first, second, third):
+        recorder.insert_events(commit)
+
+    recorder.wait_until_indexed()
+
+    assert [(oid, ver) for _, oid, ver, _ in index_of(recorder)] == [
+        (str(b), 1), (str(a), 1), (str(c), 1), (str(a), 2), (str(c), 2), (str(b), 2),
+    ]  # fmt: skip
+    assert list(recorder.commit_ends(1, 6)) == [2, 3, 6]
+    assert recorder.indexed_positions(third) == [4, 5, 6]
+
+
+def test_an_appended_commit_is_not_in_the_log_until_indexed(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    commit = [StoredEvent(uuid4(), 1, "x", b"s")]
+
+    assert recorder.insert_events(commit) is None
+
+    assert recorder.max_notification_id() is None
+    assert recorder.indexed_positions(commit) is None
+    recorder.wait_until_indexed()
+    assert recorder.indexed_positions(commit) == [1]
+
+
+# ----- exactly once -----
+
+
+def test_redelivered_records_index_nothing_twice(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = write_commits(recorder, 25, seed=2)
+    records = stream_records(datastore, recorder)
+    indexer = core(recorder)
+
+    assert indexer.index_records(records) == sum(len(c) for c in commits)
+    assert indexer.index_records(records) == 0
+    assert core(recorder).index_records(records) == 0  # a fresh indexer, nothing remembered
+    assert core(recorder).index_records(records[7:19]) == 0
+
+    assert_is_the_log_of(recorder, commits)
+
+
+def test_commits_whose_records_arrive_out_of_order_still_index_correctly(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = write_commits(recorder, 40, seed=3)
+    records = stream_records(datastore, recorder)
+    rng = random.Random(3)
+    rng.shuffle(records)
+    indexer = core(recorder)
+
+    start = 0
+    while start < len(records):  # shuffled, in chunks of any size
+        size = rng.randint(1, 15)
+        indexer.index_records(records[start : start + size])
+        start += size
+
+    assert_is_the_log_of(recorder, commits)
+
+
+def test_records_as_a_lambda_event_delivers_them_index_the_same(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    """An event source mapping delivers binary values as base64 text and
+    times as epoch seconds; the same records in that form index the same."""
+    commits = write_commits(recorder, 10, seed=4)
+
+    def as_json(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode()
+        if isinstance(value, dict):
+            return {k: as_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [as_json(v) for v in value]
+        if hasattr(value, "timestamp"):
+            return value.timestamp()
+        return value
+
+    event = {"Records": [as_json(r) for r in stream_records(datastore, recorder)]}
+
+    assert core(recorder).index_records(event["Records"]) == sum(len(c) for c in commits)
+    assert_is_the_log_of(recorder, commits)
+
+
+def test_two_indexers_running_at_once_produce_one_correct_index(
+    dynamodb_endpoint: str, datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = write_commits(recorder, 60, seed=5)
+    records = stream_records(datastore, recorder)
+    other_datastore = new_datastore(dynamodb_endpoint, table_prefix=datastore.table_prefix)
+    indexers = [
+        core(recorder),
+        StreamIndexer(
+            other_datastore.client, recorder.events_table_name, recorder.notifications_table_name
+        ),
+    ]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(n: int) -> None:
+        mine = list(records)
+        random.Random(n).shuffle(mine)  # each in its own order, in small batches
+        try:
+            start.wait()
+            for i in range(0, len(mine), 6):
+                indexers[n].index_records(mine[i : i + 6])
+        except BaseException as error:  # pragma: no cover
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other_datastore.close()
+
+    assert not errors, errors
+    assert indexers[0].indexed_events + indexers[1].indexed_events == sum(len(c) for c in commits)
+    assert_is_the_log_of(recorder, commits)
+
+
+# ----- checkpoints and restarts -----
+
+
+def test_an_indexer_restarted_from_its_checkpoint_continues_with_no_duplicates_or_holes(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = write_commits(recorder, 30, seed=6)
+    reference = another_index(recorder, "reference_index")
+    reference.wait_until_indexed()  # an uninterrupted run, into its own table
+    first = ShardPoller(core(recorder), datastore.streams_client, records_per_read=7)
+    first.poll_once()
+    first.poll_once()  # ...then it stops, as if killed
+
+    second = ShardPoller(core(recorder), datastore.streams_client, records_per_read=7)
+    second.drain()
+
+    assert 0 < first.lag().indexed_events < second.lag().head
+    assert_is_the_log_of(recorder, commits)
+    assert index_of(recorder) == index_of(reference)
+
+
+def test_an_indexer_killed_mid_stream_and_restarted_builds_the_index_of_an_uninterrupted_run(
+    dynamodb_endpoint: str, datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = write_commits(recorder, 80, seed=7)
+    reference = another_index(recorder, "reference_index")
+    reference.wait_until_indexed()
+    script = textwrap.dedent(
+        f"""
+        from infra.dynamodb.indexer import ShardPoller, StreamIndexer
+        from tests.dynamodb.utils import new_datastore
+        ds = new_datastore({dynamodb_endpoint!r}, table_prefix={datastore.table_prefix!r})
+        core = StreamIndexer(ds.client, {recorder.events_table_name!r},
+                             {recorder.notifications_table_name!r})
+        poller = ShardPoller(core, ds.streams_client, records_per_read=3)
+        while True:
+            poller.poll_once()
+            print(core.head, flush=True)
+        """
+    )
+    env = {**os.environ, **LOCAL_CREDENTIALS}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True
+    )
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:  # kill it once it is well under way
+            if int(line) > 40:
+                break
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(10)
+    killed_at = recorder.max_notification_id() or 0
+    assert 0 < killed_at < sum(len(c) for c in commits)
+
+    ShardPoller(core(recorder), datastore.streams_client, records_per_read=3).drain()
+
+    assert_is_the_log_of(recorder, commits)
+    assert index_of(recorder) == index_of(reference)
+
+
+def test_the_poller_reports_its_lag_and_is_caught_up_after_a_drain(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    write_commits(recorder, 5, seed=8)
+    poller = recorder.indexer()
+    assert poller.lag().seconds_since_caught_up is None
+
+    poller.drain()
+
+    lag = poller.lag()
+    assert lag.pending_records == 0
+    assert lag.oldest_pending_seconds is None
+    assert lag.seconds_since_caught_up is not None
+    assert lag.seconds_since_caught_up < 5
+    assert lag.head == recorder.max_notification_id()
+    assert lag.last_error is None
+
+
+def test_the_poller_thread_indexes_what_is_written_while_it_runs(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    poller = recorder.indexer()
+    poller.start()
+    try:
+        commits = write_commits(recorder, 10, seed=9)
+        deadline = time.monotonic() + 30
+        total = sum(len(c) for c in commits)
+        while (recorder.max_notification_id() or 0) < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert poller.lag().running
+    finally:
+        poller.stop()
+    assert not poller.lag().running
+    assert_is_the_log_of(recorder, commits)
+
+
+def test_an_earlier_commit_missing_from_the_records_is_indexed_first(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    """Records may be lost to the stream's 24 h retention: a later commit of the
+    same stream still brings its predecessors in, read from the events table."""
+    stream: UUID = uuid4()
+    commits = [[StoredEvent(stream, v, "x", f"{stream}/{v}".encode())] for v in (1, 2, 3)]
+    for commit in commits:
+        recorder.insert_events(commit)
+    last_record = stream_records(datastore, recorder)[-1]
+
+    core(recorder).index_records([last_record])
+
+    assert_is_the_log_of(recorder, commits)
