@@ -25,7 +25,7 @@ from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.sqlite.read_tables import SQLiteReadModel
 from infra.wiring import Container, build_container
-from projections.catch_up import CatchUpProjector, Progress
+from projections.catch_up import CatchUpProjector, Progress, wait_until_logged
 from projections.ports import ReadModel
 
 
@@ -89,6 +89,7 @@ def verify(container: Container) -> AuditReport:
     """Replays every event into scratch tables, compares, and checks every gathering."""
     report = AuditReport()
     recorder = container.service.recorder
+    wait_until_logged(recorder)  # DynamoDB: everything written so far is indexed
     head = recorder.max_notification_id() or 0
     with tempfile.TemporaryDirectory() as scratch:
         fresh = SQLiteReadModel(Path(scratch) / "audit.sqlite3")

@@ -5,6 +5,8 @@
 - eventsourcing's errors become domain errors at this boundary.
 - A snapshot is an optimisation taken after the command committed: its
   failure is logged and never fails the command.
+- Where the log is indexed after the appends (DynamoDB), cached aggregates are
+  fast-forwarded from their streams rather than refreshed from the log.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError, Recordin
 from domain.application import RegistrationService
 from domain.errors import StoreUnavailableError, WriteConflictError
 from domain.model import Gathering
+from projections.catch_up import IndexedLog
 from projections.fold import InlineChanges
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,15 @@ class StoredRegistrationService(RegistrationService):
         self._take_snapshots(processing_event)
         self._notify(recordings)
         return recordings
+
+    def refresh_cache(self) -> bool:
+        """On a log indexed after the appends (DynamoDB), its head cannot tell what
+        other processes changed: writes not yet indexed would be missed. So the
+        cache is never trusted whole there, and each cached aggregate is
+        fast-forwarded from its own stream (one ConsistentRead Query) instead."""
+        if isinstance(self.recorder, IndexedLog):
+            return False
+        return super().refresh_cache()
 
     def stream_exists(self, aggregate_id: UUID) -> bool | None:
         exists = getattr(self.recorder, "stream_exists", None)

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     dynamodb_max_attempts: int = Field(
         default=5, ge=1, le=20, description="botocore attempts per DynamoDB call (standard mode)."
     )
+    dynamodb_indexer: bool = Field(
+        default=True,
+        description=(
+            "Run the stream indexer (which builds the notification log from the events "
+            "table's DynamoDB Stream) in the server process. Turn it off where another "
+            "indexer runs (the production Lambda fed by the stream)."
+        ),
+    )
     aws_access_key_id: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id")
     )

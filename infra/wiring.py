@@ -2,7 +2,10 @@
 
 The read tables are written inline by every append (``projections/fold.py``);
 the catch-up projector is only for start-up after an interrupted rebuild,
-rebuilds and audits. No thread polls the log.
+rebuilds and audits. No thread polls the log. On DynamoDB the server process
+runs the stream indexer in a thread (``infra/dynamodb/indexer.py``), which
+builds the notification log from the events table's stream, unless
+``DYNAMODB_INDEXER=false`` (where the production Lambda indexes instead).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from infra.dynamodb import DynamoDBFactory
+from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
 from infra.dynamodb.capacity import instrument
 from infra.dynamodb.datastore import make_client
+from infra.dynamodb.indexer import ShardPoller
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
@@ -32,23 +36,32 @@ class Container:
     service: StoredRegistrationService
     read_model: ReadModel
     projector: CatchUpProjector
+    indexer: ShardPoller | None = None
+    """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
+    when the settings allow; ``indexer.lag()`` says how far behind it is."""
 
     def start(self) -> None:
-        """Finishes an interrupted rebuild, if any, then group-commits commands."""
+        """Finishes an interrupted rebuild, if any, then group-commits commands
+        (and, on DynamoDB, indexes the events table's stream in a thread)."""
         self.projector.catch_up()
         self.service.start_batching(self.settings.max_batch)
+        if self.indexer is not None and self.settings.dynamodb_indexer:
+            self.indexer.start()
 
     def close(self) -> None:
         self.service.stop_batching()
+        if self.indexer is not None:
+            self.indexer.stop()
         self.read_model.close()
         self.service.close()
 
 
-# One DynamoDB transaction holds at most 100 items. A save writes about three
-# rows per domain event (the event, its log entry, a read-table row) plus the
-# counter: batches stop growing past half of that bound, and one save
-# promotes at most 12 people (3 events and 7 items each, plus the capacity
-# change and the event row).
+# One DynamoDB transaction holds at most 100 items. A save writes about two
+# rows per domain event (the event, a read-table row), and the indexer writes
+# the save's events as one commit of one item each plus two: batches stop
+# growing past the bound the batcher estimates (three rows per event, which
+# keeps both well inside), and one save promotes at most 12 people (3 events
+# and 7 items each, plus the capacity change and the event row).
 DYNAMODB_MAX_SAVE_WEIGHT = 100
 DYNAMODB_MAX_PROMOTIONS_PER_SAVE = 12
 
@@ -127,5 +140,8 @@ def build_container(settings: Settings) -> Container:
         service.max_promotions_per_save = DYNAMODB_MAX_PROMOTIONS_PER_SAVE
     read_model = build_read_model(settings)
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
+    indexer = None
+    if isinstance(service.recorder, DynamoDBApplicationRecorder):
+        indexer = service.recorder.indexer()
     logger.info("service wired", extra={"store": settings.store})
-    return Container(settings, service, read_model, projector)
+    return Container(settings, service, read_model, projector, indexer)

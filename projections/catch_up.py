@@ -37,6 +37,23 @@ class CommitLog(Protocol):
         """The end of the commit holding ``position`` (None when the store never recorded it)."""
 
 
+@runtime_checkable
+class IndexedLog(Protocol):
+    """A log whose notification ids are assigned after the append commits (on
+    DynamoDB, by the stream indexer), so a reader that needs every event
+    written so far must first wait for them to be indexed."""
+
+    def wait_until_indexed(self, timeout: float = 60.0) -> None:
+        """Returns once every event written before the call is in the log."""
+
+
+def wait_until_logged(recorder: ApplicationRecorder) -> None:
+    """Returns once ``recorder``'s log holds every event written so far (at
+    once for logs written with the events themselves)."""
+    if isinstance(recorder, IndexedLog):
+        recorder.wait_until_indexed()
+
+
 @dataclass(frozen=True)
 class Progress:
     position: int
@@ -61,11 +78,14 @@ class CatchUpProjector:
         self._lock = threading.Lock()
 
     def step(self) -> Progress:
-        """Applies at most one batch; returns the position reached and the log's head."""
-        head = self.recorder.max_notification_id() or 0
+        """Applies at most one batch; returns the position reached and the log's head
+        (which then holds every event written before the call)."""
         position = self.read_model.position()
         if position is None:  # live: appends fold into the tables inline
+            head = self.recorder.max_notification_id() or 0
             return Progress(head, head)
+        wait_until_logged(self.recorder)
+        head = self.recorder.max_notification_id() or 0
         if head <= position:
             return Progress(position, head)
         notifications = list(
