@@ -8,6 +8,9 @@ Context values (``cdk synth -c key=value`` or ``cdk.json``):
 * ``lambdaAssetDir``: a directory holding a ready-to-deploy Lambda bundle
   (application packages plus vendored dependencies). If unset, the repository
   root is used as the code asset (application code only).
+* ``indexerReservedConcurrency``: the indexer Lambda's reserved concurrency
+  (default 2, see ``infra.cdk.stack.INDEXER_RESERVED_CONCURRENCY``); ``none``
+  reserves nothing, for accounts whose concurrency limit is too low to reserve.
 
 Account and region come from ``CDK_DEFAULT_ACCOUNT`` / ``CDK_DEFAULT_REGION``
 when set (as the ``cdk`` CLI does); otherwise the stack is environment-agnostic.
@@ -21,7 +24,7 @@ import os
 import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
 
-from infra.cdk.stack import RegistrationServiceStack
+from infra.cdk.stack import INDEXER_RESERVED_CONCURRENCY, RegistrationServiceStack
 
 STACK_NAME = "RegistrationService"
 
@@ -29,12 +32,13 @@ STACK_NAME = "RegistrationService"
 DEFAULT_OUTDIR = "cdk.out"
 
 
-def build_app(outdir: str | None = None) -> cdk.App:
+def build_app(outdir: str | None = None, context: dict[str, object] | None = None) -> cdk.App:
     """Build the app.
 
-    ``outdir`` defaults to ``$CDK_OUTDIR`` (set by the cdk CLI), else ``cdk.out``.
+    ``outdir`` defaults to ``$CDK_OUTDIR`` (set by the cdk CLI), else ``cdk.out``;
+    ``context`` adds to the context the cdk CLI passes (``-c``, ``cdk.json``).
     """
-    app = cdk.App(outdir=outdir or os.environ.get("CDK_OUTDIR") or DEFAULT_OUTDIR)
+    app = cdk.App(outdir=outdir or os.environ.get("CDK_OUTDIR") or DEFAULT_OUTDIR, context=context)
 
     account = os.environ.get("CDK_DEFAULT_ACCOUNT")
     region = os.environ.get("CDK_DEFAULT_REGION")
@@ -48,10 +52,21 @@ def build_app(outdir: str | None = None) -> cdk.App:
         STACK_NAME,
         env=env,
         lambda_code=lambda_code,
+        indexer_reserved_concurrency=_reserved_concurrency(
+            app.node.try_get_context("indexerReservedConcurrency")
+        ),
         description="Registration service: event store, read models and HTTP API",
     )
     cdk.Tags.of(app).add("service", "registration-service")
     return app
+
+
+def _reserved_concurrency(value: object) -> int | None:
+    if value is None:
+        return INDEXER_RESERVED_CONCURRENCY
+    if str(value).lower() == "none":
+        return None
+    return int(str(value))
 
 
 def main() -> None:

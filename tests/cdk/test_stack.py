@@ -11,7 +11,10 @@ so these tests break when the code and the stack drift apart:
   (``build_container``) against a stand-in DynamoDB client configured with the
   Lambda's own environment variables;
 * the read tables are compared with ``read_table_specs`` as well;
-* the IAM actions are the DynamoDB calls found in the storage modules' source.
+* the IAM actions are the DynamoDB calls found in the storage modules' source
+  (the API's, and the stream indexer's table by table). The tests on DynamoDB
+  Local (tests/test_indexer_lambda.py) check them once more against the calls
+  the code really makes.
 """
 
 from __future__ import annotations
@@ -34,13 +37,23 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match, Template
 from botocore.exceptions import ClientError
 
+from api import indexer_lambda
 from infra import wiring
+from infra.cdk.app import STACK_NAME, build_app
+from infra.cdk.design import (
+    API_EVENT_TABLE_ACTIONS,
+    API_INDEX_TABLE_ACTIONS,
+    INDEXER_EVENT_TABLE_ACTIONS,
+    INDEXER_INDEX_TABLE_ACTIONS,
+    INDEXER_STREAM_ACTIONS,
+)
 from infra.cdk.stack import (
     APPLICATION_NAME,
     DEFAULT_TABLE_PREFIX,
-    EVENT_STORE_ACTIONS,
     EVENT_STORE_TABLES,
     EVENTS_IN_ID_ORDER_INDEX,
+    INDEXER_HANDLER,
+    LAMBDA_HANDLER,
     READ_MODEL_ACTIONS,
     READ_MODEL_INDEX_ACTIONS,
     READ_TABLES,
@@ -63,6 +76,7 @@ EVENT_STORE_TABLE_NAMES = (
     "regsvc-registrations_snapshots",
     "regsvc-registrations_notifications",
 )
+EVENTS_TABLE_NAME, SNAPSHOTS_TABLE_NAME, INDEX_TABLE_NAME = EVENT_STORE_TABLE_NAMES
 READ_TABLE_NAMES = (
     "regsvc-users",
     "regsvc-events",
@@ -117,10 +131,36 @@ def table_arn(resources: dict[str, Resource], table_name: str) -> dict[str, Any]
     return {"Fn::GetAtt": [logical_id_of_table(resources, table_name), "Arn"]}
 
 
-def lambda_environment(resources: dict[str, Resource]) -> dict[str, str]:
-    (function,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Function")
+def functions(resources: dict[str, Resource]) -> dict[str, Resource]:
+    """The Lambda functions by logical id."""
+    return {
+        logical_id: resource
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+
+
+def logical_id_of_function(resources: dict[str, Resource], handler: str) -> str:
+    (logical_id,) = (
+        logical_id
+        for logical_id, function in functions(resources).items()
+        if function["Properties"]["Handler"] == handler
+    )
+    return logical_id
+
+
+def lambda_environment(
+    resources: dict[str, Resource], handler: str = LAMBDA_HANDLER
+) -> dict[str, str]:
+    function = resources[logical_id_of_function(resources, handler)]
     variables: dict[str, str] = function["Properties"]["Environment"]["Variables"]
     return variables
+
+
+def role_of_function(resources: dict[str, Resource], handler: str) -> Resource:
+    function = resources[logical_id_of_function(resources, handler)]
+    role: Resource = resources[function["Properties"]["Role"]["Fn::GetAtt"][0]]
+    return role
 
 
 def policy_statements(node: Any) -> Iterator[dict[str, Any]]:
@@ -142,9 +182,17 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def statement_with_sid(resources: dict[str, Resource], sid: str) -> dict[str, Any]:
+def statement_with_sid(resources: Any, sid: str) -> dict[str, Any]:
     (statement,) = (s for s in policy_statements(resources) if s.get("Sid") == sid)
     return statement
+
+
+def dynamodb_statements(node: Any) -> list[dict[str, Any]]:
+    return [
+        statement
+        for statement in policy_statements(node)
+        if any(str(a).startswith("dynamodb:") for a in as_list(statement.get("Action", [])))
+    ]
 
 
 def key_schema(definition: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +233,8 @@ class TableRecordingClient:
     """
 
     exceptions = SimpleNamespace(ResourceNotFoundException=_TableNotFoundError)
+    # Read (not called) to make a DynamoDB Streams client for the same store.
+    meta = SimpleNamespace(endpoint_url=None, region_name="eu-west-1")
 
     def __init__(self) -> None:
         self.created: dict[str, dict[str, Any]] = {}
@@ -197,13 +247,14 @@ class TableRecordingClient:
             {"IndexName": index["IndexName"], "IndexStatus": "ACTIVE"}
             for index in request.get("GlobalSecondaryIndexes", [])
         ]
-        return {
-            "Table": {
-                "TableName": TableName,
-                "TableStatus": "ACTIVE",
-                "GlobalSecondaryIndexes": indexes,
-            }
+        table: dict[str, Any] = {
+            "TableName": TableName,
+            "TableStatus": "ACTIVE",
+            "GlobalSecondaryIndexes": indexes,
         }
+        if "StreamSpecification" in request:
+            table["StreamSpecification"] = request["StreamSpecification"]
+        return {"Table": table}
 
     def create_table(self, **request: Any) -> dict[str, Any]:
         assert request["TableName"] not in self.created
@@ -235,6 +286,7 @@ def created_by_the_service(resources: dict[str, Resource]) -> dict[str, dict[str
         settings = Settings(_env_file=None)
         assert settings.store == "dynamodb"
         assert settings.environment == "production"
+        assert settings.dynamodb_indexer is False  # the indexer Lambda indexes
         container = wiring.build_container(settings)
         container.close()
     return client.created
@@ -380,6 +432,23 @@ def test_event_store_tables_have_the_keys_the_recorders_use(template: Template) 
         )
 
 
+def test_the_events_table_streams_new_images_as_the_service_creates_it(
+    resources: dict[str, Resource], created_by_the_service: dict[str, dict[str, Any]]
+) -> None:
+    tables = tables_by_name(resources)
+    assert tables[EVENTS_TABLE_NAME]["Properties"]["StreamSpecification"] == {
+        "StreamViewType": "NEW_IMAGE"
+    }
+    assert created_by_the_service[EVENTS_TABLE_NAME]["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_IMAGE",
+    }
+    for name in tables:
+        if name != EVENTS_TABLE_NAME:
+            assert "StreamSpecification" not in tables[name]["Properties"], name
+            assert "StreamSpecification" not in created_by_the_service[name], name
+
+
 def test_event_store_tables_have_point_in_time_recovery_and_deletion_protection(
     resources: dict[str, Resource],
 ) -> None:
@@ -421,34 +490,58 @@ def test_read_tables_are_rebuildable_so_destroyable_and_without_point_in_time_re
 
 # --- IAM: derived from the DynamoDB calls in the storage code ----------------
 
-READ_MODEL_SOURCES = [REPO_ROOT / "infra" / "dynamodb" / "read_tables.py"]
-EVENT_STORE_SOURCES = sorted(
-    set((REPO_ROOT / "infra" / "dynamodb").glob("*.py")) - set(READ_MODEL_SOURCES)
+DYNAMODB_SOURCES = REPO_ROOT / "infra" / "dynamodb"
+READ_MODEL_SOURCES = [DYNAMODB_SOURCES / "read_tables.py"]
+INDEXER_SOURCES = [DYNAMODB_SOURCES / "indexer.py"]
+#: What the API process runs: the recorders and their datastore. The indexer
+#: module is the indexer Lambda's (the API runs no in-process indexer).
+API_EVENT_STORE_SOURCES = sorted(
+    set(DYNAMODB_SOURCES.glob("*.py")) - set(READ_MODEL_SOURCES) - set(INDEXER_SOURCES)
 )
-#: Calls that need no grant in production: the stack creates the tables (the
-#: code creates one only when DescribeTable says it is missing), ``close`` is
-#: local, and a transaction is authorised per contained item (below).
-CALLS_NEEDING_NO_GRANT = frozenset({"create_table", "close", "transact_write_items"})
+INDEXER_LAMBDA_SOURCES = [REPO_ROOT / "api" / "indexer_lambda.py", *INDEXER_SOURCES]
+#: The in-process poller of the stream (``make run``, tests, the admin CLI): in
+#: production the event source mapping reads the stream and keeps the
+#: positions, so the indexer Lambda never runs it.
+IN_PROCESS_POLLER = frozenset({"ShardPoller"})
+#: Calls that need no grant in production: the stack creates the tables with
+#: their stream (the code creates a table, or enables a stream, only when
+#: DescribeTable says it is missing), ``close`` is local, and a transaction is
+#: authorised per contained item (below).
+CALLS_NEEDING_NO_GRANT = frozenset(
+    {"create_table", "update_table", "close", "transact_write_items"}
+)
 TRANSACT_ITEM_ACTIONS = {
     "Put": "dynamodb:PutItem",
     "Update": "dynamodb:UpdateItem",
     "Delete": "dynamodb:DeleteItem",
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
+WRITE_ACTIONS = frozenset(
+    {*TRANSACT_ITEM_ACTIONS.values(), "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}
+)
+#: The operations of the DynamoDB Streams API.
+STREAMS_OPERATIONS = frozenset(
+    {"describe_stream", "get_records", "get_shard_iterator", "list_streams"}
+)
 #: Read-model methods only ``python -m api.cli`` runs, never the Lambda.
 ADMIN_ONLY_METHODS = frozenset({"reset", "_put_position", "_delete_stream_names"})
+#: How the indexer names its tables (``StreamIndexer``'s attributes).
+INDEXER_TABLE_ATTRIBUTES = {
+    "events_table_name": EVENTS_TABLE_NAME,
+    "index_table_name": INDEX_TABLE_NAME,
+}
 
 
-def _nodes(node: ast.AST, skip_functions: frozenset[str]) -> Iterator[ast.AST]:
-    """Every node under ``node``, except inside functions named in ``skip_functions``."""
+def _nodes(node: ast.AST, skip: frozenset[str]) -> Iterator[ast.AST]:
+    """Every node under ``node``, except inside functions and classes named in ``skip``."""
     for child in ast.iter_child_nodes(node):
         if (
-            isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-            and child.name in skip_functions
+            isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and child.name in skip
         ):
             continue
         yield child
-        yield from _nodes(child, skip_functions)
+        yield from _nodes(child, skip)
 
 
 def _is_client(node: ast.expr) -> bool:
@@ -457,35 +550,97 @@ def _is_client(node: ast.expr) -> bool:
     )
 
 
-def dynamodb_actions_called(
-    sources: list[Path], skip_functions: frozenset[str] = frozenset()
-) -> set[str]:
-    """IAM actions of the DynamoDB client calls in ``sources``."""
-    actions: set[str] = set()
-    transact_items: set[str] = set()
-    transacts = False
+def _client_calls(sources: list[Path], skip: frozenset[str]) -> Iterator[tuple[str, ast.Call]]:
+    """(operation, call) of each DynamoDB client call in ``sources``."""
     for source in sources:
-        for node in _nodes(ast.parse(source.read_text()), skip_functions):
+        for node in _nodes(ast.parse(source.read_text()), skip):
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and _is_client(node.func.value)
             ):
-                operation = node.func.attr
-                transacts |= operation == "transact_write_items"
-                if operation not in CALLS_NEEDING_NO_GRANT:
-                    actions.add("dynamodb:" + operation.title().replace("_", ""))
-            elif isinstance(node, ast.Dict):
-                transact_items |= {
-                    TRANSACT_ITEM_ACTIONS[key.value]
-                    for key in node.keys
-                    if isinstance(key, ast.Constant) and key.value in TRANSACT_ITEM_ACTIONS
-                }
-    return actions | transact_items if transacts else actions
+                yield node.func.attr, node
 
 
-def test_the_code_calls_exactly_the_actions_the_stack_grants() -> None:
-    assert dynamodb_actions_called(EVENT_STORE_SOURCES) == set(EVENT_STORE_ACTIONS)
+def _action(operation: str) -> str:
+    return "dynamodb:" + operation.title().replace("_", "")
+
+
+def _transact_items(sources: list[Path], skip: frozenset[str]) -> Iterator[tuple[str, ast.expr]]:
+    """(IAM action, request) of each transaction item written in ``sources``."""
+    for source in sources:
+        for node in _nodes(ast.parse(source.read_text()), skip):
+            if isinstance(node, ast.Dict):
+                for key, value in zip(node.keys, node.values, strict=True):
+                    if isinstance(key, ast.Constant) and key.value in TRANSACT_ITEM_ACTIONS:
+                        yield TRANSACT_ITEM_ACTIONS[key.value], value
+
+
+def dynamodb_actions_called(sources: list[Path], skip: frozenset[str] = frozenset()) -> set[str]:
+    """IAM actions of the DynamoDB client calls in ``sources``."""
+    operations = {operation for operation, _ in _client_calls(sources, skip)}
+    actions = {_action(op) for op in operations - CALLS_NEEDING_NO_GRANT}
+    if "transact_write_items" in operations:
+        actions |= {action for action, _ in _transact_items(sources, skip)}
+    return actions
+
+
+def streams_actions_called(sources: list[Path], skip: frozenset[str] = frozenset()) -> set[str]:
+    """IAM actions of the DynamoDB Streams calls in ``sources`` (whatever the
+    client is called: the operations' names are DynamoDB Streams' own)."""
+    return {
+        _action(node.func.attr)
+        for source in sources
+        for node in _nodes(ast.parse(source.read_text()), skip)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in STREAMS_OPERATIONS
+    }
+
+
+def _table_named_by(node: ast.AST | None, where: str) -> str:
+    """The table a ``TableName`` value (or a ``RequestItems`` key) names."""
+    text = ast.unparse(node) if node is not None else ""
+    tables = {table for attribute, table in INDEXER_TABLE_ATTRIBUTES.items() if attribute in text}
+    assert len(tables) == 1, f"cannot tell which table {where} uses: {text!r}"
+    (table,) = tables
+    return table
+
+
+def _dict_value(node: ast.expr, key: str) -> ast.expr | None:
+    if isinstance(node, ast.Dict):
+        for k, v in zip(node.keys, node.values, strict=True):
+            if isinstance(k, ast.Constant) and k.value == key:
+                return v
+    return None
+
+
+def dynamodb_actions_by_table(sources: list[Path], skip: frozenset[str]) -> dict[str, set[str]]:
+    """IAM actions of the DynamoDB calls in ``sources``, per table they name
+    (through the indexer's ``events_table_name`` / ``index_table_name``)."""
+    found: dict[str, set[str]] = {}
+    for operation, call in _client_calls(sources, skip):
+        if operation in CALLS_NEEDING_NO_GRANT:
+            continue
+        keywords = {keyword.arg: keyword.value for keyword in call.keywords}
+        if "RequestItems" in keywords:
+            request_items = keywords["RequestItems"]
+            assert isinstance(request_items, ast.Dict), ast.unparse(call)
+            tables = [_table_named_by(k, operation) for k in request_items.keys]
+        else:
+            tables = [_table_named_by(keywords.get("TableName"), operation)]
+        for table in tables:
+            found.setdefault(table, set()).add(_action(operation))
+    for action, request in _transact_items(sources, skip):
+        table = _table_named_by(_dict_value(request, "TableName"), action)
+        found.setdefault(table, set()).add(action)
+    return found
+
+
+def test_the_api_code_calls_exactly_the_actions_the_api_role_grants() -> None:
+    assert dynamodb_actions_called(API_EVENT_STORE_SOURCES) == set(API_EVENT_TABLE_ACTIONS) | set(
+        API_INDEX_TABLE_ACTIONS
+    )
     assert dynamodb_actions_called(READ_MODEL_SOURCES, ADMIN_ONLY_METHODS) == set(
         READ_MODEL_ACTIONS
     )
@@ -494,6 +649,29 @@ def test_the_code_calls_exactly_the_actions_the_stack_grants() -> None:
         "dynamodb:BatchWriteItem",
         "dynamodb:Scan",
     }
+    assert streams_actions_called(API_EVENT_STORE_SOURCES + READ_MODEL_SOURCES) == set()
+
+
+def test_the_indexer_code_calls_exactly_the_actions_the_indexer_role_grants_per_table() -> None:
+    assert dynamodb_actions_by_table(INDEXER_LAMBDA_SOURCES, IN_PROCESS_POLLER) == {
+        EVENTS_TABLE_NAME: set(INDEXER_EVENT_TABLE_ACTIONS),
+        INDEX_TABLE_NAME: set(INDEXER_INDEX_TABLE_ACTIONS),
+    }
+    # The handler itself calls nothing: it hands the records to the indexer.
+    assert dynamodb_actions_called(INDEXER_LAMBDA_SOURCES[:1]) == set()
+
+
+def test_the_mapping_reads_the_stream_with_the_actions_the_in_process_poller_uses() -> None:
+    # The event source mapping reads the stream with the indexer's role, as
+    # the in-process poller does with its own client; the indexer itself
+    # never calls DynamoDB Streams.
+    assert streams_actions_called(INDEXER_SOURCES) == set(INDEXER_STREAM_ACTIONS)
+    assert streams_actions_called(INDEXER_LAMBDA_SOURCES, IN_PROCESS_POLLER) == set()
+    # What else the poller needs, and the Lambda does not: the stream's ARN
+    # (DescribeTable) and its shard checkpoints (GetItem / UpdateItem).
+    assert dynamodb_actions_called(INDEXER_SOURCES) - dynamodb_actions_called(
+        INDEXER_SOURCES, IN_PROCESS_POLLER
+    ) == {"dynamodb:DescribeTable"}
 
 
 def test_admin_only_read_model_methods_are_called_only_by_the_admin_commands() -> None:
@@ -512,25 +690,43 @@ def test_admin_only_read_model_methods_are_called_only_by_the_admin_commands() -
     assert callers <= {"api/cli.py"}
 
 
-def test_lambda_role_may_use_only_the_needed_actions_on_the_event_store_tables(
+def test_api_role_may_append_to_and_read_the_events_and_snapshots_tables_only(
     resources: dict[str, Resource],
 ) -> None:
     statement = statement_with_sid(resources, "EventStoreTables")
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Action"]) == sorted(
-        [
-            "dynamodb:DescribeTable",
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:Query",
-        ]
+        ["dynamodb:DescribeTable", "dynamodb:PutItem", "dynamodb:Query"]
     )
-    assert sorted(statement["Action"]) == sorted(EVENT_STORE_ACTIONS)
-    assert statement["Resource"] == [table_arn(resources, name) for name in EVENT_STORE_TABLE_NAMES]
+    assert sorted(statement["Action"]) == sorted(API_EVENT_TABLE_ACTIONS)
+    assert statement["Resource"] == [
+        table_arn(resources, EVENTS_TABLE_NAME),
+        table_arn(resources, SNAPSHOTS_TABLE_NAME),
+    ]
 
 
-def test_lambda_role_may_read_and_write_the_read_tables(
+def test_api_role_may_only_read_the_index_table(resources: dict[str, Resource]) -> None:
+    statement = statement_with_sid(resources, "IndexTableReadOnly")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(
+        ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"]
+    )
+    assert sorted(statement["Action"]) == sorted(API_INDEX_TABLE_ACTIONS)
+    assert statement["Resource"] == table_arn(resources, INDEX_TABLE_NAME)
+
+
+def test_api_role_no_longer_writes_the_index_nor_reads_the_stream(
+    resources: dict[str, Resource],
+) -> None:
+    role = role_of_function(resources, LAMBDA_HANDLER)
+    index_arn = table_arn(resources, INDEX_TABLE_NAME)
+    for statement in dynamodb_statements(role):
+        if index_arn in as_list(statement["Resource"]):
+            assert not set(as_list(statement["Action"])) & WRITE_ACTIONS, statement
+        assert not set(as_list(statement["Action"])) & set(INDEXER_STREAM_ACTIONS), statement
+
+
+def test_api_role_may_read_and_write_the_read_tables(
     resources: dict[str, Resource],
 ) -> None:
     statement = statement_with_sid(resources, "ReadTables")
@@ -550,7 +746,7 @@ def test_lambda_role_may_read_and_write_the_read_tables(
     assert statement["Resource"] == [table_arn(resources, name) for name in READ_TABLE_NAMES]
 
 
-def test_lambda_role_may_only_query_the_events_and_registrations_indexes(
+def test_api_role_may_only_query_the_events_and_registrations_indexes(
     resources: dict[str, Resource],
 ) -> None:
     statement = statement_with_sid(resources, "ReadTableIndexes")
@@ -563,15 +759,67 @@ def test_lambda_role_may_only_query_the_events_and_registrations_indexes(
     ]
 
 
-def test_dynamodb_statements_are_exactly_the_three_table_statements(
+def test_indexer_role_may_read_only_the_events_tables_stream(
     resources: dict[str, Resource],
 ) -> None:
-    sids = sorted(
-        statement.get("Sid", "")
-        for statement in policy_statements(resources)
-        if any(str(a).startswith("dynamodb:") for a in as_list(statement.get("Action", [])))
+    statement = statement_with_sid(resources, "IndexerEventsStream")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(
+        ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"]
     )
-    assert sids == ["EventStoreTables", "ReadTableIndexes", "ReadTables"]
+    assert sorted(statement["Action"]) == sorted(INDEXER_STREAM_ACTIONS)
+    assert statement["Resource"] == {
+        "Fn::GetAtt": [logical_id_of_table(resources, EVENTS_TABLE_NAME), "StreamArn"]
+    }
+
+
+def test_indexer_role_may_only_read_the_events_table(resources: dict[str, Resource]) -> None:
+    statement = statement_with_sid(resources, "IndexerEventsTableRead")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(["dynamodb:BatchGetItem", "dynamodb:Query"])
+    assert sorted(statement["Action"]) == sorted(INDEXER_EVENT_TABLE_ACTIONS)
+    assert statement["Resource"] == table_arn(resources, EVENTS_TABLE_NAME)
+
+
+def test_indexer_role_may_read_and_write_items_of_the_index_table_only(
+    resources: dict[str, Resource],
+) -> None:
+    statement = statement_with_sid(resources, "IndexerIndexTable")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(
+        ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    )
+    assert sorted(statement["Action"]) == sorted(INDEXER_INDEX_TABLE_ACTIONS)
+    assert statement["Resource"] == table_arn(resources, INDEX_TABLE_NAME)
+
+
+def test_each_role_holds_exactly_its_own_dynamodb_statements(
+    resources: dict[str, Resource],
+) -> None:
+    def sids(handler: str) -> list[str]:
+        return sorted(
+            s.get("Sid", "") for s in dynamodb_statements(role_of_function(resources, handler))
+        )
+
+    assert sids(LAMBDA_HANDLER) == [
+        "EventStoreTables",
+        "IndexTableReadOnly",
+        "ReadTableIndexes",
+        "ReadTables",
+    ]
+    assert sids(INDEXER_HANDLER) == [
+        "IndexerEventsStream",
+        "IndexerEventsTableRead",
+        "IndexerIndexTable",
+    ]
+    assert len(dynamodb_statements(resources)) == 7  # no statement anywhere else
+
+
+def test_no_iam_policy_is_attached_beside_the_roles_own(template: Template) -> None:
+    # Every grant is inline in the two roles: no construct added a policy
+    # (DynamoEventSource, for one, would add ListStreams on "*").
+    template.resource_count_is("AWS::IAM::Policy", 0)
+    template.resource_count_is("AWS::IAM::Role", 2)
 
 
 def test_no_iam_statement_grants_a_wildcard_action_or_table_creation(
@@ -588,54 +836,47 @@ def test_no_iam_statement_grants_a_wildcard_action_or_table_creation(
                 "dynamodb:CreateTable",
                 "dynamodb:DeleteTable",
                 "dynamodb:UpdateTable",
+                "dynamodb:ListStreams",
             ), statement
 
 
 def test_no_dynamodb_statement_applies_to_every_resource(
     resources: dict[str, Resource],
 ) -> None:
-    dynamodb_statements = [
-        statement
-        for statement in policy_statements(resources)
-        if any(
-            isinstance(action, str) and action.startswith("dynamodb:")
-            for action in as_list(statement.get("Action", []))
-        )
-    ]
-    assert dynamodb_statements, "expected DynamoDB statements in the template"
-    for statement in dynamodb_statements:
+    statements = dynamodb_statements(resources)
+    assert statements, "expected DynamoDB statements in the template"
+    for statement in statements:
         assert "NotResource" not in statement, statement
         for resource in as_list(statement["Resource"]):
             assert resource != "*", statement
+            assert "*" not in str(resource).replace("/index/*", ""), statement
 
 
-def test_lambda_role_has_only_the_managed_basic_execution_policy(
-    template: Template,
+@pytest.mark.parametrize("handler", [LAMBDA_HANDLER, INDEXER_HANDLER])
+def test_each_lambda_role_has_only_the_managed_basic_execution_policy(
+    resources: dict[str, Resource], handler: str
 ) -> None:
-    template.has_resource_properties(
-        "AWS::IAM::Role",
+    role = role_of_function(resources, handler)["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
         {
-            "AssumeRolePolicyDocument": Match.object_like(
-                {
-                    "Statement": [
-                        Match.object_like({"Principal": {"Service": "lambda.amazonaws.com"}})
-                    ]
-                }
-            ),
-            "ManagedPolicyArns": [
-                {
-                    "Fn::Join": [
-                        "",
-                        [
-                            "arn:",
-                            {"Ref": "AWS::Partition"},
-                            ":iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-                        ],
-                    ]
-                }
-            ],
-        },
-    )
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+        }
+    ]
+    assert role["ManagedPolicyArns"] == [
+        {
+            "Fn::Join": [
+                "",
+                [
+                    "arn:",
+                    {"Ref": "AWS::Partition"},
+                    ":iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+                ],
+            ]
+        }
+    ]
+    assert [policy["PolicyName"] for policy in role["Policies"]] == ["DynamoDbAccess"]
 
 
 # --- Lambda and HTTP API ------------------------------------------------------
@@ -644,7 +885,7 @@ def test_lambda_role_has_only_the_managed_basic_execution_policy(
 def test_api_lambda_runs_the_mangum_handler_against_the_dynamodb_store(
     template: Template, resources: dict[str, Resource]
 ) -> None:
-    template.resource_count_is("AWS::Lambda::Function", 1)
+    template.resource_count_is("AWS::Lambda::Function", 2)
     template.has_resource_properties(
         "AWS::Lambda::Function",
         {
@@ -658,21 +899,117 @@ def test_api_lambda_runs_the_mangum_handler_against_the_dynamodb_store(
         "STORE": "dynamodb",
         "DYNAMODB_TABLE_PREFIX": "regsvc-",
         "ENVIRONMENT": "production",
+        "DYNAMODB_INDEXER": "false",
     }
+
+
+def test_indexer_lambda_runs_the_stream_indexer_handler_with_its_own_role(
+    resources: dict[str, Resource],
+) -> None:
+    assert INDEXER_HANDLER == "api.indexer_lambda.handler"
+    assert callable(indexer_lambda.handler)
+    function = resources[logical_id_of_function(resources, INDEXER_HANDLER)]["Properties"]
+    assert function["Runtime"] == "python3.11"
+    assert function["MemorySize"] == 256
+    assert function["Timeout"] == 60
+    # At most two invocations race for the index's head item, and they are
+    # always available (the stack's INDEXER_RESERVED_CONCURRENCY says why).
+    assert function["ReservedConcurrentExecutions"] == 2
+    assert role_of_function(resources, INDEXER_HANDLER) != role_of_function(
+        resources, LAMBDA_HANDLER
+    )
+    assert lambda_environment(resources, INDEXER_HANDLER) == {
+        "STORE": "dynamodb",
+        "DYNAMODB_TABLE_PREFIX": "regsvc-",
+        "ENVIRONMENT": "production",
+    }
+
+
+def test_indexer_lambda_indexes_the_stacks_events_table_into_its_index_table(
+    resources: dict[str, Resource],
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in lambda_environment(resources, INDEXER_HANDLER).items():
+            patch.setenv(name, value)
+        patch.setenv("AWS_REGION", DUMMY_ENV.region or "eu-west-1")
+        client = TableRecordingClient()
+        patch.setattr(dynamodb_factory, "make_client", lambda **_: client)
+        indexer = indexer_lambda.build_stream_indexer(Settings(_env_file=None))
+    # It creates no table: its role may not even describe one.
+    assert client.created == {}
+    assert indexer.events_table_name == EVENTS_TABLE_NAME
+    assert indexer.index_table_name == INDEX_TABLE_NAME
+
+
+def test_the_events_stream_feeds_the_indexer_in_order_retrying_failed_batches_forever(
+    template: Template, resources: dict[str, Resource]
+) -> None:
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    (mapping,) = template.find_resources("AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"] == {
+        "FunctionName": {"Ref": logical_id_of_function(resources, INDEXER_HANDLER)},
+        "EventSourceArn": {
+            "Fn::GetAtt": [logical_id_of_table(resources, EVENTS_TABLE_NAME), "StreamArn"]
+        },
+        # From the oldest record the stream holds: nothing appended is left out.
+        "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": 100,
+        # Never skip a record: retried until indexed, however old.
+        "MaximumRetryAttempts": -1,
+        "MaximumRecordAgeInSeconds": -1,
+        "BisectBatchOnFunctionError": True,
+        # One batch per shard at a time, in stream order.
+        "ParallelizationFactor": 1,
+        "Enabled": True,
+    }
+    # No partial batch responses (the handler raises) and nowhere to drop records.
+    assert "FunctionResponseTypes" not in mapping["Properties"]
+    assert "DestinationConfig" not in mapping["Properties"]
+
+
+def test_an_alarm_fires_when_the_indexer_falls_five_minutes_behind(
+    template: Template, resources: dict[str, Resource]
+) -> None:
+    template.resource_count_is("AWS::CloudWatch::Alarm", 1)
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/Lambda",
+            "MetricName": "IteratorAge",
+            "Statistic": "Maximum",
+            "Dimensions": [
+                {
+                    "Name": "FunctionName",
+                    "Value": {"Ref": logical_id_of_function(resources, INDEXER_HANDLER)},
+                }
+            ],
+            "Period": 60,
+            "Threshold": 300_000,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "EvaluationPeriods": 1,
+        },
+    )
 
 
 def test_lambda_code_asset_holds_the_runtime_packages_and_no_dev_files(
     resources: dict[str, Resource], assembly_dir: Path
 ) -> None:
-    (function,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Function")
-    asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
-    asset = assembly_dir / f"asset.{asset_hash}"
+    (asset_key,) = {
+        function["Properties"]["Code"]["S3Key"] for function in functions(resources).values()
+    }  # both Lambdas run the same code
+    asset = assembly_dir / f"asset.{asset_key.removesuffix('.zip')}"
     files = {p.relative_to(asset).as_posix() for p in asset.rglob("*") if p.is_file()}
 
     assert "api/lambda_handler.py" in files
+    assert "api/indexer_lambda.py" in files
     for package in ("api", "domain", "projections", "infra"):
         assert f"{package}/__init__.py" in files, package
-    for module in ("infra/dynamodb/factory.py", "infra/dynamodb/read_tables.py"):
+    for module in (
+        "infra/dynamodb/factory.py",
+        "infra/dynamodb/read_tables.py",
+        "infra/dynamodb/indexer.py",
+        "infra/dynamodb/layout.py",
+    ):
         assert module in files, module
     for excluded in (".venv", ".git", ".tools", "tests", "data", "bench", "cdk.out"):
         assert not (asset / excluded).exists(), excluded
@@ -742,10 +1079,35 @@ def test_table_prefix_can_be_set_through_the_context() -> None:
         for name in EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES
     )
     assert {spec.name for spec in read_table_specs("staging-")} <= set(names)
-    prefixed.has_resource_properties(
-        "AWS::Lambda::Function",
-        {"Environment": {"Variables": Match.object_like({"DYNAMODB_TABLE_PREFIX": "staging-"})}},
+    prefixes = [
+        function["Properties"]["Environment"]["Variables"]["DYNAMODB_TABLE_PREFIX"]
+        for function in prefixed.find_resources("AWS::Lambda::Function").values()
+    ]
+    assert prefixes == ["staging-", "staging-"]  # the API's and the indexer's
+
+
+@pytest.mark.parametrize(
+    ("context", "reserved"), [({}, 2), ({"indexerReservedConcurrency": "none"}, None)]
+)
+def test_the_app_reserves_the_indexers_concurrency_unless_told_not_to(
+    context: dict[str, str],
+    reserved: int | None,
+    tmp_path: Path,
+) -> None:
+    bundle = tmp_path / "bundle"  # a stand-in for the vendored Lambda bundle
+    bundle.mkdir()
+    (bundle / "handler.py").write_text("def handler(event, context):\n    return None\n")
+    app = build_app(
+        outdir=str(tmp_path / "cdk.out"), context={"lambdaAssetDir": str(bundle), **context}
     )
+    stack = app.node.find_child(STACK_NAME)
+    assert isinstance(stack, RegistrationServiceStack)
+
+    function = Template.from_stack(stack).find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": INDEXER_HANDLER}}
+    )
+    (properties,) = (resource["Properties"] for resource in function.values())
+    assert properties.get("ReservedConcurrentExecutions") == reserved
 
 
 @pytest.mark.parametrize("prefix", ["no spaces allowed", "x" * 101, "slash/"])

@@ -1,0 +1,109 @@
+"""AWS Lambda entry point of the stream indexer (``api.indexer_lambda.handler``).
+
+In production an event source mapping on the events table's DynamoDB Stream
+(``infra/cdk/stack.py``) invokes this function with one shard's records at a
+time, in stream order, as ``event["Records"]``. The handler hands them to
+:meth:`infra.dynamodb.indexer.StreamIndexer.index_records`, which gives each
+event its position in the notification log (the index table) exactly once,
+and logs one JSON line per batch: how many records came, how many events were
+newly indexed, the log's head.
+
+On failure the handler raises, and the mapping retries the batch (forever,
+splitting it in halves: see the stack). Why raise rather than return
+``{"batchItemFailures": [...]}`` from the first record:
+
+- there is nothing finer to report. ``index_records`` writes whole commits
+  (and the earlier commits they depend on) in transactions; when it fails,
+  the reason (throttling, contention, DynamoDB unavailable, a corrupt table)
+  belongs to the batch, not to one record, and re-running the whole batch is
+  always safe and cheap: commits already indexed are recognised by their
+  markers (in memory in a warm environment) and never get a second position;
+- a raised error is a failed invocation: it counts in the function's
+  ``Errors`` metric and Lambda logs it, so a stuck shard shows; a reported
+  partial failure is a successful invocation and would hide it.
+
+The indexer is built once per execution environment (cold start) from the
+same settings and wiring as the API (:func:`build_stream_indexer`), and keeps
+what it learnt (the head, commits known indexed) between invocations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+from infra.dynamodb import DynamoDBApplicationRecorder
+from infra.dynamodb.indexer import StreamIndexer
+from infra.logs import configure_logging
+from infra.service import StoredRegistrationService
+from infra.settings import Settings
+from infra.wiring import event_store_env
+
+logger = logging.getLogger(__name__)
+
+
+def build_stream_indexer(settings: Settings) -> StreamIndexer:
+    """A stream indexer for the tables the service uses under ``settings``.
+
+    The table names and the DynamoDB client come from the service's own
+    recorder, so they are the API's. Tables are not created (nor looked up):
+    the stack creates them, and the indexer's role may not describe them.
+    """
+    if settings.store != "dynamodb":
+        msg = f"The stream indexer runs on DynamoDB only, not STORE={settings.store}"
+        raise ValueError(msg)
+    service = StoredRegistrationService(env={**event_store_env(settings), "CREATE_TABLE": "n"})
+    recorder = service.recorder
+    if not isinstance(recorder, DynamoDBApplicationRecorder):  # pragma: no cover - wiring
+        msg = f"Expected the DynamoDB application recorder, got {type(recorder).__name__}"
+        raise TypeError(msg)
+    return StreamIndexer(
+        recorder.client, recorder.events_table_name, recorder.notifications_table_name
+    )
+
+
+@cache
+def _indexer() -> StreamIndexer:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return build_stream_indexer(settings)
+
+
+def _batch(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What identifies a batch in the log: its size, first and last records."""
+    sequences = [r.get("dynamodb", {}).get("SequenceNumber") for r in records]
+    return {
+        "records": len(records),
+        "firstSequenceNumber": sequences[0] if sequences else None,
+        "lastSequenceNumber": sequences[-1] if sequences else None,
+        "eventSourceARN": records[0].get("eventSourceARN") if records else None,
+    }
+
+
+def handler(event: Mapping[str, Any], context: object = None) -> None:
+    """Indexes one batch of DynamoDB Streams records; raises when it cannot
+    (the event source mapping then retries the batch)."""
+    records: list[Mapping[str, Any]] = list(event.get("Records") or [])
+    indexer = _indexer()
+    batch = _batch(records)
+    started = time.perf_counter()
+    try:
+        indexed = indexer.index_records(records)
+    except Exception:
+        logger.exception(
+            "Indexing a batch of stream records failed; the event source mapping retries it",
+            extra=batch,
+        )
+        raise
+    logger.info(
+        "Indexed a batch of stream records",
+        extra={
+            **batch,
+            "indexedEvents": indexed,
+            "head": indexer.head,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )

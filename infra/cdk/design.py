@@ -1,0 +1,155 @@
+"""What the production stack defines, in plain Python: table designs and IAM actions.
+
+Kept apart from :mod:`infra.cdk.stack` so that it imports no CDK: the tests on
+DynamoDB Local compare the DynamoDB calls the code really makes, table by
+table, with the actions granted here, without starting jsii.
+
+Each role gets, per table, the actions its code calls and nothing else. A
+transaction (TransactWriteItems) is authorised per contained item, so it
+appears here as the actions of its items (Put -> PutItem, Update ->
+UpdateItem); ``dynamodb:TransactWriteItems`` is not an IAM action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: Name of the eventsourcing application (``infra.service``), lower-cased by
+#: the DynamoDB factory into the event-store table names.
+APPLICATION_NAME = "Registrations"
+
+KeyType = Literal["S", "N", "B"]
+
+
+@dataclass(frozen=True)
+class TableDesign:
+    """Name (without the prefix), keys, GSIs and stream of one table.
+
+    ``indexes`` holds ``(name, partition key, sort key)``; GSIs project ALL
+    attributes. ``stream``: the table has a DynamoDB Stream of new images.
+    """
+
+    construct_id: str
+    suffix: str
+    partition_key: tuple[str, KeyType]
+    sort_key: tuple[str, KeyType] | None = None
+    indexes: tuple[tuple[str, tuple[str, KeyType], tuple[str, KeyType]], ...] = ()
+    stream: bool = False
+
+    def table_name(self, prefix: str) -> str:
+        return f"{prefix}{self.suffix}"
+
+
+_APP = APPLICATION_NAME.lower()
+
+#: infra/dynamodb/recorders.py and layout.py: events keyed by (oid S, ver N),
+#: with a stream of new images that the indexer reads; snapshots alike without
+#: a stream; the index (the notification log, its head, commit markers and
+#: shard checkpoints) keyed by (p S, id N).
+EVENTS_TABLE = TableDesign(
+    "StoredEventsTable", f"{_APP}_events", ("oid", "S"), ("ver", "N"), stream=True
+)
+SNAPSHOTS_TABLE = TableDesign("SnapshotsTable", f"{_APP}_snapshots", ("oid", "S"), ("ver", "N"))
+INDEX_TABLE = TableDesign("NotificationsTable", f"{_APP}_notifications", ("p", "S"), ("id", "N"))
+EVENT_STORE_TABLES: tuple[TableDesign, ...] = (EVENTS_TABLE, SNAPSHOTS_TABLE, INDEX_TABLE)
+
+EVENTS_IN_ID_ORDER_INDEX = "listing-eventId-index"
+REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
+
+#: infra/dynamodb/read_tables.py (``read_table_specs``): every key is a string.
+READ_TABLES: tuple[TableDesign, ...] = (
+    TableDesign("UsersTable", "users", ("userId", "S")),
+    TableDesign(
+        "EventsViewTable",
+        "events",
+        ("eventId", "S"),
+        indexes=((EVENTS_IN_ID_ORDER_INDEX, ("listing", "S"), ("eventId", "S")),),
+    ),
+    TableDesign(
+        "RegistrationsTable",
+        "registrations",
+        ("userId", "S"),
+        ("eventId", "S"),
+        indexes=((REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),),
+    ),
+    TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
+)
+
+# --- the API Lambda -----------------------------------------------------------
+
+#: The API on the events and snapshots tables (infra/dynamodb/recorders.py):
+#: appends are a conditional PutItem (one event) or a transaction of Put items
+#: (a commit, with its read-table changes); streams are read with Query.
+#: DescribeTable: the start-up check that the tables exist (and that the events
+#: table has its stream). No CreateTable or UpdateTable: the stack creates the
+#: tables with their stream, and the code only creates a table, or enables a
+#: stream, that DescribeTable reports missing. No UpdateItem: appends no longer
+#: move a shared counter.
+API_EVENT_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DescribeTable",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+)
+
+#: The API on the index table: read only. The notification log is written by
+#: the indexer Lambda alone; the API reads its head (GetItem), where a commit
+#: went (its marker, GetItem) and the log itself (Query).
+API_INDEX_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+)
+
+#: The API on the read tables (infra/dynamodb/read_tables.py): appends carry
+#: their read-table changes as Put, Update and Delete items of the same
+#: transaction; events are listed by querying a GSI, titles fetched with
+#: BatchGetItem. Scan and BatchWriteItem are only used by ``reset`` (``python -m
+#: api.cli rebuild``, run by an operator, never by the Lambda), so they are not
+#: granted; nor is CreateTable (see above).
+READ_MODEL_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+)
+
+#: The API on the read tables' GSIs (events, registrations): only queries.
+READ_MODEL_INDEX_ACTIONS: tuple[str, ...] = ("dynamodb:Query",)
+
+# --- the indexer Lambda ---------------------------------------------------------
+
+#: What the event source mapping calls, with the indexer's role, on the events
+#: table's stream. ``dynamodb:ListStreams`` is not granted: IAM authorises it
+#: only on "*" (it has no resource-level permissions), and the mapping names
+#: its stream, so it never lists streams.
+INDEXER_STREAM_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+)
+
+#: The indexer (``StreamIndexer``, infra/dynamodb/indexer.py) on the events
+#: table: it reads, with ConsistentRead, the rest of a commit whose records it
+#: holds (BatchGetItem) and a stream's previous event, to index earlier commits
+#: first (Query). It never writes events.
+INDEXER_EVENT_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+)
+
+#: The indexer on the index table: it reads the head and commit markers
+#: (GetItem) and writes each batch of commits as one transaction that moves the
+#: head (an Update item) and puts the commit markers and notifications (Put
+#: items). No DescribeTable: the Lambda creates nothing; no DeleteItem: the log
+#: is append-only. The in-process poller's shard checkpoints (UpdateItem on
+#: ``k#`` items) are not written in production: the event source mapping keeps
+#: its own position in each shard.
+INDEXER_INDEX_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+)
