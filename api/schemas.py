@@ -275,11 +275,42 @@ class RegistrationList(_Out):
     next_token: str | None = None
 
 
+class FeedLag(_Out):
+    """How far the ordered feed (the notification log) is behind the writes.
+
+    On DynamoDB an indexer reads the events table's stream and gives each event
+    its position after the write; on SQLite the log is the events table itself,
+    so it never lags.
+    """
+
+    indexed_position: int = Field(description="The newest position the feed has assigned.")
+    pending_records: int = Field(
+        description="Written events read from the stream but not yet in the feed."
+    )
+    oldest_pending_seconds: float | None = Field(
+        description="Age of the oldest of those; null when there are none."
+    )
+    seconds_since_caught_up: float | None = Field(
+        description=(
+            "Since the indexer last found the stream at its tip with nothing left to index "
+            "(null before that first happens): the feed lacks at most what was written since."
+        )
+    )
+    indexer_running: bool
+    last_error: str | None = Field(
+        description="The indexer's last failure, if it has not recovered."
+    )
+
+
 class Health(_Out):
     status: Literal["ok"]
     store: str
     projection_position: int
     event_store_position: int
+    feed: FeedLag | None = Field(
+        default=None,
+        description="The ordered feed's lag (DynamoDB, where an indexer runs in this process).",
+    )
     consumed_capacity: dict[str, float] | None = Field(
         default=None,
         description="DynamoDB capacity units this process consumed since it started.",

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import ContainerDep
 from api.routes.docs_helpers import errors
-from api.schemas import Health
+from api.schemas import FeedLag, Health
 from infra.dynamodb.capacity import PROCESS_TOTALS
 
 router = APIRouter(tags=["health"])
@@ -19,18 +19,32 @@ router = APIRouter(tags=["health"])
     description=(
         "200 while the stores answer, with the event store's last notification id and the "
         "read tables' position. Every write folds into the read tables in its own "
-        "transaction, so they are equal except while an admin rebuild catches up."
+        "transaction, so they are equal except while an admin rebuild catches up. On "
+        "DynamoDB, `feed` says how far the ordered feed (positions assigned by the stream "
+        "indexer after each write) is behind."
     ),
     responses=errors(),
 )
 def health(container: ContainerDep) -> Health:
     head = container.service.recorder.max_notification_id() or 0
     position = container.read_model.position()
+    feed = None
+    if container.indexer is not None and container.settings.dynamodb_indexer:
+        lag = container.indexer.lag()
+        feed = FeedLag(
+            indexed_position=lag.head,
+            pending_records=lag.pending_records,
+            oldest_pending_seconds=lag.oldest_pending_seconds,
+            seconds_since_caught_up=lag.seconds_since_caught_up,
+            indexer_running=lag.running,
+            last_error=lag.last_error,
+        )
     return Health(
         status="ok",
         store=container.settings.store,
         projection_position=head if position is None else position,
         event_store_position=head,
+        feed=feed,
         consumed_capacity=(
             PROCESS_TOTALS.totals() if container.settings.store == "dynamodb" else None
         ),

@@ -334,6 +334,28 @@ def test_health_reports_the_read_tables_caught_up_after_a_write(client: TestClie
     assert body["projectionPosition"] == body["eventStorePosition"] > 0
 
 
+def test_health_shows_the_feed_lag_only_where_an_indexer_builds_the_feed(
+    client: TestClient, store_name: str
+) -> None:
+    event = create_event(client)
+    register(client, create_user(client), event["eventId"])
+    wait_until_logged(client.app.state.container.service.recorder)  # type: ignore[attr-defined]
+
+    body = json_of(client.get("/health"), 200)
+
+    if store_name == "sqlite":
+        assert body.get("feed") is None  # the log is the events table: no lag
+        return
+    feed = body["feed"]
+    assert feed["indexerRunning"] is True
+    assert feed["indexedPosition"] == body["eventStorePosition"] > 0
+    assert feed["pendingRecords"] == 0
+    assert feed["oldestPendingSeconds"] is None
+    assert feed["secondsSinceCaughtUp"] is not None
+    assert feed["secondsSinceCaughtUp"] >= 0
+    assert feed["lastError"] is None
+
+
 def test_a_validation_error_never_answers_422(shared_client: TestClient) -> None:
     responses = [
         shared_client.post("/users", json={"userId": 1}),
