@@ -21,6 +21,7 @@ from eventsourcing.persistence import (
     ListenNotifySubscription,
     Notification,
     OperationalError,
+    PersistenceError,
     ProcessRecorder,
     Recorder,
     StoredEvent,
@@ -538,7 +539,12 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         self._check_index_sizes(items)
         if k == 1 and not extras:
             # One item: a conditional PutItem is one write, a transaction two.
-            self._put_single(items[0][0], items[0][1])
+            try:
+                self._put_single(items[0][0], items[0][1])
+            except (OperationalError, IntegrityError) as error:
+                # PutItem takes no idempotency token: a retry of a put whose
+                # answer was lost fails its own condition. Ask the table.
+                self._unless_recorded(items[0][0], error)
             return
         transact_items = [self._event_put(item) for item, _ in items]
         kinds = [("event", self._label(s)) for s in stored_events]
@@ -550,6 +556,11 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         while True:
             try:
                 self._transact(transact_items, kinds)
+            except OperationalError as error:
+                # Timeouts or a lost connection after botocore's retries: the
+                # transaction may have committed. Answer with what the table says.
+                self._unless_recorded(items[0][0], error)
+                return
             except _RetryAppendError as e:
                 # Only transient cancellations get here (TransactionConflict:
                 # another transaction held one of these items; throttling).
@@ -566,6 +577,38 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 self._retry_sleep(attempt)
             else:
                 return
+
+    def _unless_recorded(self, lead: Item, error: Exception) -> None:
+        """Re-raises ``error`` unless the commit led by ``lead`` is in the table.
+
+        Called when an append's outcome is unknown (its answer was lost after
+        botocore's retries). A commit is all or nothing, so its lead event item
+        tells: present with our bytes (the serialised event holds its own
+        timestamp and payload, so another writer's event of the same version
+        differs), the append committed and is reported as the success it was;
+        absent or another's, the error stands. If the table cannot be read
+        either, the outcome stays unknown and the error stands (503).
+        """
+        try:
+            with translate_errors():
+                found = self.client.query(
+                    TableName=self.events_table_name,
+                    KeyConditionExpression="#oid = :oid AND #ver = :ver",
+                    ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK},
+                    ExpressionAttributeValues={":oid": lead[EVENT_PK], ":ver": lead[EVENT_SK]},
+                    # Must see a commit that has just happened.
+                    ConsistentRead=True,
+                ).get("Items", [])
+        except PersistenceError:
+            raise error from None
+        if not found or (found[0][TOPIC], bytes(found[0][STATE]["B"])) != (
+            lead[TOPIC],
+            bytes(lead[STATE]["B"]),
+        ):
+            raise error
+        logger.warning(
+            "an append's answer was lost (%s); re-reading its stream shows it committed", error
+        )
 
     # ----- the index -----
 
