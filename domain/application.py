@@ -162,6 +162,14 @@ class LeaveOutcome:
     promoted: tuple[str, ...]
 
 
+class _DecideAgainError(Exception):
+    """Internal: a refusal decided on cached state that may be stale."""
+
+    def __init__(self, refusal: RegistrationDomainError) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
 class UnitOfWork:
     """The aggregates that one or more commands load and change, saved together.
 
@@ -170,11 +178,18 @@ class UnitOfWork:
     the rows a save of it writes, for stores that bound a transaction.
     """
 
-    def __init__(self, service: RegistrationService, *, for_command: bool = False) -> None:
+    def __init__(
+        self, service: RegistrationService, *, for_command: bool = False, fresh: bool = False
+    ) -> None:
         self.service = service
         # A command's unit of work first brings the cache up to the log's head
         # (evicting what other processes changed), then reads it as it is.
-        self.trust_cache = for_command and service.refresh_cache()
+        # Where the log cannot tell (``cache_may_be_stale``), it reads the cache
+        # as it is unless ``fresh``: see RegistrationService.cache_may_be_stale.
+        self.trust_cache = (
+            for_command and not fresh and (service.cache_may_be_stale or service.refresh_cache())
+        )
+        self.unverified = self.trust_cache and service.cache_may_be_stale
         self._aggregates: dict[UUID, Aggregate | None] = {}
         self._after_commit: list[Callable[[], None]] = []
 
@@ -334,6 +349,13 @@ class RegistrationService(Application[UUID]):
     # capacity raise owing more promotions saves them in several steps.
     max_save_weight: int | None = None
     max_promotions_per_save: int | None = None
+    #: True where the log cannot tell which cached aggregates other processes
+    #: changed (a log indexed after the appends, as on DynamoDB). Commands then
+    #: still decide on the cache without asking the store: every save is
+    #: conditional on the versions it read, so a stale aggregate makes the save
+    #: conflict and the command is decided again on fresh state. A refusal saves
+    #: nothing, so it is decided again on fresh state before it is reported.
+    cache_may_be_stale: bool = False
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
@@ -433,7 +455,9 @@ class RegistrationService(Application[UUID]):
                     self._evict(uow)
                     self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
                     return []
-                decided.append((job, None, error))
+                # Decided on cached state that may be stale: again on fresh state,
+                # after the save.
+                decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
             except Exception:
                 self._evict(uow)
                 self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
@@ -454,7 +478,13 @@ class RegistrationService(Application[UUID]):
             self._run_each_alone([job for job, _, _ in decided])
             return
         for job, outcome, error in decided:
-            if error is None:
+            if isinstance(error, _DecideAgainError):
+                decide = job.decide
+                assert decide is not None
+                self._resolve(
+                    job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
+                )
+            elif error is None:
                 job.future.set_result(outcome)
             else:
                 job.future.set_exception(error)
@@ -521,7 +551,7 @@ class RegistrationService(Application[UUID]):
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
 
-    def _retrying(self, key: str, decide: Decide[T]) -> T:
+    def _retrying(self, key: str, decide: Decide[T], *, fresh: bool = False) -> T:
         """Runs ``decide`` on a fresh unit of work and saves it, until it saves without a
         conflict (bounded, jittered back-off).
 
@@ -531,10 +561,18 @@ class RegistrationService(Application[UUID]):
         """
         lock = self._locks[hash(key) % len(self._locks)]
         for attempt in range(self.max_conflict_retries + 1):
-            uow = UnitOfWork(self, for_command=True)
+            uow = UnitOfWork(self, for_command=True, fresh=fresh)
             try:
                 with lock:
-                    outcome = decide(uow)
+                    try:
+                        outcome = decide(uow)
+                    except RegistrationDomainError:
+                        if not uow.unverified or uow.changed():
+                            raise
+                        # Refused on cached state another process may have
+                        # changed: decide again on fresh state before answering.
+                        uow = UnitOfWork(self, for_command=True, fresh=True)
+                        outcome = decide(uow)
                     self._save(uow)
                     return outcome
             except (WriteConflictError, InvariantViolationError) as error:

@@ -5,8 +5,10 @@
 - eventsourcing's errors become domain errors at this boundary.
 - A snapshot is an optimisation taken after the command committed: its
   failure is logged and never fails the command.
-- Where the log is indexed after the appends (DynamoDB), cached aggregates are
-  fast-forwarded from their streams rather than refreshed from the log.
+- Where the log is indexed after the appends (DynamoDB), it cannot say which
+  cached aggregates other processes changed: commands decide on the cache, the
+  conditional appends catch a stale aggregate, and refusals are checked again on
+  fresh state.
 """
 
 from __future__ import annotations
@@ -57,14 +59,13 @@ class StoredRegistrationService(RegistrationService):
         self._notify(recordings)
         return recordings
 
-    def refresh_cache(self) -> bool:
+    @property
+    def cache_may_be_stale(self) -> bool:  # type: ignore[override]
         """On a log indexed after the appends (DynamoDB), its head cannot tell what
-        other processes changed: writes not yet indexed would be missed. So the
-        cache is never trusted whole there, and each cached aggregate is
-        fast-forwarded from its own stream (one ConsistentRead Query) instead."""
-        if isinstance(self.recorder, IndexedLog):
-            return False
-        return super().refresh_cache()
+        other processes changed: writes not yet indexed would be missed. Commands
+        then decide on the cache as it is, and the conditional appends catch
+        what is stale (see RegistrationService.cache_may_be_stale)."""
+        return isinstance(self.recorder, IndexedLog)
 
     def stream_exists(self, aggregate_id: UUID) -> bool | None:
         exists = getattr(self.recorder, "stream_exists", None)

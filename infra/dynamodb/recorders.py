@@ -578,6 +578,23 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             else:
                 return
 
+    def stream_exists(self, originator_id: UUID | str) -> bool:
+        """Whether any event of ``originator_id`` is recorded: one key-only Query
+        of one item, where loading a missing aggregate asks for its snapshot and
+        its events (two Queries)."""
+        with translate_errors():
+            found = self.client.query(
+                TableName=self.events_table_name,
+                KeyConditionExpression="#oid = :oid",
+                ExpressionAttributeNames={"#oid": EVENT_PK},
+                ExpressionAttributeValues={":oid": _s(self.encode_originator_id(originator_id))},
+                ProjectionExpression="#oid",
+                Limit=1,
+                # A command decides on this: it must see every committed append.
+                ConsistentRead=True,
+            )
+        return bool(found.get("Items"))
+
     def _unless_recorded(self, lead: Item, error: Exception) -> None:
         """Re-raises ``error`` unless the commit led by ``lead`` is in the table.
 
