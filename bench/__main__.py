@@ -34,7 +34,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import dynamodb_capacity
+from bench import dynamodb_appends, dynamodb_capacity
+from bench.feed_lag import FeedWatch
 from bench.load import Outcome, Sizes, run_scenario
 from bench.report import STORE_TITLES, Result, failures, markdown, text_table
 from bench.servers import BASELINE, KINDS, Server, ServerError
@@ -75,6 +76,9 @@ QUICK_SIZES = {
         bare_warmup=100,
     ),
 }
+# The ordered feed's lag under each DynamoDB scenario (service runs only).
+FEED_LAGS: list[tuple[str, dict[str, float]]] = []
+
 WARM_UP = Sizes(spread_registrations=200, spread_events=10, hot_capacity=50, hot_registrants=200)
 
 
@@ -164,8 +168,11 @@ def _run_one(
         outcome = Outcome(scenario)
         outcome.check("server_started", False, str(e))
         return Result(store, scenario, server_name, run, outcome)
+    watch = FeedWatch(server.url) if store == "dynamodb" and server_name == "service" else None
     try:
         try:
+            if watch is not None:
+                watch.start()
             outcome = run_scenario(
                 server.url,
                 scenario,
@@ -174,6 +181,8 @@ def _run_one(
                 bare=kind.bare,
                 capacity_probe=kind.probe(store),
             )
+            if watch is not None:
+                FEED_LAGS.append((scenario, watch.finish()))
         except Exception as e:  # reported as a failed run; the others go on
             outcome = Outcome(scenario)
             outcome.check("run_completed", False, f"{type(e).__name__}: {e}")
@@ -183,6 +192,45 @@ def _run_one(
     finally:
         server.stop()
     return Result(store, scenario, server_name, run, outcome, rss_kb)
+
+
+def _feed_lag_section() -> str:
+    lines = [
+        "The ordered feed behind the service's writes (its stream indexer, polled from "
+        "`GET /health` every 0.1 s during each run; worst over the runs): records written but "
+        "not yet indexed, the age of the oldest of them, and how long after the last answered "
+        "request the feed held every event (`drain`).",
+        "",
+        "| scenario | runs | most pending records | oldest pending, s | drain after load, s |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        lags = [lag for name, lag in FEED_LAGS if name == scenario]
+        if lags:
+            lines.append(
+                f"| {scenario} | {len(lags)} | {max(x['max_pending'] for x in lags):.0f} | "
+                f"{max(x['max_oldest_s'] for x in lags):.2f} | "
+                f"{max(x['drain_s'] for x in lags):.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def _appends_section(levels: Sequence[dict[str, float]]) -> str:
+    one = levels[0]["per_second"] or 1.0
+    lines = [
+        "Appends per second by concurrent writers, each append one event to a new stream of "
+        "its own (`python -m bench.dynamodb_appends`, 5 s per level after 2 s of warm-up, "
+        "recorder only, no HTTP):",
+        "",
+        "| writers | appends/s | vs 1 writer | p50 ms | p95 ms | retries/append |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in levels:
+        lines.append(
+            f"| {r['threads']:.0f} | {r['per_second']:.1f} | x{r['per_second'] / one:.2f} | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['retries_per_append']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def _progress(result: Result, runs: int) -> None:
@@ -225,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     results: list[Result] = []
     capacity_table: str | None = None
+    dynamodb_sections: list[str] = []
     extra_failures: list[str] = []
     for store in stores:
         print(f"{STORE_TITLES[store]}: {args.runs} run(s) of {', '.join(scenarios)}", flush=True)
@@ -252,6 +301,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     capacity_table = dynamodb_capacity.table(measured, markdown=True)
                     print("\nDynamoDB capacity units per command (WCU / RCU, median of 5)")
                     print(dynamodb_capacity.table(measured), flush=True)
+            if store == "dynamodb" and "service" in servers:
+                if FEED_LAGS:
+                    dynamodb_sections.append(_feed_lag_section())
+                    print("\n" + dynamodb_sections[-1], flush=True)
+                try:
+                    levels = [
+                        dynamodb_appends.run_level(endpoint or "", n, 5.0, 2.0) for n in (1, 4, 16)
+                    ]
+                except Exception as e:
+                    extra_failures.append(f"dynamodb appends by writers: {type(e).__name__}: {e}")
+                else:
+                    dynamodb_sections.append(_appends_section(levels))
+                    print("\n" + dynamodb_sections[-1], flush=True)
         print(f"\n{STORE_TITLES[store]} (medians of {args.runs} run(s))\n")
         print(text_table(results, store), "\n", flush=True)
     elapsed = time.monotonic() - started
@@ -283,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 capacity_table,
                 problems,
                 load_before,
+                dynamodb_sections,
             )
         )
         print(f"Wrote {args.write}")

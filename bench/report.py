@@ -251,6 +251,7 @@ def markdown(
     capacity_table: str | None,
     problems: Sequence[str],
     load_before: Sequence[float],
+    dynamodb_sections: Sequence[str] = (),
 ) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -278,6 +279,9 @@ def markdown(
                 capacity_table,
                 "",
             ]
+        if store == "dynamodb":
+            for section in dynamodb_sections:
+                parts += [section, ""]
     if problems:
         parts += ["## Failed checks", "", *(f"- {p}" for p in problems), ""]
     parts += ["## What is measured", "", EXPLANATION, ""]
