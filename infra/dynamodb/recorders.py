@@ -109,6 +109,18 @@ def _describe(item: TransactWriteItemTypeDef) -> str:
     return "?"
 
 
+def _was_retried(error: BaseException) -> bool:
+    """Whether botocore retried the request that failed with ``error`` (the
+    ClientError in its chain of causes says)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ClientError):
+            metadata: Any = cause.response.get("ResponseMetadata", {})
+            return int(metadata.get("RetryAttempts", 0)) > 0
+        cause = cause.__cause__
+    return False
+
+
 class _RetryAppendError(Exception):
     """Internal: the transaction was cancelled for a reason worth retrying."""
 
@@ -541,9 +553,16 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             # One item: a conditional PutItem is one write, a transaction two.
             try:
                 self._put_single(items[0][0], items[0][1])
-            except (OperationalError, IntegrityError) as error:
+            except OperationalError as error:
+                self._unless_recorded(items[0][0], error)
+            except IntegrityError as error:
                 # PutItem takes no idempotency token: a retry of a put whose
-                # answer was lost fails its own condition. Ask the table.
+                # answer was lost fails its own condition, so then ask the
+                # table. A first attempt that finds the version taken is a
+                # conflict, whatever the item holds (the same bytes inserted
+                # twice are still a second insert).
+                if not _was_retried(error):
+                    raise
                 self._unless_recorded(items[0][0], error)
             return
         transact_items = [self._event_put(item) for item, _ in items]
