@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
     )
+    aws_session_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_SESSION_TOKEN", "aws_session_token"),
+        description="With temporary credentials (AWS Lambda sets all three).",
+    )
     aws_region: str = Field(
         default="us-east-1",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),

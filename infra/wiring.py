@@ -80,10 +80,13 @@ CACHE = {
 def _aws_credentials(settings: Settings) -> dict[str, str]:
     """Explicit credentials when configured; otherwise boto3's standard chain decides."""
     if settings.aws_access_key_id and settings.aws_secret_access_key:
-        return {
+        explicit = {
             "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
             "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
         }
+        if settings.aws_session_token:  # temporary credentials (AWS Lambda's role)
+            explicit["AWS_SESSION_TOKEN"] = settings.aws_session_token.get_secret_value()
+        return explicit
     return {}
 
 
@@ -125,6 +128,7 @@ def build_read_model(settings: Settings) -> ReadModel:
         region_name=settings.aws_region,
         aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
         max_attempts=settings.dynamodb_max_attempts,
     )
     instrument(client)
