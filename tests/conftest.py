@@ -70,9 +70,9 @@ def store_name(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--store"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def endpoint(store_name: str, request: pytest.FixtureRequest) -> str | None:
-    """DynamoDB Local's URL when the suite runs on DynamoDB (started once per session)."""
+    """DynamoDB Local's URL when the suite runs on DynamoDB (one instance per module)."""
     if store_name != "dynamodb":
         return None
     return str(request.getfixturevalue("dynamodb_endpoint"))

@@ -15,7 +15,7 @@ from tests.support import fresh_store_settings, server_env, unique
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_url(
     tmp_path_factory: pytest.TempPathFactory, store_name: str, endpoint: str | None
 ) -> Iterator[str]:

@@ -314,6 +314,7 @@ def test_the_same_batch_handed_twice_or_after_a_cold_start_is_indexed_once(
     indexed = service.notifications()
 
     caplog.set_level(logging.INFO, logger="api.indexer_lambda")
+    caplog.clear()  # the first batch's log line (once logging was configured, it is kept)
     indexer_lambda.handler(event, None)  # the same environment: it remembers
     cold_start()
     indexer_lambda.handler(event, None)  # a new one: the commit markers tell
