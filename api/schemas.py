@@ -283,7 +283,9 @@ class FeedLag(_Out):
     so it never lags.
     """
 
-    indexed_position: int = Field(description="The newest position the feed has assigned.")
+    indexed_position: int = Field(
+        validation_alias="head", description="The newest position the feed has assigned."
+    )
     pending_records: int = Field(
         description="Written events read from the stream but not yet in the feed."
     )
@@ -296,7 +298,7 @@ class FeedLag(_Out):
             "(null before that first happens): the feed lacks at most what was written since."
         )
     )
-    indexer_running: bool
+    indexer_running: bool = Field(validation_alias="running")
     last_error: str | None = Field(
         description="The indexer's last failure, if it has not recovered."
     )

@@ -30,15 +30,7 @@ def health(container: ContainerDep) -> Health:
     position = container.read_model.position()
     feed = None
     if container.indexer is not None and container.settings.dynamodb_indexer:
-        lag = container.indexer.lag()
-        feed = FeedLag(
-            indexed_position=lag.head,
-            pending_records=lag.pending_records,
-            oldest_pending_seconds=lag.oldest_pending_seconds,
-            seconds_since_caught_up=lag.seconds_since_caught_up,
-            indexer_running=lag.running,
-            last_error=lag.last_error,
-        )
+        feed = FeedLag.model_validate(container.indexer.lag(), from_attributes=True)
     return Health(
         status="ok",
         store=container.settings.store,

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
+from infra.dynamodb.layout import item_size
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -82,36 +84,16 @@ def _ask_for_capacity(params: dict[str, Any], model: Any, **_: Any) -> None:
         params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
 
-def _value_size(value: Any) -> int:
-    """An attribute value's size as DynamoDB counts it (close enough for pricing)."""
-    if isinstance(value, dict):
-        if "S" in value:
-            return len(str(value["S"]).encode())
-        if "N" in value:
-            return (len(str(value["N"]).lstrip("-").replace(".", "")) + 1) // 2 + 1
-        if "B" in value:
-            return len(value["B"])
-        if "L" in value:
-            return 3 + sum(1 + _value_size(v) for v in value["L"])
-        if "M" in value:
-            return 3 + sum(1 + len(k.encode()) + _value_size(v) for k, v in value["M"].items())
-    return 1
-
-
-def _item_size(item: dict[str, Any]) -> int:
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
-
-
 def transaction_write_units(items: list[dict[str, Any]]) -> dict[str, float]:
     """Write units per table that AWS charges for these ``TransactItems``."""
     units: dict[str, float] = defaultdict(float)
     for entry in items:
         ((kind, action),) = entry.items()
         if kind == "Put":
-            size = _item_size(action["Item"])
+            size = item_size(action["Item"])
         else:
             values = action.get("ExpressionAttributeValues", {})
-            size = max(1024, _item_size(action["Key"]) + _item_size(values))
+            size = max(1024, item_size(action["Key"]) + item_size(values))
         units[action["TableName"]] += 2.0 * max(1, ceil(size / 1024))
     return units
 
