@@ -163,11 +163,8 @@ class LeaveOutcome:
 
 
 class _DecideAgainError(Exception):
-    """Internal: a refusal decided on cached state that may be stale."""
-
-    def __init__(self, refusal: RegistrationDomainError) -> None:
-        super().__init__(str(refusal))
-        self.refusal = refusal
+    """Internal: a refusal decided on cached state that may be stale (the
+    command is decided again on fresh state, which gives its real outcome)."""
 
 
 class UnitOfWork:
@@ -457,7 +454,7 @@ class RegistrationService(Application[UUID]):
                     return []
                 # Decided on cached state that may be stale: again on fresh state,
                 # after the save.
-                decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
+                decided.append((job, None, _DecideAgainError() if uow.unverified else error))
             except Exception:
                 self._evict(uow)
                 self._run_each_alone([j for j, _, _ in decided] + jobs[n:])

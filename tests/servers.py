@@ -88,3 +88,57 @@ def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Pa
         time.sleep(0.1)
     msg = f"server did not answer within 60 s:\n{log.read_text()[-4000:]}"
     raise RuntimeError(msg)
+
+
+def event_registrations(http: httpx.Client, event_id: str) -> list[dict[str, object]]:
+    """Every registration of an event (confirmed, then the waitlist), across pages."""
+    found: list[dict[str, object]] = []
+    token: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 500} | ({"nextToken": token} if token else {})
+        page = http.get(f"/events/{event_id}/registrations", params=params).json()
+        found.extend(page["registrations"])
+        token = page.get("nextToken")
+        if not token:
+            return found
+
+
+def assert_acknowledged_writes_kept(
+    http: httpx.Client,
+    acknowledged: list[tuple[str, str, str]],
+    event_ids: list[str],
+    capacity: int,
+) -> None:
+    """Every acknowledged user and registration is there, once; counts agree.
+
+    ``acknowledged`` holds ("user", user, ""), ("registered", user, event),
+    and ("leaving", user, event) for a leave that was sent (it may have
+    committed whatever its answer).
+    """
+    users = {user for kind, user, _ in acknowledged if kind == "user"}
+    for user in users:
+        assert http.get(f"/users/{user}").status_code == 200, user
+    held = {(u, e) for kind, u, e in acknowledged if kind == "registered"}
+    held -= {(u, e) for kind, u, e in acknowledged if kind == "leaving"}
+    for event_id in event_ids:
+        event = http.get(f"/events/{event_id}").json()
+        listed = event_registrations(http, event_id)
+        people = [str(r["userId"]) for r in listed]
+        assert len(people) == len(set(people)), "a registration was applied twice"
+        assert {u for u, e in held if e == event_id} <= set(people)
+        confirmed = [r for r in listed if r["status"] == "confirmed"]
+        assert event["registeredCount"] == len(confirmed) <= capacity
+        assert event["waitlistCount"] == len(listed) - len(confirmed)
+
+
+def run_verify(store_env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m api.cli verify`` on that store: the log folded afresh against the tables."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "verify"],
+        env={**os.environ, **store_env, "DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import server_process
+from tests.servers import assert_acknowledged_writes_kept, run_verify, server_process
 from tests.support import fresh_store_settings, server_env, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
@@ -50,18 +48,6 @@ def _write_load(url: str, stop: threading.Event, acknowledged: list[tuple[str, s
                             acknowledged.append(("left", user, event))
             except httpx.TransportError:
                 return  # the server is gone
-
-
-def _registrations(http: httpx.Client, event: str) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = []
-    token: str | None = None
-    while True:
-        params: dict[str, str | int] = {"limit": 500} | ({"nextToken": token} if token else {})
-        page = http.get(f"/events/{event}/registrations", params=params).json()
-        found.extend(page["registrations"])
-        token = page.get("nextToken")
-        if not token:
-            return found
 
 
 def test_a_sigkilled_server_keeps_every_acknowledged_write_exactly_once(
@@ -102,31 +88,10 @@ def test_a_sigkilled_server_keeps_every_acknowledged_write_exactly_once(
         server_process(data_dir, workers=1, extra_env=store) as (url, _),
         httpx.Client(base_url=url, timeout=30) as http,
     ):
-        users = {user for kind, user, _ in acknowledged if kind == "user"}
-        for user in users:
-            assert http.get(f"/users/{user}").status_code == 200, user
-        held = {(u, e) for kind, u, e in acknowledged if kind == "registered"}
-        held -= {(u, e) for kind, u, e in acknowledged if kind == "leaving"}
-        for n in range(EVENTS):
-            event_id = f"crash-event-{n}"
+        events = [f"crash-event-{n}" for n in range(EVENTS)]
+        assert_acknowledged_writes_kept(http, acknowledged, events, CAPACITY)
+        for event_id in events:
             event = http.get(f"/events/{event_id}").json()
-            listed = _registrations(http, event_id)
-            people = [str(r["userId"]) for r in listed]
-            assert len(people) == len(set(people)), "a registration was applied twice"
-            assert {(u, event_id) for u, e in held if e == event_id} <= set(
-                zip(people, [event_id] * len(people), strict=True)
-            )
-            confirmed = [r for r in listed if r["status"] == "confirmed"]
-            assert event["registeredCount"] == len(confirmed) <= CAPACITY
-            assert event["waitlistCount"] == len(listed) - len(confirmed)
             assert event["waitlistCount"] == 0 or event["availableSpots"] == 0
-    audit = subprocess.run(
-        [sys.executable, "-m", "api.cli", "verify"],
-        env={**os.environ, **store, "DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    audit = run_verify(store, data_dir)
     assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -10,9 +10,6 @@ live read tables) is clean.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +19,7 @@ import httpx
 import pytest
 
 from infra.devtools.dynamodb_local import DynamoDBLocal
-from tests.servers import server_process
+from tests.servers import assert_acknowledged_writes_kept, run_verify, server_process
 from tests.support import fresh_store_settings, server_env, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
@@ -89,18 +86,6 @@ class Load:
                         self.acknowledged.append(("left", user, event))
 
 
-def _registrations(http: httpx.Client, event: str) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = []
-    token: str | None = None
-    while True:
-        params: dict[str, str | int] = {"limit": 500} | ({"nextToken": token} if token else {})
-        page = http.get(f"/events/{event}/registrations", params=params).json()
-        found.extend(page["registrations"])
-        token = page.get("nextToken")
-        if not token:
-            return found
-
-
 def test_dynamodb_killed_under_load_answers_503_then_keeps_every_acknowledged_write(
     tmp_path: Path, store_name: str
 ) -> None:
@@ -137,30 +122,9 @@ def test_dynamodb_killed_under_load_answers_503_then_keeps_every_acknowledged_wr
             assert not load.bad_answers, load.bad_answers[:5]
 
             with httpx.Client(base_url=url, timeout=30) as http:
-                users = {user for kind, user, _ in load.acknowledged if kind == "user"}
-                for user in users:
-                    assert http.get(f"/users/{user}").status_code == 200, user
-                held = {(u, e) for kind, u, e in load.acknowledged if kind == "registered"}
-                held -= {(u, e) for kind, u, e in load.acknowledged if kind == "leaving"}
-                for n in range(EVENTS):
-                    event_id = f"restart-event-{n}"
-                    event = http.get(f"/events/{event_id}").json()
-                    listed = _registrations(http, event_id)
-                    people = [str(r["userId"]) for r in listed]
-                    assert len(people) == len(set(people)), "a registration was applied twice"
-                    assert {u for u, e in held if e == event_id} <= set(people)
-                    confirmed = [r for r in listed if r["status"] == "confirmed"]
-                    assert event["registeredCount"] == len(confirmed) <= CAPACITY
-                    assert event["waitlistCount"] == len(listed) - len(confirmed)
-        audit = subprocess.run(
-            [sys.executable, "-m", "api.cli", "verify"],
-            env={**os.environ, **store, "DATA_DIR": str(data_dir)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
+                events = [f"restart-event-{n}" for n in range(EVENTS)]
+                assert_acknowledged_writes_kept(http, load.acknowledged, events, CAPACITY)
+        audit = run_verify(store, data_dir)
         assert audit.returncode == 0, audit.stdout + audit.stderr
     finally:
         dynamodb.stop()

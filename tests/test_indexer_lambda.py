@@ -43,6 +43,8 @@ from infra.cdk.design import (
     READ_MODEL_INDEX_ACTIONS,
     READ_TABLES,
     SNAPSHOTS_TABLE,
+    TRANSACT_ITEM_ACTIONS,
+    WRITE_ACTIONS,
 )
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.read_tables import DynamoDBReadModel
@@ -58,16 +60,6 @@ from tests.support import (
 )
 
 Key = tuple[str, int]
-
-TRANSACT_ITEM_ACTIONS = {
-    "Put": "dynamodb:PutItem",
-    "Update": "dynamodb:UpdateItem",
-    "Delete": "dynamodb:DeleteItem",
-    "ConditionCheck": "dynamodb:ConditionCheckItem",
-}
-WRITE_ACTIONS = frozenset(
-    {*TRANSACT_ITEM_ACTIONS.values(), "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}
-)
 
 
 # --- recording DynamoDB calls as IAM actions on resources ---------------------

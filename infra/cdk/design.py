@@ -22,6 +22,19 @@ APPLICATION_NAME = "Registrations"
 KeyType = Literal["S", "N", "B"]
 
 
+#: The IAM action that authorises each kind of item of a TransactWriteItems.
+TRANSACT_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+#: Every action that writes an item.
+WRITE_ACTIONS = frozenset(
+    {*TRANSACT_ITEM_ACTIONS.values(), "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}
+)
+
+
 @dataclass(frozen=True)
 class TableDesign:
     """Name (without the prefix), keys, GSIs and stream of one table.

@@ -307,58 +307,28 @@ class RegistrationServiceStack(Stack):
         )
 
         # --- The API Lambda.
-        api_log_group = logs.LogGroup(
-            self,
-            "ApiFunctionLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        self.api_function = lambda_.Function(
-            self,
+        self.api_function = self._python_function(
             "ApiFunction",
             description="Registration service HTTP API (FastAPI via Mangum)",
-            runtime=lambda_.Runtime.PYTHON_3_11,
-            architecture=lambda_.Architecture.X86_64,
             handler=LAMBDA_HANDLER,
             code=code,
             memory_size=512,
             timeout=Duration.seconds(30),
             role=self.api_role,
-            log_group=api_log_group,
-            environment={
-                "STORE": "dynamodb",
-                "DYNAMODB_TABLE_PREFIX": prefix,
-                "ENVIRONMENT": "production",
-                # The indexer Lambda builds the index: no poller thread here.
-                "DYNAMODB_INDEXER": "false",
-            },
+            # The indexer Lambda builds the index: no poller thread here.
+            environment={"DYNAMODB_INDEXER": "false"},
         )
 
         # --- The indexer Lambda, fed by the events table's stream.
-        indexer_log_group = logs.LogGroup(
-            self,
-            "IndexerFunctionLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        self.indexer_function = lambda_.Function(
-            self,
+        self.indexer_function = self._python_function(
             "IndexerFunction",
             description="Registration service stream indexer (builds the notification log)",
-            runtime=lambda_.Runtime.PYTHON_3_11,
-            architecture=lambda_.Architecture.X86_64,
             handler=INDEXER_HANDLER,
             code=code,
             memory_size=256,
             timeout=INDEXER_TIMEOUT,
             role=self.indexer_role,
-            log_group=indexer_log_group,
             reserved_concurrent_executions=indexer_reserved_concurrency,
-            environment={
-                "STORE": "dynamodb",
-                "DYNAMODB_TABLE_PREFIX": prefix,
-                "ENVIRONMENT": "production",
-            },
         )
         self.indexer_mapping = self._indexer_mapping(events_stream_arn)
         self.indexer_iterator_age_alarm = cloudwatch.Alarm(
@@ -437,6 +407,36 @@ class RegistrationServiceStack(Stack):
             # the head item (more would add contention, not throughput).
             parallelization_factor=1,
             enabled=True,
+        )
+
+    def _python_function(
+        self,
+        construct_id: str,
+        *,
+        environment: dict[str, str] | None = None,
+        **options: Any,
+    ) -> lambda_.Function:
+        """A Python 3.11 Lambda on the DynamoDB store, with its own log group
+        (a month's retention)."""
+        log_group = logs.LogGroup(
+            self,
+            f"{construct_id}Logs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        return lambda_.Function(
+            self,
+            construct_id,
+            runtime=lambda_.Runtime.PYTHON_3_11,
+            architecture=lambda_.Architecture.X86_64,
+            log_group=log_group,
+            environment={
+                "STORE": "dynamodb",
+                "DYNAMODB_TABLE_PREFIX": self.table_prefix,
+                "ENVIRONMENT": "production",
+                **(environment or {}),
+            },
+            **options,
         )
 
     def _prefix_from_context(self) -> str:

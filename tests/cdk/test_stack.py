@@ -46,6 +46,8 @@ from infra.cdk.design import (
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
     INDEXER_STREAM_ACTIONS,
+    TRANSACT_ITEM_ACTIONS,
+    WRITE_ACTIONS,
 )
 from infra.cdk.stack import (
     APPLICATION_NAME,
@@ -509,15 +511,6 @@ IN_PROCESS_POLLER = frozenset({"ShardPoller"})
 #: authorised per contained item (below).
 CALLS_NEEDING_NO_GRANT = frozenset(
     {"create_table", "update_table", "close", "transact_write_items"}
-)
-TRANSACT_ITEM_ACTIONS = {
-    "Put": "dynamodb:PutItem",
-    "Update": "dynamodb:UpdateItem",
-    "Delete": "dynamodb:DeleteItem",
-    "ConditionCheck": "dynamodb:ConditionCheckItem",
-}
-WRITE_ACTIONS = frozenset(
-    {*TRANSACT_ITEM_ACTIONS.values(), "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}
 )
 #: The operations of the DynamoDB Streams API.
 STREAMS_OPERATIONS = frozenset(

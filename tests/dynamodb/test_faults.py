@@ -114,14 +114,20 @@ def test_a_throttled_or_conflicting_append_is_retried_and_succeeds_once(
     assert row.name == "Ada"
 
 
-def test_a_write_whose_answer_was_lost_once_is_answered_as_the_success_it_was(
-    container: Container,
-) -> None:
-    service = container.service
-    service.create_user("ada", "Ada")
-    service.create_gathering(
+@pytest.fixture
+def ada_and_an_event(container: Container) -> Container:
+    """User "ada" and event "g" (5 seats) exist."""
+    container.service.create_user("ada", "Ada")
+    container.service.create_gathering(
         GatheringSpec(gathering_id="g", title="G", date="2030-01-01", capacity=5)
     )
+    return container
+
+
+def test_a_write_whose_answer_was_lost_once_is_answered_as_the_success_it_was(
+    ada_and_an_event: Container,
+) -> None:
+    container, service = ada_and_an_event, ada_and_an_event.service
 
     with Injector(container, times=1, fault=committed_but_answer_lost):
         outcome = service.register("ada", "g")
@@ -131,13 +137,9 @@ def test_a_write_whose_answer_was_lost_once_is_answered_as_the_success_it_was(
 
 
 def test_a_write_whose_every_answer_was_lost_rereads_its_stream_and_reports_success(
-    container: Container,
+    ada_and_an_event: Container,
 ) -> None:
-    service = container.service
-    service.create_user("ada", "Ada")
-    service.create_gathering(
-        GatheringSpec(gathering_id="g", title="G", date="2030-01-01", capacity=5)
-    )
+    container, service = ada_and_an_event, ada_and_an_event.service
 
     with Injector(container, times=100, fault=committed_but_answer_lost):
         outcome = service.register("ada", "g")

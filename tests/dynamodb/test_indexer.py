@@ -27,16 +27,9 @@ from infra.dynamodb.indexer import ShardPoller, StreamIndexer
 from tests.dynamodb.utils import new_datastore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
 Commit = list[StoredEvent]
-
-
-@pytest.fixture
-def datastore(dynamodb_endpoint: str) -> Iterator[DynamoDBDatastore]:
-    ds = new_datastore(dynamodb_endpoint)
-    yield ds
-    ds.close()
 
 
 @pytest.fixture

@@ -50,16 +50,7 @@ from infra.dynamodb.errors import translate
 from tests.dynamodb.utils import indexed_ids, local_env, new_datastore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from mypy_boto3_dynamodb import DynamoDBClient
-
-
-@pytest.fixture
-def datastore(dynamodb_endpoint: str) -> Iterator[DynamoDBDatastore]:
-    ds = new_datastore(dynamodb_endpoint)
-    yield ds
-    ds.close()
 
 
 @pytest.fixture
