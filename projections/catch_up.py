@@ -84,10 +84,15 @@ class CatchUpProjector:
         if position is None:  # live: appends fold into the tables inline
             head = self.recorder.max_notification_id() or 0
             return Progress(head, head)
-        wait_until_logged(self.recorder)
         head = self.recorder.max_notification_id() or 0
         if head <= position:
-            return Progress(position, head)
+            # Caught up with the log as it stands: on a log indexed after the
+            # appends, wait for what is written but not yet indexed (once per
+            # catch-up, not per batch) before saying so.
+            wait_until_logged(self.recorder)
+            head = self.recorder.max_notification_id() or 0
+            if head <= position:
+                return Progress(position, head)
         notifications = list(
             self.recorder.select_notifications(
                 start=position + 1, limit=self.batch_size, stop=head, topics=TOPICS
