@@ -60,8 +60,17 @@ def pytest_configure(config: pytest.Config) -> None:
     hypothesis_settings.load_profile(profile)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests first, so that pytest-xdist overlaps them with the short ones."""
+    """Long tests first, so that pytest-xdist overlaps them with the short ones.
+
+    Every module is one unit of work for ``--dist loadgroup`` (unless its tests
+    name a group of their own): on DynamoDB each module starts its own DynamoDB
+    Local, and a module split between the two workers would start two.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

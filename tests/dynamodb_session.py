@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from infra.devtools.dynamodb_local import DynamoDBLocal, DynamoDBLocalError
+from infra.devtools.dynamodb_local import (
+    QUICK_START_JVM_OPTIONS,
+    DynamoDBLocal,
+    DynamoDBLocalError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
 def _start() -> DynamoDBLocal:
-    ddb = DynamoDBLocal()
+    ddb = DynamoDBLocal(jvm_options=QUICK_START_JVM_OPTIONS)
     try:
         ddb.start()
     except DynamoDBLocalError as e:  # pragma: no cover

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.devtools.dynamodb_local import DynamoDBLocal
+from infra.devtools.dynamodb_local import QUICK_START_JVM_OPTIONS, DynamoDBLocal
 from tests.servers import assert_acknowledged_writes_kept, run_verify, server_process
 from tests.support import fresh_store_settings, server_env, unique
 
@@ -92,7 +92,7 @@ def test_dynamodb_killed_under_load_answers_503_then_keeps_every_acknowledged_wr
     if store_name != "dynamodb":
         pytest.skip("the embedded store is a file in the server's own process")
     (tmp_path / "dynamodb").mkdir()
-    dynamodb = DynamoDBLocal(db_path=tmp_path / "dynamodb")
+    dynamodb = DynamoDBLocal(db_path=tmp_path / "dynamodb", jvm_options=QUICK_START_JVM_OPTIONS)
     dynamodb.start()
     try:
         store = server_env(fresh_store_settings("dynamodb", dynamodb.endpoint_url))

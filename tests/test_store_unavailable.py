@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from infra.devtools.dynamodb_local import DynamoDBLocal
+from infra.devtools.dynamodb_local import QUICK_START_JVM_OPTIONS, DynamoDBLocal
 from infra.settings import Settings
 from tests.support import fresh_store_settings
 
@@ -19,7 +19,7 @@ def client_whose_store_goes_away(
 ) -> Iterator[TestClient]:
     if store_name != "dynamodb":
         pytest.skip("the embedded store is a local file: it cannot become unreachable")
-    with DynamoDBLocal() as own_dynamodb:
+    with DynamoDBLocal(jvm_options=QUICK_START_JVM_OPTIONS) as own_dynamodb:
         settings = Settings(
             **fresh_store_settings("dynamodb", own_dynamodb.endpoint_url),  # type: ignore[arg-type]
             data_dir=tmp_path_factory.mktemp("gone") / "data",

