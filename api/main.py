@@ -93,6 +93,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry={
+            "tracing": resolved.opentelemetry,
+            "metrics": resolved.opentelemetry,
+            "logs": resolved.opentelemetry,
+            "operation_spans": resolved.opentelemetry,
+        },
     )
     if container is not None:
         app.state.container = container

