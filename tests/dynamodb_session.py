@@ -43,7 +43,9 @@ def dynamodb_endpoint() -> Iterator[str]:
     (deleting them does not help): measured, single puts go from 3-5 ms on a
     fresh instance to 10-30 ms after a few hundred such tables, and a session
     of about 800 tests creates thousands. An instance per module costs a JVM
-    start (a few seconds) and keeps every module on a fresh one.
+    start (about 2 s with ``QUICK_START_JVM_OPTIONS``) and keeps every module
+    on a fresh one; ``tests/conftest.py`` keeps each module on one worker, so
+    a module starts one instance, not one per worker.
     """
     url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
     if url:
