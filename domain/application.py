@@ -163,8 +163,14 @@ class LeaveOutcome:
 
 
 class _DecideAgainError(Exception):
-    """Internal: a refusal decided on cached state that may be stale (the
-    command is decided again on fresh state, which gives its real outcome)."""
+    """Internal: a refusal decided on cached state that may be stale. It stands
+    if none of the streams read has moved on since (``RegistrationService.
+    streams_advanced``); otherwise the command is decided again on fresh state,
+    which gives its real outcome."""
+
+    def __init__(self, refusal: RegistrationDomainError) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 class UnitOfWork:
@@ -194,7 +200,9 @@ class UnitOfWork:
         if aggregate_id in self._aggregates:
             aggregate = self._aggregates[aggregate_id]
         else:
-            aggregate = self.service.stored(aggregate_id, trust_cache=self.trust_cache)
+            aggregate = self.service.stored(
+                aggregate_id, trust_cache=self.trust_cache, assume_absent=self.unverified
+            )
             self._aggregates[aggregate_id] = aggregate
         if aggregate is not None and not isinstance(aggregate, cls):
             msg = f"Aggregate {aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}"
@@ -241,6 +249,16 @@ class UnitOfWork:
 
     def loaded_ids(self) -> list[UUID]:
         return list(self._aggregates)
+
+    def read_positions(self) -> dict[UUID, int]:
+        """Each aggregate read and left unchanged (or found absent, 0), at the
+        version it was read: what a decision on this unit of work relied on
+        beyond what its save checks."""
+        return {
+            aggregate_id: 0 if aggregate is None else aggregate.version
+            for aggregate_id, aggregate in self._aggregates.items()
+            if aggregate is None or not aggregate.pending_events
+        }
 
     def committed(self) -> None:
         for callback in self._after_commit:
@@ -454,7 +472,7 @@ class RegistrationService(Application[UUID]):
                     return []
                 # Decided on cached state that may be stale: again on fresh state,
                 # after the save.
-                decided.append((job, None, _DecideAgainError() if uow.unverified else error))
+                decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
             except Exception:
                 self._evict(uow)
                 self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
@@ -467,6 +485,8 @@ class RegistrationService(Application[UUID]):
     def _commit_batch(
         self, uow: UnitOfWork, decided: list[tuple[_Job, Any, BaseException | None]]
     ) -> None:
+        unverified = any(isinstance(error, _DecideAgainError) for _, _, error in decided)
+        read = uow.read_positions() if unverified else {}
         try:
             self._save(uow)
         except Exception:
@@ -474,8 +494,12 @@ class RegistrationService(Application[UUID]):
             self._evict(uow)
             self._run_each_alone([job for job, _, _ in decided])
             return
+        # What the batch changed, its save checked; the rest it only read.
+        refusals_stand = unverified and self._still_current(read)
         for job, outcome, error in decided:
-            if isinstance(error, _DecideAgainError):
+            if isinstance(error, _DecideAgainError) and refusals_stand:
+                job.future.set_exception(error.refusal)
+            elif isinstance(error, _DecideAgainError):
                 decide = job.decide
                 assert decide is not None
                 self._resolve(
@@ -487,10 +511,14 @@ class RegistrationService(Application[UUID]):
                 job.future.set_exception(error)
 
     def _run_each_alone(self, jobs: list[_Job]) -> None:
+        """After a batch failed (its save conflicted, or a rule broke part-way):
+        each command again, alone, on state read afresh from the store."""
         for job in jobs:
             decide = job.decide
             assert decide is not None
-            self._resolve(job, partial(job.context.run, self._retrying, job.key, decide))
+            self._resolve(
+                job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
+            )
 
     @staticmethod
     def _resolve(job: _Job, run: Callable[[], Any]) -> None:
@@ -558,7 +586,8 @@ class RegistrationService(Application[UUID]):
         """
         lock = self._locks[hash(key) % len(self._locks)]
         for attempt in range(self.max_conflict_retries + 1):
-            uow = UnitOfWork(self, for_command=True, fresh=fresh)
+            # After a conflict, the cache is what was stale: read afresh.
+            uow = UnitOfWork(self, for_command=True, fresh=fresh or attempt > 0)
             try:
                 with lock:
                     try:
@@ -566,8 +595,10 @@ class RegistrationService(Application[UUID]):
                     except RegistrationDomainError:
                         if not uow.unverified or uow.changed():
                             raise
-                        # Refused on cached state another process may have
-                        # changed: decide again on fresh state before answering.
+                        if self._still_current(uow.read_positions()):
+                            raise
+                        # Refused on cached state another process changed:
+                        # decide again on fresh state before answering.
                         uow = UnitOfWork(self, for_command=True, fresh=True)
                         outcome = decide(uow)
                     self._save(uow)
@@ -591,16 +622,25 @@ class RegistrationService(Application[UUID]):
             "The resource kept changing under this request; please retry"
         )
 
-    def stored(self, aggregate_id: UUID, *, trust_cache: bool = False) -> Aggregate | None:
+    def stored(
+        self, aggregate_id: UUID, *, trust_cache: bool = False, assume_absent: bool = False
+    ) -> Aggregate | None:
         """The aggregate as stored (through the cache), or None when it was never saved.
 
         ``trust_cache``: the cache was just refreshed (``refresh_cache``), so a
         cached aggregate is current without asking the store for newer events.
+        ``assume_absent``: with ``trust_cache``, an aggregate the cache lacks is
+        taken as never saved, without asking the store. Sound only where every
+        decision on an absence is checked later: creating it is an append
+        conditional on its stream being empty (a conflict if it exists), and a
+        refusal is decided again on fresh state (``UnitOfWork.unverified``).
         """
         cache = self.repository.cache
         if trust_cache and cache is not None:
             with contextlib.suppress(KeyError):
                 return cast("Aggregate", cache.get(aggregate_id))
+            if assume_absent:
+                return None
         if self.stream_exists(aggregate_id) is False:
             return None  # one cheap look instead of a snapshot and a stream read
         try:
@@ -612,6 +652,20 @@ class RegistrationService(Application[UUID]):
     def stream_exists(self, aggregate_id: UUID) -> bool | None:
         """Whether the store holds events of ``aggregate_id`` (None: cannot tell cheaply)."""
         return None
+
+    def streams_advanced(self, versions: Mapping[UUID, int]) -> set[UUID]:
+        """Which of the streams hold an event after the given version (one
+        consistent look at all of them). Without a way to ask, every one."""
+        return set(versions)
+
+    def _still_current(self, read: Mapping[UUID, int]) -> bool:
+        """Whether no stream read has moved on since: a refusal decided on what
+        was read then stands (it is the answer the store's state gives now)."""
+        try:
+            return not self.streams_advanced(read)
+        except Exception:  # cannot tell: decided again on fresh state instead
+            logger.warning("could not check the streams a refusal read", exc_info=True)
+            return False
 
     # -- users ---------------------------------------------------------------
 

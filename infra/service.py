@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -70,6 +71,12 @@ class StoredRegistrationService(RegistrationService):
     def stream_exists(self, aggregate_id: UUID) -> bool | None:
         exists = getattr(self.recorder, "stream_exists", None)
         return None if exists is None else bool(exists(aggregate_id))
+
+    def streams_advanced(self, versions: Mapping[UUID, int]) -> set[UUID]:
+        advanced = getattr(self.recorder, "streams_advanced", None)
+        if advanced is None:
+            return super().streams_advanced(versions)
+        return {UUID(str(found)) for found in advanced(versions)}
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         streams = {

@@ -5,11 +5,16 @@ cached aggregates another process changed. It decides on its cache as it is:
 a save on a stale aggregate conflicts (appends are conditional on versions) and
 the command is decided again on fresh state; a refusal, which saves nothing, is
 decided again on fresh state before it is reported.
+
+An aggregate the cache lacks is taken as never saved, without a read: creating
+it again conflicts, and a refusal for its absence is decided again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -74,3 +79,85 @@ def test_a_user_registered_by_another_process_is_refused_as_already_registered(
 
     with pytest.raises(Exception, match="already registered"):
         here.register("ann", "g")
+
+
+def test_a_user_created_by_another_process_can_register_here(
+    two_processes: tuple[Container, Container],
+) -> None:
+    here, there = (c.service for c in two_processes)
+    here.create_gathering(GatheringSpec(gathering_id="g", title="G", date="2030-01-01", capacity=5))
+
+    there.create_user("ann", "Ann")  # not in this process's cache
+
+    assert str(here.register("ann", "g").status) == "confirmed"
+
+
+def test_a_user_who_left_through_another_process_registers_again_here(
+    two_processes: tuple[Container, Container],
+) -> None:
+    (here, here_tables), (there, _) = ((c.service, c.read_model) for c in two_processes)
+    there.create_gathering(
+        GatheringSpec(gathering_id="g", title="G", date="2030-01-01", capacity=5)
+    )
+    there.create_user("ann", "Ann")
+    there.register("ann", "g")
+    there.leave("ann", "g")  # the registration exists, withdrawn; this process never saw it
+
+    outcome = here.register("ann", "g")
+
+    assert str(outcome.status) == "confirmed"
+    registration = here_tables.get_registration("ann", "g")
+    assert registration is not None
+    assert registration.status == "confirmed"
+    row = here_tables.get_event("g")
+    assert row is not None
+    assert row.registered_count == 1
+
+
+def _batcher_calls(service: Any) -> tuple[list[str], Callable[[], None]]:
+    client = service.factory.datastore.client
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        if threading.current_thread().name == "command-batcher":  # not the indexer's
+            calls.append(model.name)
+
+    client.meta.events.register("before-call.dynamodb", count)
+    return calls, lambda: client.meta.events.unregister("before-call.dynamodb", count)
+
+
+def test_a_refusal_on_current_cached_state_stands_after_one_batched_check(
+    two_processes: tuple[Container, Container],
+) -> None:
+    service = two_processes[0].service
+    service.create_gathering(
+        GatheringSpec(gathering_id="g", title="G", date="2030-01-01", capacity=5)
+    )
+    service.create_user("ann", "Ann")
+    service.register("ann", "g")
+    calls, stop = _batcher_calls(service)
+    try:
+        with pytest.raises(Exception, match="already registered"):
+            service.register("ann", "g")
+    finally:
+        stop()
+
+    assert calls == ["BatchGetItem"]
+
+
+def test_a_new_registration_on_cached_aggregates_reads_nothing_from_the_store(
+    two_processes: tuple[Container, Container],
+) -> None:
+    container = two_processes[0]
+    service = container.service
+    service.create_gathering(
+        GatheringSpec(gathering_id="g", title="G", date="2030-01-01", capacity=5)
+    )
+    service.create_user("ann", "Ann")
+    calls, stop = _batcher_calls(service)
+    try:
+        service.register("ann", "g")
+    finally:
+        stop()
+
+    assert calls == ["TransactWriteItems"]
