@@ -277,21 +277,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra_failures: list[str] = []
     for store in stores:
         print(f"{STORE_TITLES[store]}: {args.runs} run(s) of {', '.join(scenarios)}", flush=True)
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _endpoint(store) as endpoint:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             scratch = Path(tmp)
-            if store == "dynamodb":
-                _warm_up(store, scratch, endpoint)
             for run in range(1, args.runs + 1):
                 for scenario in scenarios:
-                    shift = (run - 1) % len(servers)
-                    for server in servers[shift:] + servers[:shift]:
-                        if server == "bare" and scenario == "churn":
-                            continue  # no state to churn
-                        result = _run_one(
-                            store, scenario, server, run, sizes[store], scratch, endpoint
-                        )
-                        results.append(result)
-                        _progress(result, args.runs)
+                    # Each round of servers gets a fresh DynamoDB Local, warmed
+                    # up: one instance slows down as the tables, streams and
+                    # stream records of earlier runs pile up in it (measured:
+                    # the service's spread fell from 44 to 7 req/s by the third
+                    # run), which would make the order of runs decide the result.
+                    with _endpoint(store) as endpoint:
+                        if store == "dynamodb":
+                            _warm_up(store, scratch, endpoint)
+                        shift = (run - 1) % len(servers)
+                        for server in servers[shift:] + servers[:shift]:
+                            if server == "bare" and scenario == "churn":
+                                continue  # no state to churn
+                            result = _run_one(
+                                store, scenario, server, run, sizes[store], scratch, endpoint
+                            )
+                            results.append(result)
+                            _progress(result, args.runs)
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _endpoint(store) as endpoint:
+            scratch = Path(tmp)
             if store == "dynamodb" and {"service", "state-based"} <= set(servers):
                 try:
                     measured = dynamodb_capacity.measure_both(endpoint or "", scratch)
