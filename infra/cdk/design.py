@@ -93,13 +93,15 @@ READ_TABLES: tuple[TableDesign, ...] = (
 
 #: The API on the events and snapshots tables (infra/dynamodb/recorders.py):
 #: appends are a conditional PutItem (one event) or a transaction of Put items
-#: (a commit, with its read-table changes); streams are read with Query.
+#: (a commit, with its read-table changes); streams are read with Query, and
+#: BatchGetItem checks that the streams a refusal read have not moved on.
 #: DescribeTable: the start-up check that the tables exist (and that the events
 #: table has its stream). No CreateTable or UpdateTable: the stack creates the
 #: tables with their stream, and the code only creates a table, or enables a
 #: stream, that DescribeTable reports missing. No UpdateItem: appends no longer
 #: move a shared counter.
 API_EVENT_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:BatchGetItem",
     "dynamodb:DescribeTable",
     "dynamodb:PutItem",
     "dynamodb:Query",

@@ -689,7 +689,7 @@ def test_api_role_may_append_to_and_read_the_events_and_snapshots_tables_only(
     statement = statement_with_sid(resources, "EventStoreTables")
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Action"]) == sorted(
-        ["dynamodb:DescribeTable", "dynamodb:PutItem", "dynamodb:Query"]
+        ["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:PutItem", "dynamodb:Query"]
     )
     assert sorted(statement["Action"]) == sorted(API_EVENT_TABLE_ACTIONS)
     assert statement["Resource"] == [
