@@ -14,7 +14,7 @@ help:
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make docs   - build the pdoc HTML docs into docs/html"
 	@echo "make bench  - the service beside a state-based twin and a bare endpoint, on SQLite and"
-	@echo "              DynamoDB Local (~20 min; BENCH_QUICK=1 for a smoke pass); writes BENCHMARKS.md"
+	@echo "              DynamoDB Local (~15 min; BENCH_QUICK=1 for a smoke pass); writes BENCHMARKS.md"
 	@echo "make rebuild / verify - rebuild the read tables from the event store / audit them"
 
 $(VENV)/.runtime: requirements.lock
