@@ -754,6 +754,9 @@ class ShardPoller:
         self._pending = 0
         self._pending_since: float | None = None
         self._caught_up_at: float | None = None
+        # Wall-clock start of the last round that found the stream empty: every
+        # record read later was written after it.
+        self._empty_since: float | None = None
         self._trimmed = 0
         self._shards_changed = False
         self._last_error: str | None = None
@@ -846,6 +849,7 @@ class ShardPoller:
                 raise
 
     def _round(self) -> int:
+        started = time.time()
         self._shards_changed = False
         self._refresh_shards()
         reads: list[tuple[str, list[dict[str, Any]], str | None]] = []
@@ -863,7 +867,11 @@ class ShardPoller:
             times = [t for t in (record_time(r) for r in records) if t is not None]
             self._pending = len(records)
             if self._pending_since is None:
-                self._pending_since = min(times) if times else time.time()
+                # Records carry their creation time rounded down (to the second
+                # on AWS, to the minute on DynamoDB Local): no earlier than the
+                # last empty read, which bounds it better.
+                oldest = min(times) if times else started
+                self._pending_since = max(oldest, self._empty_since or oldest)
             try:
                 self.indexer.index_records(records)
             except Exception:
@@ -882,6 +890,7 @@ class ShardPoller:
                 self._iterators[shard_id] = next_iterator
         if not records and not self._shards_changed:
             self._caught_up_at = time.monotonic()
+            self._empty_since = started
         self._last_error = None
         return len(records)
 

@@ -361,6 +361,28 @@ def test_the_poller_reports_its_lag_and_is_caught_up_after_a_drain(
     assert lag.last_error is None
 
 
+def test_the_age_of_pending_records_counts_from_no_earlier_than_the_last_empty_read(
+    recorder: DynamoDBApplicationRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB Local rounds a record's creation time down to the minute (AWS, to
+    the second): the reported age must not include that rounding."""
+    poller = recorder.indexer()
+    poller.drain()  # the stream is empty from here on
+    drained_at = time.monotonic()
+    write_commits(recorder, 2, seed=9)
+
+    def stuck(records: object) -> None:
+        raise RuntimeError("indexing is stuck")
+
+    monkeypatch.setattr(poller.indexer, "index_records", stuck)
+    with pytest.raises(RuntimeError):
+        poller.poll_once()
+
+    age = poller.lag().oldest_pending_seconds
+    assert age is not None
+    assert age <= time.monotonic() - drained_at + 1.0
+
+
 def test_the_poller_thread_indexes_what_is_written_while_it_runs(
     recorder: DynamoDBApplicationRecorder,
 ) -> None:
