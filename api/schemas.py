@@ -290,7 +290,10 @@ class FeedLag(_Out):
         description="Written events read from the stream but not yet in the feed."
     )
     oldest_pending_seconds: float | None = Field(
-        description="Age of the oldest of those; null when there are none."
+        description=(
+            "Age of the oldest of those (from its stream record's creation time, "
+            "or from the indexer's last empty read if later); null when there are none."
+        )
     )
     seconds_since_caught_up: float | None = Field(
         description=(
