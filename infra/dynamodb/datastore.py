@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -18,14 +19,52 @@ from eventsourcing.persistence import OperationalError
 from infra.dynamodb.errors import error_code, translate_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.literals import ScalarAttributeTypeType
-    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
+    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef, KeysAndAttributesTypeDef
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 logger = logging.getLogger(__name__)
 
 OriginatorIDType = Literal["uuid", "text"]
+
+# BatchGetItem takes at most 100 keys.
+MAX_BATCH_GET_KEYS = 100
+
+
+def _jitter(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))  # noqa: S311 - jitter
+
+
+def batch_get(
+    client: DynamoDBClient,
+    table_name: str,
+    keys: Sequence[dict[str, Any]],
+    *,
+    back_off: Callable[[int], None] = _jitter,
+    **read: Any,
+) -> list[dict[str, Any]]:
+    """The items of ``keys`` that exist in ``table_name``: BatchGetItem in requests
+    of at most 100 keys, asking again (after ``back_off(attempt)``) for the keys
+    DynamoDB left unprocessed. ``read``: the request's other fields for the
+    table (``ConsistentRead``, ``ProjectionExpression``...)."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), MAX_BATCH_GET_KEYS):
+        pending = list(keys[start : start + MAX_BATCH_GET_KEYS])
+        attempt = 0
+        while pending:
+            with translate_errors():
+                request = cast("KeysAndAttributesTypeDef", {"Keys": pending, **read})
+                response = client.batch_get_item(RequestItems={table_name: request})
+            found.extend(response.get("Responses", {}).get(table_name, []))
+            unprocessed = response.get("UnprocessedKeys", {}).get(table_name)
+            pending = list(unprocessed["Keys"]) if unprocessed else []
+            if pending:
+                attempt += 1
+                back_off(attempt)
+    return found
 
 
 @dataclass(frozen=True)

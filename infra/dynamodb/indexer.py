@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 from eventsourcing.persistence import IntegrityError, OperationalError
 
+from infra.dynamodb.datastore import batch_get
 from infra.dynamodb.errors import (
     CONDITION_FAILED_CODES,
     THROTTLING_CODES,
@@ -127,8 +128,6 @@ Key = tuple[str, int]  # an event's (oid, ver)
 # Sequence numbers are decimal strings of 21 to 40 digits; zero-padded to this
 # width they compare as strings in the same order as numbers.
 SEQUENCE_WIDTH = 40
-# BatchGetItem reads at most 100 keys per call.
-MAX_BATCH_GET = 100
 
 
 # ----- the core --------------------------------------------------------------
@@ -445,31 +444,15 @@ class StreamIndexer:
         return _Commit(lead, keys, [known[key] for key in keys])
 
     def _get_events(self, keys: Sequence[Key]) -> dict[Key, Item]:
-        found: dict[Key, Item] = {}
-        for start in range(0, len(keys), MAX_BATCH_GET):
-            pending: list[dict[str, Any]] = [
-                {EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in keys[start : start + 100]
-            ]
-            attempt = 0
-            while pending:
-                with translate_errors():
-                    response = self.client.batch_get_item(
-                        RequestItems={
-                            self.events_table_name: {
-                                "Keys": pending,
-                                # The events of a commit being indexed: all of them.
-                                "ConsistentRead": True,
-                            }
-                        }
-                    )
-                for item in response.get("Responses", {}).get(self.events_table_name, []):
-                    found[_key(item)] = dict(item)
-                unprocessed = response.get("UnprocessedKeys", {}).get(self.events_table_name)
-                pending = list(unprocessed["Keys"]) if unprocessed else []
-                if pending:
-                    attempt += 1
-                    self._back_off(attempt, "BatchGetItem left keys unprocessed")
-        return found
+        found = batch_get(
+            self.client,
+            self.events_table_name,
+            [{EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in keys],
+            back_off=lambda attempt: self._back_off(attempt, "BatchGetItem left keys unprocessed"),
+            # The events of a commit being indexed: all of them.
+            ConsistentRead=True,
+        )
+        return {_key(item): dict(item) for item in found}
 
     # ----- writing: head, markers and notifications in one transaction -----
 

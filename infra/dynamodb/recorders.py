@@ -30,7 +30,7 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 
-from infra.dynamodb.datastore import DynamoDBDatastore, TableSpec
+from infra.dynamodb.datastore import DynamoDBDatastore, TableSpec, batch_get
 from infra.dynamodb.errors import (
     CONDITION_FAILED_CODES,
     THROTTLING_CODES,
@@ -93,8 +93,6 @@ logger = logging.getLogger(__name__)
 _BIG_NUMBER = 10**20
 # DynamoDB's IN operator takes at most 100 operands.
 MAX_FILTER_TOPICS = 100
-# BatchGetItem takes at most 100 keys.
-MAX_BATCH_GET_KEYS = 100
 # Retries of a read that found a not-yet-visible notification below the
 # head (see select_notifications).
 MAX_GAP_RETRIES = 6  # sleeps 5, 10, ... 160 ms: about 0.3 s in all
@@ -620,36 +618,20 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """The originators of ``versions`` holding an event after the given
         version: one key-only, consistent BatchGetItem per 100 streams, of each
         stream's next version."""
-        advanced: set[str] = set()
         keys = [
             {EVENT_PK: _s(self.encode_originator_id(oid)), EVENT_SK: n_(version + 1)}
             for oid, version in versions.items()
         ]
-        for start in range(0, len(keys), MAX_BATCH_GET_KEYS):
-            pending = keys[start : start + MAX_BATCH_GET_KEYS]
-            attempt = 0
-            while pending:
-                with translate_errors():
-                    response = self.client.batch_get_item(
-                        RequestItems={
-                            self.events_table_name: {
-                                "Keys": pending,
-                                "ProjectionExpression": "#oid",
-                                "ExpressionAttributeNames": {"#oid": EVENT_PK},
-                                # A refusal stands on this: it must see every
-                                # committed append.
-                                "ConsistentRead": True,
-                            }
-                        }
-                    )
-                for item in response.get("Responses", {}).get(self.events_table_name, []):
-                    advanced.add(str(item[EVENT_PK]["S"]))
-                unprocessed = response.get("UnprocessedKeys", {}).get(self.events_table_name)
-                pending = list(unprocessed["Keys"]) if unprocessed else []
-                if pending:  # DynamoDB asks us to come back for the rest
-                    attempt += 1
-                    time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))  # noqa: S311
-        return advanced
+        found = batch_get(
+            self.client,
+            self.events_table_name,
+            keys,
+            ProjectionExpression="#oid",
+            ExpressionAttributeNames={"#oid": EVENT_PK},
+            # A refusal stands on this: it must see every committed append.
+            ConsistentRead=True,
+        )
+        return {str(item[EVENT_PK]["S"]) for item in found}
 
     def _unless_recorded(self, lead: Item, error: Exception) -> None:
         """Re-raises ``error`` unless the commit led by ``lead`` is in the table.

@@ -525,6 +525,11 @@ INDEXER_TABLE_ATTRIBUTES = {
 }
 
 
+#: Shared helpers (infra/dynamodb/datastore.py) that make one kind of DynamoDB
+#: call, on the table named by their second argument.
+CLIENT_HELPERS = {"batch_get": "batch_get_item"}
+
+
 def _nodes(node: ast.AST, skip: frozenset[str]) -> Iterator[ast.AST]:
     """Every node under ``node``, except inside functions and classes named in ``skip``."""
     for child in ast.iter_child_nodes(node):
@@ -544,15 +549,16 @@ def _is_client(node: ast.expr) -> bool:
 
 
 def _client_calls(sources: list[Path], skip: frozenset[str]) -> Iterator[tuple[str, ast.Call]]:
-    """(operation, call) of each DynamoDB client call in ``sources``."""
+    """(operation, call) of each DynamoDB client call in ``sources``, directly
+    or through one of the ``CLIENT_HELPERS``."""
     for source in sources:
         for node in _nodes(ast.parse(source.read_text()), skip):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and _is_client(node.func.value)
-            ):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Attribute) and _is_client(node.func.value):
                 yield node.func.attr, node
+            elif isinstance(node.func, ast.Name) and node.func.id in CLIENT_HELPERS:
+                yield CLIENT_HELPERS[node.func.id], node
 
 
 def _action(operation: str) -> str:
@@ -616,7 +622,9 @@ def dynamodb_actions_by_table(sources: list[Path], skip: frozenset[str]) -> dict
         if operation in CALLS_NEEDING_NO_GRANT:
             continue
         keywords = {keyword.arg: keyword.value for keyword in call.keywords}
-        if "RequestItems" in keywords:
+        if isinstance(call.func, ast.Name):  # a helper: (client, table name, ...)
+            tables = [_table_named_by(call.args[1], operation)]
+        elif "RequestItems" in keywords:
             request_items = keywords["RequestItems"]
             assert isinstance(request_items, ast.Dict), ast.unparse(call)
             tables = [_table_named_by(k, operation) for k in request_items.keys]
