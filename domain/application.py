@@ -369,7 +369,9 @@ class RegistrationService(Application[UUID]):
     #: still decide on the cache without asking the store: every save is
     #: conditional on the versions it read, so a stale aggregate makes the save
     #: conflict and the command is decided again on fresh state. A refusal saves
-    #: nothing, so it is decided again on fresh state before it is reported.
+    #: nothing, so before it is reported the streams it read are checked
+    #: (``streams_advanced``): it stands if none moved on, else it is decided
+    #: again on fresh state.
     cache_may_be_stale: bool = False
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
@@ -470,8 +472,8 @@ class RegistrationService(Application[UUID]):
                     self._evict(uow)
                     self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
                     return []
-                # Decided on cached state that may be stale: again on fresh state,
-                # after the save.
+                # Decided on cached state that may be stale: checked after the
+                # save (and decided again on fresh state if a stream moved on).
                 decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
             except Exception:
                 self._evict(uow)
@@ -633,7 +635,8 @@ class RegistrationService(Application[UUID]):
         taken as never saved, without asking the store. Sound only where every
         decision on an absence is checked later: creating it is an append
         conditional on its stream being empty (a conflict if it exists), and a
-        refusal is decided again on fresh state (``UnitOfWork.unverified``).
+        refusal stands only if the streams it read have not moved on
+        (``UnitOfWork.unverified``, ``_still_current``).
         """
         cache = self.repository.cache
         if trust_cache and cache is not None:

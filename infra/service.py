@@ -7,8 +7,8 @@
   failure is logged and never fails the command.
 - Where the log is indexed after the appends (DynamoDB), it cannot say which
   cached aggregates other processes changed: commands decide on the cache, the
-  conditional appends catch a stale aggregate, and refusals are checked again on
-  fresh state.
+  conditional appends catch a stale aggregate, and a refusal stands only if the
+  streams it read have not moved on (one consistent BatchGetItem).
 """
 
 from __future__ import annotations
