@@ -117,7 +117,8 @@ def assert_acknowledged_writes_kept(
     """
     users = {user for kind, user, _ in acknowledged if kind == "user"}
     for user in users:
-        assert http.get(f"/users/{user}").status_code == 200, user
+        answer = http.get(f"/users/{user}")
+        assert answer.status_code == 200, (user, answer.status_code, answer.text)
     held = {(u, e) for kind, u, e in acknowledged if kind == "registered"}
     held -= {(u, e) for kind, u, e in acknowledged if kind == "leaving"}
     for event_id in event_ids:
