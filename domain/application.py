@@ -780,8 +780,9 @@ class RegistrationService(Application[UUID]):
                 registration.ensure_not_active()
             ticket = gathering.admit(user_id)  # checks, then records a seat or a ticket
             if registration is None:
-                registration = uow.add(Registration(gathering_id=gathering_id, user_id=user_id))
-            registration.admitted(ticket)
+                registration = uow.add(Registration.admit(gathering_id, user_id, ticket))
+            else:
+                registration.admitted(ticket)
             waitlist_position: int | None = None
             if ticket is not None:
                 self._page_for_new_ticket(uow, gathering_id, ticket).append(

@@ -313,8 +313,23 @@ class Registration(Aggregate):
     """One user's place (or past place) at one gathering."""
 
     class Created(Aggregate.Created):
+        """The first registration of a user at a gathering. Since version 2 it
+        carries what the gathering decided (``admitted``: a seat when
+        ``ticket`` is None, else that waitlist ticket), one event where
+        version 1 wrote ``Created`` then ``Confirmed`` or ``Waitlisted``."""
+
         gathering_id: str
         user_id: str
+        admitted: bool
+        ticket: int | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            # Version 1 recorded the admission as a second event.
+            state["admitted"] = False
+            state["ticket"] = None
 
     class Confirmed(Aggregate.Event):
         pass
@@ -333,11 +348,21 @@ class Registration(Aggregate):
         return registration_aggregate_id(gathering_id, user_id)
 
     @event(Created)
-    def __init__(self, gathering_id: str, user_id: str) -> None:
+    def __init__(
+        self, gathering_id: str, user_id: str, admitted: bool = False, ticket: int | None = None
+    ) -> None:
         self.gathering_id = gathering_id
         self.user_id = user_id
         self.status = RegistrationStatus.LEFT
         self.ticket: int | None = None
+        if admitted:
+            self._hold(ticket)
+
+    @classmethod
+    def admit(cls, gathering_id: str, user_id: str, ticket: int | None) -> Registration:
+        """A first registration, holding what the gathering decided: a seat
+        (``ticket`` None) or a waitlist ticket. One event."""
+        return cls(gathering_id=gathering_id, user_id=user_id, admitted=True, ticket=ticket)
 
     @property
     def is_active(self) -> bool:
@@ -370,12 +395,16 @@ class Registration(Aggregate):
 
     @event(Confirmed)
     def confirm(self) -> None:
-        self.status = RegistrationStatus.CONFIRMED
-        self.ticket = None
+        self._hold(None)
 
     @event(Waitlisted)
     def waitlist(self, ticket: int) -> None:
-        self.status = RegistrationStatus.WAITLIST
+        self._hold(ticket)
+
+    def _hold(self, ticket: int | None) -> None:
+        self.status = (
+            RegistrationStatus.CONFIRMED if ticket is None else RegistrationStatus.WAITLIST
+        )
         self.ticket = ticket
 
     @event(Promoted)

@@ -4,6 +4,8 @@
 domain event type, and snapshots of each snapshotted aggregate). It must
 never be edited: a rename needs ``register_topic``, a payload change an
 upcaster, and then these tests prove old history still works.
+``stored_events_v2.json`` holds what version 2 changed: ``Registration.Created``
+with the admission in it (``class_version`` 2).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from eventsourcing.utils import get_topic
 
 from domain import model
 from domain.errors import GatheringNotFoundError
+from domain.model import RegistrationStatus, registration_aggregate_id
 from infra.wiring import Container
 
 RECORDED = json.loads((Path(__file__).parent / "stored_events_v1.json").read_text())
+RECORDED_V2 = json.loads((Path(__file__).parent / "stored_events_v2.json").read_text())
 
 
 def _stored(record: dict[str, Any]) -> StoredEvent:
@@ -119,3 +123,48 @@ def test_recorded_snapshots_still_load_and_agree_with_the_events(recorded: Conta
         expected: Aggregate = from_events.get(aggregate_id)
         loaded: Aggregate = from_snapshots.get(aggregate_id)
         assert vars(loaded) == vars(expected)
+
+
+def test_a_version_1_registration_created_reads_as_not_yet_admitted(container: Container) -> None:
+    mapper = container.service.mapper
+    created = [
+        mapper.to_domain_event(_stored(r))
+        for r in RECORDED["notifications"]
+        if r["topic"] == get_topic(model.Registration.Created)
+    ]
+    assert created
+    assert all(isinstance(e, model.Registration.Created) for e in created)
+    assert {(vars(e)["admitted"], vars(e)["ticket"]) for e in created} == {(False, None)}
+
+
+def test_recorded_version_1_registrations_still_hold_their_seat_or_ticket(
+    recorded: Container,
+) -> None:
+    def registration(user_id: str) -> model.Registration:
+        aggregate: Aggregate = recorded.service.repository.get(
+            registration_aggregate_id("e2", user_id)
+        )
+        assert isinstance(aggregate, model.Registration)
+        return aggregate
+
+    assert registration("bob").status == RegistrationStatus.CONFIRMED
+    dave = registration("dave")
+    assert (dave.status, dave.ticket) == (RegistrationStatus.WAITLIST, 1)
+
+
+def test_a_version_2_registration_created_holds_the_admission(container: Container) -> None:
+    service = container.service
+    service.recorder.insert_events([_stored(r) for r in RECORDED_V2["notifications"]])
+    seated: model.Registration = service.repository.get(registration_aggregate_id("e3", "erin"))
+    waiting: model.Registration = service.repository.get(registration_aggregate_id("e3", "frank"))
+    assert (seated.status, seated.ticket, seated.version) == (RegistrationStatus.CONFIRMED, None, 1)
+    assert (waiting.status, waiting.ticket, waiting.version) == (RegistrationStatus.WAITLIST, 0, 1)
+
+
+def test_a_first_registration_is_recorded_as_one_event_of_version_2(container: Container) -> None:
+    stored = container.service.mapper.to_stored_event(
+        model.Registration.admit("e3", "erin", None).collect_events()[0]
+    )
+    state = json.loads(stored.state)
+    assert (stored.topic, state["class_version"]) == (get_topic(model.Registration.Created), 2)
+    assert {k: state[k] for k in ("admitted", "ticket")} == {"admitted": True, "ticket": None}
