@@ -215,20 +215,24 @@ def _feed_lag_section() -> str:
     return "\n".join(lines)
 
 
-def _appends_section(levels: Sequence[dict[str, float]]) -> str:
+def _appends_section(levels: Sequence[dict[str, float]], raw: Sequence[dict[str, float]]) -> str:
     one = levels[0]["per_second"] or 1.0
+    raw_one = raw[0]["per_second"] or 1.0
     lines = [
         "Appends per second by concurrent writers, each append one event to a new stream of "
         "its own (`python -m bench.dynamodb_appends`, 5 s per level after 2 s of warm-up, "
-        "recorder only, no HTTP):",
+        "recorder only, no HTTP), beside the same conditional PutItem sent straight through "
+        "boto3 (`--raw`): the store's own ceiling for these writes on this machine:",
         "",
-        "| writers | appends/s | vs 1 writer | p50 ms | p95 ms | retries/append |",
-        "|---|---|---|---|---|---|",
+        "| writers | appends/s | vs 1 writer | p50 ms | p95 ms | retries/append "
+        "| raw PutItem/s | raw vs 1 writer |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in levels:
+    for r, bare in zip(levels, raw, strict=True):
         lines.append(
             f"| {r['threads']:.0f} | {r['per_second']:.1f} | x{r['per_second'] / one:.2f} | "
-            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['retries_per_append']:.2f} |"
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['retries_per_append']:.2f} | "
+            f"{bare['per_second']:.1f} | x{bare['per_second'] / raw_one:.2f} |"
         )
     return "\n".join(lines)
 
@@ -314,13 +318,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     dynamodb_sections.append(_feed_lag_section())
                     print("\n" + dynamodb_sections[-1], flush=True)
                 try:
-                    levels = [
-                        dynamodb_appends.run_level(endpoint or "", n, 5.0, 2.0) for n in (1, 4, 16)
-                    ]
+                    levels, raw = (
+                        [
+                            dynamodb_appends.run_level(endpoint or "", n, 5.0, 2.0, raw=raw)
+                            for n in (1, 4, 16)
+                        ]
+                        for raw in (False, True)
+                    )
                 except Exception as e:
                     extra_failures.append(f"dynamodb appends by writers: {type(e).__name__}: {e}")
                 else:
-                    dynamodb_sections.append(_appends_section(levels))
+                    dynamodb_sections.append(_appends_section(levels, raw))
                     print("\n" + dynamodb_sections[-1], flush=True)
         print(f"\n{STORE_TITLES[store]} (medians of {args.runs} run(s))\n")
         print(text_table(results, store), "\n", flush=True)

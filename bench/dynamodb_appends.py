@@ -12,6 +12,11 @@ with writers until the store itself is the limit: on DynamoDB Local, its one
 process on the same cores. "retries/append" counts transaction conflicts the
 recorder retried. Each level first runs unmeasured for ``--warmup`` seconds,
 so that DynamoDB Local's JIT compiler has done its work.
+
+``--raw`` runs the same levels with the recorder left out: each writer sends
+the same conditional PutItem itself, straight through boto3. That is the
+store's own ceiling for these writes on this machine, beside which the
+recorder's scaling is to be read.
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ from infra.dynamodb import (
     DynamoDBDatastore,
     make_client,
 )
+from infra.dynamodb.layout import EVENT_PK, EVENT_SK, STATE, TOPIC
 
 
 def run_level(
-    endpoint_url: str, threads: int, seconds: float, warmup: float = 0.0
+    endpoint_url: str, threads: int, seconds: float, warmup: float = 0.0, *, raw: bool = False
 ) -> dict[str, float]:
     if warmup > 0:
-        run_level(endpoint_url, threads, warmup)
+        run_level(endpoint_url, threads, warmup, raw=raw)
     client = make_client(
         endpoint_url=endpoint_url,
         region_name=LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
@@ -64,13 +70,31 @@ def run_level(
     start = threading.Barrier(threads + 1)
     deadline = 0.0
 
+    def append() -> None:
+        recorder.insert_events([StoredEvent(uuid4(), 1, "bench.Event", b"{}")])
+
+    def put() -> None:  # what the recorder sends for such an append, sent directly
+        client.put_item(
+            TableName=recorder.events_table_name,
+            Item={
+                EVENT_PK: {"S": str(uuid4())},
+                EVENT_SK: {"N": "1"},
+                TOPIC: {"S": "bench.Event"},
+                STATE: {"B": b"{}"},
+            },
+            ConditionExpression="attribute_not_exists(#oid)",
+            ExpressionAttributeNames={"#oid": EVENT_PK},
+        )
+
+    write = put if raw else append
+
     def writer(i: int) -> None:
         mine = latencies[i]
         start.wait()
         try:
             while time.monotonic() < deadline:
                 t0 = time.perf_counter()
-                recorder.insert_events([StoredEvent(uuid4(), 1, "bench.Event", b"{}")])
+                write()
                 mine.append(time.perf_counter() - t0)
         except BaseException as e:  # report, don't hang the barrier
             errors.append(e)
@@ -105,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--raw", action="store_true", help="PutItem straight, no recorder")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         endpoint_url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
@@ -113,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
             endpoint_url = stack.enter_context(DynamoDBLocal()).endpoint_url
             where = "DynamoDB Local started by this script"
         print(f"Endpoint: {endpoint_url} ({where}); {args.seconds:g} s per level")
-        rows = [run_level(endpoint_url, t, args.seconds, args.warmup) for t in args.threads]
+        rows = [
+            run_level(endpoint_url, t, args.seconds, args.warmup, raw=args.raw)
+            for t in args.threads
+        ]
     print()
     print(
         f"{'threads':>7} {'appends':>8} {'appends/s':>10} {'p50 ms':>7} "
