@@ -43,7 +43,9 @@ What the index guarantees
   commit holding the previous version of every stream it touches is indexed;
   when that one is not, it is indexed first (its events are committed: they
   are read with ConsistentRead). So for any two events of one stream, the
-  lower version has the lower id.
+  lower version has the lower id. A stream's first version (``first_version``,
+  eventsourcing's 1) follows nothing, so nothing is read to find out: a store
+  whose streams start at another version must say so.
 
 See the README ("DynamoDB") for the argument in full.
 
@@ -72,6 +74,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, OperationalError
 
 from infra.dynamodb.datastore import batch_get
@@ -235,8 +238,12 @@ class StreamIndexer:
         *,
         max_attempts: int = 60,
         memo_size: int = 100_000,
+        first_version: int = Aggregate.INITIAL_VERSION,
     ) -> None:
         self.client = client
+        # The version every stream starts at (eventsourcing's, 1): an event
+        # of that version follows nothing, so nothing is read to find out.
+        self.first_version = first_version
         self.events_table_name = events_table_name
         self.index_table_name = index_table_name
         self.max_attempts = max_attempts
@@ -363,6 +370,8 @@ class StreamIndexer:
         each stream it touches, the commit of the stream's previous version,
         unless that one is known to be indexed."""
         for oid, version in commit.min_versions().items():
+            if version <= self.first_version:
+                continue  # the stream starts here: nothing before it to index
             upto = self._stream_upto.get(oid)
             if upto is not None and upto >= version - 1:
                 continue  # the previous version (or a later one) is indexed

@@ -415,3 +415,29 @@ def test_an_earlier_commit_missing_from_the_records_is_indexed_first(
     core(recorder).index_records([last_record])
 
     assert_is_the_log_of(recorder, commits)
+
+
+def test_a_streams_first_event_is_indexed_without_looking_for_one_before_it(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    """Version 1 follows nothing: indexing new streams reads no events, while a
+    later version whose predecessor is not at hand is still looked up."""
+    first = [[StoredEvent(uuid4(), 1, "x", b"")] for _ in range(5)]
+    for commit in first:
+        recorder.insert_events(commit)
+    indexer = core(recorder)
+    asked: list[str] = []
+    indexer.client.meta.events.register(
+        "before-call.dynamodb.Query", lambda model, **_: asked.append(model.name)
+    )
+
+    indexer.index_records(stream_records(datastore, recorder))
+    assert asked == []
+
+    stream = first[0][0].originator_id
+    later = [StoredEvent(stream, 2, "x", b"")]
+    recorder.insert_events(later)
+    core(recorder).index_records(stream_records(datastore, recorder)[-1:])
+    assert asked == ["Query"]  # v1's commit: a fresh indexer knows nothing of it
+    rows = index_of(recorder)
+    assert [(oid, ver) for _, oid, ver, _ in rows][-1] == (str(stream), 2)
