@@ -6,9 +6,10 @@ this command starts), each with fresh tables. Each command is sent over HTTP
 on its own and costed as the difference of the server's consumed-capacity
 counters around it (the service's ``GET /health`` ``consumedCapacity``, the
 baseline's ``GET /_stats``), less what one reading of those counters costs
-(reading the service's health reads DynamoDB too). The service's figure
-includes its read-your-writes projection (a write answers after the read
-tables hold it) and any projector polling that falls in between; each command
+(reading the service's health reads DynamoDB too). The service's WCU include
+its read tables (written in the command's transaction) and the index its stream
+indexer writes for the command: the counters are read once the feed has
+drained (``bench.servers``); each command
 is repeated and the median is shown.
 
     python -m bench.dynamodb_capacity

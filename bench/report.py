@@ -233,12 +233,15 @@ range over runs); vs state-based = median req/s over the state-based server's;
 p50 / p99 = latency of the timed requests as the client saw it; peak RSS = the
 server process's VmHWM at the end of the run (from /proc; DynamoDB Local's own
 JVM is not counted); WCU / RCU per request = the capacity units DynamoDB reported
-(`ReturnConsumedCapacity`) during the timed phase divided by the timed requests,
-from the service's `GET /health` (`consumedCapacity`, which includes its
-projector's polling and read-your-writes reads) and the state-based server's
-`GET /_stats`. DynamoDB Local reports the units that AWS would charge but is far
-slower than AWS, and serialises conflicting transactions where AWS would cancel
-them with `TransactionConflict`."""
+(`ReturnConsumedCapacity`) for the timed requests divided by their number, from
+the service's `GET /health` (`consumedCapacity`) and the state-based server's
+`GET /_stats`. The service's WCU include the index its stream indexer writes for
+those requests: its counters are read once the feed has drained, before and
+after the timed phase, so index writes are counted with the requests that caused
+them however far the indexer lags (RCU are read without waiting, so as not to
+count the waiting's own `GET /health` reads). DynamoDB Local reports the units
+that AWS would charge but is far slower than AWS, and serialises conflicting
+transactions where AWS would cancel them with `TransactionConflict`."""
 
 
 def markdown(
