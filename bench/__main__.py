@@ -17,8 +17,8 @@ Options (or environment variables, for ``make bench``):
 - ``--write PATH``: also write the tables, machine and command as Markdown.
 
 Run on their own: ``python -m bench.dynamodb_capacity`` (the per-command
-table alone) and ``python -m bench.dynamodb_appends`` (appends/s through the
-event store's ordering point, with 1, 4 and 16 writer threads).
+table alone) and ``python -m bench.dynamodb_appends`` (appends/s by 1, 4 and 16 writer
+threads, each to streams of its own; ``--raw``: the same PutItem alone).
 """
 
 from __future__ import annotations
