@@ -58,6 +58,9 @@ def wait_until_logged(recorder: ApplicationRecorder) -> None:
 class Progress:
     position: int
     head: int
+    # The log held nothing past ``position`` once every event written before
+    # the step was in it (a step that stops at a head read earlier may not be).
+    settled: bool = False
 
 
 class CatchUpProjector:
@@ -83,7 +86,7 @@ class CatchUpProjector:
         position = self.read_model.position()
         if position is None:  # live: appends fold into the tables inline
             head = self.recorder.max_notification_id() or 0
-            return Progress(head, head)
+            return Progress(head, head, settled=True)
         head = self.recorder.max_notification_id() or 0
         if head <= position:
             # Caught up with the log as it stands: on a log indexed after the
@@ -92,7 +95,7 @@ class CatchUpProjector:
             wait_until_logged(self.recorder)
             head = self.recorder.max_notification_id() or 0
             if head <= position:
-                return Progress(position, head)
+                return Progress(position, head, settled=True)
         notifications = list(
             self.recorder.select_notifications(
                 start=position + 1, limit=self.batch_size, stop=head, topics=TOPICS
@@ -129,6 +132,10 @@ class CatchUpProjector:
                 if on_progress is not None:
                     on_progress(progress)
                 target = progress.head if until is None else min(until, progress.head)
+                if until is None and not progress.settled:
+                    # At the head as read before this step: events written
+                    # before the call may still be on their way into the log.
+                    continue
                 if progress.position >= target:
                     if progress.position >= progress.head:
                         self.read_model.go_live(progress.position)

@@ -9,6 +9,7 @@ import pytest
 from api.cli import _rows
 from domain.application import GatheringChanges, GatheringSpec
 from infra.wiring import Container
+from projections.catch_up import CatchUpProjector
 
 
 def _gathering(container: Container, gathering_id: str, capacity: int) -> None:
@@ -66,3 +67,50 @@ def test_a_snapshot_that_fails_to_save_never_fails_the_command(
     row = container.read_model.get_event("busy")
     assert row is not None
     assert row.registered_count == 60
+
+
+class _LateLog:
+    """The container's log, as one indexed after the appends shows it: the
+    newest commits appear only once a reader waits for them."""
+
+    def __init__(self, recorder: Any, visible: int) -> None:
+        self._recorder = recorder
+        self._visible = visible
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._recorder, name)
+
+    def max_notification_id(self) -> int | None:
+        head = self._recorder.max_notification_id() or 0
+        return min(head, self._visible) or None
+
+    def select_notifications(
+        self, start: int, limit: int, stop: int | None = None, **kw: Any
+    ) -> Any:
+        stop = self._visible if stop is None else min(stop, self._visible)
+        return self._recorder.select_notifications(start, limit, stop, **kw)
+
+    def wait_until_indexed(self, timeout: float = 60.0) -> None:
+        self._visible = self._recorder.max_notification_id() or 0
+
+
+def test_a_rebuild_also_folds_what_reaches_the_log_only_after_its_first_read_of_the_head(
+    container: Container,
+) -> None:
+    service = container.service
+    _gathering(container, "late", 2)
+    first_commit_end = service.recorder.max_notification_id() or 0
+    for n in range(3):
+        service.create_user(f"late{n}", "Late")
+        service.register(f"late{n}", "late")
+    live = _rows(container.read_model)
+
+    container.read_model.reset()
+    projector = CatchUpProjector(
+        _LateLog(service.recorder, first_commit_end),  # type: ignore[arg-type]
+        service.mapper,
+        container.read_model,
+    )
+    projector.catch_up()
+
+    assert _rows(container.read_model) == live
