@@ -354,6 +354,14 @@ class StreamIndexer:
                 stack.append((dependency, None))
         return plan
 
+    def is_indexed(self, lead: Key) -> bool:
+        """Whether the commit led by ``lead`` is indexed: known here, else
+        asked of the index (its marker, read with ConsistentRead)."""
+        with self._lock:
+            if self._known_indexed(lead):
+                return True
+        return self._marker_exists(lead)
+
     def _known_indexed(self, lead: Key) -> bool:
         """Whether this indexer already knows the commit is indexed (without
         asking DynamoDB: the commit's own transaction will, if it was)."""

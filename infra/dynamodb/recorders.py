@@ -8,6 +8,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -96,6 +97,9 @@ MAX_FILTER_TOPICS = 100
 # Retries of a read that found a not-yet-visible notification below the
 # head (see select_notifications).
 MAX_GAP_RETRIES = 6  # sleeps 5, 10, ... 160 ms: about 0.3 s in all
+# Commits this process appended and has not yet seen indexed, kept so that
+# wait_until_indexed can tell they are (the newest this many).
+UNSEEN_COMMITS = 10_000
 
 _s = s_
 _n = n_
@@ -455,6 +459,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         self._stats_lock = Lock()
         self._read_tables: DynamoDBReadModel | None = None
         self._poller: ShardPoller | None = None
+        self._unseen: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     def table_specs(self) -> list[TableSpec]:
         return [
@@ -472,7 +477,19 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         **kwargs: Any,
     ) -> Sequence[int] | None:
         self._append(stored_events, None, inline)
+        self._appended(stored_events)
         return None
+
+    def _appended(self, stored_events: Sequence[StoredEvent]) -> None:
+        """Notes a committed append, for wait_until_indexed."""
+        if not stored_events:
+            return
+        lead = stored_events[0]
+        key = (self.encode_originator_id(lead.originator_id), lead.originator_version)
+        with self._stats_lock:
+            self._unseen[key] = None
+            while len(self._unseen) > UNSEEN_COMMITS:
+                self._unseen.popitem(last=False)
 
     def read_tables(self) -> DynamoDBReadModel:
         """The read tables that appends fold into (tables created by wiring)."""
@@ -682,10 +699,35 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
 
     def wait_until_indexed(self, timeout: float = 60.0) -> None:
         """Returns once every event written before the call is in the
-        notification log (polls the stream to its tip and indexes what it
-        finds). Raises TimeoutError after ``timeout`` seconds.
+        notification log. Raises TimeoutError after ``timeout`` seconds.
+
+        Polls the stream to its tip and indexes what it finds, until also every
+        commit this process appended (the newest ``UNSEEN_COMMITS``) is seen
+        indexed: a stream may show a write a moment after it committed, so an
+        empty poll alone does not prove that the log holds it. Writes of other
+        processes are covered as far as the stream already shows them.
         """
-        self.indexer().drain(timeout)
+        deadline = time.monotonic() + timeout
+        poller = self.indexer()
+        while True:
+            poller.drain(max(0.0, deadline - time.monotonic()))
+            if not self._still_unseen(poller):
+                return
+            if time.monotonic() >= deadline:
+                msg = f"Commits of this process were not indexed within {timeout}s"
+                raise TimeoutError(msg)
+            time.sleep(0.02)  # the stream has yet to show them
+
+    def _still_unseen(self, poller: ShardPoller) -> list[tuple[str, int]]:
+        """The commits this process appended that are not indexed yet; forgets
+        the rest."""
+        with self._stats_lock:
+            leads = list(self._unseen)
+        unseen = [lead for lead in leads if not poller.indexer.is_indexed(lead)]
+        with self._stats_lock:
+            for lead in set(leads).difference(unseen):
+                self._unseen.pop(lead, None)
+        return unseen
 
     def indexed_positions(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
         """The notification ids the indexer gave the events of one
@@ -1014,6 +1056,7 @@ class DynamoDBProcessRecorder(
     ) -> Sequence[int] | None:
         tracking: Tracking | None = kwargs.get("tracking")
         self._append(stored_events, tracking, kwargs.get("inline"))
+        self._appended(stored_events)
         return None
 
     def _extra_items(

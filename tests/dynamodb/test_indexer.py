@@ -441,3 +441,26 @@ def test_a_streams_first_event_is_indexed_without_looking_for_one_before_it(
     assert asked == ["Query"]  # v1's commit: a fresh indexer knows nothing of it
     rows = index_of(recorder)
     assert [(oid, ver) for _, oid, ver, _ in rows][-1] == (str(stream), 2)
+
+
+def test_waiting_until_indexed_covers_a_commit_the_stream_shows_late(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    """A stream may show a write a moment after it committed: an empty poll
+    then does not prove the log holds this process's own appends."""
+    poller = recorder.indexer()
+    read = poller._get_records
+    hidden = iter(range(3))  # the first three reads see nothing yet
+
+    def late(shard_id: str, iterator: str) -> tuple[list[dict[str, Any]], str | None] | None:
+        if next(hidden, None) is not None:
+            return [], iterator
+        return read(shard_id, iterator)
+
+    poller._get_records = late  # type: ignore[method-assign]
+    commit = [StoredEvent(uuid4(), 1, "x", b""), StoredEvent(uuid4(), 1, "x", b"")]
+    recorder.insert_events(commit)
+
+    recorder.wait_until_indexed(timeout=30)
+
+    assert recorder.indexed_positions(commit) == [1, 2]
