@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
+
+
+def caught_up_at(feed: Mapping[str, Any]) -> float | None:
+    """When (``time.monotonic``) the indexer last read the stream to its tip
+    with nothing pending, from ``GET /health``'s ``feed``; None while records
+    are pending or before it ever caught up."""
+    since = feed.get("secondsSinceCaughtUp")
+    if feed.get("pendingRecords") or since is None:
+        return None
+    return time.monotonic() - float(since)
 
 
 class FeedWatch:
@@ -56,15 +68,9 @@ class FeedWatch:
         with httpx.Client(base_url=self.url, timeout=10) as http:
             while time.monotonic() - ended < self.drain_timeout:
                 feed = self._feed(http)
-                since = None if feed is None else feed["secondsSinceCaughtUp"]
-                now = time.monotonic()
-                if (
-                    feed is not None
-                    and not feed["pendingRecords"]
-                    and since is not None
-                    and now - since >= ended  # caught up after the load ended
-                ):
-                    drain = max(0.0, now - float(since) - ended)
+                at = None if feed is None else caught_up_at(feed)
+                if at is not None and at >= ended:  # caught up after the load ended
+                    drain = at - ended
                     break
                 time.sleep(0.05)
         return {

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from bench.feed_lag import caught_up_at
 from bench.load import CapacityProbe, no_capacity
 from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS, free_port, local_client
 
@@ -77,9 +78,8 @@ async def _feed_drained(client: httpx.AsyncClient, path: str) -> None:
         feed = (await client.get(path)).json().get("feed")
         if not isinstance(feed, dict):
             return  # no feed (the indexer is off): nothing to wait for
-        since = feed.get("secondsSinceCaughtUp")
-        caught_up_at = None if since is None else time.monotonic() - float(since)
-        if not feed.get("pendingRecords") and caught_up_at is not None and caught_up_at >= asked:
+        at = caught_up_at(feed)
+        if at is not None and at >= asked:
             return
         await asyncio.sleep(0.05)
     msg = f"the feed did not drain within {FEED_DRAIN_TIMEOUT:g} s"

@@ -3,11 +3,12 @@
 The log is indexed after the appends, so a process cannot learn from it which
 cached aggregates another process changed. It decides on its cache as it is:
 a save on a stale aggregate conflicts (appends are conditional on versions) and
-the command is decided again on fresh state; a refusal, which saves nothing, is
-decided again on fresh state before it is reported.
+the command is decided again on fresh state; a refusal, which saves nothing,
+stands only if none of the streams it read has moved on (one consistent
+BatchGetItem), and is otherwise decided again on fresh state.
 
 An aggregate the cache lacks is taken as never saved, without a read: creating
-it again conflicts, and a refusal for its absence is decided again.
+it again conflicts, and a refusal for its absence is checked the same way.
 """
 
 from __future__ import annotations
