@@ -195,8 +195,13 @@ class UnitOfWork:
         self.unverified = self.trust_cache and service.cache_may_be_stale
         self._aggregates: dict[UUID, Aggregate | None] = {}
         self._after_commit: list[Callable[[], None]] = []
+        self.origins: dict[int, contextvars.Context] = {}
+        """The context (request) each pending event was decided in, by ``id``."""
+        self._claimed: dict[UUID, int] = {}
+        self._touched: set[UUID] = set()
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        self._touched.add(aggregate_id)
         if aggregate_id in self._aggregates:
             aggregate = self._aggregates[aggregate_id]
         else:
@@ -217,8 +222,23 @@ class UnitOfWork:
         return aggregate
 
     def add(self, aggregate: A) -> A:
+        self._touched.add(aggregate.id)
         self._aggregates[aggregate.id] = aggregate
         return aggregate
+
+    def claim(self, context: contextvars.Context) -> None:
+        """Notes ``context`` as the origin of every event recorded since the last
+        claim (one command's events, when commands are decided in a batch)."""
+        for aggregate_id in self._touched:
+            aggregate = self._aggregates.get(aggregate_id)
+            if aggregate is None:
+                continue
+            pending = aggregate.pending_events
+            claimed = self._claimed.get(aggregate_id, 0)
+            for fact in pending[claimed:]:
+                self.origins[id(fact)] = context
+            self._claimed[aggregate_id] = len(pending)
+        self._touched.clear()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Runs ``callback`` once the save succeeded (logging what happened), in the
@@ -480,6 +500,7 @@ class RegistrationService(Application[UUID]):
                 self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
                 return []
             else:
+                uow.claim(job.context)
                 decided.append((job, outcome, None))
         self._commit_batch(uow, decided)
         return []
@@ -532,7 +553,8 @@ class RegistrationService(Application[UUID]):
     def _save(self, uow: UnitOfWork) -> None:
         changed = uow.changed()
         if changed:
-            ids = [r.notification.id for r in self.save(*changed) if r.notification.id]
+            saved = self.save(*changed, origins=uow.origins)
+            ids = [r.notification.id for r in saved if r.notification.id]
             cache = self.repository.cache
             if cache is not None:
                 for aggregate in changed:  # the cache holds what was saved

@@ -13,11 +13,15 @@ import json
 import logging
 import sys
 import time
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from typing import Any
 
 _configured = False
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
+_actor: ContextVar[str] = ContextVar("actor", default="system")
+"""Who the current work is done for: an API key's name, ``anonymous`` on the
+open endpoints, ``cli:<user>`` in the CLI, ``system`` otherwise. Recorded on
+every domain event the work causes."""
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD_ATTRIBUTES = frozenset(
@@ -31,6 +35,24 @@ def current_request_id() -> str:
 
 def set_request_id(value: str) -> None:
     _request_id.set(value)
+
+
+def current_actor() -> str:
+    return _actor.get()
+
+
+def set_actor(value: str) -> None:
+    _actor.set(value)
+
+
+def request_metadata(context: Context | None = None) -> dict[str, str | None]:
+    """The request id and actor of ``context`` (default: the current one), as
+    recorded on the domain events that work causes."""
+    if context is None:
+        request_id, actor = _request_id.get(), _actor.get()
+    else:
+        request_id, actor = context.get(_request_id, "-"), context.get(_actor, "system")
+    return {"requestId": None if request_id == "-" else request_id, "actor": actor}
 
 
 class JsonLinesFormatter(logging.Formatter):

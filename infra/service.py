@@ -15,16 +15,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextvars import Context
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, OperationalError, Recording
+from eventsourcing.persistence import (
+    IntegrityError,
+    Mapper,
+    Notification,
+    OperationalError,
+    Recording,
+)
 
 from domain.application import RegistrationService
 from domain.errors import StoreUnavailableError, WriteConflictError
 from domain.model import Gathering
+from infra.logs import request_metadata
+from infra.sealing import SealingMapper
 from projections.catch_up import IndexedLog
 from projections.fold import InlineChanges
 
@@ -35,6 +44,17 @@ class StoredRegistrationService(RegistrationService):
     """Maps the store's failures onto the domain's error hierarchy at the boundary."""
 
     name = "Registrations"
+    mapper: SealingMapper
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self.mapper.read_stream = self.recorder.select_events
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Every event is stored with its request id, actor and chain digest."""
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=SealingMapper
+        )
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
         try:
@@ -85,8 +105,25 @@ class StoredRegistrationService(RegistrationService):
             if isinstance(aggregate, Gathering)
         }
         facts = [e for e in processing_event.events if isinstance(e, Aggregate.Event)]
-        processing_event.saved_kwargs["inline"] = InlineChanges(tuple(facts), streams)
-        return super()._record(processing_event)
+        kwargs = processing_event.saved_kwargs
+        kwargs["inline"] = InlineChanges(tuple(facts), streams)
+        # The context each event was decided in (a batch mixes requests); events
+        # without one were decided in the current context.
+        origins: Mapping[int, Context] = kwargs.pop("origins", None) or {}
+        events = processing_event.events
+        metadata = [request_metadata(origins.get(id(e))) for e in events]
+        stored, digests = self.mapper.seal(events, metadata)
+        ids = self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
+        self.mapper.remember(digests)
+        if self.repository.cache and not self.repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                self.repository.cache.put(aggregate_id, aggregate)
+        if not ids:
+            return []
+        return [
+            Recording(e, Notification(s.originator_id, s.originator_version, s.topic, s.state, n))
+            for e, s, n in zip(events, stored, ids, strict=True)
+        ]
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots each saved aggregate whose version passed a multiple of its interval.

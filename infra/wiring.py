@@ -22,6 +22,7 @@ from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
 from infra.sqlite.read_tables import SQLiteReadModel
+from projections.audit import AuditLog
 from projections.catch_up import CatchUpProjector
 from projections.ports import ReadModel
 
@@ -36,6 +37,7 @@ class Container:
     service: StoredRegistrationService
     read_model: ReadModel
     projector: CatchUpProjector
+    audit: AuditLog
     indexer: ShardPoller | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
@@ -148,4 +150,5 @@ def build_container(settings: Settings) -> Container:
     if isinstance(service.recorder, DynamoDBApplicationRecorder):
         indexer = service.recorder.indexer()
     logger.info("service wired", extra={"store": settings.store})
-    return Container(settings, service, read_model, projector, indexer)
+    audit = AuditLog(service.recorder, service.mapper.decode_state)
+    return Container(settings, service, read_model, projector, audit, indexer)

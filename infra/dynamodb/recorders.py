@@ -650,6 +650,26 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         )
         return {str(item[EVENT_PK]["S"]) for item in found}
 
+    def stored_states(self, keys: Sequence[tuple[UUID, int]]) -> dict[tuple[str, int], bytes]:
+        """The state of each (stream, version) as the events table holds it, for
+        audits comparing the index's copies with the events (consistent reads:
+        an audit must see every committed append)."""
+        found = batch_get(
+            self.client,
+            self.events_table_name,
+            [
+                {EVENT_PK: _s(self.encode_originator_id(oid)), EVENT_SK: n_(version)}
+                for oid, version in dict.fromkeys(keys)
+            ],
+            ProjectionExpression="#oid, #ver, #state",
+            ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK, "#state": STATE},
+            ConsistentRead=True,
+        )
+        return {
+            (str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])): bytes(item[STATE]["B"])
+            for item in found
+        }
+
     def _unless_recorded(self, lead: Item, error: Exception) -> None:
         """Re-raises ``error`` unless the commit led by ``lead`` is in the table.
 

@@ -1,0 +1,296 @@
+"""What auditors read: the log's entries, and the hash chains that seal them.
+
+An **entry** is one stored domain event as auditors see it::
+
+    {"position", "stream", "version", "type", "occurredAt", "data", "metadata"}
+
+``type`` is a stable name from ``TYPE_NAMES`` (a contract, like stored topics:
+it stays when a class is renamed); ``data`` is the payload as stored (before
+any upcasting), keys in camelCase; ``metadata`` holds the ``requestId`` and
+``actor`` the event was recorded with, and its ``hash``.
+
+**The chain.** Each stream's events are chained: the digest of version ``n``
+is ``sha256(digest(n - 1) + canonical(body(n)))`` with ``GENESIS`` before
+version 1, where ``body`` is the entry without ``position`` (assigned later on
+DynamoDB) and without ``metadata.hash``, and ``canonical`` is JSON with sorted
+keys and no spaces. Every event is stored with its digest (``metadata.hash``),
+so altering, removing or reordering any stored event breaks its stream's chain
+at that point; anyone holding an export of the feed can recompute the chains
+from the entries alone (``link``).
+
+Events recorded before the service sealed its events have no stored digest:
+the chain runs through them (their digests are computed), so the first sealed
+event after them seals them too; verify counts them as ``unsealed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
+from eventsourcing.utils import TopicError, resolve_topic
+
+from domain.model import Gathering, Registration, User, WaitlistPage
+
+GENESIS = "0" * 64
+
+TYPE_NAMES: dict[type, str] = {
+    User.Created: "UserCreated",
+    Gathering.Created: "GatheringCreated",
+    Gathering.Revised: "GatheringRevised",
+    Gathering.CapacityChanged: "CapacityChanged",
+    Gathering.SeatTaken: "SeatTaken",
+    Gathering.SeatReleased: "SeatReleased",
+    Gathering.WaitlistJoined: "WaitlistJoined",
+    Gathering.WaitlistLeft: "WaitlistLeft",
+    Gathering.Promoted: "PromotedFromWaitlist",
+    Gathering.Deleted: "GatheringDeleted",
+    Registration.Created: "RegistrationCreated",
+    Registration.Confirmed: "RegistrationConfirmed",
+    Registration.Waitlisted: "RegistrationWaitlisted",
+    Registration.Promoted: "RegistrationPromoted",
+    Registration.Withdrawn: "RegistrationWithdrawn",
+    WaitlistPage.Created: "WaitlistPageOpened",
+    WaitlistPage.Appended: "WaitlistTicketAppended",
+    WaitlistPage.Removed: "WaitlistTicketRemoved",
+}
+"""Stable names of the stored domain events (a contract: never change one)."""
+
+# Stored payload keys whose HTTP name differs from their camelCase.
+_RENAMED = {"gathering_id": "eventId", "class_version": "classVersion"}
+# Kept outside ``data``: the time is the entry's occurredAt, the rest is metadata.
+_NOT_DATA = frozenset({"timestamp", "__meta__"})
+
+META = "__meta__"
+"""The stored state's key holding the event's metadata (requestId, actor, hash)."""
+
+
+def type_name(topic: str) -> str:
+    """The stable name of a stored topic (the topic itself if it names no known event)."""
+    try:
+        return TYPE_NAMES.get(resolve_topic(topic), topic)
+    except TopicError:  # a topic no class answers to is still reported, by name
+        return topic
+
+
+def _camel(key: str) -> str:
+    renamed = _RENAMED.get(key)
+    if renamed is not None:
+        return renamed
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def occurred_at(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return occurred_at(value)
+    if isinstance(value, UUID):
+        return str(value)
+    msg = f"{type(value).__name__} is not a plain value"
+    raise TypeError(msg)
+
+
+def body(stream: UUID, version: int, topic: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """The sealed part of an entry, from a stored event's decoded state."""
+    meta = state.get(META) or {}
+    moment = state.get("timestamp")
+    return {
+        "stream": str(stream),
+        "version": version,
+        "type": type_name(topic),
+        "occurredAt": occurred_at(moment) if isinstance(moment, datetime) else None,
+        "data": {_camel(k): v for k, v in state.items() if k not in _NOT_DATA},
+        "metadata": {
+            "requestId": meta.get("requestId"),
+            "actor": meta.get("actor"),
+        },
+    }
+
+
+def link(previous: str, sealed: Mapping[str, Any]) -> str:
+    """The digest of an entry's body, chained to its predecessor's digest."""
+    canonical = json.dumps(
+        sealed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+    )
+    return hashlib.sha256((previous + canonical).encode()).hexdigest()
+
+
+def entry(position: int, sealed: Mapping[str, Any], digest: str | None) -> dict[str, Any]:
+    """The entry as served: the body, its position, and its stored digest."""
+    return {
+        "position": position,
+        **sealed,
+        "data": json.loads(json.dumps(sealed["data"], default=_plain)),
+        "metadata": {**sealed["metadata"], "hash": digest},
+    }
+
+
+@dataclass
+class ChainCheck:
+    """Recomputes every stream's chain from entries given in log order.
+
+    The first broken link is kept: an event whose stored digest differs from
+    the recomputed one (altered, or a predecessor was), or whose version does
+    not follow its stream's previous one (an event removed, or reordered).
+    """
+
+    checked: int = 0
+    unsealed: int = 0
+    first_broken: dict[str, Any] | None = None
+    _heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _feed: str = GENESIS
+
+    @property
+    def ok(self) -> bool:
+        return self.first_broken is None
+
+    @property
+    def digest(self) -> str:
+        """The feed's digest: every entry's digest chained in log order."""
+        return self._feed
+
+    def add(self, position: int, sealed: Mapping[str, Any], stored: str | None) -> None:
+        self.checked += 1
+        stream, version = sealed["stream"], sealed["version"]
+        last_version, previous = self._heads.get(stream, (0, GENESIS))
+        digest = link(previous, sealed)
+        self._heads[stream] = (version, digest)
+        self._feed = hashlib.sha256((self._feed + digest).encode()).hexdigest()
+        if stored is None:
+            self.unsealed += 1
+        if self.first_broken is not None:
+            return
+        if version != last_version + 1:
+            self._broken(position, stream, version, f"follows version {last_version}")
+        elif stored is not None and stored != digest:
+            self._broken(position, stream, version, "its digest does not match its content")
+
+    def add_all(self, entries: Iterable[tuple[int, Mapping[str, Any], str | None]]) -> None:
+        for position, sealed, stored in entries:
+            self.add(position, sealed, stored)
+
+    def _broken(self, position: int, stream: str, version: int, reason: str) -> None:
+        self.first_broken = {
+            "position": position,
+            "stream": stream,
+            "version": version,
+            "reason": reason,
+        }
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "unsealed": self.unsealed,
+            "digest": self.digest,
+            "firstBroken": self.first_broken,
+        }
+
+
+@runtime_checkable
+class CopiedLog(Protocol):
+    """A log that holds copies of the stored events (DynamoDB's index): verify
+    also checks that each copy equals the event its stream holds."""
+
+    def stored_states(self, keys: Sequence[tuple[UUID, int]]) -> dict[tuple[str, int], bytes]:
+        """The stored state of each (stream, version) found, keyed by (str(stream), version)."""
+        ...
+
+
+Decode = Callable[[StoredEvent], dict[str, Any]]
+"""The mapper's ``decode_state``: a stored event's state as stored."""
+
+VERIFY_PAGE = 500
+
+
+class AuditLog:
+    """The feed of every stored domain event in log order, and its verification."""
+
+    def __init__(self, recorder: ApplicationRecorder, decode: Decode) -> None:
+        self.recorder = recorder
+        self.decode = decode
+
+    def _sealed(self, notification: Notification) -> tuple[dict[str, Any], str | None]:
+        state = self.decode(notification)
+        digest = (state.get(META) or {}).get("hash")
+        sealed = body(
+            notification.originator_id,  # type: ignore[arg-type]
+            notification.originator_version,
+            notification.topic,
+            state,
+        )
+        return sealed, digest
+
+    def page(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to ``limit`` entries after position ``after``, and the ``after`` of the
+        next page (None once this page reaches the head)."""
+        notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
+        entries = [entry(n.id, *self._sealed(n)) for n in notifications]
+        if not entries:
+            return [], None
+        last = entries[-1]["position"]
+        head = self.recorder.max_notification_id() or 0
+        return entries, (last if last < head else None)
+
+    def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
+        """Every notification after ``after`` (up to ``until``), read in pages."""
+        position = after
+        while until is None or position < until:
+            page = self.recorder.select_notifications(
+                start=position + 1, limit=VERIFY_PAGE, stop=until
+            )
+            if not page:
+                return
+            yield from page
+            position = page[-1].id
+
+    def verify(self, on_progress: Callable[[int, int], None] | None = None) -> ChainCheck:
+        """Recomputes every stream's chain over the whole log (and, where the log
+        holds copies, checks each copy against its stream's event)."""
+        head = self.recorder.max_notification_id() or 0
+        check = ChainCheck()
+        batch: list[Notification] = []
+        for notification in self.notifications(until=head):
+            batch.append(notification)
+            if len(batch) == VERIFY_PAGE:
+                self._check(batch, check)
+                batch = []
+                if on_progress is not None:
+                    on_progress(check.checked, head)
+        self._check(batch, check)
+        if on_progress is not None:
+            on_progress(check.checked, head)
+        return check
+
+    def _check(self, batch: Sequence[Notification], check: ChainCheck) -> None:
+        copies = (
+            self.recorder.stored_states(
+                [(n.originator_id, n.originator_version) for n in batch]  # type: ignore[misc]
+            )
+            if isinstance(self.recorder, CopiedLog) and batch
+            else None
+        )
+        for notification in batch:
+            sealed, digest = self._sealed(notification)
+            check.add(notification.id, sealed, digest)
+            if copies is None or check.first_broken is not None:
+                continue
+            key = (str(notification.originator_id), notification.originator_version)
+            if copies.get(key) != notification.state:
+                check.first_broken = {
+                    "position": notification.id,
+                    "stream": key[0],
+                    "version": key[1],
+                    "reason": "the log's copy differs from the event its stream holds",
+                }
