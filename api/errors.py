@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
+from api.security import WWW_AUTHENTICATE
 from domain import errors
 from infra.logs import current_request_id
 
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.InvalidCommandError: (400, "VALIDATION_ERROR"),
     errors.InvalidPageTokenError: (400, "VALIDATION_ERROR"),
+    errors.UnauthorizedError: (401, "UNAUTHORIZED"),
+    errors.ForbiddenError: (403, "FORBIDDEN"),
     errors.UserNotFoundError: (404, "USER_NOT_FOUND"),
     errors.GatheringNotFoundError: (404, "EVENT_NOT_FOUND"),
     errors.RegistrationNotFoundError: (404, "REGISTRATION_NOT_FOUND"),
@@ -140,7 +143,9 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
             request, status, code, message, headers={"Retry-After": "1"} if status == 503 else None
         )
     details = [{"field": exc.field, "message": exc.message}] if exc.field else []
-    return error_response(request, status, code, exc.message, details)
+    # RFC 9110: a 401 names the scheme that would be accepted.
+    headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if status == 401 else None
+    return error_response(request, status, code, exc.message, details, headers)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import events, health, registrations, users
+from api.routes import audit, events, health, registrations, users
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -102,9 +102,19 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     if container is not None:
         app.state.container = container
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=resolved.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=resolved.max_body_bytes,
+        api_keys=resolved.api_keys,
+    )
     install_error_handlers(app)
-    for router in (health.router, users.router, events.router, registrations.router):
+    for router in (
+        health.router,
+        users.router,
+        events.router,
+        registrations.router,
+        audit.router,
+    ):
         app.include_router(router)
 
     app.mount("/static/docs", StaticFiles(directory=SWAGGER_ASSETS), name="docs-assets")

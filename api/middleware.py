@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import printable_path
+from api.security import WWW_AUTHENTICATE, authenticate
+from domain.errors import UnauthorizedError
 from infra.dynamodb.capacity import start_request_meter
-from infra.logs import current_request_id, set_request_id
+from infra.logs import current_request_id, set_actor, set_request_id
+from infra.settings import ApiKey
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +44,15 @@ def _is_utf8(text: str) -> bool:
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (echoing a sane X-Request-ID), logs it, caps its body."""
+    """Gives every request an id (echoing a sane X-Request-ID) and its caller (the
+    API key's name, or anonymous), logs it, caps its body."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, api_keys: tuple[ApiKey, ...] = ()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.api_keys = api_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,11 +91,23 @@ class RequestContextMiddleware:
                     [{"field": "path", "message": "must be valid UTF-8"}],
                 )
                 return
+            principal = authenticate(headers.get(b"authorization"), self.api_keys)
+            set_actor(principal.name)
+            scope.setdefault("state", {})["principal"] = principal
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise _BodyTooLargeError
             body = await self._read_body(receive)
             await self.app(scope, self._replay(body, receive), send_with_id)
+        except UnauthorizedError as refused:
+            await self._error(
+                scope,
+                send_with_id,
+                401,
+                "UNAUTHORIZED",
+                refused.message,
+                headers=[(b"www-authenticate", WWW_AUTHENTICATE.encode())],
+            )
         except _BodyTooLargeError:
             await self._error(
                 scope,
@@ -150,6 +169,7 @@ class RequestContextMiddleware:
         code: str,
         message: str,
         details: list[dict[str, str]] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         body = json.dumps(
             {
@@ -170,6 +190,7 @@ class RequestContextMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
                 ],
             }
         )

@@ -322,6 +322,76 @@ class Health(_Out):
     )
 
 
+class EntryMetadata(_Out):
+    request_id: str | None = Field(description="X-Request-ID of the request that caused it.")
+    actor: str | None = Field(
+        description="The API key's name, `anonymous`, `cli:<user>` or `system` (null before "
+        "events carried metadata)."
+    )
+    hash: str | None = Field(
+        description=(
+            "SHA-256 (hex) chaining this event to the previous event of its stream; null on "
+            "events recorded before events were sealed."
+        )
+    )
+
+
+class AuditEntry(_Out):
+    """One stored domain event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "position": 42,
+                    "stream": "0b8a6c1e-5f7d-5e2a-9c3b-1d4e6f8a0b2c",
+                    "version": 7,
+                    "type": "SeatTaken",
+                    "occurredAt": "2024-12-01T10:00:00.123456Z",
+                    "data": {"userId": "alice"},
+                    "metadata": {
+                        "requestId": "3f2b9c0e8a1d4e6f9b7a5c3d1e0f2a4b",
+                        "actor": "anonymous",
+                        "hash": "9d1c" + "0" * 60,
+                    },
+                }
+            ]
+        }
+    )
+
+    position: int = Field(description="Position in the log: stable, never reused; from 1.")
+    stream: str = Field(description="The aggregate (stream) it belongs to.")
+    version: int = Field(description="Its version in that stream (the first is 1).")
+    type: str = Field(description="Stable name of the domain event, such as `SeatTaken`.")
+    occurred_at: str | None = Field(description="ISO 8601 UTC with microseconds and `Z`.")
+    data: dict[str, Any] = Field(description="The payload as recorded, keys in camelCase.")
+    metadata: EntryMetadata
+
+
+class AuditLogPage(_Out):
+    entries: list[AuditEntry]
+    next: int | None = Field(
+        description="The `after` of the following page; null once this page reaches the head."
+    )
+
+
+class BrokenLink(_Out):
+    position: int
+    stream: str
+    version: int
+    reason: str
+
+
+class VerifyReport(_Out):
+    ok: bool
+    checked: int = Field(description="Events checked.")
+    unsealed: int = Field(
+        description="Events recorded before events were sealed (covered by later links)."
+    )
+    digest: str = Field(description="The feed's digest: every event's digest chained in order.")
+    first_broken: BrokenLink | None = Field(description="The first link that does not hold.")
+
+
 class ErrorDetail(BaseModel):
     field: str
     message: str

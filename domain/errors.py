@@ -86,3 +86,12 @@ class InvariantViolationError(RegistrationDomainError):
 
 class InvalidPageTokenError(RegistrationDomainError):
     """Raised when a listing's nextToken was not issued by this service."""
+
+
+class UnauthorizedError(RegistrationDomainError):
+    """Raised when a request needs an API key and has none, or sends one that is
+    malformed or unknown (anywhere: a bad key is never silently ignored)."""
+
+
+class ForbiddenError(RegistrationDomainError):
+    """Raised when a known API key's role does not allow the route it calls."""

@@ -2,18 +2,79 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ROLES = ("admin", "auditor", "client")
+"""``admin``: /admin and /audit; ``auditor``: /audit; ``client``: neither (its
+name only identifies the caller on the open endpoints)."""
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_SHA256 = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+@dataclass(frozen=True, repr=False)
+class ApiKey:
+    """One configured API key: its name (the actor), its role, and the SHA-256 of
+    the key; the key itself is never kept, and the repr shows no digest."""
+
+    name: str
+    role: str
+    digest: bytes
+
+    def __repr__(self) -> str:
+        return f"ApiKey(name={self.name!r}, role={self.role!r})"
+
+
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """Parses ``name:role:key`` entries separated by commas (``key`` may be
+    ``sha256:<64 hex digits>``, the digest of the key). Errors never quote a key."""
+    keys: list[ApiKey] = []
+    for n, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, key = rest.partition(":")
+        if not _KEY_NAME.fullmatch(name):
+            msg = f"API_KEYS entry {n}: the name must be 1-64 of A-Z a-z 0-9 _ . @ -"
+            raise ValueError(msg)
+        if role not in ROLES:
+            msg = f"API_KEYS entry {n} ({name}): the role must be one of {', '.join(ROLES)}"
+            raise ValueError(msg)
+        hashed = _SHA256.fullmatch(key)
+        if hashed:
+            digest = bytes.fromhex(hashed.group(1))
+        elif len(key) >= 16 and key.isprintable() and " " not in key:
+            digest = hashlib.sha256(key.encode()).digest()
+        else:
+            msg = (
+                f"API_KEYS entry {n} ({name}): the key must be 16 or more printable "
+                "characters without spaces, or sha256:<64 hex digits>"
+            )
+            raise ValueError(msg)
+        if any(k.name == name for k in keys):
+            msg = f"API_KEYS entry {n}: the name {name} is given twice"
+            raise ValueError(msg)
+        keys.append(ApiKey(name, role, digest))
+    return tuple(keys)
 
 
 class Settings(BaseSettings):
     """Read from environment variables (names in upper case) and an optional ``.env``."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        # A bad setting's error must not quote its value: API_KEYS holds secrets.
+        hide_input_in_errors=True,
     )
 
     store: Literal["sqlite", "dynamodb"] = Field(
@@ -56,6 +117,14 @@ class Settings(BaseSettings):
             "must share it. Unset: a fixed built-in key, which lets anyone mint tokens."
         ),
     )
+    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated `name:role:key` entries (role admin, auditor or client; key "
+            "16+ printable characters or `sha256:<hex>` of it). Clients send "
+            "`Authorization: Bearer <key>`. None configured: /audit and /admin answer 401."
+        ),
+    )
     dynamodb_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -92,6 +161,13 @@ class Settings(BaseSettings):
         default="us-east-1",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),
     )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return parse_api_keys(value) if isinstance(value, str) else value
 
     @property
     def event_store_path(self) -> Path:

@@ -24,9 +24,12 @@ MESSAGES = {
     "SERVICE_UNAVAILABLE": "The service is temporarily unavailable; please retry",
     "PAYLOAD_TOO_LARGE": "Request body is larger than 65536 bytes",
     "INTERNAL_ERROR": "An internal error occurred",
+    "UNAUTHORIZED": "The API key is not valid",
+    "FORBIDDEN": "The API key 'reporting' (role client) may not use /audit",
 }
 
-ALWAYS = ("INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
+# A malformed or unknown Authorization header is refused on every route.
+ALWAYS = ("UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
 
 
 def _example(code: str) -> dict[str, Any]:

@@ -48,6 +48,8 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
         "EVENT_NOT_FOUND",
         "REGISTRATION_NOT_FOUND",
     },
+    ("get", "/audit/log"): {"VALIDATION_ERROR", "FORBIDDEN"},
+    ("get", "/audit/verify"): {"FORBIDDEN"},
 }
 STATUS_OF = {
     "VALIDATION_ERROR": "400",
@@ -64,6 +66,8 @@ STATUS_OF = {
     "EVENT_HAS_REGISTRATIONS": "409",
     "CONCURRENT_MODIFICATION": "409",
     "PAYLOAD_TOO_LARGE": "413",
+    "UNAUTHORIZED": "401",
+    "FORBIDDEN": "403",
     "INTERNAL_ERROR": "500",
     "SERVICE_UNAVAILABLE": "503",
 }
@@ -126,7 +130,8 @@ def test_every_operation_lists_the_error_codes_it_can_return_under_their_status(
     by_status = codes_by_status(operations(spec)[key])
 
     listed = set().union(*by_status.values())
-    assert listed >= codes | {"INTERNAL_ERROR"}, sorted(codes - listed)
+    # A malformed or unknown Authorization header is refused on every route.
+    assert listed >= codes | {"INTERNAL_ERROR", "UNAUTHORIZED"}, sorted(codes - listed)
     for status, found in by_status.items():
         for code in found:
             assert STATUS_OF[code] == status, (code, status)
@@ -215,3 +220,20 @@ def test_docs_points_swagger_ui_at_the_local_openapi_document(shared_client: Tes
 
     assert "'/openapi.json'" in html
     assert shared_client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/audit/log", "/audit/verify"])
+def test_the_audit_routes_declare_bearer_keys_and_their_roles(
+    spec: dict[str, Any], path: str
+) -> None:
+    operation = spec["paths"][path]["get"]
+    schemes = spec["components"]["securitySchemes"]
+    (requirement,) = operation["security"]
+    (scheme,) = requirement
+    assert schemes[scheme] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schemes[scheme]["description"],
+    }
+    assert "`auditor` or `admin`" in operation["description"]
+    assert {"401", "403"} <= set(operation["responses"])

@@ -1,0 +1,155 @@
+"""The ordered feed (/audit/log): every domain event in log order, with its metadata."""
+
+from __future__ import annotations
+
+import re
+from contextvars import copy_context
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.logs import set_actor, set_request_id
+from infra.wiring import Container
+from projections.audit import AuditLog
+from projections.catch_up import wait_until_logged
+from tests.api.conftest import AUDITOR_KEY, CLIENT_KEY, bearer
+from tests.api.helpers import json_of, validation_fields
+from tests.support import create_event, register, unique
+
+OCCURRED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+AUDITOR = bearer(AUDITOR_KEY)
+
+
+def settled(client: TestClient) -> int:
+    """The log's head once it holds every write so far (DynamoDB indexes after the write)."""
+    recorder = client.app.state.container.service.recorder  # type: ignore[attr-defined]
+    wait_until_logged(recorder)
+    return int(recorder.max_notification_id() or 0)
+
+
+def feed(client: TestClient, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+    return json_of(client.get(f"/audit/log?after={after}&limit={limit}", headers=AUDITOR), 200)
+
+
+def everything_after(client: TestClient, after: int) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    following: int | None = after
+    while following is not None:
+        page = feed(client, following)
+        entries += page["entries"]
+        following = page["next"]
+    return entries
+
+
+def test_each_write_appears_in_the_feed_with_its_request_id_and_actor(
+    keyed_client: TestClient,
+) -> None:
+    start = settled(keyed_client)
+    user_id = unique("user")
+    keyed_client.post(
+        "/users",
+        json={"userId": user_id, "name": "Ada"},
+        headers={**bearer(CLIENT_KEY), "X-Request-ID": "create-ada-1"},
+    )
+    event = create_event(keyed_client, capacity=1)
+    register(keyed_client, user_id, event["eventId"])
+    settled(keyed_client)
+    entries = everything_after(keyed_client, start)
+    created = [e for e in entries if e["type"] == "UserCreated"]
+    assert [e["data"]["userId"] for e in created] == [user_id]
+    assert created[0]["metadata"]["requestId"] == "create-ada-1"
+    assert created[0]["metadata"]["actor"] == "reporting"  # the client key's name
+    seat = next(e for e in entries if e["type"] == "SeatTaken")
+    assert seat["data"]["userId"] == user_id
+    assert seat["metadata"]["actor"] == "anonymous"
+    assert {e["type"] for e in entries} >= {"GatheringCreated", "RegistrationCreated"}
+    for entry in entries:
+        assert set(entry) == {
+            "position", "stream", "version", "type", "occurredAt", "data", "metadata"
+        }  # fmt: skip
+        assert OCCURRED_AT.fullmatch(entry["occurredAt"]), entry
+        assert re.fullmatch(r"[0-9a-f]{64}", entry["metadata"]["hash"]), entry
+
+
+def test_pages_follow_one_another_without_gaps_or_repeats(keyed_client: TestClient) -> None:
+    for _ in range(3):
+        create_event(keyed_client)
+    head = settled(keyed_client)
+    whole = feed(keyed_client, 0, 1000)["entries"]
+    paged: list[dict[str, Any]] = []
+    following: int | None = 0
+    while following is not None:
+        page = feed(keyed_client, following, 2)
+        assert len(page["entries"]) <= 2
+        paged += page["entries"]
+        following = page["next"]
+    assert paged == whole
+    positions = [e["position"] for e in paged]
+    assert positions == sorted(set(positions))
+    assert positions[0] == 1
+    assert positions[-1] == head
+
+
+def test_next_is_null_at_the_head_and_a_page_past_it_is_empty(keyed_client: TestClient) -> None:
+    create_event(keyed_client)
+    head = settled(keyed_client)
+    assert feed(keyed_client, head - 1)["next"] is None
+    assert feed(keyed_client, head) == {"entries": [], "next": None}
+    assert feed(keyed_client, head + 1000) == {"entries": [], "next": None}
+    assert feed(keyed_client, head - 2, 1)["next"] == head - 1
+
+
+def test_the_feed_keeps_each_streams_versions_in_order(keyed_client: TestClient) -> None:
+    event = create_event(keyed_client, capacity=50)
+    for _ in range(5):
+        user_id = unique("user")
+        keyed_client.post("/users", json={"userId": user_id, "name": "N"})
+        register(keyed_client, user_id, event["eventId"])
+    settled(keyed_client)
+    last: dict[str, int] = {}
+    for entry in everything_after(keyed_client, 0):
+        assert entry["version"] == last.get(entry["stream"], 0) + 1, entry
+        last[entry["stream"]] = entry["version"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("after=-1", "after"),
+        ("after=one", "after"),
+    ],
+)
+def test_a_bad_after_or_limit_is_a_validation_error(
+    keyed_client: TestClient, query: str, field: str
+) -> None:
+    response = keyed_client.get(f"/audit/log?{query}", headers=AUDITOR)
+    assert field in validation_fields(response)
+
+
+def test_commands_decided_together_keep_each_their_own_request_and_actor(
+    container: Container,
+) -> None:
+    """The batcher decides many requests' commands in one thread and saves them in
+    one transaction: each event still carries the request that caused it."""
+    service = container.service
+    futures = []
+    for n in range(40):
+        context = copy_context()
+        context.run(set_request_id, f"request-{n}")
+        context.run(set_actor, f"caller-{n % 3}")
+        command = service.create_user_command(f"user-{n}", f"User {n}")
+        futures.append(context.run(service.submit, command))
+    for future in futures:
+        future.result(timeout=30)
+    wait_until_logged(service.recorder)
+    audit = AuditLog(service.recorder, service.mapper.decode_state)
+    entries, _ = audit.page(0, 1000)
+    assert len(entries) == 40
+    for entry in entries:
+        n = int(entry["data"]["userId"].removeprefix("user-"))
+        assert entry["metadata"]["requestId"] == f"request-{n}"
+        assert entry["metadata"]["actor"] == f"caller-{n % 3}"
