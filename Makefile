@@ -7,7 +7,7 @@ PORT ?= 8000
 export PORT
 
 .PHONY: run test setup lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
-	create-tables clean help
+	status create-tables clean help
 
 help:
 	@echo "make run    - serve the API on 127.0.0.1:\$$PORT (default 8000), embedded SQLite store"
@@ -15,11 +15,16 @@ help:
 	@echo "make docs   - build the pdoc HTML docs into docs/html"
 	@echo "make bench  - the service beside a state-based twin and a bare endpoint, on SQLite and"
 	@echo "              DynamoDB Local (~15 min; BENCH_QUICK=1 for a smoke pass); writes BENCHMARKS.md"
-	@echo "make rebuild / verify - rebuild the read tables from the event store / audit them"
+	@echo "make rebuild / verify / status - rebuild the read tables from the log / verify the"
+	@echo "              hash chains and the tables / show the tables' lag (all: .venv/bin/regsvc)"
 
-$(VENV)/.runtime: requirements.lock
+# The project itself is installed (editable, no dependencies: the lock has them)
+# for its console script, `regsvc`.
+$(VENV)/.runtime: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps \
+		--no-build-isolation --editable .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
@@ -37,8 +42,8 @@ $(DYNAMODB_LOCAL): $(VENV)/.runtime
 run: $(VENV)/.runtime
 	@if [ "$$STORE" = dynamodb ] && [ -z "$$AWS_ENDPOINT_URL_DYNAMODB" ]; then \
 		$(MAKE) --no-print-directory $(DYNAMODB_LOCAL) && \
-		exec $(BIN)/python -m infra.devtools.dynamodb_local run -- $(BIN)/python -m api; \
-	else exec $(BIN)/python -m api; fi
+		exec $(BIN)/python -m infra.devtools.dynamodb_local run -- $(BIN)/regsvc serve; \
+	else exec $(BIN)/regsvc serve; fi
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -72,13 +77,18 @@ bench: $(VENV)/.dev $(DYNAMODB_LOCAL)
 	$(BIN)/python -m bench --write BENCHMARKS.md
 
 rebuild: $(VENV)/.runtime
-	$(BIN)/python -m api.cli rebuild
+	$(BIN)/regsvc rebuild
 
+# The hash chains, then the read tables against a fresh fold of the log.
 verify: $(VENV)/.runtime
-	$(BIN)/python -m api.cli verify
+	$(BIN)/regsvc verify
+	$(BIN)/regsvc check
+
+status: $(VENV)/.runtime
+	$(BIN)/regsvc status
 
 create-tables: $(VENV)/.runtime
-	$(BIN)/python -m api.cli create-tables
+	$(BIN)/regsvc create-tables
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/html cdk.out

@@ -1,27 +1,37 @@
-"""Admin commands: create tables, rebuild the read tables, or audit the event history.
+"""``regsvc``: the service's one command line (also ``python -m api.cli``).
 
-    python -m api.cli create-tables   # create the store's missing tables (idempotent)
-    python -m api.cli rebuild         # empty the read tables and replay every event
-    python -m api.cli verify          # replay into scratch tables, compare, check invariants
+    regsvc serve           # serve the API (what `make run` runs)
+    regsvc export          # the ordered feed as JSON Lines (--after, --until, --output)
+    regsvc verify          # recompute every stream's hash chain; exit 1 on a broken link
+    regsvc check           # fold the log afresh and compare with the read tables; exit 1
+    regsvc rebuild         # empty the read tables and fold the whole log into them
+    regsvc status          # the read tables' position, the log's head and the lag
+    regsvc create-tables   # create the store's missing tables (idempotent)
 
-Long commands show a progress bar on a terminal; verify exits 1 on any difference.
+Settings come from the environment, as for the server (STORE, DATA_DIR...).
+Long commands show a progress bar on stderr; what they report goes to stdout.
+Events written by a command are recorded with actor ``cli:<user>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Never
+from typing import Never, TextIO
 
 from tqdm import tqdm
 
+from api.__main__ import serve
 from domain.invariants import gathering_violations
 from domain.model import Gathering
-from infra.logs import configure_logging
+from infra.logs import configure_logging, set_actor, set_request_id
 from infra.settings import Settings
 from infra.sqlite.read_tables import SQLiteReadModel
 from infra.wiring import Container, build_container
@@ -85,7 +95,7 @@ def _rows(read_model: ReadModel) -> dict[str, object]:
             return snapshot
 
 
-def verify(container: Container) -> AuditReport:
+def check(container: Container) -> AuditReport:
     """Replays every event into scratch tables, compares, and checks every gathering."""
     report = AuditReport()
     recorder = container.service.recorder
@@ -114,32 +124,136 @@ def verify(container: Container) -> AuditReport:
     return report
 
 
+def export(container: Container, after: int, until: int | None, output: TextIO) -> int:
+    """Writes the feed's entries after ``after`` (up to ``until``) as JSON Lines."""
+    wait_until_logged(container.service.recorder)
+    head = container.service.recorder.max_notification_id() or 0
+    last = head if until is None else min(until, head)
+    written = 0
+    with tqdm(total=max(last - after, 0), desc="exporting", unit="event", disable=None) as bar:
+        for entry in container.audit.entries(after, last):
+            output.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            written += 1
+            bar.update(entry["position"] - bar.n - after)
+    return written
+
+
+def verify(container: Container) -> dict[str, object]:
+    """Recomputes every stream's hash chain over the whole log."""
+    wait_until_logged(container.service.recorder)
+    head = container.service.recorder.max_notification_id() or 0
+    with tqdm(total=head, desc="verifying chains", unit="event", disable=None) as bar:
+
+        def update(checked: int, total: int) -> None:
+            bar.total = total
+            bar.n = checked
+            bar.refresh()
+
+        return container.audit.verify(on_progress=update).report()
+
+
+def status(container: Container) -> dict[str, object]:
+    """Where the read tables stand against the log."""
+    head = container.service.recorder.max_notification_id() or 0
+    position = container.read_model.position()
+    position = head if position is None else position
+    return {
+        "projections": [
+            {
+                "name": "read-tables",
+                "position": position,
+                "head": head,
+                "lag": max(head - position, 0),
+                "state": "live" if position >= head else "catching-up",
+            }
+        ]
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regsvc",
+        description="The registration service's command line.",
+        epilog="Settings come from the environment (STORE, DATA_DIR, ...), as for the server.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    commands.add_parser("serve", help="serve the API (uvicorn) on HOST:PORT")
+    exporting = commands.add_parser(
+        "export", help="write the ordered feed as JSON Lines (one entry per line)"
+    )
+    exporting.add_argument(
+        "--after", type=int, default=0, metavar="N", help="start after position N (default 0)"
+    )
+    exporting.add_argument(
+        "--until", type=int, default=None, metavar="M", help="stop at position M (inclusive)"
+    )
+    exporting.add_argument(
+        "--output", "-o", default="-", metavar="FILE", help="where to write (default stdout)"
+    )
+    commands.add_parser(
+        "verify", help="recompute every stream's hash chain; exit 1 on a broken link"
+    )
+    commands.add_parser(
+        "check", help="fold the log afresh and compare with the read tables; exit 1 on drift"
+    )
+    commands.add_parser("rebuild", help="empty the read tables and fold the whole log into them")
+    commands.add_parser("status", help="the read tables' position, the log's head and the lag")
+    commands.add_parser("create-tables", help="create the store's missing tables (idempotent)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api.cli", description=__doc__)
-    parser.add_argument("command", choices=("rebuild", "verify", "create-tables"))
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "export" and args.after < 0:
+        parser.error("--after must be 0 or more")
     settings = Settings()
+    if args.command == "serve":
+        configure_logging(settings.log_level)
+        serve(settings)
+        return 0
     configure_logging("WARNING")
+    set_actor(f"cli:{getpass.getuser()}")
+    set_request_id(uuid.uuid4().hex)
     container = build_container(settings)
     try:
-        if args.command == "create-tables":
-            # Building the container created whatever was missing.
-            print(f"tables ready on {settings.store}")
-            return 0
-        if args.command == "rebuild":
-            position = rebuild(container)
-            print(f"read tables rebuilt up to notification {position}")
-            return 0
-        report = verify(container)
-        print(
-            f"checked {report.events_checked} notifications and "
-            f"{report.gatherings_checked} events: {len(report.problems)} problem(s)"
-        )
-        for problem in report.problems:
-            print(f"  {problem}")
-        return 1 if report.problems else 0
+        return _run(args, settings, container)
     finally:
         container.close()
+
+
+def _run(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    if args.command == "create-tables":
+        # Building the container created whatever was missing.
+        print(f"tables ready on {settings.store}")
+        return 0
+    if args.command == "rebuild":
+        position = rebuild(container)
+        print(f"read tables rebuilt up to notification {position}")
+        return 0
+    if args.command == "status":
+        print(json.dumps(status(container), indent=2))
+        return 0
+    if args.command == "export":
+        if args.output == "-":
+            written = export(container, args.after, args.until, sys.stdout)
+        else:
+            with Path(args.output).open("w", encoding="utf-8") as output:
+                written = export(container, args.after, args.until, output)
+        print(f"exported {written} entries", file=sys.stderr)
+        return 0
+    if args.command == "verify":
+        chains = verify(container)
+        print(json.dumps(chains, indent=2))
+        return 0 if chains["ok"] else 1
+    drift = check(container)
+    print(
+        f"checked {drift.events_checked} notifications and "
+        f"{drift.gatherings_checked} events: {len(drift.problems)} problem(s)"
+    )
+    for problem in drift.problems:
+        print(f"  {problem}")
+    return 1 if drift.problems else 0
 
 
 if __name__ == "__main__":

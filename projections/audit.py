@@ -176,6 +176,19 @@ class ChainCheck:
         elif stored is not None and stored != digest:
             self._broken(position, stream, version, "its digest does not match its content")
 
+    def undecodable(self, notification: Notification, error: Exception) -> None:
+        """Counts an event whose stored state cannot even be decoded: a broken link."""
+        self.checked += 1
+        stream = str(notification.originator_id)
+        self._heads[stream] = (notification.originator_version, "undecodable")
+        if self.first_broken is None:
+            self._broken(
+                notification.id,
+                stream,
+                notification.originator_version,
+                f"its stored state cannot be decoded ({type(error).__name__})",
+            )
+
     def add_all(self, entries: Iterable[tuple[int, Mapping[str, Any], str | None]]) -> None:
         for position, sealed, stored in entries:
             self.add(position, sealed, stored)
@@ -243,6 +256,11 @@ class AuditLog:
         head = self.recorder.max_notification_id() or 0
         return entries, (last if last < head else None)
 
+    def entries(self, after: int = 0, until: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry after position ``after`` (up to ``until``), in log order."""
+        for notification in self.notifications(after, until):
+            yield entry(notification.id, *self._sealed(notification))
+
     def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
         """Every notification after ``after`` (up to ``until``), read in pages."""
         position = after
@@ -282,7 +300,11 @@ class AuditLog:
             else None
         )
         for notification in batch:
-            sealed, digest = self._sealed(notification)
+            try:
+                sealed, digest = self._sealed(notification)
+            except Exception as error:  # altered bytes can fail to decode in any way
+                check.undecodable(notification, error)
+                continue
             check.add(notification.id, sealed, digest)
             if copies is None or check.first_broken is not None:
                 continue

@@ -132,10 +132,13 @@ def assert_acknowledged_writes_kept(
         assert event["waitlistCount"] == len(listed) - len(confirmed)
 
 
-def run_verify(store_env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m api.cli verify`` on that store: the log folded afresh against the tables."""
+def run_cli(
+    store_env: dict[str, str], data_dir: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``regsvc <args>`` on that store (``check``: the log folded afresh against the
+    tables; ``verify``: the hash chains)."""
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", "verify"],
+        [sys.executable, "-m", "api.cli", *args],
         env={**os.environ, **store_env, "DATA_DIR": str(data_dir)},
         capture_output=True,
         text=True,

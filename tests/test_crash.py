@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import assert_acknowledged_writes_kept, run_verify, server_process
+from tests.servers import assert_acknowledged_writes_kept, run_cli, server_process
 from tests.support import fresh_store_settings, server_env, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
@@ -93,5 +93,6 @@ def test_a_sigkilled_server_keeps_every_acknowledged_write_exactly_once(
         for event_id in events:
             event = http.get(f"/events/{event_id}").json()
             assert event["waitlistCount"] == 0 or event["availableSpots"] == 0
-    audit = run_verify(store, data_dir)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    for command in ("check", "verify"):
+        audit = run_cli(store, data_dir, command)
+        assert audit.returncode == 0, audit.stdout + audit.stderr

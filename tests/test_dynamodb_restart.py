@@ -30,7 +30,7 @@ import pytest
 
 from infra.devtools.dynamodb_local import QUICK_START_JVM_OPTIONS, DynamoDBLocal
 from tests.relay import Relay
-from tests.servers import assert_acknowledged_writes_kept, run_verify, server_process
+from tests.servers import assert_acknowledged_writes_kept, run_cli, server_process
 from tests.support import fresh_store_settings, server_env, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
@@ -141,8 +141,9 @@ def test_dynamodb_killed_under_load_answers_503_then_keeps_every_acknowledged_wr
             with httpx.Client(base_url=url, timeout=30) as http:
                 events = [f"restart-event-{n}" for n in range(EVENTS)]
                 assert_acknowledged_writes_kept(http, load.acknowledged, events, CAPACITY)
-        audit = run_verify(store, data_dir)
-        assert audit.returncode == 0, audit.stdout + audit.stderr
+        for command in ("check", "verify"):
+            audit = run_cli(store, data_dir, command)
+            assert audit.returncode == 0, audit.stdout + audit.stderr
     finally:
         relay.cut()
         dynamodb.stop()

@@ -1,0 +1,122 @@
+"""``regsvc``, the one command line: installed with the project, one subcommand per job."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from domain.application import GatheringSpec
+from domain.model import GatheringStatus, gathering_aggregate_id
+from infra.settings import Settings
+from infra.wiring import build_container
+from projections.catch_up import wait_until_logged
+from tests.servers import run_cli
+from tests.support import server_env
+
+pytestmark = pytest.mark.processes
+
+COMMANDS = ("serve", "export", "verify", "check", "rebuild", "status", "create-tables")
+
+
+@pytest.fixture
+def store(store_settings: dict[str, object], tmp_path: Path) -> dict[str, str]:
+    """A store holding a small history (written by the service itself), as the
+    environment that selects it for a ``regsvc`` process."""
+    settings = Settings(**store_settings, data_dir=tmp_path / "data", environment="test")  # type: ignore[arg-type]
+    container = build_container(settings)
+    container.start()
+    try:
+        service = container.service
+        service.create_gathering(
+            GatheringSpec(
+                gathering_id="pycon",
+                title="PyCon",
+                description="",
+                date="2025-05-01",
+                location=None,
+                organizer=None,
+                status=GatheringStatus.ACTIVE,
+                capacity=1,
+                waitlist_enabled=True,
+            )
+        )
+        for name in ("ada", "bob"):
+            service.create_user(name, name.title())
+            service.register(name, "pycon")
+        wait_until_logged(service.recorder)
+    finally:
+        container.close()
+    return server_env(store_settings)
+
+
+def test_regsvc_is_installed_in_the_projects_environment() -> None:
+    script = Path(sys.executable).parent / "regsvc"
+    assert script.exists(), "make's set-up installs the project (its console script)"
+    for command in COMMANDS:
+        shown = subprocess.run(
+            [str(script), command, "--help"], capture_output=True, text=True, check=False
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"usage: regsvc {command}")
+
+
+def test_export_writes_the_feed_as_json_lines(store: dict[str, str], tmp_path: Path) -> None:
+    done = run_cli(store, tmp_path / "data", "export")
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["position"] for e in entries] == list(range(1, len(entries) + 1))
+    assert {"GatheringCreated", "UserCreated", "SeatTaken", "WaitlistJoined"} <= {
+        e["type"] for e in entries
+    }
+    assert "exported" in done.stderr  # the report goes to stderr, the data to stdout
+
+    part = run_cli(store, tmp_path / "data", "export", "--after", "2", "--until", "4", "-o",
+                   str(tmp_path / "part.jsonl"))  # fmt: skip
+    assert part.returncode == 0, part.stderr
+    lines = (tmp_path / "part.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == entries[2:4]
+
+
+def test_verify_exits_0_on_an_intact_history_and_1_on_a_broken_one(
+    store: dict[str, str], tmp_path: Path
+) -> None:
+    intact = run_cli(store, tmp_path / "data", "verify")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    report = json.loads(intact.stdout)
+    assert report["ok"] is True
+    assert report["checked"] > 0
+    if store["STORE"] != "sqlite":
+        return  # altering a stored event on DynamoDB: tests/test_tamper_evidence.py
+    with sqlite3.connect(tmp_path / "data" / "events.sqlite3") as db:
+        db.execute(
+            "UPDATE stored_events SET state = replace(state, 'PyCon', 'PyCan') "
+            "WHERE originator_id = ? AND originator_version = 1",
+            (gathering_aggregate_id("pycon").hex,),
+        )
+    broken = run_cli(store, tmp_path / "data", "verify")
+    assert broken.returncode == 1, broken.stdout + broken.stderr[-3000:]
+    assert broken.stdout, broken.stderr[-3000:]
+    assert json.loads(broken.stdout)["firstBroken"]["version"] == 1
+
+
+def test_check_and_status_report_the_read_tables(store: dict[str, str], tmp_path: Path) -> None:
+    checked = run_cli(store, tmp_path / "data", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "0 problem(s)" in checked.stdout
+    status = run_cli(store, tmp_path / "data", "status")
+    assert status.returncode == 0, status.stderr
+    (projection,) = json.loads(status.stdout)["projections"]
+    assert projection["lag"] == 0
+    assert projection["state"] == "live"
+
+
+def test_a_bad_argument_is_a_usage_error(store: dict[str, str], tmp_path: Path) -> None:
+    done = run_cli(store, tmp_path / "data", "export", "--after", "-1")
+    assert done.returncode == 2
+    assert "--after" in done.stderr
+    assert "Traceback" not in done.stderr
