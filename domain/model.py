@@ -331,17 +331,45 @@ class Registration(Aggregate):
             state["admitted"] = False
             state["ticket"] = None
 
+    # Since version 2 every event of a registration names its user, so that each
+    # entry of an audit trail says whom it is about; version 1 did not.
+
     class Confirmed(Aggregate.Event):
-        pass
+        user_id: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["user_id"] = None
 
     class Waitlisted(Aggregate.Event):
         ticket: int
+        user_id: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["user_id"] = None
 
     class Promoted(Aggregate.Event):
-        pass
+        user_id: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["user_id"] = None
 
     class Withdrawn(Aggregate.Event):
-        pass
+        user_id: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["user_id"] = None
 
     @staticmethod
     def create_id(gathering_id: str, user_id: str) -> UUID:
@@ -393,12 +421,18 @@ class Registration(Aggregate):
         else:
             self.waitlist(ticket=ticket)
 
-    @event(Confirmed)
     def confirm(self) -> None:
+        self._confirmed(user_id=self.user_id)
+
+    @event(Confirmed)
+    def _confirmed(self, user_id: str | None) -> None:
         self._hold(None)
 
-    @event(Waitlisted)
     def waitlist(self, ticket: int) -> None:
+        self._waitlisted(ticket=ticket, user_id=self.user_id)
+
+    @event(Waitlisted)
+    def _waitlisted(self, ticket: int, user_id: str | None) -> None:
         self._hold(ticket)
 
     def _hold(self, ticket: int | None) -> None:
@@ -407,13 +441,19 @@ class Registration(Aggregate):
         )
         self.ticket = ticket
 
-    @event(Promoted)
     def promote(self) -> None:
+        self._promoted(user_id=self.user_id)
+
+    @event(Promoted)
+    def _promoted(self, user_id: str | None) -> None:
         self.status = RegistrationStatus.CONFIRMED
         self.ticket = None
 
-    @event(Withdrawn)
     def withdraw(self) -> None:
+        self._withdrawn(user_id=self.user_id)
+
+    @event(Withdrawn)
+    def _withdrawn(self, user_id: str | None) -> None:
         self.status = RegistrationStatus.LEFT
         self.ticket = None
 
@@ -430,7 +470,16 @@ class WaitlistPage(Aggregate):
         user_id: str
 
     class Removed(Aggregate.Event):
+        """Since version 2 it names the ticket's holder; version 1 did not."""
+
         ticket: int
+        user_id: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["user_id"] = None
 
     @staticmethod
     def create_id(gathering_id: str, page: int) -> UUID:
@@ -449,8 +498,11 @@ class WaitlistPage(Aggregate):
         self.tickets.append(ticket)
         self.user_ids.append(user_id)
 
-    @event(Removed)
     def remove(self, ticket: int) -> None:
+        self._removed(ticket=ticket, user_id=self.user_ids[self.tickets.index(ticket)])
+
+    @event(Removed)
+    def _removed(self, ticket: int, user_id: str | None) -> None:
         index = self.tickets.index(ticket)
         del self.tickets[index]
         del self.user_ids[index]

@@ -6,6 +6,10 @@ never be edited: a rename needs ``register_topic``, a payload change an
 upcaster, and then these tests prove old history still works.
 ``stored_events_v2.json`` holds what version 2 changed: ``Registration.Created``
 with the admission in it (``class_version`` 2).
+``stored_events_v3.json`` holds what version 3 changed: every event stored with
+its metadata and chain digest (``__meta__``), and the registration and waitlist
+events that name their user (``class_version`` 2 of ``Registration.Confirmed``,
+``Waitlisted``, ``Promoted``, ``Withdrawn`` and ``WaitlistPage.Removed``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from domain import model
 from domain.errors import GatheringNotFoundError
 from domain.model import RegistrationStatus, registration_aggregate_id
 from infra.wiring import Container
+from projections.catch_up import wait_until_logged
 
 RECORDED = json.loads((Path(__file__).parent / "stored_events_v1.json").read_text())
 RECORDED_V2 = json.loads((Path(__file__).parent / "stored_events_v2.json").read_text())
+RECORDED_V3 = json.loads((Path(__file__).parent / "stored_events_v3.json").read_text())
 
 
 def _stored(record: dict[str, Any]) -> StoredEvent:
@@ -168,3 +174,59 @@ def test_a_first_registration_is_recorded_as_one_event_of_version_2(container: C
     state = json.loads(stored.state)
     assert (stored.topic, state["class_version"]) == (get_topic(model.Registration.Created), 2)
     assert {k: state[k] for k in ("admitted", "ticket")} == {"admitted": True, "ticket": None}
+
+
+NAMING_THEIR_USER = {
+    model.Registration.Confirmed,
+    model.Registration.Waitlisted,
+    model.Registration.Promoted,
+    model.Registration.Withdrawn,
+    model.WaitlistPage.Removed,
+}
+
+
+def test_version_3_events_name_their_user_and_keep_their_metadata_out_of_the_domain(
+    container: Container,
+) -> None:
+    mapper = container.service.mapper
+    seen = set()
+    for record in RECORDED_V3["notifications"]:
+        domain_event = mapper.to_domain_event(_stored(record))
+        assert "__meta__" not in vars(domain_event)
+        if type(domain_event) in NAMING_THEIR_USER:
+            seen.add(type(domain_event))
+            assert record["state"]["class_version"] == 2
+            assert vars(domain_event)["user_id"] == record["state"]["user_id"]
+            assert vars(domain_event)["user_id"] in {"gina", "hank", "ivy"}
+    assert seen == NAMING_THEIR_USER
+
+
+def test_version_1_events_that_named_nobody_read_with_no_user(container: Container) -> None:
+    mapper = container.service.mapper
+    old = [
+        mapper.to_domain_event(_stored(r))
+        for r in RECORDED["notifications"]
+        if r["topic"] in {get_topic(cls) for cls in NAMING_THEIR_USER}
+    ]
+    assert old
+    assert {vars(e)["user_id"] for e in old} == {None}
+
+
+def test_a_version_3_history_rebuilds_its_aggregates_and_verifies(container: Container) -> None:
+    service = container.service
+    records = RECORDED_V3["notifications"]
+    for start in range(0, len(records), 40):
+        service.recorder.insert_events([_stored(r) for r in records[start : start + 40]])
+    gathering = service.get_gathering("e4")
+    assert (gathering.capacity, gathering.confirmed_count, gathering.waitlist_count) == (3, 3, 0)
+    ivy: model.Registration = service.repository.get(registration_aggregate_id("e4", "ivy"))
+    assert ivy.status == RegistrationStatus.CONFIRMED
+    wait_until_logged(service.recorder)
+    report = container.audit.verify().report()
+    assert report == report | {"ok": True, "checked": len(records), "unsealed": 0}
+
+
+def test_a_version_3_history_carries_who_caused_each_event() -> None:
+    metas = [r["state"]["__meta__"] for r in RECORDED_V3["notifications"]]
+    assert {(m["actor"], m["requestId"]) for m in metas} == {("fixture", "fixture-request")}
+    assert all(len(m["hash"]) == 64 for m in metas)
