@@ -22,7 +22,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.model import Gathering, User
+from domain.model import Gathering, Registration, User
 from projections.ports import ReadTableWriter
 from projections.views import DETAIL_FIELDS, EventRow
 
@@ -94,6 +94,11 @@ def _deleted(fact: Gathering.Deleted, w: ReadTableWriter) -> None:
     w.delete_event(w.event_id_for(fact.originator_id))
 
 
+def _registration_created(fact: Registration.Created, w: ReadTableWriter) -> None:
+    # A user's first registration for a gathering: their history starts there.
+    w.note_registration(fact.user_id, fact.gathering_id)
+
+
 Handler = Callable[[Any, ReadTableWriter], None]
 
 HANDLERS: dict[type[Aggregate.Event], Handler] = {
@@ -107,6 +112,7 @@ HANDLERS: dict[type[Aggregate.Event], Handler] = {
     Gathering.WaitlistLeft: _waitlist_left,
     Gathering.Promoted: _promoted,
     Gathering.Deleted: _deleted,
+    Registration.Created: _registration_created,
 }
 
 #: The stored topics the read tables depend on (catch-up reads only these).

@@ -43,6 +43,10 @@ class ReadTableWriter(Protocol):
 
     def delete_registration(self, user_id: str, event_id: str) -> None: ...
 
+    def note_registration(self, user_id: str, event_id: str) -> None:
+        """Records that the user registered for the event at least once (kept when
+        they leave: it is how their history finds their registrations)."""
+
 
 @dataclass(frozen=True)
 class Change:
@@ -98,5 +102,8 @@ class ReadModel(Protocol):
     def list_event_registrations(
         self, event_id: str, limit: int, token: str | None
     ) -> Page[RegistrationRow]: ...
+
+    def registered_event_ids(self, user_id: str) -> list[str]:
+        """Every event the user ever registered for (``note_registration``), sorted."""
 
     def close(self) -> None: ...

@@ -114,3 +114,24 @@ def test_a_rebuild_also_folds_what_reaches_the_log_only_after_its_first_read_of_
     projector.catch_up()
 
     assert _rows(container.read_model) == live
+
+
+def test_a_rebuild_keeps_every_event_a_user_ever_registered_for(container: Container) -> None:
+    """Which events a user registered for (their history's index) is a fold of the
+    log like the rest: kept when they leave, rebuilt from the log."""
+    service = container.service
+    for gathering_id in ("kept", "left"):
+        _gathering(container, gathering_id, 2)
+    service.create_user("una", "Una")
+    service.register("una", "kept")
+    service.register("una", "left")
+    service.leave("una", "left")
+    assert container.read_model.registered_event_ids("una") == ["kept", "left"]
+
+    container.read_model.reset()
+    assert container.read_model.registered_event_ids("una") == []
+    container.projector.catch_up()
+
+    assert container.read_model.registered_event_ids("una") == ["kept", "left"]
+    entries, _ = container.history.of_user("una", 50, None)
+    assert [e["type"] for e in entries].count("RegistrationCreated") == 2

@@ -86,6 +86,7 @@ READ_TABLES: tuple[TableDesign, ...] = (
         ("eventId", "S"),
         indexes=((REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),),
     ),
+    TableDesign("UserEventsTable", "user_events", ("userId", "S"), ("eventId", "S")),
     TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
 )
 
@@ -109,8 +110,10 @@ API_EVENT_TABLE_ACTIONS: tuple[str, ...] = (
 
 #: The API on the index table: read only. The notification log is written by
 #: the indexer Lambda alone; the API reads its head (GetItem), where a commit
-#: went (its marker, GetItem) and the log itself (Query).
+#: went (its marker, GetItem; the markers of a history page, BatchGetItem) and
+#: the log itself (Query).
 API_INDEX_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:BatchGetItem",
     "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:Query",

@@ -18,8 +18,8 @@ exactly as the service does with ``DYNAMODB_TABLE_PREFIX``):
 * Read tables, rebuildable projections (``python -m api.cli rebuild``):
   ``<p>users`` (``userId``), ``<p>events`` (``eventId``; GSI
   ``listing-eventId-index``), ``<p>registrations`` (``userId`` / ``eventId``;
-  GSI ``eventId-order-index``) and ``<p>projection_state`` (``pk``); string
-  keys.
+  GSI ``eventId-order-index``), ``<p>user_events`` (``userId`` / ``eventId``)
+  and ``<p>projection_state`` (``pk``); string keys.
 * The API: one Python Lambda running the FastAPI app through Mangum, behind an
   HTTP API (API Gateway v2) whose default route sends every path to it. It
   appends events and reads the index, never writes it (``DYNAMODB_INDEXER=false``:

@@ -12,6 +12,8 @@ Tables (names carry the configured prefix):
   ``"1#<ticket>"`` for waiting, zero-padded). GSI ``eventId-order-index``
   (``eventId``, ``eventOrder``), which lists an event's registrations
   confirmed first, then the waitlist FIFO.
+- ``user_events``: key (``userId``, ``eventId``): every event the user ever
+  registered for (kept when they leave; their history starts from it).
 - ``projection_state``: ``pk = "position#read-tables"`` holds the tracking
   position; ``pk = "stream#<uuid>"`` maps a gathering's stream to its eventId.
 
@@ -100,6 +102,7 @@ def read_table_specs(prefix: str) -> list[ReadTableSpec]:
             ("userId", "eventId"),
             ((ORDER_GSI, "eventId", "eventOrder"),),
         ),
+        ReadTableSpec(f"{prefix}user_events", ("userId", "eventId")),
         ReadTableSpec(f"{prefix}projection_state", ("pk",)),
     ]
 
@@ -181,9 +184,16 @@ class ReadTableChanges(ReadTableWriter):
         self.events: dict[str, dict[str, Any] | _Update | None] = {}
         self.registrations: dict[tuple[str, str], dict[str, Any] | _Update | None] = {}
         self.streams: dict[str, str] = {}
+        self.user_events: set[tuple[str, str]] = set()
 
     def size(self) -> int:
-        return len(self.users) + len(self.events) + len(self.registrations) + len(self.streams)
+        return (
+            len(self.users)
+            + len(self.events)
+            + len(self.registrations)
+            + len(self.streams)
+            + len(self.user_events)
+        )
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None:
         stamp = at.isoformat()
@@ -274,6 +284,9 @@ class ReadTableChanges(ReadTableWriter):
     def delete_registration(self, user_id: str, event_id: str) -> None:
         self.registrations[(user_id, event_id)] = None
 
+    def note_registration(self, user_id: str, event_id: str) -> None:
+        self.user_events.add((user_id, event_id))
+
     def operations(self) -> Iterator[TransactWriteItemTypeDef]:
         m = self.model
         for values in self.users.values():
@@ -287,6 +300,10 @@ class ReadTableChanges(ReadTableWriter):
         for (user_id, event_id), change in self.registrations.items():
             key = {"userId": {"S": user_id}, "eventId": {"S": event_id}}
             yield self._operation(m.registrations_table, key, change)
+        for user_id, event_id in sorted(self.user_events):
+            # Unconditional: the pair is a fact, written again by a rebuild.
+            item = {"userId": user_id, "eventId": event_id}
+            yield {"Put": {"TableName": m.user_events_table, "Item": _item(item)}}
 
     @staticmethod
     def _operation(
@@ -342,6 +359,7 @@ class DynamoDBReadModel:
         self.users_table = f"{prefix}users"
         self.events_table = f"{prefix}events"
         self.registrations_table = f"{prefix}registrations"
+        self.user_events_table = f"{prefix}user_events"
         self.state_table = f"{prefix}projection_state"
         self._streams: dict[str, str] = {}
         self._streams_lock = threading.Lock()
@@ -447,6 +465,7 @@ class DynamoDBReadModel:
             (self.users_table, ("userId",)),
             (self.events_table, ("eventId",)),
             (self.registrations_table, ("userId", "eventId")),
+            (self.user_events_table, ("userId", "eventId")),
         ):
             kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": ", ".join(keys)}
             while True:
@@ -724,6 +743,17 @@ class DynamoDBReadModel:
         rows = self._registration_rows(items)
         next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
         return Page(items=rows, next_token=next_token, total=total)
+
+    def registered_event_ids(self, user_id: str) -> list[str]:
+        items = self._query(
+            TableName=self.user_events_table,
+            KeyConditionExpression="userId = :u",
+            ExpressionAttributeValues={":u": {"S": user_id}},
+            ProjectionExpression="eventId",
+            # An audit reads what was committed.
+            ConsistentRead=True,
+        )
+        return [str(item["eventId"]) for item in items]
 
     def list_event_registrations(
         self, event_id: str, limit: int, token: str | None

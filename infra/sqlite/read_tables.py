@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS registrations (
 -- as the API lists it: confirmed by seat order, then the waitlist FIFO.
 CREATE INDEX IF NOT EXISTS registrations_by_event
     ON registrations (event_id, status, sort_key);
+-- Every (user, event) pair that ever had a registration: a user's history.
+CREATE TABLE IF NOT EXISTS user_events (
+    user_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tracking (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
@@ -75,7 +81,7 @@ CREATE TABLE IF NOT EXISTS tracking (
 
 EVENT_COLUMNS = frozenset(f.name for f in fields(EventRow)) - {"waitlist"}
 UPDATABLE_EVENT_COLUMNS = EVENT_COLUMNS - {"event_id", "created_at", "updated_at"}
-TABLES = ("users", "events", "streams", "registrations", "tracking")
+TABLES = ("users", "events", "streams", "registrations", "user_events", "tracking")
 # The columns a RegistrationRow is made of (r: registrations, e: events).
 REGISTRATION_COLUMNS = (
     "r.user_id, r.event_id, r.status, r.registered_at, e.title AS event_title, e.date AS event_date"
@@ -185,6 +191,9 @@ class SQLiteWriter(ReadTableWriter):
         self.c.execute(
             "DELETE FROM registrations WHERE user_id = ? AND event_id = ?", (user_id, event_id)
         )
+
+    def note_registration(self, user_id: str, event_id: str) -> None:
+        self.c.execute("INSERT OR IGNORE INTO user_events VALUES (?, ?)", (user_id, event_id))
 
 
 class SQLiteReadModel:
@@ -350,6 +359,16 @@ class SQLiteReadModel:
         items = [self._registration_row(row, row["waitlist_position"]) for row in rows[:limit]]
         next_token = encode_token({"e": items[-1].event_id}) if len(rows) > limit else None
         return Page(items=items, next_token=next_token, total=int(total))
+
+    def registered_event_ids(self, user_id: str) -> list[str]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT event_id FROM user_events WHERE user_id = ? ORDER BY event_id", (user_id,)
+            )
+            .fetchall()
+        )
+        return [str(row["event_id"]) for row in rows]
 
     def list_event_registrations(
         self, event_id: str, limit: int, token: str | None

@@ -83,6 +83,7 @@ READ_TABLE_NAMES = (
     "regsvc-users",
     "regsvc-events",
     "regsvc-registrations",
+    "regsvc-user_events",
     "regsvc-projection_state",
 )
 
@@ -710,7 +711,8 @@ def test_api_role_may_only_read_the_index_table(resources: dict[str, Resource]) 
     statement = statement_with_sid(resources, "IndexTableReadOnly")
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Action"]) == sorted(
-        ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"]
+        # BatchGetItem: the commit markers of a history page (positions).
+        ["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"]
     )
     assert sorted(statement["Action"]) == sorted(API_INDEX_TABLE_ACTIONS)
     assert statement["Resource"] == table_arn(resources, INDEX_TABLE_NAME)
