@@ -359,7 +359,12 @@ class AuditEntry(_Out):
         }
     )
 
-    position: int = Field(description="Position in the log: stable, never reused; from 1.")
+    position: int | None = Field(
+        description=(
+            "Position in the log: stable, never reused; from 1. In a history, null for an "
+            "event the DynamoDB indexer has not placed yet (a fraction of a second)."
+        )
+    )
     stream: str = Field(description="The aggregate (stream) it belongs to.")
     version: int = Field(description="Its version in that stream (the first is 1).")
     type: str = Field(description="Stable name of the domain event, such as `SeatTaken`.")
@@ -372,6 +377,18 @@ class AuditLogPage(_Out):
     entries: list[AuditEntry]
     next: int | None = Field(
         description="The `after` of the following page; null once this page reaches the head."
+    )
+
+
+class History(_Out):
+    history: list[AuditEntry]
+    next_token: str | None = None
+
+
+class UserState(_Out):
+    user: User
+    registrations: list[Registration] = Field(
+        description="Their registrations then, with each event's title and date as they were."
     )
 
 

@@ -22,9 +22,10 @@ from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
 from infra.sqlite.read_tables import SQLiteReadModel
-from projections.audit import AuditLog
-from projections.catch_up import CatchUpProjector
+from projections.audit import AuditLog, History, StreamLog
+from projections.catch_up import CatchUpProjector, wait_until_logged
 from projections.ports import ReadModel
+from projections.time_travel import TimeTravel
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Container:
     read_model: ReadModel
     projector: CatchUpProjector
     audit: AuditLog
+    history: History
+    time_travel: TimeTravel
     indexer: ShardPoller | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
@@ -137,6 +140,10 @@ def build_read_model(settings: Settings) -> ReadModel:
     return DynamoDBReadModel(client, settings.dynamodb_table_prefix)
 
 
+def _nothing() -> None:
+    """Nothing to wait for."""
+
+
 def build_container(settings: Settings) -> Container:
     service = StoredRegistrationService(env=event_store_env(settings))
     service.invariant_violations_raise = settings.environment != "production"
@@ -150,5 +157,20 @@ def build_container(settings: Settings) -> Container:
     if isinstance(service.recorder, DynamoDBApplicationRecorder):
         indexer = service.recorder.indexer()
     logger.info("service wired", extra={"store": settings.store})
-    audit = AuditLog(service.recorder, service.mapper.decode_state)
-    return Container(settings, service, read_model, projector, audit, indexer)
+    recorder = service.recorder
+    audit = AuditLog(recorder, service.mapper.decode_state)
+    assert isinstance(recorder, StreamLog), recorder
+    history = History(
+        recorder,
+        service.mapper.decode_state,
+        read_model.registered_event_ids,
+        # Histories show positions, which DynamoDB assigns just after each write:
+        # where this process indexes, it finishes indexing what it wrote first.
+        # Elsewhere (the production Lambda, which may not read the stream) an
+        # event the indexer has not placed yet shows position null.
+        settle=(lambda: wait_until_logged(recorder)) if settings.dynamodb_indexer else _nothing,
+    )
+    time_travel = TimeTravel(
+        recorder.select_events, service.mapper.to_domain_event, read_model.registered_event_ids
+    )
+    return Container(settings, service, read_model, projector, audit, history, time_travel, indexer)

@@ -36,7 +36,17 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 from eventsourcing.utils import TopicError, resolve_topic
 
-from domain.model import Gathering, Registration, User, WaitlistPage
+from domain.errors import GatheringNotFoundError, UserNotFoundError
+from domain.model import (
+    Gathering,
+    Registration,
+    User,
+    WaitlistPage,
+    gathering_aggregate_id,
+    registration_aggregate_id,
+    user_aggregate_id,
+)
+from projections.paging import decode_token, encode_token
 
 GENESIS = "0" * 64
 
@@ -126,7 +136,7 @@ def link(previous: str, sealed: Mapping[str, Any]) -> str:
     return hashlib.sha256((previous + canonical).encode()).hexdigest()
 
 
-def entry(position: int, sealed: Mapping[str, Any], digest: str | None) -> dict[str, Any]:
+def entry(position: int | None, sealed: Mapping[str, Any], digest: str | None) -> dict[str, Any]:
     """The entry as served: the body, its position, and its stored digest."""
     return {
         "position": position,
@@ -316,3 +326,89 @@ class AuditLog:
                     "version": key[1],
                     "reason": "the log's copy differs from the event its stream holds",
                 }
+
+
+@runtime_checkable
+class StreamLog(Protocol):
+    """A store that can say where each event of a stream sits in the log."""
+
+    def stream_notifications(
+        self, originator_id: UUID, *, gt: int | None = None, limit: int | None = None
+    ) -> list[tuple[StoredEvent, int | None]]:
+        """The stream's events after version ``gt``, oldest first, each with its
+        position (None while the log has not placed it yet)."""
+        ...
+
+
+class History:
+    """Every domain event about one event (its gathering's stream: details, seats,
+    waitlist, promotions) or one user (their account and each of their
+    registrations), oldest first, read from the log, never from the read tables
+    (but for which events a user ever registered for)."""
+
+    def __init__(
+        self,
+        log: StreamLog,
+        decode: Decode,
+        registered_event_ids: Callable[[str], list[str]],
+        settle: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.log = log
+        self.decode = decode
+        self.registered_event_ids = registered_event_ids
+        self.settle = settle
+
+    def _entry(self, stored: StoredEvent, position: int | None) -> dict[str, Any]:
+        state = self.decode(stored)
+        sealed = body(
+            stored.originator_id,  # type: ignore[arg-type]
+            stored.originator_version,
+            stored.topic,
+            state,
+        )
+        return entry(position, sealed, (state.get(META) or {}).get("hash"))
+
+    def of_event(
+        self, event_id: str, limit: int, token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the event's history and the token of the next (None at the end).
+        Still readable after the event's deletion."""
+        after = int(decode_token(token, {"v": int})["v"]) if token else 0  # type: ignore[call-overload]
+        self.settle()
+        rows = self.log.stream_notifications(
+            gathering_aggregate_id(event_id), gt=after, limit=limit + 1
+        )
+        if not rows and not after:
+            msg = f"Event '{event_id}' not found"
+            raise GatheringNotFoundError(msg)
+        page = rows[:limit]
+        following = (
+            encode_token({"v": page[-1][0].originator_version}) if len(rows) > limit else None
+        )
+        return [self._entry(*row) for row in page], following
+
+    def of_user(
+        self, user_id: str, limit: int, token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the user's history (ordered by position, so that a page never
+        moves: what is appended later goes after it)."""
+        skip = int(decode_token(token, {"n": int})["n"]) if token else 0  # type: ignore[call-overload]
+        self.settle()
+        account = self.log.stream_notifications(user_aggregate_id(user_id))
+        if not account:
+            msg = f"User '{user_id}' not found"
+            raise UserNotFoundError(msg)
+        rows = list(account)
+        for event_id in self.registered_event_ids(user_id):
+            rows += self.log.stream_notifications(registration_aggregate_id(event_id, user_id))
+        rows.sort(
+            key=lambda r: (
+                r[1] is None,
+                r[1] or 0,
+                str(r[0].originator_id),
+                r[0].originator_version,
+            )
+        )
+        page = rows[skip : skip + limit]
+        following = encode_token({"n": skip + limit}) if len(rows) > skip + limit else None
+        return [self._entry(*row) for row in page], following

@@ -1,15 +1,18 @@
-"""What auditors read (role auditor or admin): the ordered feed and its verification."""
+"""What auditors read (role auditor or admin): histories, the ordered feed, its verification."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import ContainerDep
+from api.deps import ContainerDep, EventIdPath, Limit, NextToken, UserIdPath
+from api.routes import presenters
 from api.routes.docs_helpers import errors
-from api.schemas import AuditLogPage, VerifyReport
+from api.schemas import AuditLogPage, Event, History, UserState, VerifyReport
 from api.security import Auditor
+from projections.time_travel import Moment
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -52,3 +55,120 @@ def audit_log(
 )
 def audit_verify(container: ContainerDep, _caller: Auditor) -> dict[str, Any]:
     return container.audit.verify().report()
+
+
+HISTORY = (
+    " Oldest first, paged with `limit` and `nextToken` like the other lists. Each entry is a "
+    "stored domain event: `type` is its stable name, `data` its payload as recorded (in "
+    "camelCase), `metadata` who caused it (`requestId`, `actor`) and its chain `hash`."
+)
+
+
+@router.get(
+    "/events/{eventId}/history",
+    response_model=History,
+    summary="An event's history",
+    description=(
+        "Every domain event about the event: its creation and changes, each seat taken or "
+        "released, each waitlist place, each promotion (each names its `userId`). Read from "
+        "the log; a deleted event's history stays readable. An id never created: 404 "
+        "EVENT_NOT_FOUND." + HISTORY + ROLES
+    ),
+    responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND", "FORBIDDEN"),
+)
+def event_history(
+    event_id: EventIdPath,
+    container: ContainerDep,
+    _caller: Auditor,
+    limit: Limit = 50,
+    next_token: NextToken = None,
+) -> dict[str, Any]:
+    entries, following = container.history.of_event(event_id, limit, next_token)
+    return {"history": entries, "nextToken": following}
+
+
+@router.get(
+    "/users/{userId}/history",
+    response_model=History,
+    summary="A user's history",
+    description=(
+        "Every domain event about the user: their account and each of their registrations "
+        "(created, confirmed, waitlisted, promoted, withdrawn), in log order. Read from the "
+        "log. An id never created: 404 USER_NOT_FOUND." + HISTORY + ROLES
+    ),
+    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"),
+)
+def user_history(
+    user_id: UserIdPath,
+    container: ContainerDep,
+    _caller: Auditor,
+    limit: Limit = 50,
+    next_token: NextToken = None,
+) -> dict[str, Any]:
+    entries, following = container.history.of_user(user_id, limit, next_token)
+    return {"history": entries, "nextToken": following}
+
+
+AS_OF = Annotated[
+    datetime | None,
+    Query(
+        alias="asOf",
+        description=(
+            "ISO 8601 time (UTC when no offset is given): the state after every event that "
+            "occurred at or before it. In the future: the current state."
+        ),
+        examples=["2024-12-01T10:00:00.123456Z"],
+    ),
+]
+TIME_TRAVEL = (
+    " Rebuilt by replaying the log up to that point through the same fold that writes the "
+    "read tables, never read from them. `asOf` and `version` together: 400 VALIDATION_ERROR."
+)
+
+
+@router.get(
+    "/events/{eventId}/state",
+    response_model=Event,
+    summary="An event as it was",
+    description=(
+        "The event, in the shape of `GET /events/{eventId}` (with its waitlist in order), as "
+        "it was at `asOf` or after `version` of its own stream (its first event is version "
+        "1; past the latest: the current state); neither: as it is now. Before its creation "
+        "or after its deletion: 404 EVENT_NOT_FOUND." + TIME_TRAVEL + ROLES
+    ),
+    responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND", "FORBIDDEN"),
+)
+def event_state(
+    event_id: EventIdPath,
+    container: ContainerDep,
+    _caller: Auditor,
+    as_of: AS_OF = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=2**53, description="A version of the event's stream.")
+    ] = None,
+) -> Event:
+    row = container.time_travel.event(event_id, Moment(as_of=as_of, version=version))
+    return presenters.event(row)
+
+
+@router.get(
+    "/users/{userId}/state",
+    response_model=UserState,
+    # As in GET /users/{userId}/registrations: waitlistPosition only when waiting.
+    response_model_exclude_none=True,
+    summary="A user as they were",
+    description=(
+        "The user and their registrations (confirmed or waiting, with each event's title and "
+        "date as they were then) at `asOf`; without it, now. Before the user's creation: 404 "
+        "USER_NOT_FOUND." + TIME_TRAVEL + ROLES
+    ),
+    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"),
+)
+def user_state(
+    user_id: UserIdPath, container: ContainerDep, _caller: Auditor, as_of: AS_OF = None
+) -> UserState:
+    user, registrations = container.time_travel.user(user_id, Moment(as_of=as_of))
+    return UserState(
+        user=presenters.user(user),
+        registrations=[presenters.registration(r) for r in registrations],
+    )

@@ -57,6 +57,7 @@ from infra.dynamodb.layout import (
     LOG_SK,
     MARKER_COUNT,
     MARKER_FIRST,
+    MARKER_PREFIX,
     MAX_ITEM_BYTES,
     MAX_TRANSACT_ITEMS,
     MAX_TRANSACTION_BYTES,
@@ -376,6 +377,29 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
+        return [
+            self._stored_event(item)
+            for item in self._stream_items(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+        ]
+
+    def _stored_event(self, item: ItemOut) -> StoredEvent:
+        return StoredEvent(
+            originator_id=self.decode_originator_id(item[EVENT_PK]["S"]),
+            originator_version=int(item[EVENT_SK]["N"]),
+            topic=item[TOPIC]["S"],
+            state=bytes(item[STATE]["B"]),
+        )
+
+    def _stream_items(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[ItemOut]:
+        """A stream's event items (all attributes), following ``LastEvaluatedKey``."""
         if limit is not None and limit <= 0:
             return []
         key_condition = "#oid = :oid"
@@ -407,21 +431,13 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
             # acknowledged write.
             "ConsistentRead": True,
         }
-        results: list[StoredEvent] = []
+        results: list[ItemOut] = []
         with translate_errors():
             while True:
                 if limit is not None:
                     query["Limit"] = limit - len(results)
                 response = self.client.query(**query)
-                results.extend(
-                    StoredEvent(
-                        originator_id=self.decode_originator_id(i[EVENT_PK]["S"]),
-                        originator_version=int(i[EVENT_SK]["N"]),
-                        topic=i[TOPIC]["S"],
-                        state=bytes(i[STATE]["B"]),
-                    )
-                    for i in response.get("Items", [])
-                )
+                results.extend(response.get("Items", []))
                 last_key = response.get("LastEvaluatedKey")
                 if not last_key or (limit is not None and len(results) >= limit):
                     break
@@ -669,6 +685,67 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             (str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])): bytes(item[STATE]["B"])
             for item in found
         }
+
+    def stream_notifications(
+        self, originator_id: UUID, *, gt: int | None = None, limit: int | None = None
+    ) -> list[tuple[StoredEvent, int | None]]:
+        """A stream's events with their positions in the log (None for an event the
+        indexer has not placed yet).
+
+        A position is its commit's first notification id (the commit marker) plus
+        the event's place in the commit's manifest (on the commit's lead event).
+        """
+        items = self._stream_items(originator_id, gt=gt, limit=limit)
+        keys = [(str(i[EVENT_PK]["S"]), int(i[EVENT_SK]["N"])) for i in items]
+        manifests: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        leads: list[tuple[str, int]] = []
+        for key, item in zip(keys, items, strict=True):
+            if COMMIT_LEAD in item:
+                oid, ver = item[COMMIT_LEAD]["L"]
+                leads.append((str(oid["S"]), int(ver["N"])))
+                continue
+            leads.append(key)
+            manifest = item.get(COMMIT_MANIFEST, {}).get("L")
+            manifests[key] = (
+                [(str(e["L"][0]["S"]), int(e["L"][1]["N"])) for e in manifest]
+                if manifest
+                else [key]
+            )
+        missing = sorted(set(leads) - manifests.keys())
+        for found in batch_get(
+            self.client,
+            self.events_table_name,
+            [{EVENT_PK: _s(oid), EVENT_SK: n_(ver)} for oid, ver in missing],
+            ProjectionExpression="#oid, #ver, #m",
+            ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK, "#m": COMMIT_MANIFEST},
+            ConsistentRead=True,
+        ):
+            lead = (str(found[EVENT_PK]["S"]), int(found[EVENT_SK]["N"]))
+            manifests[lead] = [
+                (str(e["L"][0]["S"]), int(e["L"][1]["N"]))
+                for e in found.get(COMMIT_MANIFEST, {}).get("L", [])
+            ] or [lead]
+        firsts = {
+            (str(m[LOG_PK]["S"]).removeprefix(MARKER_PREFIX), int(m[LOG_SK]["N"])): int(
+                m[MARKER_FIRST]["N"]
+            )
+            for m in batch_get(
+                self.client,
+                self.notifications_table_name,
+                [marker_key(oid, ver) for oid, ver in sorted(set(leads))],
+                # Where each commit went: answers for everything indexed so far.
+                ConsistentRead=True,
+            )
+        }
+        placed: list[tuple[StoredEvent, int | None]] = []
+        for key, lead, item in zip(keys, leads, items, strict=True):
+            first = firsts.get(lead)
+            manifest = manifests.get(lead, [])
+            position = (
+                first + manifest.index(key) if first is not None and key in manifest else None
+            )
+            placed.append((self._stored_event(item), position))
+        return placed
 
     def _unless_recorded(self, lead: Item, error: Exception) -> None:
         """Re-raises ``error`` unless the commit led by ``lead`` is in the table.

@@ -155,6 +155,35 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         ).fetchone()
         return found is not None
 
+    def stream_notifications(
+        self, originator_id: UUID, *, gt: int | None = None, limit: int | None = None
+    ) -> list[tuple[StoredEvent, int | None]]:
+        """A stream's events (after version ``gt``) with their positions in the log:
+        here the log is the events table, and a position its rowid."""
+        statement = (
+            f"SELECT rowid, * FROM {self.events_table_name} "  # noqa: S608
+            "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version"
+        )
+        parameters: list[object] = [originator_id.hex, gt or 0]
+        if limit is not None:
+            statement += " LIMIT ?"
+            parameters.append(limit)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, parameters)
+            rows = c.fetchall()
+        return [
+            (
+                StoredEvent(
+                    originator_id=UUID(row["originator_id"]),
+                    originator_version=int(row["originator_version"]),
+                    topic=str(row["topic"]),
+                    state=bytes(row["state"]),
+                ),
+                int(row["rowid"]),
+            )
+            for row in rows
+        ]
+
     # -- where commits end (projections.catch_up.CommitLog) --------------------
 
     def commit_ends(self, lo: int, hi: int) -> Sequence[int]:

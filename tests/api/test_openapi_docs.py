@@ -50,6 +50,14 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
     },
     ("get", "/audit/log"): {"VALIDATION_ERROR", "FORBIDDEN"},
     ("get", "/audit/verify"): {"FORBIDDEN"},
+    ("get", "/audit/events/{eventId}/history"): {
+        "VALIDATION_ERROR",
+        "EVENT_NOT_FOUND",
+        "FORBIDDEN",
+    },
+    ("get", "/audit/users/{userId}/history"): {"VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"},
+    ("get", "/audit/events/{eventId}/state"): {"VALIDATION_ERROR", "EVENT_NOT_FOUND", "FORBIDDEN"},
+    ("get", "/audit/users/{userId}/state"): {"VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"},
 }
 STATUS_OF = {
     "VALIDATION_ERROR": "400",
@@ -222,7 +230,17 @@ def test_docs_points_swagger_ui_at_the_local_openapi_document(shared_client: Tes
     assert shared_client.get("/openapi.json").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/audit/log", "/audit/verify"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/audit/log",
+        "/audit/verify",
+        "/audit/events/{eventId}/history",
+        "/audit/users/{userId}/history",
+        "/audit/events/{eventId}/state",
+        "/audit/users/{userId}/state",
+    ],
+)
 def test_the_audit_routes_declare_bearer_keys_and_their_roles(
     spec: dict[str, Any], path: str
 ) -> None:
