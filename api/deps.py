@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 
+from api.idempotency import KEY_PATTERN
 from api.schemas import ID_PATTERN
 from domain.application import Command
 from infra.service import StoredRegistrationService
@@ -61,3 +62,29 @@ NextToken = Annotated[
     str | None,
     Query(alias="nextToken", max_length=2048, description="Token from the previous page."),
 ]
+
+
+async def _idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=KEY_PATTERN,
+            min_length=1,
+            max_length=255,
+            description=(
+                "Makes a retry safe: the same key with the same request (method, path, body) "
+                "replays the original status and body with `Idempotent-Replayed: true` and "
+                "has no second effect; with a different request: 422 IDEMPOTENCY_KEY_REUSED; "
+                "while the first is still running: 409 REQUEST_IN_PROGRESS. Keys are scoped "
+                "to the caller and kept at least 24 hours. Handled before the route "
+                "(api/idempotency.py); declared here for the OpenAPI document."
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Documents the header; the idempotency middleware has already acted on it."""
+
+
+IDEMPOTENT = [Depends(_idempotency_key)]
+"""``dependencies=`` of every POST, PUT and DELETE route."""

@@ -49,6 +49,9 @@ ERROR_CODES: dict[str, int] = {code: status for status, code in DOMAIN_ERRORS.va
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "PAYLOAD_TOO_LARGE": 413,
+    # Answered by the Idempotency-Key middleware (api/idempotency.py).
+    "IDEMPOTENCY_KEY_REUSED": 422,
+    "REQUEST_IN_PROGRESS": 409,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
 }

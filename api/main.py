@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
+from api.idempotency import IdempotencyMiddleware
 from api.middleware import RequestContextMiddleware
 from api.routes import audit, events, health, registrations, users
 from infra.logs import configure_logging
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     if container is not None:
         app.state.container = container
+    # Inside the request context (which authenticated the caller and read the body).
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=resolved.max_body_bytes,

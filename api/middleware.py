@@ -82,7 +82,7 @@ class RequestContextMiddleware:
             if not _is_utf8(scope.get("path", "")):
                 # Servers decode paths as UTF-8 with replacement, but an ASGI adapter
                 # (such as one for AWS Lambda) may hand over a lone surrogate.
-                await self._error(
+                await send_error(
                     scope,
                     send_with_id,
                     400,
@@ -98,9 +98,9 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise _BodyTooLargeError
             body = await self._read_body(receive)
-            await self.app(scope, self._replay(body, receive), send_with_id)
+            await self.app(scope, replay_body(body, receive), send_with_id)
         except UnauthorizedError as refused:
-            await self._error(
+            await send_error(
                 scope,
                 send_with_id,
                 401,
@@ -109,7 +109,7 @@ class RequestContextMiddleware:
                 headers=[(b"www-authenticate", WWW_AUTHENTICATE.encode())],
             )
         except _BodyTooLargeError:
-            await self._error(
+            await send_error(
                 scope,
                 send_with_id,
                 413,
@@ -119,7 +119,7 @@ class RequestContextMiddleware:
         except Exception:
             logger.exception("unhandled error")
             if not response_started:
-                await self._error(
+                await send_error(
                     scope, send_with_id, 500, "INTERNAL_ERROR", "An internal error occurred"
                 )
         finally:
@@ -148,50 +148,52 @@ class RequestContextMiddleware:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    @staticmethod
-    def _replay(body: bytes, receive: Receive) -> Receive:
-        sent = False
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over ``body`` (already read) first."""
+    sent = False
 
-        return replay
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
 
-    @staticmethod
-    async def _error(
-        scope: Scope,
-        send: Send,
-        status: int,
-        code: str,
-        message: str,
-        details: list[dict[str, str]] | None = None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": code,
-                    "message": message,
-                    "details": details or [],
-                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                    "path": printable_path(str(scope.get("path", ""))),
-                    "requestId": current_request_id(),
-                }
+    return replay
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answers with the standard error envelope (from ASGI middleware)."""
+    body = json.dumps(
+        {
+            "error": {
+                "code": code,
+                "message": message,
+                "details": details or [],
+                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "path": printable_path(str(scope.get("path", ""))),
+                "requestId": current_request_id(),
             }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
             "`Authorization: Bearer <key>`. None configured: /audit and /admin answer 401."
         ),
     )
+    idempotency_ttl_hours: int = Field(
+        default=24,
+        ge=24,
+        le=24 * 365,
+        description="How long an Idempotency-Key's response is kept for replays (hours).",
+    )
     dynamodb_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
 from infra.dynamodb.capacity import instrument
 from infra.dynamodb.datastore import make_client
+from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller
 from infra.dynamodb.read_tables import DynamoDBReadModel
+from infra.idempotency import IdempotencyStore
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
+from infra.sqlite.idempotency import SQLiteIdempotencyStore
 from infra.sqlite.read_tables import SQLiteReadModel
 from projections.audit import AuditLog, History, StreamLog
 from projections.catch_up import CatchUpProjector, wait_until_logged
@@ -41,6 +44,7 @@ class Container:
     audit: AuditLog
     history: History
     time_travel: TimeTravel
+    idempotency: IdempotencyStore
     indexer: ShardPoller | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
@@ -57,6 +61,7 @@ class Container:
         self.service.stop_batching()
         if self.indexer is not None:
             self.indexer.stop()
+        self.idempotency.close()
         self.read_model.close()
         self.service.close()
 
@@ -140,6 +145,17 @@ def build_read_model(settings: Settings) -> ReadModel:
     return DynamoDBReadModel(client, settings.dynamodb_table_prefix)
 
 
+def build_idempotency_store(settings: Settings, read_model: ReadModel) -> IdempotencyStore:
+    ttl = settings.idempotency_ttl_hours * 3600.0
+    if isinstance(read_model, DynamoDBReadModel):
+        return DynamoDBIdempotencyStore(
+            read_model.client, settings.dynamodb_table_prefix, ttl_seconds=ttl
+        )
+    return SQLiteIdempotencyStore(
+        settings.event_store_path, ttl_seconds=ttl, lock_timeout=settings.sqlite_lock_timeout
+    )
+
+
 def _nothing() -> None:
     """Nothing to wait for."""
 
@@ -173,4 +189,14 @@ def build_container(settings: Settings) -> Container:
     time_travel = TimeTravel(
         recorder.select_events, service.mapper.to_domain_event, read_model.registered_event_ids
     )
-    return Container(settings, service, read_model, projector, audit, history, time_travel, indexer)
+    return Container(
+        settings,
+        service,
+        read_model,
+        projector,
+        audit,
+        history,
+        time_travel,
+        build_idempotency_store(settings, read_model),
+        indexer,
+    )

@@ -25,9 +25,13 @@ MESSAGES = {
     "PAYLOAD_TOO_LARGE": "Request body is larger than 65536 bytes",
     "INTERNAL_ERROR": "An internal error occurred",
     "UNAUTHORIZED": "The API key is not valid",
+    "IDEMPOTENCY_KEY_REUSED": "This Idempotency-Key was used for a different request",
+    "REQUEST_IN_PROGRESS": "A request with this Idempotency-Key is still being processed",
     "FORBIDDEN": "The API key 'reporting' (role client) may not use /audit",
 }
 
+# The answers of the Idempotency-Key middleware, on every POST, PUT and DELETE.
+IDEMPOTENCY = ("IDEMPOTENCY_KEY_REUSED", "REQUEST_IN_PROGRESS")
 # A malformed or unknown Authorization header is refused on every route.
 ALWAYS = ("UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import (
+    IDEMPOTENT,
     EventIdPath,
     Limit,
     NextToken,
@@ -17,7 +18,7 @@ from api.deps import (
     perform,
 )
 from api.routes import presenters
-from api.routes.docs_helpers import errors
+from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import Event, EventCreate, EventList, EventUpdate, RegistrationList, Status
 from domain.application import GatheringChanges, GatheringSpec, GatheringState
 from domain.errors import GatheringNotFoundError, InvalidCommandError
@@ -49,7 +50,8 @@ def _current(state: GatheringState, read_model: ReadModel, service: ServiceDep) 
         "deleted events are never reused (409 DUPLICATE_EVENT). `date` is an ISO 8601 date or "
         "date-time string; `status` defaults to `active`. registeredCount starts at 0."
     ),
-    responses=errors("VALIDATION_ERROR", "DUPLICATE_EVENT", "PAYLOAD_TOO_LARGE"),
+    dependencies=IDEMPOTENT,
+    responses=errors(*IDEMPOTENCY, "VALIDATION_ERROR", "DUPLICATE_EVENT", "PAYLOAD_TOO_LARGE"),
 )
 async def create_event(
     body: EventCreate,
@@ -117,7 +119,9 @@ def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
         "availableSpots are not client-writable (400). Title and date changes show in every "
         "registration list."
     ),
+    dependencies=IDEMPOTENT,
     responses=errors(
+        *IDEMPOTENCY,
         "VALIDATION_ERROR",
         "EVENT_NOT_FOUND",
         "CAPACITY_BELOW_REGISTERED",
@@ -162,8 +166,13 @@ async def update_event(
         "Deletes an event nobody is registered or waitlisted for; otherwise 409 "
         "EVENT_HAS_REGISTRATIONS. Its history stays in the event store."
     ),
+    dependencies=IDEMPOTENT,
     responses=errors(
-        "VALIDATION_ERROR", "EVENT_NOT_FOUND", "EVENT_HAS_REGISTRATIONS", "CONCURRENT_MODIFICATION"
+        *IDEMPOTENCY,
+        "VALIDATION_ERROR",
+        "EVENT_NOT_FOUND",
+        "EVENT_HAS_REGISTRATIONS",
+        "CONCURRENT_MODIFICATION",
     ),
 )
 async def delete_event(event_id: EventIdPath, service: ServiceDep) -> Response:

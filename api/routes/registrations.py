@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.deps import (
+    IDEMPOTENT,
     EventIdPath,
     Limit,
     NextToken,
@@ -14,7 +15,7 @@ from api.deps import (
     perform,
 )
 from api.routes import presenters
-from api.routes.docs_helpers import errors
+from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import Registration, RegistrationCreate, RegistrationList
 from domain.errors import RegistrationNotFoundError, UserNotFoundError
 
@@ -35,7 +36,9 @@ router = APIRouter(prefix="/users/{userId}/registrations", tags=["registrations"
         "ALREADY_REGISTERED or ALREADY_ON_WAITLIST; 409 EVENT_FULL (full, no waitlist). A user "
         "who left may register again, as a newcomer."
     ),
+    dependencies=IDEMPOTENT,
     responses=errors(
+        *IDEMPOTENCY,
         "VALIDATION_ERROR",
         "USER_NOT_FOUND",
         "EVENT_NOT_FOUND",
@@ -115,7 +118,9 @@ def get_registration(
         "the waitlist in the same atomic step; a waitlisted user leaving keeps the others' "
         "order."
     ),
+    dependencies=IDEMPOTENT,
     responses=errors(
+        *IDEMPOTENCY,
         "VALIDATION_ERROR",
         "USER_NOT_FOUND",
         "EVENT_NOT_FOUND",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import ReadModelDep, ServiceDep, UserIdPath, perform
+from api.deps import IDEMPOTENT, ReadModelDep, ServiceDep, UserIdPath, perform
 from api.routes import presenters
-from api.routes.docs_helpers import errors
+from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import User, UserCreate
 from domain.errors import UserNotFoundError
 
@@ -24,7 +24,8 @@ router = APIRouter(prefix="/users", tags=["users"])
         "An existing userId is refused with 409 DUPLICATE_USER and the original is unchanged. "
         "The `Location` header names the new user."
     ),
-    responses=errors("VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"),
+    dependencies=IDEMPOTENT,
+    responses=errors(*IDEMPOTENCY, "VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"),
 )
 async def create_user(body: UserCreate, service: ServiceDep, response: Response) -> User:
     state = await perform(service, service.create_user_command(body.user_id, body.name))

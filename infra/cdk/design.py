@@ -49,6 +49,7 @@ class TableDesign:
     sort_key: tuple[str, KeyType] | None = None
     indexes: tuple[tuple[str, tuple[str, KeyType], tuple[str, KeyType]], ...] = ()
     stream: bool = False
+    ttl_attribute: str | None = None
 
     def table_name(self, prefix: str) -> str:
         return f"{prefix}{self.suffix}"
@@ -88,6 +89,16 @@ READ_TABLES: tuple[TableDesign, ...] = (
     ),
     TableDesign("UserEventsTable", "user_events", ("userId", "S"), ("eventId", "S")),
     TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
+)
+
+#: infra/dynamodb/idempotency.py: Idempotency-Key records, deleted by DynamoDB's
+#: time to live once expired (reads also treat them as absent).
+IDEMPOTENCY_TABLE = TableDesign(
+    "IdempotencyTable",
+    "idempotency",
+    ("scope", "S"),
+    ("key", "S"),
+    ttl_attribute="expiresAt",
 )
 
 # --- the API Lambda -----------------------------------------------------------
@@ -133,6 +144,17 @@ READ_MODEL_ACTIONS: tuple[str, ...] = (
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
+)
+
+#: The API on the idempotency table: a conditional PutItem claims a key, GetItem
+#: reads a claim found taken, UpdateItem keeps the response, DeleteItem
+#: releases a claim whose response is not kept.
+IDEMPOTENCY_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
 )
 
 #: The API on the read tables' GSIs (events, registrations): only queries.

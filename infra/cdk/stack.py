@@ -66,6 +66,8 @@ from infra.cdk.design import (
     EVENT_STORE_TABLES,
     EVENTS_IN_ID_ORDER_INDEX,
     EVENTS_TABLE,
+    IDEMPOTENCY_ACTIONS,
+    IDEMPOTENCY_TABLE,
     INDEX_TABLE,
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
@@ -86,6 +88,8 @@ __all__ = [
     "DEFAULT_TABLE_PREFIX",
     "EVENTS_IN_ID_ORDER_INDEX",
     "EVENT_STORE_TABLES",
+    "IDEMPOTENCY_ACTIONS",
+    "IDEMPOTENCY_TABLE",
     "INDEXER_EVENT_TABLE_ACTIONS",
     "INDEXER_INDEX_TABLE_ACTIONS",
     "INDEXER_STREAM_ACTIONS",
@@ -228,6 +232,8 @@ class RegistrationServiceStack(Stack):
         indexed_tables = [
             self.read_tables[design.table_name(prefix)] for design in READ_TABLES if design.indexes
         ]
+        # --- Idempotency-Key records: short-lived (24 h), expired by the TTL.
+        self.idempotency_table = self._read_table(IDEMPOTENCY_TABLE, prefix)
 
         # --- Least-privilege roles: explicit actions on explicit ARNs. The
         # table.grant_* helpers are avoided on purpose: in aws-cdk-lib 2.275
@@ -263,6 +269,12 @@ class RegistrationServiceStack(Stack):
                             effect=iam.Effect.ALLOW,
                             actions=list(READ_MODEL_ACTIONS),
                             resources=_table_arns(list(self.read_tables.values())),
+                        ),
+                        iam.PolicyStatement(
+                            sid="IdempotencyTable",
+                            effect=iam.Effect.ALLOW,
+                            actions=list(IDEMPOTENCY_ACTIONS),
+                            resources=_table_arns([self.idempotency_table]),
                         ),
                         iam.PolicyStatement(
                             sid="ReadTableIndexes",
@@ -361,8 +373,12 @@ class RegistrationServiceStack(Stack):
 
         # --- Outputs.
         CfnOutput(self, "ApiUrl", value=self.http_api.api_endpoint, description="HTTP API URL")
-        all_tables = {**self.event_store_tables, **self.read_tables}
-        for design in (*EVENT_STORE_TABLES, *READ_TABLES):
+        all_tables = {
+            **self.event_store_tables,
+            **self.read_tables,
+            IDEMPOTENCY_TABLE.table_name(prefix): self.idempotency_table,
+        }
+        for design in (*EVENT_STORE_TABLES, *READ_TABLES, IDEMPOTENCY_TABLE):
             table = all_tables[design.table_name(prefix)]
             CfnOutput(self, f"{design.construct_id}Name", value=table.table_name)
 
@@ -472,8 +488,10 @@ class RegistrationServiceStack(Stack):
             sort_key=_attribute(design.sort_key) if design.sort_key else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            # Rebuildable from the event store: see the comment above.
+            # Rebuildable from the event store (or, for idempotency records,
+            # short-lived): see the comment above.
             removal_policy=RemovalPolicy.DESTROY,
+            time_to_live_attribute=design.ttl_attribute,
         )
         for index_name, partition_key, sort_key in design.indexes:
             table.add_global_secondary_index(

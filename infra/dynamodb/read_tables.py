@@ -91,6 +91,7 @@ class ReadTableSpec:
     name: str
     keys: tuple[str, ...]
     indexes: tuple[tuple[str, str, str], ...] = ()  # (name, partition key, sort key)
+    ttl: str | None = None  # the time-to-live attribute (N, epoch seconds), if any
 
 
 def read_table_specs(prefix: str) -> list[ReadTableSpec]:
@@ -108,7 +109,9 @@ def read_table_specs(prefix: str) -> list[ReadTableSpec]:
 
 
 def ensure_tables(client: DynamoDBClient, specs: Sequence[ReadTableSpec]) -> None:
-    """Creates the missing tables (on-demand billing) and waits until all are ACTIVE."""
+    """Creates the missing tables (on-demand billing) and waits until all are ACTIVE
+    (then turns on the time to live of those it created that have one)."""
+    created: list[ReadTableSpec] = []
     for spec in specs:
         try:
             client.describe_table(TableName=spec.name)
@@ -143,6 +146,7 @@ def ensure_tables(client: DynamoDBClient, specs: Sequence[ReadTableSpec]) -> Non
             ]
         try:
             client.create_table(**request)
+            created.append(spec)
             logger.info("created table %s", spec.name)
         except ClientError as error:
             # Another process (or an earlier start) created it: fine.
@@ -163,6 +167,15 @@ def ensure_tables(client: DynamoDBClient, specs: Sequence[ReadTableSpec]) -> Non
                 msg = f"Table {spec.name} is not ACTIVE after 300 s"
                 raise StoreUnavailableError(msg)
             time.sleep(0.1)
+    for spec in created:
+        if spec.ttl is not None:
+            try:
+                client.update_time_to_live(
+                    TableName=spec.name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl},
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise _unavailable(error) from error
 
 
 @dataclass

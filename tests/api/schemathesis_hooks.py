@@ -1,6 +1,6 @@
 """Schemathesis hooks of tests/api/test_schemathesis.py (loaded through SCHEMATHESIS_HOOKS).
 
-Two kinds of failure are waived, each only in its exact shape; any other failure (another
+Three kinds of failure are waived, each only in its exact shape; any other failure (another
 field refused alongside, another status, another check) still fails the run.
 
 - A made-up nextToken. Page tokens are opaque and signed, so no schema can describe which
@@ -10,6 +10,10 @@ field refused alongside, another status, another check) still fails the run.
 - A 404 about another resource than the one just created. ensure_resource_availability
   follows a link from POST /users to POST /users/{userId}/registrations and counts any 404
   as the new user missing, though the body's made-up eventId earns 404 EVENT_NOT_FOUND.
+- An Idempotency-Key used before with another request. Whether a key is fresh depends on
+  the requests sent before, which no schema can say: schemathesis draws keys from a small
+  alphabet and reuses them, earning 422 IDEMPOTENCY_KEY_REUSED, which
+  positive_data_acceptance reports as a valid request rejected.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ def _made_up_token_refused(case: Case[Any], response: Response) -> bool:
     return {detail.get("field") for detail in details} == {"nextToken"}
 
 
+def _idempotency_key_reused(case: Case[Any], response: Response) -> bool:
+    sent = {name.lower() for name in (case.headers or {})}
+    return (
+        "idempotency-key" in sent
+        and response.status_code == 422
+        and _error(response).get("code") == "IDEMPOTENCY_KEY_REUSED"
+    )
+
+
 def _another_resource_missing(failure: Failure, response: Response) -> bool:
     created_with = str(getattr(failure, "created_with", failure.operation))
     expected = NOT_FOUND_CODE_OF.get(created_with)
@@ -56,10 +69,12 @@ def _another_resource_missing(failure: Failure, response: Response) -> bool:
 def filter_failure(
     context: HookContext, failure: Failure, case: Case[Any], response: Response
 ) -> bool:
-    """False (drop the failure) only for the two waived shapes above."""
+    """False (drop the failure) only for the three waived shapes above."""
     del context
     if failure.code == SCHEMA_VALID_REQUEST_REJECTED:
-        return not _made_up_token_refused(case, response)
+        return not (
+            _made_up_token_refused(case, response) or _idempotency_key_reused(case, response)
+        )
     if failure.code == CREATED_RESOURCE_NOT_FOUND:
         return not _another_resource_missing(failure, response)
     return True

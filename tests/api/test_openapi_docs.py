@@ -75,6 +75,8 @@ STATUS_OF = {
     "CONCURRENT_MODIFICATION": "409",
     "PAYLOAD_TOO_LARGE": "413",
     "UNAUTHORIZED": "401",
+    "IDEMPOTENCY_KEY_REUSED": "422",
+    "REQUEST_IN_PROGRESS": "409",
     "FORBIDDEN": "403",
     "INTERNAL_ERROR": "500",
     "SERVICE_UNAVAILABLE": "503",
@@ -117,11 +119,27 @@ def test_every_operation_has_a_summary_and_a_description(spec: dict[str, Any]) -
         assert operation.get("description", "").strip(), key
 
 
-def test_no_operation_lists_a_422_response(spec: dict[str, Any]) -> None:
+def test_no_operation_lists_fastapis_422_validation_response(spec: dict[str, Any]) -> None:
     for key, operation in operations(spec).items():
-        assert "422" not in operation["responses"], key
+        if "422" in operation["responses"]:
+            assert codes_by_status(operation)["422"] == {"IDEMPOTENCY_KEY_REUSED"}, key
     schemas = spec.get("components", {}).get("schemas", {})
     assert "HTTPValidationError" not in schemas
+
+
+@pytest.mark.parametrize("key", [k for k in EXPECTED_CODES if k[0] in {"post", "put", "delete"}])
+def test_every_write_documents_the_idempotency_key_and_its_answers(
+    spec: dict[str, Any], key: tuple[str, str]
+) -> None:
+    operation = operations(spec)[key]
+    (header,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    assert header["in"] == "header"
+    assert header["required"] is False
+    (text,) = [s for s in header["schema"].get("anyOf", [header["schema"]]) if "pattern" in s]
+    assert (text["minLength"], text["maxLength"]) == (1, 255)
+    codes = codes_by_status(operation)
+    assert "IDEMPOTENCY_KEY_REUSED" in codes["422"]
+    assert "REQUEST_IN_PROGRESS" in codes["409"]
 
 
 def test_every_operation_lists_its_success_status(spec: dict[str, Any]) -> None:

@@ -43,6 +43,7 @@ from infra.cdk.app import STACK_NAME, build_app
 from infra.cdk.design import (
     API_EVENT_TABLE_ACTIONS,
     API_INDEX_TABLE_ACTIONS,
+    IDEMPOTENCY_ACTIONS,
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
     INDEXER_STREAM_ACTIONS,
@@ -54,6 +55,7 @@ from infra.cdk.stack import (
     DEFAULT_TABLE_PREFIX,
     EVENT_STORE_TABLES,
     EVENTS_IN_ID_ORDER_INDEX,
+    IDEMPOTENCY_TABLE,
     INDEXER_HANDLER,
     LAMBDA_HANDLER,
     READ_MODEL_ACTIONS,
@@ -79,6 +81,7 @@ EVENT_STORE_TABLE_NAMES = (
     "regsvc-registrations_notifications",
 )
 EVENTS_TABLE_NAME, SNAPSHOTS_TABLE_NAME, INDEX_TABLE_NAME = EVENT_STORE_TABLE_NAMES
+IDEMPOTENCY_TABLE_NAME = "regsvc-idempotency"
 READ_TABLE_NAMES = (
     "regsvc-users",
     "regsvc-events",
@@ -264,6 +267,9 @@ class TableRecordingClient:
         self.created[request["TableName"]] = request
         return {}
 
+    def update_time_to_live(self, *, TableName: str, TimeToLiveSpecification: Any) -> None:
+        self.created[TableName]["TimeToLiveSpecification"] = TimeToLiveSpecification
+
     def close(self) -> None:
         pass
 
@@ -314,7 +320,13 @@ def test_stack_defines_exactly_the_tables_the_service_creates_at_start_up(
     assert sorted(tables) == sorted(created_by_the_service)
     for name, request in created_by_the_service.items():
         assert key_schema(tables[name]["Properties"]) == key_schema(request), name
-    assert sorted(tables) == sorted(EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES)
+    assert sorted(tables) == sorted(
+        EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES + (IDEMPOTENCY_TABLE_NAME,)
+    )
+    for name, request in created_by_the_service.items():
+        assert tables[name]["Properties"].get("TimeToLiveSpecification") == request.get(
+            "TimeToLiveSpecification"
+        ), name
 
 
 def test_read_tables_are_those_of_read_table_specs(resources: dict[str, Resource]) -> None:
@@ -402,7 +414,7 @@ def test_registrations_table_has_only_the_global_secondary_index_in_event_order(
 def test_event_store_tables_are_the_recorders_tables(
     resources: dict[str, Resource], created_by_the_service: dict[str, dict[str, Any]]
 ) -> None:
-    read_names = {spec.name for spec in read_table_specs(PREFIX)}
+    read_names = {spec.name for spec in read_table_specs(PREFIX)} | {IDEMPOTENCY_TABLE_NAME}
     recorder_tables = sorted(set(created_by_the_service) - read_names)
     assert sorted(design.table_name(PREFIX) for design in EVENT_STORE_TABLES) == recorder_tables
     assert recorder_tables == sorted(EVENT_STORE_TABLE_NAMES)
@@ -496,10 +508,14 @@ def test_read_tables_are_rebuildable_so_destroyable_and_without_point_in_time_re
 DYNAMODB_SOURCES = REPO_ROOT / "infra" / "dynamodb"
 READ_MODEL_SOURCES = [DYNAMODB_SOURCES / "read_tables.py"]
 INDEXER_SOURCES = [DYNAMODB_SOURCES / "indexer.py"]
+IDEMPOTENCY_SOURCES = [DYNAMODB_SOURCES / "idempotency.py"]
 #: What the API process runs: the recorders and their datastore. The indexer
 #: module is the indexer Lambda's (the API runs no in-process indexer).
 API_EVENT_STORE_SOURCES = sorted(
-    set(DYNAMODB_SOURCES.glob("*.py")) - set(READ_MODEL_SOURCES) - set(INDEXER_SOURCES)
+    set(DYNAMODB_SOURCES.glob("*.py"))
+    - set(READ_MODEL_SOURCES)
+    - set(INDEXER_SOURCES)
+    - set(IDEMPOTENCY_SOURCES)
 )
 INDEXER_LAMBDA_SOURCES = [REPO_ROOT / "api" / "indexer_lambda.py", *INDEXER_SOURCES]
 #: The in-process poller of the stream (``make run``, tests, the admin CLI): in
@@ -507,11 +523,11 @@ INDEXER_LAMBDA_SOURCES = [REPO_ROOT / "api" / "indexer_lambda.py", *INDEXER_SOUR
 #: positions, so the indexer Lambda never runs it.
 IN_PROCESS_POLLER = frozenset({"ShardPoller"})
 #: Calls that need no grant in production: the stack creates the tables with
-#: their stream (the code creates a table, or enables a stream, only when
-#: DescribeTable says it is missing), ``close`` is local, and a transaction is
-#: authorised per contained item (below).
+#: their stream and time to live (the code creates a table, or enables a stream
+#: or a time to live, only when DescribeTable says it is missing), ``close`` is
+#: local, and a transaction is authorised per contained item (below).
 CALLS_NEEDING_NO_GRANT = frozenset(
-    {"create_table", "update_table", "close", "transact_write_items"}
+    {"create_table", "update_table", "update_time_to_live", "close", "transact_write_items"}
 )
 #: The operations of the DynamoDB Streams API.
 STREAMS_OPERATIONS = frozenset(
@@ -651,6 +667,10 @@ def test_the_api_code_calls_exactly_the_actions_the_api_role_grants() -> None:
         "dynamodb:BatchWriteItem",
         "dynamodb:Scan",
     }
+    # Plus DescribeTable: ensure_tables (read_tables.py) checks the table at start-up.
+    assert dynamodb_actions_called(IDEMPOTENCY_SOURCES) | {"dynamodb:DescribeTable"} == set(
+        IDEMPOTENCY_ACTIONS
+    )
     assert streams_actions_called(API_EVENT_STORE_SOURCES + READ_MODEL_SOURCES) == set()
 
 
@@ -806,6 +826,7 @@ def test_each_role_holds_exactly_its_own_dynamodb_statements(
 
     assert sids(LAMBDA_HANDLER) == [
         "EventStoreTables",
+        "IdempotencyTable",
         "IndexTableReadOnly",
         "ReadTableIndexes",
         "ReadTables",
@@ -815,7 +836,7 @@ def test_each_role_holds_exactly_its_own_dynamodb_statements(
         "IndexerEventsTableRead",
         "IndexerIndexTable",
     ]
-    assert len(dynamodb_statements(resources)) == 7  # no statement anywhere else
+    assert len(dynamodb_statements(resources)) == 8  # no statement anywhere else
 
 
 def test_no_iam_policy_is_attached_beside_the_roles_own(template: Template) -> None:
@@ -1052,7 +1073,8 @@ def test_outputs_include_the_api_url_and_every_table_name(
         if output_id.endswith("TableName")
     }
     assert sorted(table_outputs) == sorted(
-        f"{design.construct_id}Name" for design in (*EVENT_STORE_TABLES, *READ_TABLES)
+        f"{design.construct_id}Name"
+        for design in (*EVENT_STORE_TABLES, *READ_TABLES, IDEMPOTENCY_TABLE)
     )
     assert sorted(value["Ref"] for value in table_outputs.values()) == sorted(
         logical_id_of_table(resources, name) for name in tables_by_name(resources)
@@ -1079,7 +1101,7 @@ def test_table_prefix_can_be_set_through_the_context() -> None:
     )
     assert names == sorted(
         name.replace("regsvc-", "staging-", 1)
-        for name in EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES
+        for name in (*EVENT_STORE_TABLE_NAMES, *READ_TABLE_NAMES, IDEMPOTENCY_TABLE_NAME)
     )
     assert {spec.name for spec in read_table_specs("staging-")} <= set(names)
     prefixes = [
@@ -1124,3 +1146,17 @@ def test_a_prefix_the_service_would_reject_is_rejected(prefix: str) -> None:
         )
     with pytest.raises(ValueError, match="dynamodb_table_prefix"):
         Settings(dynamodb_table_prefix=prefix, _env_file=None)
+
+
+def test_api_role_may_claim_keep_and_release_idempotency_keys(
+    resources: dict[str, Resource],
+) -> None:
+    statement = statement_with_sid(resources, "IdempotencyTable")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(IDEMPOTENCY_ACTIONS)
+    assert statement["Resource"] == table_arn(resources, IDEMPOTENCY_TABLE_NAME)
+    table = tables_by_name(resources)[IDEMPOTENCY_TABLE_NAME]
+    assert table["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expiresAt",
+        "Enabled": True,
+    }

@@ -1,0 +1,111 @@
+"""Idempotency records on SQLite, in the event store's file (shared by every
+process using it; see ``infra/idempotency.py``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from infra.idempotency import Claim, StoredResponse
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,             -- 'in_progress' or 'done'
+    lease_until REAL NOT NULL,       -- in progress: until when its request holds it
+    expires_at REAL NOT NULL,        -- kept until then at least
+    status INTEGER,
+    headers TEXT,
+    body BLOB,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
+"""
+
+
+class SQLiteIdempotencyStore:
+    def __init__(self, path: Path, *, ttl_seconds: float, lock_timeout: float = 30.0) -> None:
+        self.path = path
+        self.ttl_seconds = ttl_seconds
+        self.lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._connection().executescript(SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def claim(self, scope: str, key: str, fingerprint: str, *, lease_seconds: float) -> Claim:
+        now = time.time()
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")  # one claimant at a time, across processes
+        try:
+            db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
+            row = db.execute(
+                "SELECT * FROM idempotency WHERE scope = ? AND key = ?", (scope, key)
+            ).fetchone()
+            if row is not None and not (row["state"] == "in_progress" and row["lease_until"] < now):
+                db.execute("COMMIT")
+                return _claim_of(row)
+            db.execute(
+                "INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, state, lease_until, "
+                "expires_at) VALUES (?, ?, ?, 'in_progress', ?, ?)",
+                (scope, key, fingerprint, now + lease_seconds, now + self.ttl_seconds),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Claim("new")
+
+    def complete(self, scope: str, key: str, response: StoredResponse) -> None:
+        self._connection().execute(
+            "UPDATE idempotency SET state = 'done', status = ?, headers = ?, body = ?, "
+            "expires_at = ? WHERE scope = ? AND key = ?",
+            (
+                response.status,
+                json.dumps(response.headers),
+                response.body,
+                time.time() + self.ttl_seconds,
+                scope,
+                key,
+            ),
+        )
+
+    def release(self, scope: str, key: str) -> None:
+        self._connection().execute(
+            "DELETE FROM idempotency WHERE scope = ? AND key = ? AND state = 'in_progress'",
+            (scope, key),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _claim_of(row: sqlite3.Row) -> Claim:
+    if row["state"] != "done":
+        return Claim("in_progress", row["fingerprint"])
+    headers = tuple((str(k), str(v)) for k, v in json.loads(row["headers"]))
+    return Claim(
+        "done", row["fingerprint"], StoredResponse(int(row["status"]), headers, bytes(row["body"]))
+    )
