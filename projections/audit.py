@@ -29,7 +29,8 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -89,6 +90,7 @@ def type_name(topic: str) -> str:
         return topic
 
 
+@lru_cache(maxsize=1024)
 def _camel(key: str) -> str:
     renamed = _RENAMED.get(key)
     if renamed is not None:
@@ -99,7 +101,9 @@ def _camel(key: str) -> str:
 
 def occurred_at(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds and ``Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.utcoffset() is not None and moment.utcoffset() != timedelta(0):
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _plain(value: object) -> object:
