@@ -29,6 +29,7 @@ from typing import Never, TextIO
 from tqdm import tqdm
 
 from api.__main__ import serve
+from api.schemas import Projection
 from domain.invariants import gathering_violations
 from domain.model import Gathering
 from infra.logs import configure_logging, set_actor, set_request_id
@@ -37,6 +38,7 @@ from infra.sqlite.read_tables import SQLiteReadModel
 from infra.wiring import Container, build_container
 from projections.catch_up import CatchUpProjector, Progress, wait_until_logged
 from projections.ports import ReadModel
+from projections.status import read_tables_status
 
 
 def _progress_bar(total: int, description: str) -> tuple[tqdm[Never], Callable[[Progress], None]]:
@@ -153,21 +155,12 @@ def verify(container: Container) -> dict[str, object]:
 
 
 def status(container: Container) -> dict[str, object]:
-    """Where the read tables stand against the log."""
-    head = container.service.recorder.max_notification_id() or 0
-    position = container.read_model.position()
-    position = head if position is None else position
-    return {
-        "projections": [
-            {
-                "name": "read-tables",
-                "position": position,
-                "head": head,
-                "lag": max(head - position, 0),
-                "state": "live" if position >= head else "catching-up",
-            }
-        ]
-    }
+    """Where the read tables stand against the log (as ``GET /admin/projections``)."""
+    found = read_tables_status(
+        container.service.recorder, container.read_model, container.service.mapper.to_domain_event
+    )
+    shown = Projection.model_validate(found, from_attributes=True)
+    return {"projections": [shown.model_dump(mode="json", by_alias=True, exclude_none=True)]}
 
 
 def _parser() -> argparse.ArgumentParser:

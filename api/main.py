@@ -24,7 +24,7 @@ from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.middleware import RequestContextMiddleware
-from api.routes import audit, events, health, registrations, users
+from api.routes import admin, audit, events, health, registrations, users
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         events.router,
         registrations.router,
         audit.router,
+        admin.router,
     ):
         app.include_router(router)
 

@@ -392,6 +392,23 @@ class UserState(_Out):
     )
 
 
+class Projection(_Out):
+    name: str
+    position: int = Field(description="The last log position folded into it.")
+    head: int = Field(description="The log's last position.")
+    lag: int = Field(description="Events in the log not folded into it yet.")
+    lag_seconds: float = Field(
+        description="Age of the oldest event not folded yet (0 when there is none)."
+    )
+    state: Literal["live", "rebuilding", "failed"]
+    progress: float | None = Field(default=None, description="While rebuilding: 0-1.")
+    error: str | None = Field(default=None, description="When failed: what went wrong.")
+
+
+class Projections(_Out):
+    projections: list[Projection]
+
+
 class BrokenLink(_Out):
     position: int
     stream: str

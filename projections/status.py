@@ -1,0 +1,62 @@
+"""Where each projection stands against the log (what ``/admin/projections`` shows).
+
+One projection today: ``read-tables`` (Users, Events, Registrations and the
+events each user ever registered for). Appends fold into it inline, so it is
+``live`` at the log's head; while a rebuild catches it up from the log it is
+``rebuilding``, with its progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+
+from projections.ports import ReadModel
+
+READ_TABLES = "read-tables"
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+    lag: int
+    lag_seconds: float
+    state: Literal["live", "rebuilding", "failed"]
+    progress: float | None = None
+    error: str | None = None
+
+
+def read_tables_status(
+    recorder: ApplicationRecorder,
+    read_model: ReadModel,
+    decode: Callable[[StoredEvent], Any],
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ProjectionStatus:
+    """The read tables' position (None from a store folding inline at the head),
+    the log's head, the lag in events and the age of the oldest event not folded."""
+    head = recorder.max_notification_id() or 0
+    tracked = read_model.position()
+    position = head if tracked is None else min(tracked, head)
+    lag = head - position
+    lag_seconds = 0.0
+    if lag:
+        (oldest,) = recorder.select_notifications(start=position + 1, limit=1)
+        occurred = decode(oldest).timestamp
+        lag_seconds = max((now() - occurred).total_seconds(), 0.0)
+    if lag:
+        return ProjectionStatus(
+            READ_TABLES,
+            position,
+            head,
+            lag,
+            lag_seconds,
+            "rebuilding",
+            progress=position / head if head else 1.0,
+        )
+    return ProjectionStatus(READ_TABLES, position, head, 0, 0.0, "live")
