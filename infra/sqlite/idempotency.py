@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 from infra.idempotency import Claim, StoredResponse
+from infra.sqlite.connections import PerThreadConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -30,52 +30,29 @@ CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
 
 class SQLiteIdempotencyStore:
     def __init__(self, path: Path, *, ttl_seconds: float, lock_timeout: float = 30.0) -> None:
-        self.path = path
         self.ttl_seconds = ttl_seconds
-        self.lock_timeout = lock_timeout
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._connection().executescript(SCHEMA)
-
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
-            )
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
-        return connection
+        self._connections = PerThreadConnections(path, lock_timeout=lock_timeout)
+        self._connections.get().executescript(SCHEMA)
 
     def claim(self, scope: str, key: str, fingerprint: str, *, lease_seconds: float) -> Claim:
         now = time.time()
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")  # one claimant at a time, across processes
-        try:
+        # One claimant at a time, across processes: the write lock is taken first.
+        with self._connections.transaction(immediate=True) as db:
             db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
             row = db.execute(
                 "SELECT * FROM idempotency WHERE scope = ? AND key = ?", (scope, key)
             ).fetchone()
             if row is not None and not (row["state"] == "in_progress" and row["lease_until"] < now):
-                db.execute("COMMIT")
                 return _claim_of(row)
             db.execute(
                 "INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, state, lease_until, "
                 "expires_at) VALUES (?, ?, ?, 'in_progress', ?, ?)",
                 (scope, key, fingerprint, now + lease_seconds, now + self.ttl_seconds),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return Claim("new")
 
     def complete(self, scope: str, key: str, response: StoredResponse) -> None:
-        self._connection().execute(
+        self._connections.get().execute(
             "UPDATE idempotency SET state = 'done', status = ?, headers = ?, body = ?, "
             "expires_at = ? WHERE scope = ? AND key = ?",
             (
@@ -89,17 +66,13 @@ class SQLiteIdempotencyStore:
         )
 
     def release(self, scope: str, key: str) -> None:
-        self._connection().execute(
+        self._connections.get().execute(
             "DELETE FROM idempotency WHERE scope = ? AND key = ? AND state = 'in_progress'",
             (scope, key),
         )
 
     def close(self) -> None:
-        with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
 
 def _claim_of(row: sqlite3.Row) -> Claim:

@@ -13,14 +13,14 @@ Rows are read by column name (``sqlite3.Row``), never by index.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
+from infra.sqlite.connections import PerThreadConnections
 from projections.paging import decode_token, encode_token
 from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
@@ -202,48 +202,20 @@ class SQLiteReadModel:
     def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
         self.path = path
         self.lock_timeout = lock_timeout
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._connections = PerThreadConnections(path, lock_timeout=lock_timeout)
         self._connection().executescript(SCHEMA)
 
     # -- connections ---------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
-    @contextmanager
-    def _transaction(self, *, immediate: bool) -> Iterator[sqlite3.Cursor]:
-        conn = self._connection()
-        cursor = conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-        try:
-            yield cursor
-        except BaseException:
-            conn.rollback()
-            raise
-        else:
-            cursor.execute("COMMIT")
-        finally:
-            cursor.close()
+    def _transaction(self, *, immediate: bool) -> AbstractContextManager[sqlite3.Cursor]:
+        return self._connections.transaction(immediate=immediate)
 
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     # -- tracking and writes -------------------------------------------------
 
