@@ -25,7 +25,7 @@ from typing import cast
 from eventsourcing.domain import Aggregate
 
 from domain.application import GatheringSpec
-from domain.model import Gathering, GatheringStatus
+from domain.model import Gathering
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -37,18 +37,7 @@ COMMIT = 500
 
 def _seed(container: Container, events: int) -> str:
     service = container.service
-    spec = GatheringSpec(
-        gathering_id="long",
-        title="Long",
-        description="",
-        date="2030-01-01",
-        location=None,
-        organizer=None,
-        status=GatheringStatus.ACTIVE,
-        capacity=1,
-        waitlist_enabled=True,
-    )
-    service.create_gathering(spec)
+    service.create_gathering(GatheringSpec("long", "Long", "2030-01-01", 1))
     gathering: Gathering = service.get_gathering("long")
     meta: dict[str, str | None] = {"requestId": "bench", "actor": "bench"}
     while gathering.version < events:

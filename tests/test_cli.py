@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from domain.application import GatheringSpec
-from domain.model import GatheringStatus, gathering_aggregate_id
+from domain.model import gathering_aggregate_id
 from infra.settings import Settings
 from infra.wiring import build_container
 from projections.catch_up import wait_until_logged
@@ -33,17 +33,7 @@ def store(store_settings: dict[str, object], tmp_path: Path) -> dict[str, str]:
     try:
         service = container.service
         service.create_gathering(
-            GatheringSpec(
-                gathering_id="pycon",
-                title="PyCon",
-                description="",
-                date="2025-05-01",
-                location=None,
-                organizer=None,
-                status=GatheringStatus.ACTIVE,
-                capacity=1,
-                waitlist_enabled=True,
-            )
+            GatheringSpec("pycon", "PyCon", "2025-05-01", 1, waitlist_enabled=True)
         )
         for name in ("ada", "bob"):
             service.create_user(name, name.title())

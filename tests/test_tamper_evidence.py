@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from domain.application import GatheringChanges, GatheringSpec
-from domain.model import Gathering, GatheringStatus, gathering_aggregate_id
+from domain.model import Gathering, gathering_aggregate_id
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.layout import EVENT_PK, EVENT_SK, LOG_PK, LOG_SK, STATE
 from infra.wiring import Container
@@ -33,17 +33,7 @@ def a_gathering_with_history(container: Container, capacity: int = 2) -> str:
     service = container.service
     gathering_id = "pycon"
     service.create_gathering(
-        GatheringSpec(
-            gathering_id=gathering_id,
-            title="PyCon",
-            description="",
-            date="2025-05-01",
-            location=None,
-            organizer=None,
-            status=GatheringStatus.ACTIVE,
-            capacity=capacity,
-            waitlist_enabled=True,
-        )
+        GatheringSpec(gathering_id, "PyCon", "2025-05-01", capacity, waitlist_enabled=True)
     )
     for name in ("ada", "bob", "cy"):
         service.create_user(name, name.title())
