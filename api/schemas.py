@@ -393,6 +393,30 @@ class UserState(_Out):
 
 
 class Projection(_Out):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "read-tables",
+                    "position": 1200,
+                    "head": 1200,
+                    "lag": 0,
+                    "lagSeconds": 0.0,
+                    "state": "live",
+                },
+                {
+                    "name": "read-tables",
+                    "position": 300,
+                    "head": 1200,
+                    "lag": 900,
+                    "lagSeconds": 3600.5,
+                    "state": "rebuilding",
+                    "progress": 0.25,
+                },
+            ]
+        }
+    )
+
     name: str
     position: int = Field(description="The last log position folded into it.")
     head: int = Field(description="The log's last position.")
@@ -417,6 +441,25 @@ class BrokenLink(_Out):
 
 
 class VerifyReport(_Out):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ok": False,
+                    "checked": 1200,
+                    "unsealed": 0,
+                    "digest": "5be0" + "0" * 60,
+                    "firstBroken": {
+                        "position": 42,
+                        "stream": "0b8a6c1e-5f7d-5e2a-9c3b-1d4e6f8a0b2c",
+                        "version": 7,
+                        "reason": "its digest does not match its content",
+                    },
+                }
+            ]
+        }
+    )
+
     ok: bool
     checked: int = Field(description="Events checked.")
     unsealed: int = Field(
