@@ -16,10 +16,10 @@ from api.main import create_app
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from tests import support
-from tests.dynamodb_session import dynamodb_endpoint
+from tests.dynamodb_session import _dynamodb_instances, dynamodb_endpoint
 from tests.support import fresh_store_settings
 
-__all__ = ["dynamodb_endpoint"]  # a session fixture, shared by every test module
+__all__ = ["_dynamodb_instances", "dynamodb_endpoint"]  # fixtures shared by every test module
 
 hypothesis_settings.register_profile(
     "default",
