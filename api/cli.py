@@ -144,14 +144,11 @@ def verify(container: Container) -> dict[str, object]:
     """Recomputes every stream's hash chain over the whole log."""
     wait_until_logged(container.service.recorder)
     head = container.service.recorder.max_notification_id() or 0
-    with tqdm(total=head, desc="verifying chains", unit="event", disable=None) as bar:
-
-        def update(checked: int, total: int) -> None:
-            bar.total = total
-            bar.n = checked
-            bar.refresh()
-
-        return container.audit.verify(on_progress=update).report()
+    bar, update = _progress_bar(head, "verifying chains")
+    with bar:
+        return container.audit.verify(
+            on_progress=lambda checked, total: update(Progress(checked, total))
+        ).report()
 
 
 def status(container: Container) -> dict[str, object]:

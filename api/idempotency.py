@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.middleware import replay_body, send_error
+from api.middleware import read_body, replay_body, send_error
 from api.security import ANONYMOUS_PRINCIPAL, Principal
 from infra.idempotency import IdempotencyStore, StoredResponse
 
@@ -111,7 +111,7 @@ class IdempotencyMiddleware:
             return
         principal = scope.get("state", {}).get("principal", ANONYMOUS_PRINCIPAL)
         caller = principal.name if isinstance(principal, Principal) else ANONYMOUS_PRINCIPAL.name
-        body = await _read(receive)
+        body = await read_body(receive)  # buffered, and capped, by RequestContextMiddleware
         store: IdempotencyStore = scope["app"].state.container.idempotency
         print_ = fingerprint(scope["method"], scope["path"], body)
         claim = await run_in_threadpool(
@@ -187,14 +187,3 @@ class IdempotencyMiddleware:
             await run_in_threadpool(store.complete, caller, key, response)
         else:
             await run_in_threadpool(store.release, caller, key)
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -97,7 +97,7 @@ class RequestContextMiddleware:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise _BodyTooLargeError
-            body = await self._read_body(receive)
+            body = await read_body(receive, self.max_body_bytes)
             await self.app(scope, replay_body(body, receive), send_with_id)
         except UnauthorizedError as refused:
             await send_error(
@@ -133,20 +133,22 @@ class RequestContextMiddleware:
                 fields["consumedCapacity"] = capacity.totals()
             logger.info("request", extra=fields)
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _BodyTooLargeError
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes:
+    """The whole request body (raises _BodyTooLargeError past ``max_bytes``)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise _BodyTooLargeError
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

@@ -87,6 +87,11 @@ def waitlist_page_aggregate_id(gathering_id: str, page: int) -> UUID:
     return uuid5(NAMESPACE, f"waitlist/{gathering_id}/{page}")
 
 
+def _user_not_recorded(state: dict[str, object]) -> None:
+    """Upcasts a version 1 registration or waitlist event, which did not name its user."""
+    state["user_id"] = None
+
+
 class User(Aggregate):
     """Somebody who can register for gatherings."""
 
@@ -338,38 +343,26 @@ class Registration(Aggregate):
         user_id: str | None
 
         class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, object]) -> None:
-            state["user_id"] = None
+        upcast_v1_v2 = staticmethod(_user_not_recorded)
 
     class Waitlisted(Aggregate.Event):
         ticket: int
         user_id: str | None
 
         class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, object]) -> None:
-            state["user_id"] = None
+        upcast_v1_v2 = staticmethod(_user_not_recorded)
 
     class Promoted(Aggregate.Event):
         user_id: str | None
 
         class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, object]) -> None:
-            state["user_id"] = None
+        upcast_v1_v2 = staticmethod(_user_not_recorded)
 
     class Withdrawn(Aggregate.Event):
         user_id: str | None
 
         class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, object]) -> None:
-            state["user_id"] = None
+        upcast_v1_v2 = staticmethod(_user_not_recorded)
 
     @staticmethod
     def create_id(gathering_id: str, user_id: str) -> UUID:
@@ -476,10 +469,7 @@ class WaitlistPage(Aggregate):
         user_id: str | None
 
         class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, object]) -> None:
-            state["user_id"] = None
+        upcast_v1_v2 = staticmethod(_user_not_recorded)
 
     @staticmethod
     def create_id(gathering_id: str, page: int) -> UUID:

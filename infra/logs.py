@@ -37,10 +37,6 @@ def set_request_id(value: str) -> None:
     _request_id.set(value)
 
 
-def current_actor() -> str:
-    return _actor.get()
-
-
 def set_actor(value: str) -> None:
     _actor.set(value)
 

@@ -21,7 +21,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-from projections.audit import GENESIS, META, body, link
+from projections.audit import GENESIS, META, body, link, sealed
 
 ReadStream = Callable[..., Sequence[StoredEvent]]
 """``recorder.select_events``: (originator_id, gt=, lte=, desc=, limit=)."""
@@ -130,15 +130,6 @@ class SealingMapper(Mapper[UUID]):
         """The digest at the end of a stream's events, given oldest first."""
         digest = GENESIS
         for stored_event in stored_events:
-            state = self.decode_state(stored_event)
-            sealed = state.get(META, {}).get("hash")
-            digest = sealed or link(
-                digest,
-                body(
-                    stored_event.originator_id,  # type: ignore[arg-type]
-                    stored_event.originator_version,
-                    stored_event.topic,
-                    state,
-                ),
-            )
-        return str(digest)
+            sealed_body, stored_digest = sealed(stored_event, self.decode_state(stored_event))
+            digest = stored_digest or link(digest, sealed_body)
+        return digest

@@ -115,9 +115,6 @@ class StoredRegistrationService(RegistrationService):
         stored, digests = self.mapper.seal(events, metadata)
         ids = self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
         self.mapper.remember(digests)
-        if self.repository.cache and not self.repository.fastforward:
-            for aggregate_id, aggregate in processing_event.aggregates.items():
-                self.repository.cache.put(aggregate_id, aggregate)
         if not ids:
             return []
         return [

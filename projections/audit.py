@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -132,6 +132,18 @@ def body(stream: UUID, version: int, topic: str, state: Mapping[str, Any]) -> di
     }
 
 
+def sealed(stored: StoredEvent, state: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A stored event's entry body (from its decoded ``state``) and the digest it
+    was stored with (None on an event recorded before events were sealed)."""
+    sealed_body = body(
+        stored.originator_id,  # type: ignore[arg-type]
+        stored.originator_version,
+        stored.topic,
+        state,
+    )
+    return sealed_body, (state.get(META) or {}).get("hash")
+
+
 def link(previous: str, sealed: Mapping[str, Any]) -> str:
     """The digest of an entry's body, chained to its predecessor's digest."""
     canonical = json.dumps(
@@ -203,10 +215,6 @@ class ChainCheck:
                 f"its stored state cannot be decoded ({type(error).__name__})",
             )
 
-    def add_all(self, entries: Iterable[tuple[int, Mapping[str, Any], str | None]]) -> None:
-        for position, sealed, stored in entries:
-            self.add(position, sealed, stored)
-
     def _broken(self, position: int, stream: str, version: int, reason: str) -> None:
         self.first_broken = {
             "position": position,
@@ -249,15 +257,7 @@ class AuditLog:
         self.decode = decode
 
     def _sealed(self, notification: Notification) -> tuple[dict[str, Any], str | None]:
-        state = self.decode(notification)
-        digest = (state.get(META) or {}).get("hash")
-        sealed = body(
-            notification.originator_id,  # type: ignore[arg-type]
-            notification.originator_version,
-            notification.topic,
-            state,
-        )
-        return sealed, digest
+        return sealed(notification, self.decode(notification))
 
     def page(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         """Up to ``limit`` entries after position ``after``, and the ``after`` of the
@@ -363,14 +363,7 @@ class History:
         self.settle = settle
 
     def _entry(self, stored: StoredEvent, position: int | None) -> dict[str, Any]:
-        state = self.decode(stored)
-        sealed = body(
-            stored.originator_id,  # type: ignore[arg-type]
-            stored.originator_version,
-            stored.topic,
-            state,
-        )
-        return entry(position, sealed, (state.get(META) or {}).get("hash"))
+        return entry(position, *sealed(stored, self.decode(stored)))
 
     def of_event(
         self, event_id: str, limit: int, token: str | None
