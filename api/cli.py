@@ -4,7 +4,7 @@
     regsvc export          # the ordered feed as JSON Lines (--after, --until, --output)
     regsvc verify          # recompute every stream's hash chain; exit 1 on a broken link
     regsvc check           # fold the log afresh and compare with the read tables; exit 1
-    regsvc rebuild         # empty the read tables and fold the whole log into them
+    regsvc rebuild         # fold the log into new read tables and switch them in (resumes)
     regsvc status          # the read tables' position, the log's head and the lag
     regsvc create-tables   # create the store's missing tables (idempotent)
 
@@ -19,7 +19,6 @@ import argparse
 import getpass
 import json
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,15 +29,15 @@ from tqdm import tqdm
 
 from api.__main__ import serve
 from api.schemas import Projection
+from domain.errors import RebuildInProgressError
 from domain.invariants import gathering_violations
 from domain.model import Gathering
 from infra.logs import configure_logging, set_actor, set_request_id
 from infra.settings import Settings
-from infra.sqlite.read_tables import SQLiteReadModel
 from infra.wiring import Container, build_container
-from projections.catch_up import CatchUpProjector, Progress, wait_until_logged
-from projections.ports import ReadModel
-from projections.status import read_tables_status
+from projections.catch_up import Progress, wait_until_logged
+from projections.drift import DriftReport
+from projections.status import READ_TABLES
 
 
 def _progress_bar(total: int, description: str) -> tuple[tqdm[Never], Callable[[Progress], None]]:
@@ -53,75 +52,44 @@ def _progress_bar(total: int, description: str) -> tuple[tqdm[Never], Callable[[
 
 
 def rebuild(container: Container) -> int:
-    """Empties the read tables and replays the whole notification log into them."""
-    container.read_model.reset()
+    """Folds the whole log into new tables, then switches them in (the API may keep
+    serving meanwhile); resumes a rebuild that was interrupted."""
+    rebuilder = container.rebuilder
+    start = rebuilder.begin()
+    if start:
+        print(f"resuming the rebuild from notification {start}", file=sys.stderr)
     head = container.service.recorder.max_notification_id() or 0
     bar, update = _progress_bar(head, "rebuilding read tables")
     with bar:
-        return container.projector.catch_up(on_progress=update)
+        return rebuilder.run(on_progress=update)
 
 
 @dataclass
 class AuditReport:
-    events_checked: int = 0
+    drift: DriftReport
     gatherings_checked: int = 0
     problems: list[str] = field(default_factory=list)
 
 
-def _rows(read_model: ReadModel) -> dict[str, object]:
-    """Everything a read model serves, in a comparable form."""
-    snapshot: dict[str, object] = {}
-    token: str | None = None
-    while True:
-        page = read_model.list_events(None, 500, token)
-        for event in page.items:
-            snapshot[f"event/{event.event_id}"] = (
-                event.title, event.description, event.date, event.location, event.organizer,
-                event.status, event.capacity, event.waitlist_enabled, event.registered_count,
-                event.waitlist_count, event.waitlist,
-            )  # fmt: skip
-            reg_token: str | None = None
-            while True:
-                regs = read_model.list_event_registrations(event.event_id, 500, reg_token)
-                for r in regs.items:
-                    snapshot[f"registration/{r.event_id}/{r.user_id}"] = (
-                        r.status,
-                        r.waitlist_position,
-                        r.registered_at,
-                    )
-                reg_token = regs.next_token
-                if reg_token is None:
-                    break
-        token = page.next_token
-        if token is None:
-            return snapshot
-
-
 def check(container: Container) -> AuditReport:
-    """Replays every event into scratch tables, compares, and checks every gathering."""
-    report = AuditReport()
-    recorder = container.service.recorder
-    wait_until_logged(recorder)  # DynamoDB: everything written so far is indexed
-    head = recorder.max_notification_id() or 0
-    with tempfile.TemporaryDirectory() as scratch:
-        fresh = SQLiteReadModel(Path(scratch) / "audit.sqlite3")
-        projector = CatchUpProjector(recorder, container.service.mapper, fresh)
-        bar, update = _progress_bar(head, "replaying history")
-        with bar:
-            report.events_checked = projector.catch_up(until=head, on_progress=update)
-        container.projector.catch_up(until=head)
-        expected, actual = _rows(fresh), _rows(container.read_model)
-        fresh.close()
-    for key in sorted(expected.keys() | actual.keys()):
-        if expected.get(key) != actual.get(key):
-            report.problems.append(
-                f"{key}: replay gives {expected.get(key)!r}, read tables hold {actual.get(key)!r}"
-            )
-    for key in tqdm(sorted(k for k in expected if k.startswith("event/")), desc="invariants"):
-        gathering: Gathering = container.service.get_gathering(key.removeprefix("event/"))
+    """Compares the read tables with a fresh fold of the log, and checks every
+    gathering's invariants."""
+    head = container.service.recorder.max_notification_id() or 0
+    bar, update = _progress_bar(head, "replaying history")
+    with bar:
+        drift = container.check(READ_TABLES, lambda done, total: update(Progress(done, total)))
+    report = AuditReport(drift)
+    for difference in drift.differences:
+        shown = difference.report()
+        report.problems.append(
+            f"{difference.table}/{difference.key}: replay gives {shown['expected']!r}, "
+            f"read tables hold {shown['live']!r}"
+        )
+    for event_id in tqdm(sorted(container.read_model.dump().events), desc="invariants"):
+        gathering: Gathering = container.service.get_gathering(event_id)
         report.gatherings_checked += 1
         report.problems.extend(
-            f"{key}: {violation}" for violation in gathering_violations(gathering)
+            f"event/{event_id}: {violation}" for violation in gathering_violations(gathering)
         )
     return report
 
@@ -153,9 +121,7 @@ def verify(container: Container) -> dict[str, object]:
 
 def status(container: Container) -> dict[str, object]:
     """Where the read tables stand against the log (as ``GET /admin/projections``)."""
-    found = read_tables_status(
-        container.service.recorder, container.read_model, container.service.mapper.to_domain_event
-    )
+    found = container.projection(READ_TABLES)
     shown = Projection.model_validate(found, from_attributes=True)
     return {"projections": [shown.model_dump(mode="json", by_alias=True, exclude_none=True)]}
 
@@ -186,7 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check", help="fold the log afresh and compare with the read tables; exit 1 on drift"
     )
-    commands.add_parser("rebuild", help="empty the read tables and fold the whole log into them")
+    commands.add_parser(
+        "rebuild",
+        help="fold the log into new read tables, then switch them in (resumes an interrupted "
+        "rebuild; exit 2 while another runs)",
+    )
     commands.add_parser("status", help="the read tables' position, the log's head and the lag")
     commands.add_parser("create-tables", help="create the store's missing tables (idempotent)")
     return parser
@@ -207,43 +177,68 @@ def main(argv: list[str] | None = None) -> int:
     set_request_id(uuid.uuid4().hex)
     container = build_container(settings)
     try:
-        return _run(args, settings, container)
+        return COMMANDS[args.command](args, container)
     finally:
         container.close()
 
 
-def _run(args: argparse.Namespace, settings: Settings, container: Container) -> int:
-    if args.command == "create-tables":
-        # Building the container created whatever was missing.
-        print(f"tables ready on {settings.store}")
-        return 0
-    if args.command == "rebuild":
+def _create_tables(args: argparse.Namespace, container: Container) -> int:
+    # Building the container created whatever was missing.
+    print(f"tables ready on {container.settings.store}")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace, container: Container) -> int:
+    try:
         position = rebuild(container)
-        print(f"read tables rebuilt up to notification {position}")
-        return 0
-    if args.command == "status":
-        print(json.dumps(status(container), indent=2))
-        return 0
-    if args.command == "export":
-        if args.output == "-":
-            written = export(container, args.after, args.until, sys.stdout)
-        else:
-            with Path(args.output).open("w", encoding="utf-8") as output:
-                written = export(container, args.after, args.until, output)
-        print(f"exported {written} entries", file=sys.stderr)
-        return 0
-    if args.command == "verify":
-        chains = verify(container)
-        print(json.dumps(chains, indent=2))
-        return 0 if chains["ok"] else 1
-    drift = check(container)
+    except RebuildInProgressError as error:
+        print(f"regsvc rebuild: {error}", file=sys.stderr)
+        return 2
+    print(f"read tables rebuilt up to notification {position}")
+    return 0
+
+
+def _status(args: argparse.Namespace, container: Container) -> int:
+    print(json.dumps(status(container), indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace, container: Container) -> int:
+    if args.output == "-":
+        written = export(container, args.after, args.until, sys.stdout)
+    else:
+        with Path(args.output).open("w", encoding="utf-8") as output:
+            written = export(container, args.after, args.until, output)
+    print(f"exported {written} entries", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace, container: Container) -> int:
+    chains = verify(container)
+    print(json.dumps(chains, indent=2))
+    return 0 if chains["ok"] else 1
+
+
+def _check(args: argparse.Namespace, container: Container) -> int:
+    audit = check(container)
     print(
-        f"checked {drift.events_checked} notifications and "
-        f"{drift.gatherings_checked} events: {len(drift.problems)} problem(s)"
+        f"checked {audit.drift.rows} rows against the log up to notification "
+        f"{audit.drift.position}, and {audit.gatherings_checked} events' invariants: "
+        f"{len(audit.problems)} problem(s)"
     )
-    for problem in drift.problems:
+    for problem in audit.problems:
         print(f"  {problem}")
-    return 1 if drift.problems else 0
+    return 1 if audit.problems else 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Container], int]] = {
+    "create-tables": _create_tables,
+    "rebuild": _rebuild,
+    "status": _status,
+    "export": _export,
+    "verify": _verify,
+    "check": _check,
+}
 
 
 if __name__ == "__main__":

@@ -406,12 +406,21 @@ class Projection(_Out):
                 },
                 {
                     "name": "read-tables",
-                    "position": 300,
+                    "position": 1200,
                     "head": 1200,
-                    "lag": 900,
-                    "lagSeconds": 3600.5,
+                    "lag": 0,
+                    "lagSeconds": 0.0,
                     "state": "rebuilding",
                     "progress": 0.25,
+                },
+                {
+                    "name": "read-tables",
+                    "position": 1200,
+                    "head": 1200,
+                    "lag": 0,
+                    "lagSeconds": 0.0,
+                    "state": "failed",
+                    "error": "StoreUnavailableError: the read tables cannot be reached",
                 },
             ]
         }
@@ -425,8 +434,54 @@ class Projection(_Out):
         description="Age of the oldest event not folded yet (0 when there is none)."
     )
     state: Literal["live", "rebuilding", "failed"]
-    progress: float | None = Field(default=None, description="While rebuilding: 0-1.")
-    error: str | None = Field(default=None, description="When failed: what went wrong.")
+    progress: float | None = Field(
+        default=None,
+        description=(
+            "While rebuilding: 0-1, how much of the log the new tables hold (the live "
+            "tables keep serving meanwhile, at `position`)."
+        ),
+    )
+    error: str | None = Field(
+        default=None, description="When failed: what went wrong (a new rebuild resumes it)."
+    )
+
+
+class Difference(_Out):
+    table: Literal["users", "events", "streams", "registrations", "user_events"]
+    key: str = Field(description="The row's key (`user/event` for two-part keys).")
+    live: dict[str, Any] | None = Field(description="The row in the live tables (null: missing).")
+    expected: dict[str, Any] | None = Field(
+        description="The row in a fresh fold of the log (null: it should not exist)."
+    )
+
+
+class DriftCheck(_Out):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ok": False,
+                    "position": 1200,
+                    "rows": 640,
+                    "differences": [
+                        {
+                            "table": "events",
+                            "key": "pycon-2024",
+                            "live": {"eventId": "pycon-2024", "registeredCount": 41},
+                            "expected": {"eventId": "pycon-2024", "registeredCount": 42},
+                        }
+                    ],
+                    "truncated": False,
+                }
+            ]
+        }
+    )
+
+    ok: bool
+    position: int = Field(description="The log position the live tables were compared at.")
+    rows: int = Field(description="Rows of the live tables compared.")
+    differences: list[Difference] = Field(description="At most 1000, in table and key order.")
+    truncated: bool = Field(description="Whether there were more than 1000 differences.")
 
 
 class Projections(_Out):

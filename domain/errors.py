@@ -95,3 +95,11 @@ class UnauthorizedError(RegistrationDomainError):
 
 class ForbiddenError(RegistrationDomainError):
     """Raised when a known API key's role does not allow the route it calls."""
+
+
+class ProjectionNotFoundError(RegistrationDomainError):
+    """Raised when an admin names a projection the service does not have."""
+
+
+class RebuildInProgressError(RegistrationDomainError):
+    """Raised when a projection's rebuild is asked for while one is running."""

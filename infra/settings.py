@@ -131,6 +131,27 @@ class Settings(BaseSettings):
         le=24 * 365,
         description="How long an Idempotency-Key's response is kept for replays (hours).",
     )
+    rebuild_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A rebuild whose process wrote nothing for this long (seconds) is taken over by the "
+            "next one asked for (a dead process on the same host is noticed at once)."
+        ),
+    )
+    rebuild_switch_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description=(
+            "DynamoDB: how long a rebuild's switch waits, after every process's copy of the "
+            "live pointer expired, for appends already sent to land (writes pause meanwhile)."
+        ),
+    )
+    rebuild_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Events a rebuild folds per transaction."
+    )
     dynamodb_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(

@@ -11,23 +11,30 @@ builds the notification log from the events table's stream, unless
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from domain.errors import ProjectionNotFoundError
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
 from infra.dynamodb.capacity import instrument
 from infra.dynamodb.datastore import make_client
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller
 from infra.dynamodb.read_tables import DynamoDBReadModel
+from infra.dynamodb.rebuild import DynamoDBRebuildTarget
 from infra.idempotency import IdempotencyStore
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
 from infra.sqlite.idempotency import SQLiteIdempotencyStore
 from infra.sqlite.read_tables import SQLiteReadModel
+from infra.sqlite.rebuild import SQLiteRebuildTarget
 from projections.audit import AuditLog, History, StreamLog
 from projections.catch_up import CatchUpProjector, wait_until_logged
+from projections.drift import DriftReport, check_drift
 from projections.ports import ReadModel
+from projections.rebuild import Rebuilder, RebuildTarget
+from projections.status import READ_TABLES, ProjectionStatus, read_tables_status
 from projections.time_travel import TimeTravel
 
 logger = logging.getLogger(__name__)
@@ -45,9 +52,29 @@ class Container:
     history: History
     time_travel: TimeTravel
     idempotency: IdempotencyStore
+    rebuilder: Rebuilder
     indexer: ShardPoller | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
+
+    def projection(self, name: str) -> ProjectionStatus:
+        """Where the named projection stands (ProjectionNotFoundError if there is none)."""
+        if name != READ_TABLES:
+            msg = f"Projection {name!r} not found (there is: {READ_TABLES})"
+            raise ProjectionNotFoundError(msg)
+        return read_tables_status(
+            self.service.recorder,
+            self.read_model,
+            self.service.mapper.to_domain_event,
+            self.rebuilder.state(),
+        )
+
+    def check(
+        self, name: str, on_progress: Callable[[int, int], None] | None = None
+    ) -> DriftReport:
+        """Compares the named projection with a fresh fold of the log."""
+        self.projection(name)
+        return check_drift(self.service.recorder, self.service.mapper, self.read_model, on_progress)
 
     def start(self) -> None:
         """Finishes an interrupted rebuild, if any, then group-commits commands
@@ -56,8 +83,11 @@ class Container:
         self.service.start_batching(self.settings.max_batch)
         if self.indexer is not None and self.settings.dynamodb_indexer:
             self.indexer.start()
+        self.rebuilder.resume_if_interrupted()
 
     def close(self) -> None:
+        self.rebuilder.stop()
+        self.rebuilder.target.close()
         self.service.stop_batching()
         if self.indexer is not None:
             self.indexer.stop()
@@ -156,6 +186,14 @@ def build_idempotency_store(settings: Settings, read_model: ReadModel) -> Idempo
     )
 
 
+def build_rebuild_target(settings: Settings, read_model: ReadModel) -> RebuildTarget:
+    if isinstance(read_model, DynamoDBReadModel):
+        return DynamoDBRebuildTarget(
+            read_model, grace_seconds=settings.rebuild_switch_grace_seconds
+        )
+    return SQLiteRebuildTarget(settings.event_store_path, lock_timeout=settings.sqlite_lock_timeout)
+
+
 def _nothing() -> None:
     """Nothing to wait for."""
 
@@ -189,6 +227,13 @@ def build_container(settings: Settings) -> Container:
     time_travel = TimeTravel(
         recorder.select_events, service.mapper.to_domain_event, read_model.registered_event_ids
     )
+    rebuilder = Rebuilder(
+        recorder,
+        service.mapper,
+        build_rebuild_target(settings, read_model),
+        lease_seconds=settings.rebuild_lease_seconds,
+        batch_size=settings.rebuild_batch_size,
+    )
     return Container(
         settings,
         service,
@@ -198,5 +243,6 @@ def build_container(settings: Settings) -> Container:
         history,
         time_travel,
         build_idempotency_store(settings, read_model),
+        rebuilder,
         indexer,
     )

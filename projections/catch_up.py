@@ -80,14 +80,19 @@ class CatchUpProjector:
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
-    def step(self) -> Progress:
-        """Applies at most one batch; returns the position reached and the log's head
-        (which then holds every event written before the call)."""
+    def step(self, until: int | None = None) -> Progress:
+        """Applies at most one batch (not past ``until``, a commit's end); returns
+        the position reached and the log's head (which then holds every event
+        written before the call)."""
         position = self.read_model.position()
         if position is None:  # live: appends fold into the tables inline
             head = self.recorder.max_notification_id() or 0
             return Progress(head, head, settled=True)
         head = self.recorder.max_notification_id() or 0
+        if until is not None and head > until:
+            if until <= position:
+                return Progress(position, head)
+            return self._apply_up_to(position, until, head)
         if head <= position:
             # Caught up with the log as it stands: on a log indexed after the
             # appends, wait for what is written but not yet indexed (once per
@@ -96,14 +101,18 @@ class CatchUpProjector:
             head = self.recorder.max_notification_id() or 0
             if head <= position:
                 return Progress(position, head, settled=True)
+        return self._apply_up_to(position, head, head)
+
+    def _apply_up_to(self, position: int, stop: int, head: int) -> Progress:
+        """Applies one batch after ``position``, not past ``stop`` (a commit's end)."""
         notifications = list(
             self.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size, stop=head, topics=TOPICS
+                start=position + 1, limit=self.batch_size, stop=stop, topics=TOPICS
             )
         )
         if len(notifications) < self.batch_size:
-            # Every id up to ``head`` is committed, and ``head`` ends a commit.
-            new_position = head
+            # Every id up to ``stop`` is committed, and ``stop`` ends a commit.
+            new_position = stop
         else:
             # A full batch may end inside a commit: take the rest of that commit too.
             last = notifications[-1].id
@@ -128,7 +137,7 @@ class CatchUpProjector:
         """Applies batches until the read model holds ``until`` (default: the log's head)."""
         with self._lock:
             while True:
-                progress = self.step()
+                progress = self.step(until)
                 if on_progress is not None:
                     on_progress(progress)
                 target = progress.head if until is None else min(until, progress.head)
@@ -140,6 +149,20 @@ class CatchUpProjector:
                     if progress.position >= progress.head:
                         self.read_model.go_live(progress.position)
                     return progress.position
+
+    def rest(self, position: int) -> tuple[list[Commit], int]:
+        """Every commit after ``position`` up to the log's head, read now, and that
+        head: what a rebuild folds while it holds off appends."""
+        wait_until_logged(self.recorder)
+        head = self.recorder.max_notification_id() or 0
+        if head <= position:
+            return [], position
+        notifications = list(
+            self.recorder.select_notifications(
+                start=position + 1, limit=head - position, stop=head, topics=TOPICS
+            )
+        )
+        return self._commits(notifications, position + 1, head), head
 
     def _commit_end_after(self, position: int) -> int:
         if isinstance(self.recorder, CommitLog):

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
 from projections.views import EventRow, Page, RegistrationRow, UserRow
+
+if TYPE_CHECKING:
+    from projections.memory import MemoryTables
 
 
 class ReadTableWriter(Protocol):
@@ -102,6 +105,9 @@ class ReadModel(Protocol):
     def list_event_registrations(
         self, event_id: str, limit: int, token: str | None
     ) -> Page[RegistrationRow]: ...
+
+    def dump(self) -> MemoryTables:
+        """Every row of every read table (for the drift check)."""
 
     def registered_event_ids(self, user_id: str) -> list[str]:
         """Every event the user ever registered for (``note_registration``), sorted."""

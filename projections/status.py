@@ -2,8 +2,10 @@
 
 One projection today: ``read-tables`` (Users, Events, Registrations and the
 events each user ever registered for). Appends fold into it inline, so it is
-``live`` at the log's head; while a rebuild catches it up from the log it is
-``rebuilding``, with its progress.
+``live`` at the log's head. While a rebuild fills its replacement it is
+``rebuilding``, with the share of the log the new tables hold (the live ones
+keep serving, at their own position); a rebuild stopped by an error is
+``failed``, with the error, until the next rebuild resumes it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 
 from projections.ports import ReadModel
+from projections.rebuild import RebuildState
 
 READ_TABLES = "read-tables"
 
@@ -36,6 +39,7 @@ def read_tables_status(
     recorder: ApplicationRecorder,
     read_model: ReadModel,
     decode: Callable[[StoredEvent], Any],
+    rebuild: RebuildState | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ProjectionStatus:
     """The read tables' position (None from a store folding inline at the head),
@@ -49,6 +53,15 @@ def read_tables_status(
         (oldest,) = recorder.select_notifications(start=position + 1, limit=1)
         occurred = decode(oldest).timestamp
         lag_seconds = max((now() - occurred).total_seconds(), 0.0)
+    if rebuild is not None:
+        done = min(rebuild.position / head, 1.0) if head else 1.0
+        if rebuild.state == "failed":
+            return ProjectionStatus(
+                READ_TABLES, position, head, lag, lag_seconds, "failed", error=rebuild.error
+            )
+        return ProjectionStatus(
+            READ_TABLES, position, head, lag, lag_seconds, "rebuilding", progress=done
+        )
     if lag:
         return ProjectionStatus(
             READ_TABLES,

@@ -1,16 +1,27 @@
-"""What admins use (role admin): the projections' state."""
+"""What admins use (role admin): the projections' state, rebuilds and drift checks."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from api.deps import ContainerDep
 from api.routes.docs_helpers import errors
-from api.schemas import Projection, Projections
+from api.schemas import DriftCheck, Projection, Projections
 from api.security import Admin
-from projections.status import read_tables_status
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+
+ProjectionName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=100,
+        description="A projection's name (today only `read-tables`).",
+        examples=["read-tables"],
+    ),
+]
 
 
 @router.get(
@@ -22,13 +33,54 @@ router = APIRouter(prefix="/admin", tags=["admin"])
         "Each projection of the log, with the last position folded into it, the log's head, "
         "the lag in events and in seconds (the age of the oldest event not folded yet, 0 "
         "when none), and its state: `live` (every write folds into it in its own "
-        "transaction), `rebuilding` (a rebuild is catching it up from the log; `progress` "
-        "0-1) or `failed` (with `error`). Needs an API key with role `admin`."
+        "transaction), `rebuilding` (a rebuild is filling its replacement from the log; "
+        "`progress` 0-1, while the live tables keep serving) or `failed` (a rebuild stopped "
+        "on `error`; the live tables keep serving). Needs an API key with role `admin`."
     ),
     responses=errors("FORBIDDEN"),
 )
 def projections(container: ContainerDep, _caller: Admin) -> Projections:
-    status = read_tables_status(
-        container.service.recorder, container.read_model, container.service.mapper.to_domain_event
-    )
+    status = container.projection("read-tables")
     return Projections(projections=[Projection.model_validate(status, from_attributes=True)])
+
+
+@router.post(
+    "/projections/{name}/rebuild",
+    status_code=202,
+    response_model=Projection,
+    response_model_exclude_none=True,
+    summary="Rebuild a projection from the log, without downtime",
+    description=(
+        "Starts rebuilding the projection in the background and answers at once, with its "
+        "state already `rebuilding` (follow `progress` in `GET /admin/projections`). The "
+        "rebuild folds the whole log into new tables while the API keeps serving, and "
+        "accepting writes on, the current ones; it catches up with what arrives meanwhile, "
+        "then puts the new tables in their place in one transaction. A rebuild interrupted "
+        "(process killed, error) resumes where it stopped when asked again or when the "
+        "server restarts. One at a time per projection: 409 `REBUILD_IN_PROGRESS` while one "
+        "runs. Needs an API key with role `admin`."
+    ),
+    responses=errors("FORBIDDEN", "PROJECTION_NOT_FOUND", "REBUILD_IN_PROGRESS"),
+)
+def rebuild(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Projection:
+    container.projection(name)
+    container.rebuilder.start()
+    return Projection.model_validate(container.projection(name), from_attributes=True)
+
+
+@router.get(
+    "/projections/{name}/check",
+    response_model=DriftCheck,
+    summary="Compare a projection with a fresh fold of the log",
+    description=(
+        "Folds the whole log afresh and compares every row of the live tables with it. "
+        "Exact while writes continue: a row passes when it holds a value the fold gives it "
+        "at some log position between the start and the end of the read of the live tables; "
+        "anything else is a difference. Reads the whole log and every row: an admin's tool, "
+        "not a health check. Needs an API key with role `admin`."
+    ),
+    responses=errors("FORBIDDEN", "PROJECTION_NOT_FOUND"),
+)
+def check(name: ProjectionName, container: ContainerDep, _caller: Admin) -> DriftCheck:
+    report = container.check(name)
+    return DriftCheck.model_validate(report.report())

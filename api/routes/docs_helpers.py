@@ -28,6 +28,8 @@ MESSAGES = {
     "IDEMPOTENCY_KEY_REUSED": "This Idempotency-Key was used for a different request",
     "REQUEST_IN_PROGRESS": "A request with this Idempotency-Key is still being processed",
     "FORBIDDEN": "The API key 'reporting' (role client) may not use /audit",
+    "PROJECTION_NOT_FOUND": "Projection 'seats' not found (there is: read-tables)",
+    "REBUILD_IN_PROGRESS": "Projection 'read-tables' is being rebuilt (42% done)",
 }
 
 # The answers of the Idempotency-Key middleware, on every POST, PUT and DELETE.

@@ -44,6 +44,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.errors import StoreUnavailableError
+from projections.memory import MemoryTables, StoredRegistration
 from projections.paging import decode_token, encode_token
 from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
@@ -55,6 +56,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POSITION_KEY = "position#read-tables"
+# In blue's projection_state: which generation of the read tables is live.
+POINTER_KEY = "generation#read-tables"
+# How long a process trusts its copy of the pointer (seconds).
+POINTER_TTL_SECONDS = 2.0
+# The longest an append waits for a switch to end before answering 503.
+FENCE_WAIT_LIMIT_SECONDS = 60.0
 # A catch-up chunk holds whole commits of at most this many row changes, plus
 # the tracking item: within DynamoDB's 100 items per transaction. One commit
 # (an append) never changes more rows than its own transaction held.
@@ -86,6 +93,34 @@ def _order(status: str, sort_key: int) -> str:
     return f"{0 if status == 'confirmed' else 1}#{sort_key:020d}"
 
 
+def _user_row(item: dict[str, Any]) -> UserRow:
+    return UserRow(
+        user_id=item["userId"],
+        name=item["name"],
+        created_at=datetime.fromisoformat(item["createdAt"]),
+        updated_at=datetime.fromisoformat(item["updatedAt"]),
+    )
+
+
+def _event_row(item: dict[str, Any], waitlist: tuple[str, ...]) -> EventRow:
+    return EventRow(
+        event_id=item["eventId"],
+        title=item["title"],
+        description=item.get("description", ""),
+        date=item["date"],
+        location=item.get("location"),
+        organizer=item.get("organizer"),
+        status=item["status"],
+        capacity=int(item["capacity"]),
+        waitlist_enabled=bool(item["waitlistEnabled"]),
+        registered_count=int(item["registeredCount"]),
+        waitlist_count=int(item["waitlistCount"]),
+        created_at=datetime.fromisoformat(item["createdAt"]),
+        updated_at=datetime.fromisoformat(item["updatedAt"]),
+        waitlist=waitlist,
+    )
+
+
 @dataclass(frozen=True)
 class ReadTableSpec:
     name: str
@@ -94,18 +129,135 @@ class ReadTableSpec:
     ttl: str | None = None  # the time-to-live attribute (N, epoch seconds), if any
 
 
+#: The two sets of read tables: one is live, a rebuild fills the other.
+GENERATIONS = ("blue", "green")
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """The names of one generation's read tables."""
+
+    generation: str
+    users: str
+    events: str
+    registrations: str
+    user_events: str
+    state: str
+
+
+def table_set(prefix: str, generation: str) -> TableSet:
+    """Blue keeps the tables' original names; green's carry ``green-`` after the prefix."""
+    p = prefix if generation == "blue" else f"{prefix}{generation}-"
+    return TableSet(
+        generation,
+        f"{p}users",
+        f"{p}events",
+        f"{p}registrations",
+        f"{p}user_events",
+        f"{p}projection_state",
+    )
+
+
 def read_table_specs(prefix: str) -> list[ReadTableSpec]:
-    return [
-        ReadTableSpec(f"{prefix}users", ("userId",)),
-        ReadTableSpec(f"{prefix}events", ("eventId",), ((EVENTS_GSI, "listing", "eventId"),)),
-        ReadTableSpec(
-            f"{prefix}registrations",
-            ("userId", "eventId"),
-            ((ORDER_GSI, "eventId", "eventOrder"),),
-        ),
-        ReadTableSpec(f"{prefix}user_events", ("userId", "eventId")),
-        ReadTableSpec(f"{prefix}projection_state", ("pk",)),
-    ]
+    specs = []
+    for generation in GENERATIONS:
+        names = table_set(prefix, generation)
+        specs += [
+            ReadTableSpec(names.users, ("userId",)),
+            ReadTableSpec(names.events, ("eventId",), ((EVENTS_GSI, "listing", "eventId"),)),
+            ReadTableSpec(
+                names.registrations,
+                ("userId", "eventId"),
+                ((ORDER_GSI, "eventId", "eventOrder"),),
+            ),
+            ReadTableSpec(names.user_events, ("userId", "eventId")),
+            ReadTableSpec(names.state, ("pk",)),
+        ]
+    return specs
+
+
+class LivePointer:
+    """Which generation is live: one item of blue's ``projection_state``.
+
+    Each process caches it for ``ttl`` seconds from the moment it asked. A
+    rebuild's switch first *fences* it (the live generation stays, appends
+    wait), waits until every process's cached copy has expired and every
+    append sent before has landed, folds the rest of the log into the other
+    generation and then points at it. While fenced, every read asks again, so
+    no process reads the old generation after the switch.
+    """
+
+    def __init__(self, client: DynamoDBClient, table: str, ttl: float = POINTER_TTL_SECONDS):
+        self.client = client
+        self.table = table
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._live = "blue"
+        self._fenced = False
+        self._valid_until = 0.0
+
+    def read(self) -> tuple[str, bool]:
+        """The live generation and whether a switch has fenced it (a consistent read)."""
+        try:
+            found = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": POINTER_KEY}}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        item = _plain(found.get("Item") or {})
+        return str(item.get("live", "blue")), bool(item.get("fenced", False))
+
+    def current(self) -> tuple[str, bool]:
+        with self._lock:
+            if time.monotonic() < self._valid_until:
+                return self._live, self._fenced
+        asked = time.monotonic()
+        live, fenced = self.read()
+        with self._lock:
+            self._live, self._fenced = live, fenced
+            self._valid_until = asked if fenced else asked + self.ttl
+        return live, fenced
+
+    def live(self) -> str:
+        return self.current()[0]
+
+    def for_append(self) -> str:
+        """The live generation once it is not fenced (appends wait for a switch)."""
+        deadline = time.monotonic() + FENCE_WAIT_LIMIT_SECONDS
+        while True:
+            live, fenced = self.current()
+            if not fenced:
+                return live
+            if time.monotonic() > deadline:
+                msg = "The read tables are being switched to a rebuilt set; please retry"
+                raise StoreUnavailableError(msg)
+            time.sleep(0.05)
+
+    def confirms(self, generation: str) -> bool:
+        """Whether an append built for ``generation`` may still be sent."""
+        live, fenced = self.current()
+        return live == generation and not fenced
+
+    def write(self, live: str, *, fenced: bool, expected: tuple[str, bool]) -> None:
+        """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise)."""
+        item = {"pk": POINTER_KEY, "live": live, "fenced": fenced}
+        condition = "attribute_not_exists(pk)" if expected == ("blue", False) else None
+        names: dict[str, str] = {"#l": "live", "#f": "fenced"}
+        values = {":l": expected[0], ":f": expected[1]}
+        expression = "(#l = :l AND #f = :f)"
+        if condition:
+            expression = f"{condition} OR {expression}"
+        # Two switches never race: only the holder of the rebuild's lease moves
+        # the pointer, and only from the state it last saw.
+        self.client.put_item(
+            TableName=self.table,
+            Item=_item(item),
+            ConditionExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
+        )
+        with self._lock:
+            self._valid_until = 0.0
 
 
 def ensure_tables(client: DynamoDBClient, specs: Sequence[ReadTableSpec]) -> None:
@@ -190,8 +342,14 @@ class ReadTableChanges(ReadTableWriter):
     """Buffers row changes, merged to one operation per item (a transaction may not
     touch an item twice): one append's, or one catch-up chunk's."""
 
-    def __init__(self, model: DynamoDBReadModel, streams: Mapping[UUID, str] | None = None) -> None:
+    def __init__(
+        self,
+        model: DynamoDBReadModel,
+        streams: Mapping[UUID, str] | None = None,
+        names: TableSet | None = None,
+    ) -> None:
         self.model = model
+        self.names = names or model.tables()
         self.known_streams = streams or {}
         self.users: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any] | _Update | None] = {}
@@ -301,22 +459,22 @@ class ReadTableChanges(ReadTableWriter):
         self.user_events.add((user_id, event_id))
 
     def operations(self) -> Iterator[TransactWriteItemTypeDef]:
-        m = self.model
+        m = self.names
         for values in self.users.values():
-            yield {"Put": {"TableName": m.users_table, "Item": _item(values)}}
+            yield {"Put": {"TableName": m.users, "Item": _item(values)}}
         for stream, event_id in self.streams.items():
             item = {"pk": f"stream#{stream}", "eventId": event_id}
-            yield {"Put": {"TableName": m.state_table, "Item": _item(item)}}
+            yield {"Put": {"TableName": m.state, "Item": _item(item)}}
         for event_id, change in self.events.items():
             key = {"eventId": {"S": event_id}}
-            yield self._operation(m.events_table, key, change)
+            yield self._operation(m.events, key, change)
         for (user_id, event_id), change in self.registrations.items():
             key = {"userId": {"S": user_id}, "eventId": {"S": event_id}}
-            yield self._operation(m.registrations_table, key, change)
+            yield self._operation(m.registrations, key, change)
         for user_id, event_id in sorted(self.user_events):
             # Unconditional: the pair is a fact, written again by a rebuild.
             item = {"userId": user_id, "eventId": event_id}
-            yield {"Put": {"TableName": m.user_events_table, "Item": _item(item)}}
+            yield {"Put": {"TableName": m.user_events, "Item": _item(item)}}
 
     @staticmethod
     def _operation(
@@ -366,18 +524,52 @@ class ReadTableChanges(ReadTableWriter):
 class DynamoDBReadModel:
     """The read tables on DynamoDB (real AWS or DynamoDB Local)."""
 
-    def __init__(self, client: DynamoDBClient, prefix: str, *, create_tables: bool = True) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        prefix: str,
+        *,
+        create_tables: bool = True,
+        generation: str | None = None,
+    ) -> None:
+        """``generation`` binds the model to one set of tables (a rebuild's);
+        without it, the model follows the live pointer."""
         self.client = client
         self.prefix = prefix
-        self.users_table = f"{prefix}users"
-        self.events_table = f"{prefix}events"
-        self.registrations_table = f"{prefix}registrations"
-        self.user_events_table = f"{prefix}user_events"
-        self.state_table = f"{prefix}projection_state"
+        self.generation = generation
+        self.pointer = LivePointer(client, table_set(prefix, "blue").state)
         self._streams: dict[str, str] = {}
         self._streams_lock = threading.Lock()
         if create_tables:
             ensure_tables(client, read_table_specs(prefix))
+
+    def tables(self) -> TableSet:
+        """The tables read: the bound generation's, or the live one's."""
+        return table_set(self.prefix, self.generation or self.pointer.live())
+
+    def tables_for_append(self) -> TableSet:
+        """The tables an append folds into (waits while a switch is fenced)."""
+        return table_set(self.prefix, self.generation or self.pointer.for_append())
+
+    @property
+    def users_table(self) -> str:
+        return self.tables().users
+
+    @property
+    def events_table(self) -> str:
+        return self.tables().events
+
+    @property
+    def registrations_table(self) -> str:
+        return self.tables().registrations
+
+    @property
+    def user_events_table(self) -> str:
+        return self.tables().user_events
+
+    @property
+    def state_table(self) -> str:
+        return self.tables().state
 
     def close(self) -> None:
         self.client.close()
@@ -420,7 +612,15 @@ class DynamoDBReadModel:
                 self._streams[stream_id.hex] = found
         return found
 
-    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
+    def apply(
+        self,
+        expected: int,
+        commits: Sequence[Commit],
+        new_position: int,
+        *,
+        lease_owner: str | None = None,
+    ) -> bool:
+        """``lease_owner``: on a rebuild's tables, the holder of its lease."""
         writer = ReadTableChanges(self)
         committed_up_to = expected
         for n, commit in enumerate(commits):
@@ -430,15 +630,17 @@ class DynamoDBReadModel:
             bound = writer.size() + ROWS_PER_CHANGE * len(commit)
             if n and writer.size() and bound > MAX_ITEMS_PER_CHUNK:
                 last = commits[n - 1][-1].position
-                if not self._commit(writer, committed_up_to, last):
+                if not self._commit(writer, committed_up_to, last, lease_owner):
                     return False
                 committed_up_to = last
                 writer = ReadTableChanges(self)
             for change in commit:
                 change.write(writer)
-        return self._commit(writer, committed_up_to, new_position)
+        return self._commit(writer, committed_up_to, new_position, lease_owner)
 
-    def _commit(self, writer: ReadTableChanges, expected: int, position: int) -> bool:
+    def _commit(
+        self, writer: ReadTableChanges, expected: int, position: int, lease_owner: str | None
+    ) -> bool:
         items = list(writer.operations())
         tracking: TransactWriteItemTypeDef = {
             "Update": {
@@ -457,6 +659,17 @@ class DynamoDBReadModel:
                 },
             }
         }
+        if lease_owner is not None:
+            update: Any = tracking["Update"]
+            # A rebuild's batch: only while its process holds the lease, and
+            # renewing it (another process takes over a lapsed lease).
+            update["UpdateExpression"] += ", #h = :now"
+            update["ConditionExpression"] += " AND #o = :owner"
+            update["ExpressionAttributeNames"] |= {"#h": "heartbeat", "#o": "owner"}
+            update["ExpressionAttributeValues"] |= {
+                ":now": {"N": repr(time.time())},
+                ":owner": {"S": lease_owner},
+            }
         try:
             self.client.transact_write_items(TransactItems=[*items, tracking])
         except ClientError as error:
@@ -474,6 +687,10 @@ class DynamoDBReadModel:
         """Empties the tables and starts a rebuild at position 0 (appends stop folding
         inline until ``go_live``: stop writers while a DynamoDB rebuild runs)."""
         self._put_position(0)
+        self.empty()
+
+    def empty(self) -> None:
+        """Deletes every row and stream name (not the tracking or pointer items)."""
         for table, keys in (
             (self.users_table, ("userId",)),
             (self.events_table, ("eventId",)),
@@ -511,7 +728,7 @@ class DynamoDBReadModel:
         while True:
             page = self.client.scan(**kwargs)
             for item in page["Items"]:
-                if item["pk"]["S"] != POSITION_KEY:
+                if item["pk"]["S"].startswith("stream#"):
                     self.client.delete_item(TableName=self.state_table, Key={"pk": item["pk"]})
             if "LastEvaluatedKey" not in page:
                 return
@@ -554,14 +771,7 @@ class DynamoDBReadModel:
 
     def get_user(self, user_id: str) -> UserRow | None:
         item = self._get(self.users_table, {"userId": {"S": user_id}})
-        if item is None:
-            return None
-        return UserRow(
-            user_id=item["userId"],
-            name=item["name"],
-            created_at=datetime.fromisoformat(item["createdAt"]),
-            updated_at=datetime.fromisoformat(item["updatedAt"]),
-        )
+        return None if item is None else _user_row(item)
 
     def _waitlist(self, event_id: str) -> tuple[str, ...]:
         return tuple(
@@ -596,22 +806,39 @@ class DynamoDBReadModel:
             waitlist = self._waitlist(item["eventId"])
         else:
             logger.warning("event %s: waitlist and counts did not settle", item["eventId"])
-        return EventRow(
-            event_id=item["eventId"],
-            title=item["title"],
-            description=item.get("description", ""),
-            date=item["date"],
-            location=item.get("location"),
-            organizer=item.get("organizer"),
-            status=item["status"],
-            capacity=int(item["capacity"]),
-            waitlist_enabled=bool(item["waitlistEnabled"]),
-            registered_count=int(item["registeredCount"]),
-            waitlist_count=int(item["waitlistCount"]),
-            created_at=datetime.fromisoformat(item["createdAt"]),
-            updated_at=datetime.fromisoformat(item["updatedAt"]),
-            waitlist=waitlist,
-        )
+        return _event_row(item, waitlist)
+
+    def _scan(self, table: str) -> Iterator[dict[str, Any]]:
+        """Every item of a table (consistent reads), following LastEvaluatedKey."""
+        kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+        while True:
+            try:
+                page = self.client.scan(**kwargs)
+            except (ClientError, BotoCoreError) as error:
+                raise _unavailable(error) from error
+            for item in page.get("Items", []):
+                yield _plain(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def dump(self) -> MemoryTables:
+        """Every row, table after table (the drift check allows for writes meanwhile)."""
+        tables = MemoryTables()
+        for item in self._scan(self.users_table):
+            tables.users[item["userId"]] = _user_row(item)
+        for item in self._scan(self.events_table):
+            tables.events[item["eventId"]] = _event_row(item, ())
+        for item in self._scan(self.state_table):
+            if item["pk"].startswith("stream#"):
+                tables.streams[UUID(item["pk"].removeprefix("stream#"))] = item["eventId"]
+        for item in self._scan(self.registrations_table):
+            tables.registrations[(item["userId"], item["eventId"])] = StoredRegistration(
+                item["status"], int(item["sortKey"]), datetime.fromisoformat(item["registeredAt"])
+            )
+        for item in self._scan(self.user_events_table):
+            tables.user_events.add((item["userId"], item["eventId"]))
+        return tables
 
     def get_event(self, event_id: str) -> EventRow | None:
         item = self._get(self.events_table, {"eventId": {"S": event_id}})

@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import astuple
 from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -72,7 +73,7 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
-from infra.dynamodb.read_tables import DynamoDBReadModel, ReadTableChanges
+from infra.dynamodb.read_tables import DynamoDBReadModel, ReadTableChanges, table_set
 from projections.fold import InlineChanges
 
 if TYPE_CHECKING:
@@ -521,9 +522,28 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """The read-table changes of an append, as items of its own transaction."""
         if inline is None or not inline.relevant:
             return []
-        writer = ReadTableChanges(self.read_tables(), inline.streams)
+        model = self.read_tables()
+        writer = ReadTableChanges(model, inline.streams, model.tables_for_append())
         inline.write(writer)
         return [(item, ("read", _describe(item))) for item in writer.operations()]
+
+    def _inline_still_live(
+        self, extras: Sequence[tuple[TransactWriteItemTypeDef, tuple[str, str]]]
+    ) -> bool:
+        """Whether an append's read-table items still go to the live tables: each
+        attempt is sent only while this process's copy of the live pointer is
+        fresh and not fenced by a rebuild's switch (``LivePointer``)."""
+        tables = {
+            name
+            for item, (kind, _) in extras
+            if kind == "read"
+            for name in [next(iter(item.values()))["TableName"]]  # type: ignore[index]
+        }
+        if not tables:
+            return True
+        model = self.read_tables()
+        live, fenced = model.pointer.current()
+        return not fenced and tables <= set(astuple(table_set(model.prefix, live))[1:])
 
     def _extra_items(
         self, tracking: Tracking | None
@@ -606,6 +626,12 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         deadline = time.monotonic() + self.datastore.append_timeout
         attempt = 0
         while True:
+            if not self._inline_still_live(extras):
+                # A rebuild's switch began since the items were built: build
+                # them again for the generation that is (or becomes) live.
+                extras = self._extra_items(tracking) + self._inline_items(inline)
+                transact_items = transact_items[:k] + [item for item, _ in extras]
+                kinds = kinds[:k] + [kind for _, kind in extras]
             try:
                 self._transact(transact_items, kinds)
             except OperationalError as error:

@@ -28,7 +28,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from infra.sqlite.read_tables import SCHEMA, TRACKING_NAME, SQLiteWriter
+from infra.sqlite.read_tables import TRACKING_NAME, SQLiteWriter, create_read_tables
 from projections.fold import InlineChanges
 
 COMMITS_SCHEMA = """
@@ -53,9 +53,8 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     def create_table(self) -> None:
         super().create_table()
         with self.datastore.transaction(commit=True) as c:
-            for statement in (COMMITS_SCHEMA + SCHEMA).split(";"):
-                if statement.strip():
-                    c.execute(statement)
+            c.execute(COMMITS_SCHEMA)
+            create_read_tables(c.sqlite_cursor)
 
     def insert_events(
         self,

@@ -1,3 +1,4 @@
+# ruff: noqa: S608 - statements name fixed tables and columns; values are bound
 """The read tables on SQLite: Users, Events, Registrations, and the tracking position.
 
 They live in the event store's own database file. Appends fold into them
@@ -21,20 +22,23 @@ from pathlib import Path
 from uuid import UUID
 
 from infra.sqlite.connections import PerThreadConnections
+from projections.memory import MemoryTables, StoredRegistration
 from projections.paging import decode_token, encode_token
 from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
 
 TRACKING_NAME = "read-tables"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
+#: The read tables. ``{t}`` is the suffix of a table set: "" for the live one,
+#: ``__next`` for the set a rebuild fills (``infra/sqlite/rebuild.py``).
+TABLES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users{t} (
     user_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS events{t} (
     event_id TEXT PRIMARY KEY,
     stream_id TEXT NOT NULL UNIQUE,
     title TEXT NOT NULL,
@@ -50,12 +54,11 @@ CREATE TABLE IF NOT EXISTS events (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_status ON events (status, event_id);
-CREATE TABLE IF NOT EXISTS streams (
+CREATE TABLE IF NOT EXISTS streams{t} (
     stream_id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS registrations (
+CREATE TABLE IF NOT EXISTS registrations{t} (
     user_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -63,32 +66,60 @@ CREATE TABLE IF NOT EXISTS registrations (
     registered_at TEXT NOT NULL,
     PRIMARY KEY (user_id, event_id)
 ) WITHOUT ROWID;
--- The lookup by event (what the seed did with a GSI), ordered
--- as the API lists it: confirmed by seat order, then the waitlist FIFO.
-CREATE INDEX IF NOT EXISTS registrations_by_event
-    ON registrations (event_id, status, sort_key);
 -- Every (user, event) pair that ever had a registration: a user's history.
-CREATE TABLE IF NOT EXISTS user_events (
+CREATE TABLE IF NOT EXISTS user_events{t} (
     user_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     PRIMARY KEY (user_id, event_id)
 ) WITHOUT ROWID;
+"""
+
+#: The secondary indexes the reads use: name -> (table, columns). An index
+#: keeps its name when a rebuild renames its table into place, so an index is
+#: found by its name's prefix and a rebuilt table's carry the rebuild's
+#: generation (``events_by_status_<generation>``).
+INDEXES = {
+    "events_by_status": ("events", "status, event_id"),
+    # The lookup by event (what the seed did with a GSI), ordered as the API
+    # lists it: confirmed by seat order, then the waitlist FIFO.
+    "registrations_by_event": ("registrations", "event_id, status, sort_key"),
+}
+
+TRACKING_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracking (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 
+#: The tables a rebuild replaces (``tracking`` stays: it says where they stand).
+READ_TABLES = ("users", "events", "streams", "registrations", "user_events")
+
+
+def create_read_tables(c: sqlite3.Cursor, suffix: str = "", generation: str = "") -> None:
+    """Creates a set of read tables and their indexes where missing (idempotent)."""
+    for statement in (TABLES_SCHEMA.format(t=suffix) + TRACKING_SCHEMA).split(";"):
+        if statement.strip():
+            c.execute(statement)
+    for name, (table, columns) in INDEXES.items():
+        found = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name LIKE ?",
+            (table + suffix, name + "%"),
+        ).fetchone()
+        if found is None:
+            index = f"{name}_{generation}" if generation else name
+            c.execute(f"CREATE INDEX {index} ON {table}{suffix} ({columns})")
+
+
 EVENT_COLUMNS = frozenset(f.name for f in fields(EventRow)) - {"waitlist"}
 UPDATABLE_EVENT_COLUMNS = EVENT_COLUMNS - {"event_id", "created_at", "updated_at"}
-TABLES = ("users", "events", "streams", "registrations", "user_events", "tracking")
 # The columns a RegistrationRow is made of (r: registrations, e: events).
 REGISTRATION_COLUMNS = (
     "r.user_id, r.event_id, r.status, r.registered_at, e.title AS event_title, e.date AS event_date"
 )
 # Registrations with, for the waiting ones, their 1-based place in line.
 SELECT_REGISTRATIONS_WITH_POSITION = (
-    f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
+    f"SELECT {REGISTRATION_COLUMNS}, "
     "CASE WHEN r.status = 'waitlist' THEN ("
     "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
     "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
@@ -113,27 +144,31 @@ def _column(value: object) -> object:
 
 
 class SQLiteWriter(ReadTableWriter):
-    """Row changes on one cursor, inside the caller's transaction."""
+    """Row changes on one cursor, inside the caller's transaction, to the live
+    tables or (``suffix``) to the set a rebuild fills."""
 
-    def __init__(self, cursor: sqlite3.Cursor, streams: Mapping[UUID, str] | None = None) -> None:
+    def __init__(
+        self, cursor: sqlite3.Cursor, streams: Mapping[UUID, str] | None = None, suffix: str = ""
+    ) -> None:
         self.c = cursor
         self.streams = streams or {}
+        self.t = suffix
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None:
         self.c.execute(
-            "INSERT OR REPLACE INTO users (user_id, name, created_at, updated_at) "
+            f"INSERT OR REPLACE INTO users{self.t} (user_id, name, created_at, updated_at) "
             "VALUES (?, ?, ?, ?)",
             (user_id, name, _ts(at), _ts(at)),
         )
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
         self.c.execute(
-            "INSERT OR REPLACE INTO streams VALUES (?, ?)", (stream_id.hex, row.event_id)
+            f"INSERT OR REPLACE INTO streams{self.t} VALUES (?, ?)", (stream_id.hex, row.event_id)
         )
         values = {name: _column(getattr(row, name)) for name in sorted(EVENT_COLUMNS)}
         values["stream_id"] = stream_id.hex
         self.c.execute(
-            f"INSERT OR REPLACE INTO events ({', '.join(values)}) "  # noqa: S608 - column names
+            f"INSERT OR REPLACE INTO events{self.t} ({', '.join(values)}) "
             f"VALUES ({', '.join('?' for _ in values)})",
             tuple(values.values()),
         )
@@ -143,7 +178,8 @@ class SQLiteWriter(ReadTableWriter):
         if known is not None:
             return known
         found = self.c.execute(
-            "SELECT event_id FROM streams WHERE stream_id = ?", (stream_id.hex,)
+            f"SELECT event_id FROM streams{self.t} WHERE stream_id = ?",
+            (stream_id.hex,),
         ).fetchone()
         if found is None:
             msg = f"No gathering is known for stream {stream_id}"
@@ -158,42 +194,46 @@ class SQLiteWriter(ReadTableWriter):
         assignments = "".join(f"{name} = ?, " for name in fields)
         values = [_column(v) for v in fields.values()]
         self.c.execute(
-            f"UPDATE events SET {assignments}updated_at = ? WHERE event_id = ?",  # noqa: S608 - names checked above
+            f"UPDATE events{self.t} SET {assignments}updated_at = ? WHERE event_id = ?",
             (*values, _ts(at), event_id),
         )
 
     def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
         self.c.execute(
-            "UPDATE events SET registered_count = registered_count + ?, "
+            f"UPDATE events{self.t} SET registered_count = registered_count + ?, "
             "waitlist_count = waitlist_count + ?, updated_at = ? WHERE event_id = ?",
             (registered, waitlisted, _ts(at), event_id),
         )
 
     def delete_event(self, event_id: str) -> None:
-        self.c.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+        self.c.execute(f"DELETE FROM events{self.t} WHERE event_id = ?", (event_id,))
 
     def put_registration(
         self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
     ) -> None:
         self.c.execute(
-            "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO registrations{self.t} VALUES (?, ?, ?, ?, ?)",
             (user_id, event_id, status, sort_key, _ts(at)),
         )
 
     def promote_registration(self, user_id: str, event_id: str, sort_key: int) -> None:
         self.c.execute(
-            "UPDATE registrations SET status = 'confirmed', sort_key = ? "
+            f"UPDATE registrations{self.t} SET status = 'confirmed', sort_key = ? "
             "WHERE user_id = ? AND event_id = ?",
             (sort_key, user_id, event_id),
         )
 
     def delete_registration(self, user_id: str, event_id: str) -> None:
         self.c.execute(
-            "DELETE FROM registrations WHERE user_id = ? AND event_id = ?", (user_id, event_id)
+            f"DELETE FROM registrations{self.t} WHERE user_id = ? AND event_id = ?",
+            (user_id, event_id),
         )
 
     def note_registration(self, user_id: str, event_id: str) -> None:
-        self.c.execute("INSERT OR IGNORE INTO user_events VALUES (?, ?)", (user_id, event_id))
+        self.c.execute(
+            f"INSERT OR IGNORE INTO user_events{self.t} VALUES (?, ?)",
+            (user_id, event_id),
+        )
 
 
 class SQLiteReadModel:
@@ -204,7 +244,8 @@ class SQLiteReadModel:
         self.lock_timeout = lock_timeout
         path.parent.mkdir(parents=True, exist_ok=True)
         self._connections = PerThreadConnections(path, lock_timeout=lock_timeout)
-        self._connection().executescript(SCHEMA)
+        with self._transaction(immediate=True) as c:
+            create_read_tables(c)
 
     # -- connections ---------------------------------------------------------
 
@@ -251,8 +292,8 @@ class SQLiteReadModel:
 
     def reset(self) -> None:
         with self._transaction(immediate=True) as c:
-            for table in TABLES:
-                c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            for table in (*READ_TABLES, "tracking"):
+                c.execute(f"DELETE FROM {table}")
 
     # -- reads ---------------------------------------------------------------
 
@@ -262,8 +303,28 @@ class SQLiteReadModel:
             .execute("SELECT * FROM users WHERE user_id = ?", (user_id,))
             .fetchone()
         )
-        if row is None:
-            return None
+        return None if row is None else self._user_row(row)
+
+    def dump(self) -> MemoryTables:
+        """Every row, in one read transaction (one snapshot of all the tables)."""
+        tables = MemoryTables()
+        with self._transaction(immediate=False) as c:
+            for row in c.execute("SELECT * FROM users"):
+                tables.users[row["user_id"]] = self._user_row(row)
+            for row in c.execute("SELECT * FROM events"):
+                tables.events[row["event_id"]] = self._event_row(c, row, with_waitlist=False)
+            for row in c.execute("SELECT * FROM streams"):
+                tables.streams[UUID(row["stream_id"])] = row["event_id"]
+            for row in c.execute("SELECT * FROM registrations"):
+                tables.registrations[(row["user_id"], row["event_id"])] = StoredRegistration(
+                    row["status"], int(row["sort_key"]), _dt(row["registered_at"])
+                )
+            for row in c.execute("SELECT * FROM user_events"):
+                tables.user_events.add((row["user_id"], row["event_id"]))
+        return tables
+
+    @staticmethod
+    def _user_row(row: sqlite3.Row) -> UserRow:
         return UserRow(
             user_id=row["user_id"],
             name=row["name"],
@@ -303,12 +364,12 @@ class SQLiteReadModel:
             params.append(status)
         with self._transaction(immediate=False) as c:
             rows = c.execute(
-                f"SELECT * FROM events {where} ORDER BY event_id LIMIT ?",  # noqa: S608 - fixed text
+                f"SELECT * FROM events {where} ORDER BY event_id LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
             total_where = "" if status is None else "WHERE status = ?"
             total = c.execute(
-                f"SELECT COUNT(*) AS n FROM events {total_where}",  # noqa: S608 - fixed text
+                f"SELECT COUNT(*) AS n FROM events {total_where}",
                 () if status is None else (status,),
             ).fetchone()["n"]
             items = [self._event_row(c, row) for row in rows[:limit]]
@@ -352,7 +413,7 @@ class SQLiteReadModel:
         with self._transaction(immediate=False) as c:
             # Confirmed (rank 0) by seat order, then the waitlist (rank 1) FIFO.
             rows = c.execute(
-                f"SELECT {REGISTRATION_COLUMNS}, "  # noqa: S608 - fixed column names
+                f"SELECT {REGISTRATION_COLUMNS}, "
                 "CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END AS rank, r.sort_key "
                 "FROM registrations r JOIN events e ON e.event_id = r.event_id "
                 "WHERE r.event_id = ? AND (CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END, "
@@ -380,14 +441,18 @@ class SQLiteReadModel:
         return Page(items=items, next_token=next_token, total=int(counts["n"]) if counts else 0)
 
     @staticmethod
-    def _event_row(c: sqlite3.Cursor, row: sqlite3.Row) -> EventRow:
-        waitlist = tuple(
-            str(r["user_id"])
-            for r in c.execute(
-                "SELECT user_id FROM registrations WHERE event_id = ? AND status = 'waitlist' "
-                "ORDER BY sort_key",
-                (row["event_id"],),
-            ).fetchall()
+    def _event_row(c: sqlite3.Cursor, row: sqlite3.Row, *, with_waitlist: bool = True) -> EventRow:
+        waitlist = (
+            tuple(
+                str(r["user_id"])
+                for r in c.execute(
+                    "SELECT user_id FROM registrations WHERE event_id = ? AND status = 'waitlist' "
+                    "ORDER BY sort_key",
+                    (row["event_id"],),
+                ).fetchall()
+            )
+            if with_waitlist
+            else ()
         )
         values = {name: row[name] for name in EVENT_COLUMNS}
         return EventRow(

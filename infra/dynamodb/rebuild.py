@@ -1,0 +1,223 @@
+"""A rebuild's second set of read tables on DynamoDB: the generation not live.
+
+The read tables exist twice, ``blue`` and ``green`` (``read_tables.table_set``);
+the live pointer (``read_tables.LivePointer``) says which one the API reads
+and appends fold into. A rebuild fills the other one from the log, batch by
+batch, each batch a transaction that also advances the rebuild's position in
+that generation's ``projection_state`` (with the lease: owner and heartbeat),
+so a killed rebuild resumes from its last batch.
+
+The switch cannot take one lock over every process as SQLite's does (no item
+is shared by all appends, by design), so it fences instead:
+
+1. the pointer is marked *fenced*: appends that see it wait, reads ask for
+   the pointer on each request;
+2. the rebuild waits for every process's copy of the pointer to expire (its
+   time to live) and for appends sent before to land (``grace_seconds``):
+   every append is sent only while its process's copy is fresh;
+3. it folds the rest of the log (every append is now in it) into the new
+   generation and points the pointer at it, unfenced.
+
+Appends wait from 1 to 3 (about the pointer's time to live plus the grace,
+seconds); reads never stop. The old generation keeps its rows until the next
+rebuild empties it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from domain.errors import RebuildInProgressError, StoreUnavailableError
+from infra.dynamodb.read_tables import (
+    GENERATIONS,
+    POSITION_KEY,
+    DynamoDBReadModel,
+    _unavailable,
+)
+from projections.ports import Commit
+from projections.rebuild import RebuildState
+
+SWITCH_GRACE_SECONDS = 5.0
+
+
+def _other(generation: str) -> str:
+    return GENERATIONS[1 - GENERATIONS.index(generation)]
+
+
+class DynamoDBRebuildTarget:
+    """The read tables' rebuild on DynamoDB (``projections.rebuild.RebuildTarget``)."""
+
+    def __init__(self, live: DynamoDBReadModel, *, grace_seconds: float = SWITCH_GRACE_SECONDS):
+        self.live = live
+        self.client = live.client
+        self.grace_seconds = grace_seconds
+        self._model: DynamoDBReadModel | None = None
+
+    def close(self) -> None:
+        """The client is the live read model's (closed with it)."""
+
+    def _idle(self) -> DynamoDBReadModel:
+        """The generation that is not live, as a read model bound to it."""
+        generation = _other(self.live.pointer.read()[0])
+        if self._model is None or self._model.generation != generation:
+            self._model = DynamoDBReadModel(
+                self.client, self.live.prefix, create_tables=False, generation=generation
+            )
+        return self._model
+
+    def _item(self, model: DynamoDBReadModel) -> dict[str, Any] | None:
+        return model._get(model.state_table, {"pk": {"S": POSITION_KEY}})
+
+    def state(self) -> RebuildState | None:
+        item = self._item(self._idle())
+        if item is None:
+            return None
+        return RebuildState(
+            position=int(item["position"]),
+            state="failed" if item.get("state") == "failed" else "rebuilding",
+            error=item.get("error"),
+            owner=str(item.get("owner", "")),
+            heartbeat=float(item.get("heartbeat", 0)),
+        )
+
+    def claim(self, owner: str, lease_seconds: float) -> int:
+        model = self._idle()
+        item = self._item(model)
+        state = self.state()
+        if state is not None and state.held(lease_seconds):
+            msg = "Projection 'read-tables' is being rebuilt"
+            raise RebuildInProgressError(msg)
+        fresh = item is None or item.get("state") == "emptying"
+        values: dict[str, Any] = {
+            ":o": {"S": owner},
+            ":h": {"N": repr(time.time())},
+            ":s": {"S": "emptying" if fresh else "rebuilding"},
+        }
+        update = "SET #o = :o, #h = :h, #s = :s REMOVE #e"
+        if fresh:
+            update = "SET #p = :zero, #o = :o, #h = :h, #s = :s REMOVE #e"
+            values[":zero"] = {"N": "0"}
+        condition = "attribute_not_exists(pk)"
+        if item is not None:
+            # Take over only the lease seen just now: two claimants racing for a
+            # lapsed lease cannot both win.
+            condition = "#h = :seen"
+            values[":seen"] = {"N": repr(float(item.get("heartbeat", 0)))}
+        try:
+            self.client.update_item(
+                TableName=model.state_table,
+                Key={"pk": {"S": POSITION_KEY}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={
+                    "#o": "owner",
+                    "#h": "heartbeat",
+                    "#s": "state",
+                    "#e": "error",
+                    **({"#p": "position"} if fresh else {}),
+                },
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                msg = "Projection 'read-tables' is being rebuilt"
+                raise RebuildInProgressError(msg) from None
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+        if fresh:
+            model.empty()  # the rows of the generation this one replaced, if any
+            self._set(model, owner, "#s = :s", {":s": {"S": "rebuilding"}})
+            return 0
+        return int(item["position"]) if item is not None else 0
+
+    def _set(
+        self, model: DynamoDBReadModel, owner: str, assignment: str, values: dict[str, Any]
+    ) -> None:
+        try:
+            self.client.update_item(
+                TableName=model.state_table,
+                Key={"pk": {"S": POSITION_KEY}},
+                UpdateExpression=f"SET {assignment}",
+                # Only the holder of the lease changes the rebuild's state.
+                ConditionExpression="#o = :owner",
+                ExpressionAttributeNames={
+                    name: attribute
+                    for name, attribute in (("#o", "owner"), ("#s", "state"), ("#e", "error"))
+                    if name == "#o" or name in assignment
+                },
+                ExpressionAttributeValues={
+                    **values,
+                    ":owner": {"S": owner},
+                },
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                msg = "The rebuild of 'read-tables' was taken over by another process"
+                raise RebuildInProgressError(msg) from None
+            raise _unavailable(error) from error
+        except BotoCoreError as error:
+            raise _unavailable(error) from error
+
+    def position(self) -> int | None:
+        state = self.state()
+        return None if state is None else state.position
+
+    def apply(
+        self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
+    ) -> bool:
+        model = self._idle()
+        if model.apply(expected, commits, new_position, lease_owner=owner):
+            return True
+        state = self.state()
+        if state is None or state.owner != owner:
+            msg = "The rebuild of 'read-tables' was taken over by another process"
+            raise RebuildInProgressError(msg)
+        return False
+
+    def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
+        model = self._idle()
+        pointer = self.live.pointer
+        live, fenced = pointer.read()
+        if fenced:  # a switch that died between fencing and pointing: unfence first
+            pointer.write(live, fenced=False, expected=(live, True))
+        pointer.write(live, fenced=True, expected=(live, False))
+        try:
+            time.sleep(pointer.ttl + self.grace_seconds)
+            state = self.state()
+            if state is None or state.owner != owner:
+                msg = "The rebuild of 'read-tables' was taken over by another process"
+                raise RebuildInProgressError(msg)
+            commits, head = rest(state.position)
+            if commits and not self.apply(owner, state.position, commits, head):
+                msg = "The rebuild's position moved during its switch"
+                raise StoreUnavailableError(msg)
+            try:
+                self.client.delete_item(
+                    TableName=model.state_table,
+                    Key={"pk": {"S": POSITION_KEY}},
+                    # Only the holder ends the rebuild: the generation goes live.
+                    ConditionExpression="#o = :owner",
+                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues={":owner": {"S": owner}},
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise _unavailable(error) from error
+            pointer.write(model.generation or "blue", fenced=False, expected=(live, True))
+        except BaseException:
+            current = pointer.read()
+            if current == (live, True):
+                pointer.write(live, fenced=False, expected=(live, True))
+            raise
+        return head
+
+    def fail(self, owner: str, error: str) -> None:
+        values = {":s": {"S": "failed"}, ":e": {"S": error[:500]}}
+        self._set(self._idle(), owner, "#s = :s, #e = :e", values)
+
+    def release(self, owner: str) -> None:
+        self._set(self._idle(), owner, "heartbeat = :zero", {":zero": {"N": "0"}})

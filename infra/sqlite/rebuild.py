@@ -1,0 +1,178 @@
+"""A rebuild's second set of read tables on SQLite, in the event store's own file.
+
+The new tables carry the suffix ``__next`` and the rebuild's state is a row of
+``rebuilds`` (position, lease holder and heartbeat, state, error). Each batch
+writes rows and position in one ``BEGIN IMMEDIATE`` transaction, so a killed
+rebuild resumes from its last batch. The switch is one more: holding SQLite's
+write lock (appends queue on it), it folds the last commits, renames the live
+tables away and the new ones into their names, and sets the live tracking
+position to the head. Readers in WAL mode keep the snapshot they started
+with. The old tables are dropped in a transaction of their own.
+
+Indexes keep their names through a rename, so the new tables' indexes carry
+the rebuild's generation (``events_by_status_<generation>``) and are built as
+the tables fill, not while appends wait.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from domain.errors import RebuildInProgressError
+from infra.sqlite.connections import PerThreadConnections
+from infra.sqlite.read_tables import (
+    READ_TABLES,
+    TRACKING_NAME,
+    SQLiteWriter,
+    create_read_tables,
+)
+from projections.ports import Commit
+from projections.rebuild import RebuildState
+
+NEXT = "__next"
+OLD = "__old"
+
+REBUILDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rebuilds (
+    name TEXT PRIMARY KEY,
+    generation TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT
+) WITHOUT ROWID
+"""
+
+
+class SQLiteRebuildTarget:
+    """The read tables' rebuild on SQLite (``projections.rebuild.RebuildTarget``)."""
+
+    def __init__(
+        self, path: Path, *, lock_timeout: float = 30.0, name: str = TRACKING_NAME
+    ) -> None:
+        self.name = name
+        self._connections = PerThreadConnections(path, lock_timeout=lock_timeout)
+        with self._connections.transaction(immediate=True) as c:
+            c.execute(REBUILDS_SCHEMA)
+
+    def close(self) -> None:
+        self._connections.close()
+
+    def _row(self, c: sqlite3.Cursor) -> sqlite3.Row | None:
+        found: sqlite3.Row | None = c.execute(
+            "SELECT * FROM rebuilds WHERE name = ?", (self.name,)
+        ).fetchone()
+        return found
+
+    @staticmethod
+    def _state(row: sqlite3.Row) -> RebuildState:
+        return RebuildState(
+            position=int(row["position"]),
+            state=row["state"],
+            error=row["error"],
+            owner=row["owner"],
+            heartbeat=float(row["heartbeat"]),
+        )
+
+    def state(self) -> RebuildState | None:
+        with self._connections.transaction(immediate=False) as c:
+            row = self._row(c)
+        return None if row is None else self._state(row)
+
+    def claim(self, owner: str, lease_seconds: float) -> int:
+        with self._connections.transaction(immediate=True) as c:
+            row = self._row(c)
+            if row is not None and self._state(row).held(lease_seconds):
+                msg = f"Projection {self.name!r} is being rebuilt"
+                raise RebuildInProgressError(msg)
+            if row is None:
+                generation = uuid.uuid4().hex[:8]
+                for table in READ_TABLES:
+                    # Leftovers of a rebuild killed between its switch and its clean-up.
+                    c.execute(f"DROP TABLE IF EXISTS {table}{OLD}")
+                    c.execute(f"DROP TABLE IF EXISTS {table}{NEXT}")
+                create_read_tables(c, NEXT, generation)
+                c.execute(
+                    "INSERT INTO rebuilds VALUES (?, ?, 0, ?, ?, 'rebuilding', NULL)",
+                    (self.name, generation, owner, time.time()),
+                )
+                position = 0
+            else:
+                c.execute(
+                    "UPDATE rebuilds SET owner = ?, heartbeat = ?, state = 'rebuilding', "
+                    "error = NULL WHERE name = ?",
+                    (owner, time.time(), self.name),
+                )
+                position = int(row["position"])
+        return position
+
+    def _held_row(self, c: sqlite3.Cursor, owner: str) -> sqlite3.Row:
+        """The rebuild's row, while ``owner`` still holds its lease."""
+        row = self._row(c)
+        if row is None or row["owner"] != owner:
+            msg = f"The rebuild of {self.name!r} was taken over by another process"
+            raise RebuildInProgressError(msg)
+        return row
+
+    def position(self) -> int | None:
+        state = self.state()
+        return None if state is None else state.position
+
+    def apply(
+        self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
+    ) -> bool:
+        with self._connections.transaction(immediate=True) as c:
+            if int(self._held_row(c, owner)["position"]) != expected:
+                return False
+            writer = SQLiteWriter(c, suffix=NEXT)
+            for commit in commits:
+                for change in commit:
+                    change.write(writer)
+            c.execute(
+                "UPDATE rebuilds SET position = ?, heartbeat = ? WHERE name = ?",
+                (new_position, time.time(), self.name),
+            )
+            return True
+
+    def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
+        # The write lock holds off every append until the new tables are in
+        # place: each append after the switch folds into them, none is missed.
+        with self._connections.transaction(immediate=True) as c:
+            row = self._held_row(c, owner)
+            commits, head = rest(int(row["position"]))
+            writer = SQLiteWriter(c, suffix=NEXT)
+            for commit in commits:
+                for change in commit:
+                    change.write(writer)
+            for table in READ_TABLES:
+                c.execute(f"ALTER TABLE {table} RENAME TO {table}{OLD}")
+                c.execute(f"ALTER TABLE {table}{NEXT} RENAME TO {table}")
+            c.execute(
+                "INSERT INTO tracking VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (self.name, head),
+            )
+            c.execute("DELETE FROM rebuilds WHERE name = ?", (self.name,))
+        with self._connections.transaction(immediate=True) as c:
+            for table in READ_TABLES:
+                c.execute(f"DROP TABLE IF EXISTS {table}{OLD}")
+        return head
+
+    def fail(self, owner: str, error: str) -> None:
+        with self._connections.transaction(immediate=True) as c:
+            c.execute(
+                "UPDATE rebuilds SET state = 'failed', error = ? WHERE name = ? AND owner = ?",
+                (error[:500], self.name, owner),
+            )
+
+    def release(self, owner: str) -> None:
+        with self._connections.transaction(immediate=True) as c:
+            c.execute(
+                "UPDATE rebuilds SET heartbeat = 0 WHERE name = ? AND owner = ?",
+                (self.name, owner),
+            )
