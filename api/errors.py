@@ -203,6 +203,8 @@ def install_error_handlers(app: FastAPI) -> None:
         StarletteHTTPException: _on_http_error,
         OperationalError: _on_store_error,
         sqlite3.OperationalError: _on_store_error,
+        # The log did not catch up in time (DynamoDB's stream indexer).
+        TimeoutError: _on_store_error,
         Exception: _on_unexpected,
     }
     for exc_class, handler in handlers.items():

@@ -801,6 +801,11 @@ class ShardPoller:
             if not read:
                 self._stop.wait(self.poll_interval)
 
+    @property
+    def shards_changed(self) -> bool:
+        """Whether the last poll found shards opened or closed (poll again to be sure)."""
+        return self._shards_changed
+
     def drain(self, timeout: float = 60.0) -> None:
         """Polls every shard until a poll finds nothing new: then every record
         the stream held when this was called is indexed. Raises TimeoutError

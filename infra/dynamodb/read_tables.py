@@ -62,6 +62,9 @@ POINTER_KEY = "generation#read-tables"
 POINTER_TTL_SECONDS = 2.0
 # The longest an append waits for a switch to end before answering 503.
 FENCE_WAIT_LIMIT_SECONDS = 60.0
+# The longest a fence holds: a switch must point at its tables within it, or
+# give up (so a switch whose process died stops fencing appends).
+FENCE_LEASE_SECONDS = 120.0
 # A catch-up chunk holds whole commits of at most this many row changes, plus
 # the tracking item: within DynamoDB's 100 items per transaction. One commit
 # (an append) never changes more rows than its own transaction held.
@@ -207,12 +210,25 @@ class LivePointer:
         item = _plain(found.get("Item") or {})
         return str(item.get("live", "blue")), bool(item.get("fenced", False))
 
+    def fence_holds(self) -> bool:
+        """Whether the pointer is fenced and its fence not past its end (a switch
+        whose process died fences appends for at most ``FENCE_LEASE_SECONDS``)."""
+        try:
+            found = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": POINTER_KEY}}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        item = _plain(found.get("Item") or {})
+        return bool(item.get("fenced", False)) and time.time() < float(item.get("until", 0))
+
     def current(self) -> tuple[str, bool]:
         with self._lock:
             if time.monotonic() < self._valid_until:
                 return self._live, self._fenced
         asked = time.monotonic()
         live, fenced = self.read()
+        fenced = fenced and self.fence_holds()
         with self._lock:
             self._live, self._fenced = live, fenced
             self._valid_until = asked if fenced else asked + self.ttl
@@ -241,6 +257,8 @@ class LivePointer:
     def write(self, live: str, *, fenced: bool, expected: tuple[str, bool]) -> None:
         """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise)."""
         item = {"pk": POINTER_KEY, "live": live, "fenced": fenced}
+        if fenced:
+            item["until"] = int(time.time() + FENCE_LEASE_SECONDS)
         condition = "attribute_not_exists(pk)" if expected == ("blue", False) else None
         names: dict[str, str] = {"#l": "live", "#f": "fenced"}
         values = {":l": expected[0], ":f": expected[1]}

@@ -196,6 +196,10 @@ class DynamoDBRebuildTarget:
             if commits and not self.apply(owner, state.position, commits, head):
                 msg = "The rebuild's position moved during its switch"
                 raise StoreUnavailableError(msg)
+            if not pointer.fence_holds():
+                # Appends no longer wait: some may have gone to the old tables.
+                msg = "The switch outlasted its fence; the rebuild resumes when asked again"
+                raise StoreUnavailableError(msg)
             try:
                 self.client.delete_item(
                     TableName=model.state_table,

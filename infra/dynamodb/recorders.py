@@ -832,20 +832,33 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """
         deadline = time.monotonic() + timeout
         poller = self.indexer()
+        with self._stats_lock:
+            written = list(self._unseen)  # not what is written while this waits
+        polls = 0
         while True:
-            poller.drain(max(0.0, deadline - time.monotonic()))
-            if not self._still_unseen(poller):
+            try:
+                found = poller.poll_once()
+            except OperationalError:
+                found = -1
+            polls += 1
+            # Done when a poll finds nothing new, or, while writes go on (the
+            # stream never runs dry), once every shard was read twice since the
+            # call and this process's commits written before it are indexed.
+            if found == 0 and not poller.shards_changed and not self._still_unseen(poller, written):
+                return
+            if polls >= 2 and found > 0 and not self._still_unseen(poller, written):
                 return
             if time.monotonic() >= deadline:
                 msg = f"Commits of this process were not indexed within {timeout}s"
                 raise TimeoutError(msg)
-            time.sleep(0.02)  # the stream has yet to show them
+            if found <= 0:
+                time.sleep(0.02)  # the stream has yet to show them
 
-    def _still_unseen(self, poller: ShardPoller) -> list[tuple[str, int]]:
-        """The commits this process appended that are not indexed yet; forgets
-        the rest."""
-        with self._stats_lock:
-            leads = list(self._unseen)
+    def _still_unseen(
+        self, poller: ShardPoller, leads: list[tuple[str, int]]
+    ) -> list[tuple[str, int]]:
+        """Those of ``leads`` (commits this process appended) not indexed yet;
+        forgets the rest."""
         unseen = [lead for lead in leads if not poller.indexer.is_indexed(lead)]
         with self._stats_lock:
             for lead in set(leads).difference(unseen):

@@ -1,13 +1,18 @@
-"""What admins read: the projections and their lag."""
+"""What admins use: the projections and their lag, rebuilds, and the drift check."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from projections.catch_up import wait_until_logged
@@ -76,3 +81,129 @@ def test_a_rebuild_shows_its_progress_and_the_age_of_what_it_has_not_folded(
     container.projector.catch_up()
     (live,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
     assert (live["state"], live["lag"], live["lagSeconds"]) == ("live", 0, 0)
+
+
+def wait_until_live(client: TestClient, timeout: float = 60.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        (projection,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
+        if projection["state"] == "live" or time.monotonic() > deadline:
+            return dict(projection)
+        time.sleep(0.05)
+
+
+def test_a_rebuild_is_accepted_shows_rebuilding_at_once_and_ends_live_and_equal(
+    admin_app: tuple[TestClient, Container],
+) -> None:
+    client, _ = admin_app
+    users = [create_user(client) for _ in range(4)]
+    event_id = create_event(client, capacity=2, waitlistEnabled=True)["eventId"]
+    for user in users:
+        register(client, user, event_id)
+    before = json_of(client.get(f"/events/{event_id}"), 200)
+
+    accepted = client.post("/admin/projections/read-tables/rebuild", headers=ADMIN)
+
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["state"] in {"rebuilding", "live"}
+    assert json_of(client.get(f"/events/{event_id}"), 200) == before  # still serving
+    assert wait_until_live(client)["state"] == "live"
+    assert json_of(client.get(f"/events/{event_id}"), 200) == before
+    report = json_of(client.get("/admin/projections/read-tables/check", headers=ADMIN), 200)
+    assert (report["ok"], report["differences"], report["truncated"]) == (True, [], False)
+
+
+def test_a_second_rebuild_while_one_runs_is_409(
+    admin_app: tuple[TestClient, Container],
+) -> None:
+    client, container = admin_app
+    create_user(client)
+    container.rebuilder.begin()  # a rebuild holds the lease (as another process would)
+
+    refused = client.post("/admin/projections/read-tables/rebuild", headers=ADMIN)
+
+    error_of(refused, 409, "REBUILD_IN_PROGRESS")
+    (projection,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
+    assert projection["state"] == "rebuilding"
+    container.rebuilder.run()
+    assert wait_until_live(client)["state"] == "live"
+
+
+def test_unknown_projections_are_404_and_rebuilds_and_checks_are_for_admins_only(
+    admin_app: tuple[TestClient, Container],
+) -> None:
+    client, _ = admin_app
+    for method, path in (("POST", "rebuild"), ("GET", "check")):
+        error_of(
+            client.request(method, f"/admin/projections/seats/{path}", headers=ADMIN),
+            404,
+            "PROJECTION_NOT_FOUND",
+        )
+        url = f"/admin/projections/read-tables/{path}"
+        error_of(client.request(method, url), 401, "UNAUTHORIZED")
+        for key in (AUDITOR_KEY, CLIENT_KEY):
+            error_of(client.request(method, url, headers=bearer(key)), 403, "FORBIDDEN")
+
+
+def test_the_check_names_a_row_altered_behind_the_services_back(
+    admin_app: tuple[TestClient, Container],
+) -> None:
+    client, container = admin_app
+    event_id = create_event(client, capacity=5)["eventId"]
+    register(client, create_user(client), event_id)
+    alter_registered_count(container, event_id, 4)
+
+    report = json_of(client.get("/admin/projections/read-tables/check", headers=ADMIN), 200)
+
+    assert report["ok"] is False
+    (difference,) = report["differences"]
+    assert (difference["table"], difference["key"]) == ("events", event_id)
+    assert difference["live"]["registeredCount"] == 4
+    assert difference["expected"]["registeredCount"] == 1
+
+
+def alter_registered_count(container: Container, event_id: str, count: int) -> None:
+    read_model = container.read_model
+    if isinstance(read_model, DynamoDBReadModel):
+        read_model.client.update_item(
+            TableName=read_model.events_table,
+            Key={"eventId": {"S": event_id}},
+            UpdateExpression="SET registeredCount = :n",
+            ExpressionAttributeValues={":n": {"N": str(count)}},
+        )
+        return
+    with sqlite3.connect(container.settings.event_store_path) as db:
+        db.execute("UPDATE events SET registered_count = ? WHERE event_id = ?", (count, event_id))
+
+
+def test_the_check_is_exact_while_writes_continue(
+    admin_app: tuple[TestClient, Container],
+) -> None:
+    """Rows the writes change while the check reads them hold values the log gives
+    them at some point of the read: no false alarm, however busy the service."""
+    client, container = admin_app
+    event_id = create_event(client, capacity=3, waitlistEnabled=True)["eventId"]
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        service = container.service
+        joined: list[str] = []
+        while not stop.is_set():
+            user = service.create_user(f"busy-{uuid.uuid4().hex[:8]}", "Busy")
+            service.register(user.user_id, event_id)
+            joined.append(user.user_id)
+            if len(joined) > 4:  # seats free up and the line moves: rows change and go
+                service.leave(joined.pop(0), event_id)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        reports = [
+            json_of(client.get("/admin/projections/read-tables/check", headers=ADMIN), 200)
+            for _ in range(3)
+        ]
+    finally:
+        stop.set()
+        writer.join()
+    assert [r["differences"] for r in reports] == [[], [], []]
+    assert reports[-1]["position"] > reports[0]["position"]  # the writes went on meanwhile
