@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from api.deps import ContainerDep
-from api.routes.docs_helpers import errors
-from api.schemas import DriftCheck, Projection, Projections
+from api.deps import IDEMPOTENT, ContainerDep
+from api.routes.docs_helpers import IDEMPOTENCY, errors
+from api.schemas import ID_PATTERN, DriftCheck, Projection, Projections
 from api.security import Admin
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -16,8 +16,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 ProjectionName = Annotated[
     str,
     Path(
-        min_length=1,
-        max_length=100,
+        pattern=ID_PATTERN,
         description="A projection's name (today only `read-tables`).",
         examples=["read-tables"],
     ),
@@ -47,6 +46,7 @@ def projections(container: ContainerDep, _caller: Admin) -> Projections:
 @router.post(
     "/projections/{name}/rebuild",
     status_code=202,
+    dependencies=IDEMPOTENT,
     response_model=Projection,
     response_model_exclude_none=True,
     summary="Rebuild a projection from the log, without downtime",
@@ -60,7 +60,13 @@ def projections(container: ContainerDep, _caller: Admin) -> Projections:
         "server restarts. One at a time per projection: 409 `REBUILD_IN_PROGRESS` while one "
         "runs. Needs an API key with role `admin`."
     ),
-    responses=errors("FORBIDDEN", "PROJECTION_NOT_FOUND", "REBUILD_IN_PROGRESS"),
+    responses=errors(
+        "VALIDATION_ERROR",
+        "FORBIDDEN",
+        "PROJECTION_NOT_FOUND",
+        "REBUILD_IN_PROGRESS",
+        *IDEMPOTENCY,
+    ),
 )
 def rebuild(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Projection:
     container.projection(name)
@@ -79,7 +85,7 @@ def rebuild(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Pr
         "anything else is a difference. Reads the whole log and every row: an admin's tool, "
         "not a health check. Needs an API key with role `admin`."
     ),
-    responses=errors("FORBIDDEN", "PROJECTION_NOT_FOUND"),
+    responses=errors("VALIDATION_ERROR", "FORBIDDEN", "PROJECTION_NOT_FOUND"),
 )
 def check(name: ProjectionName, container: ContainerDep, _caller: Admin) -> DriftCheck:
     report = container.check(name)

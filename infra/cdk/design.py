@@ -12,7 +12,7 @@ UpdateItem); ``dynamodb:TransactWriteItems`` is not an IAM action.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 #: Name of the eventsourcing application (``infra.service``), lower-cased by
@@ -72,7 +72,9 @@ EVENTS_IN_ID_ORDER_INDEX = "listing-eventId-index"
 REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
 
 #: infra/dynamodb/read_tables.py (``read_table_specs``): every key is a string.
-READ_TABLES: tuple[TableDesign, ...] = (
+#: Blue's set; a rebuild fills the other set, green (``green-`` after the
+#: prefix), and the live pointer in blue's projection_state says which is live.
+BLUE_READ_TABLES: tuple[TableDesign, ...] = (
     TableDesign("UsersTable", "users", ("userId", "S")),
     TableDesign(
         "EventsViewTable",
@@ -90,6 +92,12 @@ READ_TABLES: tuple[TableDesign, ...] = (
     TableDesign("UserEventsTable", "user_events", ("userId", "S"), ("eventId", "S")),
     TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
 )
+
+GREEN_READ_TABLES: tuple[TableDesign, ...] = tuple(
+    replace(design, construct_id=f"Green{design.construct_id}", suffix=f"green-{design.suffix}")
+    for design in BLUE_READ_TABLES
+)
+READ_TABLES: tuple[TableDesign, ...] = BLUE_READ_TABLES + GREEN_READ_TABLES
 
 #: infra/dynamodb/idempotency.py: Idempotency-Key records, deleted by DynamoDB's
 #: time to live once expired (reads also treat them as absent).
@@ -133,11 +141,13 @@ API_INDEX_TABLE_ACTIONS: tuple[str, ...] = (
 #: The API on the read tables (infra/dynamodb/read_tables.py): appends carry
 #: their read-table changes as Put, Update and Delete items of the same
 #: transaction; events are listed by querying a GSI, titles fetched with
-#: BatchGetItem. Scan and BatchWriteItem are only used by ``reset`` (``python -m
-#: api.cli rebuild``, run by an operator, never by the Lambda), so they are not
-#: granted; nor is CreateTable (see above).
+#: BatchGetItem; ``GET /admin/projections/{name}/check`` scans every table
+#: (read-only). BatchWriteItem (emptying a generation) is only used by rebuilds
+#: (``regsvc rebuild``, run by an operator with admin credentials, never by the
+#: Lambda), so it is not granted; nor is CreateTable (see above).
 READ_MODEL_ACTIONS: tuple[str, ...] = (
     "dynamodb:DescribeTable",
+    "dynamodb:Scan",
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
     "dynamodb:PutItem",

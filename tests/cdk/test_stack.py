@@ -82,12 +82,10 @@ EVENT_STORE_TABLE_NAMES = (
 )
 EVENTS_TABLE_NAME, SNAPSHOTS_TABLE_NAME, INDEX_TABLE_NAME = EVENT_STORE_TABLE_NAMES
 IDEMPOTENCY_TABLE_NAME = "regsvc-idempotency"
-READ_TABLE_NAMES = (
-    "regsvc-users",
-    "regsvc-events",
-    "regsvc-registrations",
-    "regsvc-user_events",
-    "regsvc-projection_state",
+READ_TABLE_NAMES = tuple(
+    f"regsvc-{generation}{table}"
+    for generation in ("", "green-")  # blue keeps the original names; a rebuild fills green
+    for table in ("users", "events", "registrations", "user_events", "projection_state")
 )
 
 Resource = dict[str, Any]
@@ -509,6 +507,9 @@ DYNAMODB_SOURCES = REPO_ROOT / "infra" / "dynamodb"
 READ_MODEL_SOURCES = [DYNAMODB_SOURCES / "read_tables.py"]
 INDEXER_SOURCES = [DYNAMODB_SOURCES / "indexer.py"]
 IDEMPOTENCY_SOURCES = [DYNAMODB_SOURCES / "idempotency.py"]
+#: Rebuilds are an admin's job, run with admin credentials (``regsvc rebuild``):
+#: the API role is not granted what they do (emptying and filling a generation).
+REBUILD_SOURCES = [DYNAMODB_SOURCES / "rebuild.py"]
 #: What the API process runs: the recorders and their datastore. The indexer
 #: module is the indexer Lambda's (the API runs no in-process indexer).
 API_EVENT_STORE_SOURCES = sorted(
@@ -516,6 +517,7 @@ API_EVENT_STORE_SOURCES = sorted(
     - set(READ_MODEL_SOURCES)
     - set(INDEXER_SOURCES)
     - set(IDEMPOTENCY_SOURCES)
+    - set(REBUILD_SOURCES)
 )
 INDEXER_LAMBDA_SOURCES = [REPO_ROOT / "api" / "indexer_lambda.py", *INDEXER_SOURCES]
 #: The in-process poller of the stream (``make run``, tests, the admin CLI): in
@@ -534,7 +536,7 @@ STREAMS_OPERATIONS = frozenset(
     {"describe_stream", "get_records", "get_shard_iterator", "list_streams"}
 )
 #: Read-model methods only ``python -m api.cli`` runs, never the Lambda.
-ADMIN_ONLY_METHODS = frozenset({"reset", "_put_position", "_delete_stream_names"})
+ADMIN_ONLY_METHODS = frozenset({"reset", "empty", "_put_position", "_delete_stream_names"})
 #: How the indexer names its tables (``StreamIndexer``'s attributes).
 INDEXER_TABLE_ATTRIBUTES = {
     "events_table_name": EVENTS_TABLE_NAME,
@@ -665,7 +667,6 @@ def test_the_api_code_calls_exactly_the_actions_the_api_role_grants() -> None:
     # What the admin-only methods add (so is deliberately not granted).
     assert dynamodb_actions_called(READ_MODEL_SOURCES) - set(READ_MODEL_ACTIONS) == {
         "dynamodb:BatchWriteItem",
-        "dynamodb:Scan",
     }
     # Plus DescribeTable: ensure_tables (read_tables.py) checks the table at start-up.
     assert dynamodb_actions_called(IDEMPOTENCY_SOURCES) | {"dynamodb:DescribeTable"} == set(
@@ -763,6 +764,7 @@ def test_api_role_may_read_and_write_the_read_tables(
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
             "dynamodb:Query",
+            "dynamodb:Scan",  # the drift check (read-only)
         ]
     )
     assert sorted(statement["Action"]) == sorted(READ_MODEL_ACTIONS)
@@ -778,7 +780,12 @@ def test_api_role_may_only_query_the_events_and_registrations_indexes(
     assert list(READ_MODEL_INDEX_ACTIONS) == ["dynamodb:Query"]
     assert statement["Resource"] == [
         {"Fn::Join": ["", [table_arn(resources, name), "/index/*"]]}
-        for name in ("regsvc-events", "regsvc-registrations")
+        for name in (
+            "regsvc-events",
+            "regsvc-registrations",
+            "regsvc-green-events",
+            "regsvc-green-registrations",
+        )
     ]
 
 
