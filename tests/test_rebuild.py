@@ -102,10 +102,12 @@ def test_a_rebuild_also_folds_what_reaches_the_log_only_after_its_first_read_of_
 ) -> None:
     service = container.service
     _gathering(container, "late", 2)
+    wait_until_logged(service.recorder)  # DynamoDB: the indexer placed it
     first_commit_end = service.recorder.max_notification_id() or 0
     for n in range(3):
         service.create_user(f"late{n}", "Late")
         service.register(f"late{n}", "late")
+    wait_until_logged(service.recorder)
     live = container.read_model.dump()
 
     container.read_model.reset()

@@ -161,9 +161,9 @@ def table_set(prefix: str, generation: str) -> TableSet:
     )
 
 
-def read_table_specs(prefix: str) -> list[ReadTableSpec]:
+def read_table_specs(prefix: str, generations: Sequence[str] = GENERATIONS) -> list[ReadTableSpec]:
     specs = []
-    for generation in GENERATIONS:
+    for generation in generations:
         names = table_set(prefix, generation)
         specs += [
             ReadTableSpec(names.users, ("userId",)),
@@ -559,7 +559,10 @@ class DynamoDBReadModel:
         self._streams: dict[str, str] = {}
         self._streams_lock = threading.Lock()
         if create_tables:
-            ensure_tables(client, read_table_specs(prefix))
+            # Blue holds the live pointer and is live until a first rebuild;
+            # a rebuild creates green when it first needs it (the CDK stack
+            # defines both).
+            ensure_tables(client, read_table_specs(prefix, ("blue",)))
 
     def tables(self) -> TableSet:
         """The tables read: the bound generation's, or the live one's."""
@@ -702,8 +705,10 @@ class DynamoDBReadModel:
         return True
 
     def reset(self) -> None:
-        """Empties the tables and starts a rebuild at position 0 (appends stop folding
-        inline until ``go_live``: stop writers while a DynamoDB rebuild runs)."""
+        """Empties the live tables in place and restarts their catch-up at position 0
+        (the fold's tests; admins rebuild with ``projections.rebuild.Rebuilder``,
+        which never empties what the API serves). Appends keep folding inline
+        meanwhile, so nothing may write while this runs."""
         self._put_position(0)
         self.empty()
 

@@ -36,7 +36,10 @@ from infra.dynamodb.read_tables import (
     GENERATIONS,
     POSITION_KEY,
     DynamoDBReadModel,
+    _plain,
     _unavailable,
+    ensure_tables,
+    read_table_specs,
 )
 from projections.ports import Commit
 from projections.rebuild import RebuildState
@@ -70,7 +73,16 @@ class DynamoDBRebuildTarget:
         return self._model
 
     def _item(self, model: DynamoDBReadModel) -> dict[str, Any] | None:
-        return model._get(model.state_table, {"pk": {"S": POSITION_KEY}})
+        try:
+            found = self.client.get_item(
+                TableName=model.state_table, Key={"pk": {"S": POSITION_KEY}}, ConsistentRead=True
+            )
+        except self.client.exceptions.ResourceNotFoundException:
+            return None  # no rebuild ever created this generation's tables
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        item = found.get("Item")
+        return None if item is None else _plain(item)
 
     def state(self) -> RebuildState | None:
         item = self._item(self._idle())
@@ -84,7 +96,12 @@ class DynamoDBRebuildTarget:
             heartbeat=float(item.get("heartbeat", 0)),
         )
 
+    def ensure_tables(self) -> None:
+        """Creates whichever generation's tables are missing (a first rebuild's)."""
+        ensure_tables(self.client, read_table_specs(self.live.prefix))
+
     def claim(self, owner: str, lease_seconds: float) -> int:
+        self.ensure_tables()
         model = self._idle()
         item = self._item(model)
         state = self.state()

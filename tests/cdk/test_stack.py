@@ -67,6 +67,7 @@ from infra.cdk.stack import (
 )
 from infra.dynamodb import factory as dynamodb_factory
 from infra.dynamodb.read_tables import EVENTS_GSI, ORDER_GSI, read_table_specs
+from infra.dynamodb.rebuild import DynamoDBRebuildTarget
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 
@@ -295,6 +296,9 @@ def created_by_the_service(resources: dict[str, Resource]) -> dict[str, dict[str
         assert settings.environment == "production"
         assert settings.dynamodb_indexer is False  # the indexer Lambda indexes
         container = wiring.build_container(settings)
+        target = container.rebuilder.target
+        assert isinstance(target, DynamoDBRebuildTarget)
+        target.ensure_tables()  # what a first rebuild creates: the other generation
         container.close()
     return client.created
 
