@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from domain.errors import RebuildInProgressError
-from projections.catch_up import CatchUpProjector, Progress, wait_until_logged
+from projections.catch_up import CatchUpProjector, Progress
 from projections.ports import Commit
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,6 @@ class Rebuilder:
                 if on_progress is not None:
                     on_progress(progress)
                 if progress.head - progress.position <= self.projector.batch_size:
-                    wait_until_logged(self.recorder)
                     head = self.target.switch(self.owner, self.projector.rest)
                     if on_progress is not None:
                         on_progress(Progress(head, head, settled=True))
@@ -198,6 +197,10 @@ class Rebuilder:
     def start(self) -> None:
         """Claims the rebuild now (so its state shows at once) and runs it in a thread."""
         self.begin()
+        self.run_in_background()
+
+    def run_in_background(self) -> None:
+        """``run`` in a thread of its own (after ``begin``)."""
         self._stopping.clear()
         thread = threading.Thread(target=self._run_quietly, name="rebuild", daemon=True)
         self._thread = thread

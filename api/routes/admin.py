@@ -70,8 +70,10 @@ def projections(container: ContainerDep, _caller: Admin) -> Projections:
 )
 def rebuild(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Projection:
     container.projection(name)
-    container.rebuilder.start()
-    return Projection.model_validate(container.projection(name), from_attributes=True)
+    container.rebuilder.begin()
+    claimed = container.projection(name)  # rebuilding, before any batch runs
+    container.rebuilder.run_in_background()
+    return Projection.model_validate(claimed, from_attributes=True)
 
 
 @router.get(
