@@ -76,9 +76,6 @@ class RebuildTarget(Protocol):
         lapsed; returns the position it resumes from. Raises RebuildInProgressError
         while another holder's lease is fresh."""
 
-    def position(self) -> int | None:
-        """The last notification folded into the new tables."""
-
     def apply(
         self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
     ) -> bool:
@@ -107,7 +104,9 @@ class _Held:
     owner: str
 
     def position(self) -> int | None:
-        return self.target.position()
+        """The last notification folded into the new tables."""
+        state = self.target.state()
+        return None if state is None else state.position
 
     def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
         return self.target.apply(self.owner, expected, commits, new_position)

@@ -26,7 +26,8 @@ rebuild empties it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,8 +48,38 @@ from projections.rebuild import RebuildState
 SWITCH_GRACE_SECONDS = 5.0
 
 
+IN_PROGRESS = "Projection 'read-tables' is being rebuilt"
+TAKEN_OVER = "The rebuild of 'read-tables' was taken over by another process"
+
+
+@contextmanager
+def _lease_condition(refused: str) -> Iterator[None]:
+    """DynamoDB's errors as named ones: a failed condition on the rebuild's item
+    means that another process holds (or took) its lease."""
+    try:
+        yield
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            raise RebuildInProgressError(refused) from None
+        raise _unavailable(error) from error
+    except BotoCoreError as error:
+        raise _unavailable(error) from error
+
+
 def _other(generation: str) -> str:
     return GENERATIONS[1 - GENERATIONS.index(generation)]
+
+
+def _state(item: dict[str, Any] | None) -> RebuildState | None:
+    if item is None:
+        return None
+    return RebuildState(
+        position=int(item["position"]),
+        state="failed" if item.get("state") == "failed" else "rebuilding",
+        error=item.get("error"),
+        owner=str(item.get("owner", "")),
+        heartbeat=float(item.get("heartbeat", 0)),
+    )
 
 
 class DynamoDBRebuildTarget:
@@ -85,16 +116,7 @@ class DynamoDBRebuildTarget:
         return None if item is None else _plain(item)
 
     def state(self) -> RebuildState | None:
-        item = self._item(self._idle())
-        if item is None:
-            return None
-        return RebuildState(
-            position=int(item["position"]),
-            state="failed" if item.get("state") == "failed" else "rebuilding",
-            error=item.get("error"),
-            owner=str(item.get("owner", "")),
-            heartbeat=float(item.get("heartbeat", 0)),
-        )
+        return _state(self._item(self._idle()))
 
     def ensure_tables(self) -> None:
         """Creates whichever generation's tables are missing (a first rebuild's)."""
@@ -104,10 +126,9 @@ class DynamoDBRebuildTarget:
         self.ensure_tables()
         model = self._idle()
         item = self._item(model)
-        state = self.state()
+        state = _state(item)
         if state is not None and state.held(lease_seconds):
-            msg = "Projection 'read-tables' is being rebuilt"
-            raise RebuildInProgressError(msg)
+            raise RebuildInProgressError(IN_PROGRESS)
         fresh = item is None or item.get("state") == "emptying"
         values: dict[str, Any] = {
             ":o": {"S": owner},
@@ -124,7 +145,7 @@ class DynamoDBRebuildTarget:
             # lapsed lease cannot both win.
             condition = "#h = :seen"
             values[":seen"] = {"N": repr(float(item.get("heartbeat", 0)))}
-        try:
+        with _lease_condition(IN_PROGRESS):
             self.client.update_item(
                 TableName=model.state_table,
                 Key={"pk": {"S": POSITION_KEY}},
@@ -139,13 +160,6 @@ class DynamoDBRebuildTarget:
                 },
                 ExpressionAttributeValues=values,
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                msg = "Projection 'read-tables' is being rebuilt"
-                raise RebuildInProgressError(msg) from None
-            raise _unavailable(error) from error
-        except BotoCoreError as error:
-            raise _unavailable(error) from error
         if fresh:
             model.empty()  # the rows of the generation this one replaced, if any
             self._set(model, owner, "#s = :s", {":s": {"S": "rebuilding"}})
@@ -155,7 +169,7 @@ class DynamoDBRebuildTarget:
     def _set(
         self, model: DynamoDBReadModel, owner: str, assignment: str, values: dict[str, Any]
     ) -> None:
-        try:
+        with _lease_condition(TAKEN_OVER):
             self.client.update_item(
                 TableName=model.state_table,
                 Key={"pk": {"S": POSITION_KEY}},
@@ -172,17 +186,6 @@ class DynamoDBRebuildTarget:
                     ":owner": {"S": owner},
                 },
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                msg = "The rebuild of 'read-tables' was taken over by another process"
-                raise RebuildInProgressError(msg) from None
-            raise _unavailable(error) from error
-        except BotoCoreError as error:
-            raise _unavailable(error) from error
-
-    def position(self) -> int | None:
-        state = self.state()
-        return None if state is None else state.position
 
     def apply(
         self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
@@ -192,8 +195,7 @@ class DynamoDBRebuildTarget:
             return True
         state = self.state()
         if state is None or state.owner != owner:
-            msg = "The rebuild of 'read-tables' was taken over by another process"
-            raise RebuildInProgressError(msg)
+            raise RebuildInProgressError(TAKEN_OVER)
         return False
 
     def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
@@ -207,8 +209,7 @@ class DynamoDBRebuildTarget:
             time.sleep(pointer.ttl + self.grace_seconds)
             state = self.state()
             if state is None or state.owner != owner:
-                msg = "The rebuild of 'read-tables' was taken over by another process"
-                raise RebuildInProgressError(msg)
+                raise RebuildInProgressError(TAKEN_OVER)
             commits, head = rest(state.position)
             if commits and not self.apply(owner, state.position, commits, head):
                 msg = "The rebuild's position moved during its switch"
@@ -217,7 +218,7 @@ class DynamoDBRebuildTarget:
                 # Appends no longer wait: some may have gone to the old tables.
                 msg = "The switch outlasted its fence; the rebuild resumes when asked again"
                 raise StoreUnavailableError(msg)
-            try:
+            with _lease_condition(TAKEN_OVER):
                 self.client.delete_item(
                     TableName=model.state_table,
                     Key={"pk": {"S": POSITION_KEY}},
@@ -226,8 +227,6 @@ class DynamoDBRebuildTarget:
                     ExpressionAttributeNames={"#o": "owner"},
                     ExpressionAttributeValues={":owner": {"S": owner}},
                 )
-            except (ClientError, BotoCoreError) as error:
-                raise _unavailable(error) from error
             pointer.write(model.generation or "blue", fenced=False, expected=(live, True))
         except BaseException:
             current = pointer.read()

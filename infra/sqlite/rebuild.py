@@ -131,10 +131,6 @@ class SQLiteRebuildTarget:
             raise RebuildInProgressError(msg)
         return row
 
-    def position(self) -> int | None:
-        state = self.state()
-        return None if state is None else state.position
-
     def apply(
         self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
     ) -> bool:
