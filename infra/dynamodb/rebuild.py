@@ -13,8 +13,10 @@ is shared by all appends, by design), so it fences instead:
 1. the pointer is marked *fenced*: appends that see it wait, reads ask for
    the pointer on each request;
 2. the rebuild waits for every process's copy of the pointer to expire (its
-   time to live) and for appends sent before to land (``grace_seconds``):
-   every append is sent only while its process's copy is fresh;
+   time to live) and for requests sent before to land (``grace_seconds``):
+   every HTTP send of an append, botocore's retries included, goes out only
+   while its process's copy is fresh (a ``before-send`` hook in
+   ``infra/dynamodb/recorders.py``);
 3. it folds the rest of the log (every append is now in it) into the new
    generation and points the pointer at it, unfenced.
 

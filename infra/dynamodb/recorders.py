@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import astuple
 from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,13 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
-from infra.dynamodb.read_tables import DynamoDBReadModel, ReadTableChanges, table_set
+from infra.dynamodb.read_tables import (
+    GENERATIONS,
+    DynamoDBReadModel,
+    LivePointer,
+    ReadTableChanges,
+    table_set,
+)
 from projections.fold import InlineChanges
 
 if TYPE_CHECKING:
@@ -446,6 +453,27 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
         return results
 
 
+class _PointerMovedError(Exception):
+    """Raised before an append's request is sent when its read-table items are for
+    a generation that is no longer live, or fenced by a rebuild's switch."""
+
+
+#: The live pointer and generation of the append this thread is sending.
+_SENDING: ContextVar[tuple[LivePointer, str] | None] = ContextVar("_SENDING", default=None)
+
+
+def _check_live_pointer(**_: Any) -> None:
+    """botocore's before-send hook: every HTTP send of an append, botocore's own
+    retries included, goes out only while this process's copy of the live
+    pointer is fresh and names the generation its items write."""
+    sending = _SENDING.get()
+    if sending is None:
+        return
+    pointer, generation = sending
+    if not pointer.confirms(generation):
+        raise _PointerMovedError(generation)
+
+
 class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder):
     """Events appended per stream, plus a totally ordered, gap-free
     notification log that the stream indexer (:mod:`infra.dynamodb.indexer`)
@@ -514,6 +542,11 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             self._read_tables = DynamoDBReadModel(
                 self.client, self.datastore.table_name(""), create_tables=False
             )
+            self.client.meta.events.register(
+                "before-send.dynamodb.TransactWriteItems",
+                _check_live_pointer,
+                unique_id="regsvc-live-pointer",
+            )
         return self._read_tables
 
     def _inline_items(
@@ -527,12 +560,10 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         inline.write(writer)
         return [(item, ("read", _describe(item))) for item in writer.operations()]
 
-    def _inline_still_live(
+    def _generation_of(
         self, extras: Sequence[tuple[TransactWriteItemTypeDef, tuple[str, str]]]
-    ) -> bool:
-        """Whether an append's read-table items still go to the live tables: each
-        attempt is sent only while this process's copy of the live pointer is
-        fresh and not fenced by a rebuild's switch (``LivePointer``)."""
+    ) -> str | None:
+        """The generation of read tables an append's items write (None: none)."""
         tables = {
             name
             for item, (kind, _) in extras
@@ -540,10 +571,22 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             for name in [next(iter(item.values()))["TableName"]]  # type: ignore[index]
         }
         if not tables:
-            return True
-        model = self.read_tables()
-        live, fenced = model.pointer.current()
-        return not fenced and tables <= set(astuple(table_set(model.prefix, live))[1:])
+            return None
+        prefix = self.read_tables().prefix
+        for generation in GENERATIONS:
+            if tables <= set(astuple(table_set(prefix, generation))[1:]):
+                return generation
+        msg = f"Read-table items of no single generation: {sorted(tables)}"
+        raise ValueError(msg)
+
+    def _inline_still_live(
+        self, extras: Sequence[tuple[TransactWriteItemTypeDef, tuple[str, str]]]
+    ) -> bool:
+        """Whether an append's read-table items still go to the live tables: each
+        attempt is sent only while this process's copy of the live pointer is
+        fresh and not fenced by a rebuild's switch (``LivePointer``)."""
+        generation = self._generation_of(extras)
+        return generation is None or self.read_tables().pointer.confirms(generation)
 
     def _extra_items(
         self, tracking: Tracking | None
@@ -632,8 +675,22 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 extras = self._extra_items(tracking) + self._inline_items(inline)
                 transact_items = transact_items[:k] + [item for item, _ in extras]
                 kinds = kinds[:k] + [kind for _, kind in extras]
+            generation = self._generation_of(extras)
+            sending = _SENDING.set(
+                None if generation is None else (self.read_tables().pointer, generation)
+            )
             try:
                 self._transact(transact_items, kinds)
+            except _PointerMovedError as moved:
+                # botocore was about to send (or re-send) this attempt after a
+                # rebuild's switch began. An earlier send of it may have
+                # committed with its answer lost: then it stands; otherwise
+                # build the read-table items again for the live generation.
+                try:
+                    self._unless_recorded(items[0][0], moved)
+                except _PointerMovedError:
+                    continue
+                return
             except OperationalError as error:
                 # Timeouts or a lost connection after botocore's retries: the
                 # transaction may have committed. Answer with what the table says.
@@ -655,6 +712,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 self._retry_sleep(attempt)
             else:
                 return
+            finally:
+                _SENDING.reset(sending)
 
     def stream_exists(self, originator_id: UUID | str) -> bool:
         """Whether any event of ``originator_id`` is recorded: one key-only Query
