@@ -81,8 +81,8 @@ def test_an_append_built_for_the_replaced_generation_is_built_again_for_the_new_
     assert pointer.read() == ("green", False)
     registration = container.read_model.get_registration("mid", "switching")
     assert registration is not None
-    blue = DynamoDBReadModel(
-        recorder.client, container.read_model.prefix, create_tables=False, generation="blue"
-    )
+    live = container.read_model
+    assert isinstance(live, DynamoDBReadModel)
+    blue = DynamoDBReadModel(recorder.client, live.prefix, create_tables=False, generation="blue")
     assert blue.get_registration("mid", "switching") is None  # never sent to the old set
     assert container.check("read-tables").ok
