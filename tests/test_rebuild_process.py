@@ -23,7 +23,7 @@ from tests.support import server_env
 
 pytestmark = pytest.mark.processes
 
-PEOPLE = 120
+PEOPLE = 60
 
 
 @pytest.fixture

@@ -179,6 +179,10 @@ def read_table_specs(prefix: str, generations: Sequence[str] = GENERATIONS) -> l
     return specs
 
 
+def _fence_holds(item: dict[str, Any]) -> bool:
+    return bool(item.get("fenced", False)) and time.time() < float(item.get("until", 0))
+
+
 class LivePointer:
     """Which generation is live: one item of blue's ``projection_state``.
 
@@ -199,36 +203,35 @@ class LivePointer:
         self._fenced = False
         self._valid_until = 0.0
 
-    def read(self) -> tuple[str, bool]:
-        """The live generation and whether a switch has fenced it (a consistent read)."""
+    def _item(self) -> dict[str, Any]:
         try:
             found = self.client.get_item(
                 TableName=self.table, Key={"pk": {"S": POINTER_KEY}}, ConsistentRead=True
             )
         except (ClientError, BotoCoreError) as error:
             raise _unavailable(error) from error
-        item = _plain(found.get("Item") or {})
+        return _plain(found.get("Item") or {})
+
+    def read(self) -> tuple[str, bool]:
+        """The live generation and whether a switch has fenced it, as stored (a
+        consistent read)."""
+        item = self._item()
         return str(item.get("live", "blue")), bool(item.get("fenced", False))
 
     def fence_holds(self) -> bool:
         """Whether the pointer is fenced and its fence not past its end (a switch
         whose process died fences appends for at most ``FENCE_LEASE_SECONDS``)."""
-        try:
-            found = self.client.get_item(
-                TableName=self.table, Key={"pk": {"S": POINTER_KEY}}, ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as error:
-            raise _unavailable(error) from error
-        item = _plain(found.get("Item") or {})
-        return bool(item.get("fenced", False)) and time.time() < float(item.get("until", 0))
+        return _fence_holds(self._item())
 
     def current(self) -> tuple[str, bool]:
+        """The live generation and whether appends must wait, from this process's
+        copy while it is fresh; one read of the item otherwise."""
         with self._lock:
             if time.monotonic() < self._valid_until:
                 return self._live, self._fenced
         asked = time.monotonic()
-        live, fenced = self.read()
-        fenced = fenced and self.fence_holds()
+        item = self._item()
+        live, fenced = str(item.get("live", "blue")), _fence_holds(item)
         with self._lock:
             self._live, self._fenced = live, fenced
             self._valid_until = asked if fenced else asked + self.ttl
