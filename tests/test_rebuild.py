@@ -147,10 +147,8 @@ def test_a_rebuild_keeps_every_event_a_user_ever_registered_for(container: Conta
 
 @pytest.fixture
 def rebuilding(settings: Settings) -> Iterator[Container]:
-    """A container whose rebuilds fold a few events per batch and switch at once."""
-    quick = settings.model_copy(
-        update={"rebuild_batch_size": 5, "rebuild_switch_grace_seconds": 0.0}
-    )
+    """A container whose rebuilds fold a few events per batch."""
+    quick = settings.model_copy(update={"rebuild_batch_size": 5})
     built = build_container(quick)
     built.start()
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,19 +13,7 @@ import pytest
 from domain.application import GatheringSpec
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.read_tables import DynamoDBReadModel
-from infra.settings import Settings
-from infra.wiring import Container, build_container
-
-
-@pytest.fixture
-def container(settings: Settings) -> Iterator[Container]:
-    quick = settings.model_copy(update={"rebuild_switch_grace_seconds": 0.0})
-    built = build_container(quick)
-    built.start()
-    try:
-        yield built
-    finally:
-        built.close()
+from infra.wiring import Container
 
 
 @pytest.mark.parametrize("caught", ["before the attempt", "by the send hook"])
