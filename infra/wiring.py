@@ -57,11 +57,16 @@ class Container:
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
 
-    def projection(self, name: str) -> ProjectionStatus:
-        """Where the named projection stands (ProjectionNotFoundError if there is none)."""
+    @staticmethod
+    def known_projection(name: str) -> None:
+        """Raises ProjectionNotFoundError unless the service has that projection."""
         if name != READ_TABLES:
             msg = f"Projection {name!r} not found (there is: {READ_TABLES})"
             raise ProjectionNotFoundError(msg)
+
+    def projection(self, name: str) -> ProjectionStatus:
+        """Where the named projection stands (ProjectionNotFoundError if there is none)."""
+        self.known_projection(name)
         return read_tables_status(
             self.service.recorder,
             self.read_model,
@@ -73,7 +78,7 @@ class Container:
         self, name: str, on_progress: Callable[[int, int], None] | None = None
     ) -> DriftReport:
         """Compares the named projection with a fresh fold of the log."""
-        self.projection(name)
+        self.known_projection(name)
         return check_drift(self.service.recorder, self.service.mapper, self.read_model, on_progress)
 
     def start(self) -> None:

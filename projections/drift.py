@@ -175,6 +175,8 @@ class DriftReport:
     rows: int
     differences: list[Difference]
     truncated: bool = False
+    events: tuple[str, ...] = ()
+    """The events (gathering ids) the log holds at ``position``, sorted."""
 
     def report(self) -> dict[str, object]:
         return {
@@ -221,4 +223,5 @@ def check_drift(
         rows=sum(1 for _ in _keys(live)),
         differences=differences[:MAX_DIFFERENCES],
         truncated=len(differences) > MAX_DIFFERENCES,
+        events=tuple(sorted(expected.events)),
     )

@@ -10,6 +10,7 @@ from api.deps import IDEMPOTENT, ContainerDep
 from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import ID_PATTERN, DriftCheck, Projection, Projections
 from api.security import Admin
+from projections.status import READ_TABLES
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -39,7 +40,7 @@ ProjectionName = Annotated[
     responses=errors("FORBIDDEN"),
 )
 def projections(container: ContainerDep, _caller: Admin) -> Projections:
-    status = container.projection("read-tables")
+    status = container.projection(READ_TABLES)
     return Projections(projections=[Projection.model_validate(status, from_attributes=True)])
 
 
@@ -69,7 +70,7 @@ def projections(container: ContainerDep, _caller: Admin) -> Projections:
     ),
 )
 def rebuild(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Projection:
-    container.projection(name)
+    container.known_projection(name)
     container.rebuilder.begin()
     claimed = container.projection(name)  # rebuilding, before any batch runs
     container.rebuilder.run_in_background()

@@ -10,7 +10,6 @@ import time
 import uuid
 from collections import OrderedDict
 from contextvars import ContextVar
-from dataclasses import astuple
 from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -74,13 +73,7 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
-from infra.dynamodb.read_tables import (
-    GENERATIONS,
-    DynamoDBReadModel,
-    LivePointer,
-    ReadTableChanges,
-    table_set,
-)
+from infra.dynamodb.read_tables import DynamoDBReadModel, LivePointer, ReadTableChanges
 from projections.fold import InlineChanges
 
 if TYPE_CHECKING:
@@ -551,42 +544,23 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
 
     def _inline_items(
         self, inline: InlineChanges | None
-    ) -> list[tuple[TransactWriteItemTypeDef, tuple[str, str]]]:
-        """The read-table changes of an append, as items of its own transaction."""
+    ) -> tuple[list[tuple[TransactWriteItemTypeDef, tuple[str, str]]], str | None]:
+        """The read-table changes of an append, as items of its own transaction,
+        and the generation of read tables they write (None when there are none)."""
         if inline is None or not inline.relevant:
-            return []
+            return [], None
         model = self.read_tables()
-        writer = ReadTableChanges(model, inline.streams, model.tables_for_append())
+        names = model.tables_for_append()
+        writer = ReadTableChanges(model, inline.streams, names)
         inline.write(writer)
-        return [(item, ("read", _describe(item))) for item in writer.operations()]
+        items = [(item, ("read", _describe(item))) for item in writer.operations()]
+        return items, names.generation if items else None
 
-    def _generation_of(
-        self, extras: Sequence[tuple[TransactWriteItemTypeDef, tuple[str, str]]]
-    ) -> str | None:
-        """The generation of read tables an append's items write (None: none)."""
-        tables = {
-            name
-            for item, (kind, _) in extras
-            if kind == "read"
-            for name in [next(iter(item.values()))["TableName"]]  # type: ignore[index]
-        }
-        if not tables:
-            return None
-        prefix = self.read_tables().prefix
-        for generation in GENERATIONS:
-            if tables <= set(astuple(table_set(prefix, generation))[1:]):
-                return generation
-        msg = f"Read-table items of no single generation: {sorted(tables)}"
-        raise ValueError(msg)
-
-    def _inline_still_live(
-        self, extras: Sequence[tuple[TransactWriteItemTypeDef, tuple[str, str]]]
-    ) -> bool:
-        """Whether an append's read-table items still go to the live tables: each
-        attempt is sent only while this process's copy of the live pointer is
-        fresh and not fenced by a rebuild's switch (``LivePointer``)."""
-        generation = self._generation_of(extras)
-        return generation is None or self.read_tables().pointer.confirms(generation)
+    def _inline_still_live(self, generation: str) -> bool:
+        """Whether an append's read-table items, written for ``generation``, still
+        go to the live tables: each attempt is sent only while this process's
+        copy of the live pointer is fresh and not fenced by a rebuild's switch."""
+        return self.read_tables().pointer.confirms(generation)
 
     def _extra_items(
         self, tracking: Tracking | None
@@ -627,7 +601,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         tracking: Tracking | None,
         inline: InlineChanges | None = None,
     ) -> None:
-        extras = self._extra_items(tracking) + self._inline_items(inline)
+        inline_items, generation = self._inline_items(inline)
+        extras = self._extra_items(tracking) + inline_items
         self._check_events(stored_events, 1, len(extras))
         k = len(stored_events)
         if k == 0:
@@ -669,13 +644,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         deadline = time.monotonic() + self.datastore.append_timeout
         attempt = 0
         while True:
-            if not self._inline_still_live(extras):
+            if generation is not None and not self._inline_still_live(generation):
                 # A rebuild's switch began since the items were built: build
                 # them again for the generation that is (or becomes) live.
-                extras = self._extra_items(tracking) + self._inline_items(inline)
+                inline_items, generation = self._inline_items(inline)
+                extras = self._extra_items(tracking) + inline_items
                 transact_items = transact_items[:k] + [item for item, _ in extras]
                 kinds = kinds[:k] + [kind for _, kind in extras]
-            generation = self._generation_of(extras)
             sending = _SENDING.set(
                 None if generation is None else (self.read_tables().pointer, generation)
             )

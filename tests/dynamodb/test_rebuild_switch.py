@@ -36,8 +36,8 @@ def test_an_append_built_for_the_replaced_generation_is_built_again_for_the_new_
     build = recorder._inline_items
 
     def build_then_let_the_switch_begin(inline: Any) -> Any:
-        items = build(inline)
-        built_for.append(recorder._generation_of(items) or "")
+        items, generation = build(inline)
+        built_for.append(generation or "")
         if len(built_for) == 1:  # the switch fences the pointer before these are sent
             switching.start()
             deadline = time.monotonic() + 30
@@ -45,18 +45,18 @@ def test_an_append_built_for_the_replaced_generation_is_built_again_for_the_new_
                 assert time.monotonic() < deadline, "the switch never fenced the pointer"
                 time.sleep(0.01)
             time.sleep(pointer.ttl)  # this process's copy of the pointer expires
-        return items
+        return items, generation
 
     monkeypatch.setattr(recorder, "_inline_items", build_then_let_the_switch_begin)
     if caught == "by the send hook":
         looked = recorder._inline_still_live
         skipped: list[bool] = []
 
-        def look_too_early(extras: Any) -> bool:
+        def look_too_early(generation: str) -> bool:
             if not skipped:
                 skipped.append(True)
                 return True
-            return looked(extras)
+            return looked(generation)
 
         monkeypatch.setattr(recorder, "_inline_still_live", look_too_early)
 
