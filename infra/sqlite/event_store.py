@@ -140,19 +140,36 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             (TRACKING_NAME, ids[-1]),
         )
 
-    def stream_exists(self, originator_id: UUID) -> bool:
-        """One indexed look-up on a connection of this thread's own (no pool, no BEGIN)."""
+    def _lookup(self) -> sqlite3.Connection:
+        """This thread's own connection for single-statement reads: no pool, no
+        BEGIN, each read sees the last commit (the command thread asks these
+        once per batch or per new aggregate, so eventsourcing's pooled
+        transaction around them was a large share of its time)."""
         connection: sqlite3.Connection | None = getattr(self._local, "lookup", None)
         if connection is None:
             connection = sqlite3.connect(
                 self.datastore.pool.db_name, uri=True, check_same_thread=False
             )
             self._local.lookup = connection
-        found = connection.execute(
-            f"SELECT 1 FROM {self.events_table_name} WHERE originator_id = ? LIMIT 1",  # noqa: S608
-            (originator_id.hex,),
-        ).fetchone()
+        return connection
+
+    def stream_exists(self, originator_id: UUID) -> bool:
+        """One indexed look-up."""
+        found = (
+            self._lookup()
+            .execute(
+                f"SELECT 1 FROM {self.events_table_name} WHERE originator_id = ? LIMIT 1",  # noqa: S608
+                (originator_id.hex,),
+            )
+            .fetchone()
+        )
         return found is not None
+
+    def max_notification_id(self) -> int:
+        """The log's head: the events table's largest rowid (None when empty,
+        as eventsourcing's recorder contract says)."""
+        head: int = self._lookup().execute(self.select_max_notification_id_statement).fetchone()[0]
+        return head
 
     def stream_notifications(
         self, originator_id: UUID, *, gt: int | None = None, limit: int | None = None
