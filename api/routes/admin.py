@@ -47,7 +47,7 @@ def projections(container: ContainerDep, _caller: Admin) -> Projections:
 @router.post(
     "/projections/{name}/rebuild",
     status_code=202,
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     response_model=Projection,
     response_model_exclude_none=True,
     summary="Rebuild a projection from the log, without downtime",

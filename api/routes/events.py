@@ -50,7 +50,7 @@ def _current(state: GatheringState, read_model: ReadModel, service: ServiceDep) 
         "deleted events are never reused (409 DUPLICATE_EVENT). `date` is an ISO 8601 date or "
         "date-time string; `status` defaults to `active`. registeredCount starts at 0."
     ),
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     responses=errors(*IDEMPOTENCY, "VALIDATION_ERROR", "DUPLICATE_EVENT", "PAYLOAD_TOO_LARGE"),
 )
 async def create_event(
@@ -119,7 +119,7 @@ def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
         "availableSpots are not client-writable (400). Title and date changes show in every "
         "registration list."
     ),
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     responses=errors(
         *IDEMPOTENCY,
         "VALIDATION_ERROR",
@@ -166,7 +166,7 @@ async def update_event(
         "Deletes an event nobody is registered or waitlisted for; otherwise 409 "
         "EVENT_HAS_REGISTRATIONS. Its history stays in the event store."
     ),
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     responses=errors(
         *IDEMPOTENCY,
         "VALIDATION_ERROR",

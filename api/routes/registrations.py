@@ -36,7 +36,7 @@ router = APIRouter(prefix="/users/{userId}/registrations", tags=["registrations"
         "ALREADY_REGISTERED or ALREADY_ON_WAITLIST; 409 EVENT_FULL (full, no waitlist). A user "
         "who left may register again, as a newcomer."
     ),
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     responses=errors(
         *IDEMPOTENCY,
         "VALIDATION_ERROR",
@@ -118,7 +118,7 @@ def get_registration(
         "the waitlist in the same atomic step; a waitlisted user leaving keeps the others' "
         "order."
     ),
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     responses=errors(
         *IDEMPOTENCY,
         "VALIDATION_ERROR",

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/users", tags=["users"])
         "An existing userId is refused with 409 DUPLICATE_USER and the original is unchanged. "
         "The `Location` header names the new user."
     ),
-    dependencies=IDEMPOTENT,
+    openapi_extra=IDEMPOTENT,
     responses=errors(*IDEMPOTENCY, "VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"),
 )
 async def create_user(body: UserCreate, service: ServiceDep, response: Response) -> User:
