@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The real application, through its HTTP interface."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+    # Log lines are written in batches: the rest goes to this test's output.
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 @pytest.fixture

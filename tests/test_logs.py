@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
+import threading
+import time
 from uuid import UUID
 
-from infra.logs import JsonLinesFormatter, set_request_id
+from infra.logs import JsonLinesFormatter, JsonLinesHandler, set_request_id
 
 
 def record(message: str, **extra: object) -> logging.LogRecord:
@@ -64,3 +67,64 @@ def test_times_within_one_second_keep_their_milliseconds() -> None:
 
     assert json.loads(formatter.format(early))["time"].endswith(".001Z")
     assert json.loads(formatter.format(late))["time"].endswith(".999Z")
+
+
+def handler_writing_to(stream: io.StringIO, interval: float) -> JsonLinesHandler:
+    handler = JsonLinesHandler(stream, interval=interval)  # type: ignore[arg-type]
+    handler.setFormatter(JsonLinesFormatter())
+    return handler
+
+
+def written(stream: io.StringIO) -> list[str]:
+    return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+
+
+def test_info_lines_are_written_in_one_batch_by_the_writer_thread() -> None:
+    stream = io.StringIO()
+    handler = handler_writing_to(stream, interval=0.2)
+    for n in range(3):
+        info = record(f"info {n}")
+        info.levelno, info.levelname = logging.INFO, "INFO"
+        handler.handle(info)
+
+    assert written(stream) == []  # not yet: no system call per line
+    deadline = time.monotonic() + 5
+    while not stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert written(stream) == ["info 0", "info 1", "info 2"]
+
+
+def test_a_warning_is_written_at_once_after_everything_logged_before_it() -> None:
+    stream = io.StringIO()
+    handler = handler_writing_to(stream, interval=3600)
+    info = record("before")
+    info.levelno, info.levelname = logging.INFO, "INFO"
+    handler.handle(info)
+    handler.handle(record("the warning"))
+
+    assert written(stream) == ["before", "the warning"]
+
+
+def test_threads_warning_while_the_writer_writes_neither_deadlock_nor_lose_or_reorder_lines() -> (
+    None
+):
+    stream = io.StringIO()
+    handler = handler_writing_to(stream, interval=0.0001)
+
+    def log(thread: int) -> None:
+        for n in range(300):
+            handler.handle(record(f"{thread}:{n}"))
+
+    threads = [threading.Thread(target=log, args=(t,), daemon=True) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    handler.flush()
+
+    lines = written(stream)
+    assert sorted(lines) == sorted(f"{t}:{n}" for t in range(4) for n in range(300))
+    for t in range(4):
+        own = [int(line.split(":")[1]) for line in lines if line.startswith(f"{t}:")]
+        assert own == sorted(own)

@@ -34,6 +34,7 @@ def log_lines(client: TestClient) -> Iterator[Lines]:
     previous = handler.setStream(buffer)
 
     def lines() -> list[dict[str, Any]]:
+        handler.flush()  # lines are written in batches
         parsed = [json.loads(line) for line in buffer.getvalue().splitlines()]
         assert all(isinstance(line, dict) for line in parsed)
         return parsed
