@@ -70,7 +70,7 @@ def test_times_within_one_second_keep_their_milliseconds() -> None:
 
 
 def handler_writing_to(stream: io.StringIO, interval: float) -> JsonLinesHandler:
-    handler = JsonLinesHandler(stream, interval=interval)  # type: ignore[arg-type]
+    handler = JsonLinesHandler(stream, interval=interval)
     handler.setFormatter(JsonLinesFormatter())
     return handler
 
