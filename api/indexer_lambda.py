@@ -37,7 +37,7 @@ from typing import Any
 
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.indexer import StreamIndexer
-from infra.logs import configure_logging
+from infra.logs import configure_logging, flush_logs
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.wiring import event_store_env
@@ -86,6 +86,13 @@ def _batch(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def handler(event: Mapping[str, Any], context: object = None) -> None:
     """Indexes one batch of DynamoDB Streams records; raises when it cannot
     (the event source mapping then retries the batch)."""
+    try:
+        _index(event)
+    finally:
+        flush_logs()  # the process may be frozen once this returns
+
+
+def _index(event: Mapping[str, Any]) -> None:
     records: list[Mapping[str, Any]] = list(event.get("Records") or [])
     indexer = _indexer()
     batch = _batch(records)

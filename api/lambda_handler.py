@@ -14,7 +14,7 @@ from mangum import Mangum
 from mangum.types import LambdaContext
 
 from api.main import create_app
-from infra.logs import configure_logging
+from infra.logs import configure_logging, flush_logs
 from infra.settings import Settings
 from infra.wiring import build_container
 
@@ -33,4 +33,7 @@ def _adapter() -> Mangum:
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda handler (``api.lambda_handler.handler``)."""
-    return _adapter()(event, context)
+    try:
+        return _adapter()(event, context)
+    finally:
+        flush_logs()  # the process may be frozen once this returns

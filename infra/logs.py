@@ -146,6 +146,14 @@ class JsonLinesHandler(logging.StreamHandler[TextIO]):
                 self._pending.clear()
 
 
+def flush_logs() -> None:
+    """Writes every queued line now. AWS Lambda freezes a process between
+    invocations, so its handlers call this before they return: an invocation's
+    lines reach CloudWatch with it, not at some later thaw."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure_logging(level: str) -> None:
     """Sends every log record to stderr as one JSON object per line (idempotent)."""
     global _configured  # noqa: PLW0603 - configured once per process

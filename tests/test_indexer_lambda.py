@@ -249,12 +249,14 @@ def keys_of(records: list[dict[str, Any]]) -> list[Key]:
 @pytest.fixture
 def lambda_env(service: Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The indexer Lambda's environment for the service's tables; yields the log
-    levels the handler configured (JSON lines: infra.logs, tested there)."""
+    levels the handler configured and a "flushed" for each time it wrote its
+    queued log lines (JSON lines: infra.logs, tested there)."""
     for name, value in server_env(service.store_settings).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("ENVIRONMENT", "test")
     configured: list[str] = []
     monkeypatch.setattr(indexer_lambda, "configure_logging", configured.append)
+    monkeypatch.setattr(indexer_lambda, "flush_logs", lambda: configured.append("flushed"))
     indexer_lambda._indexer.cache_clear()  # a cold start
     yield configured
     indexer_lambda._indexer.cache_clear()
@@ -285,7 +287,8 @@ def test_the_handler_indexes_a_batch_of_stream_records_in_stream_order(
 
     assert service.notifications() == list(enumerate(keys, start=1))
     assert service.recorder.max_notification_id() == len(keys)
-    assert lambda_env == ["INFO"]  # logging configured once, at the cold start
+    # Logging configured once, at the cold start; the lines written before it returned.
+    assert lambda_env == ["INFO", "flushed"]
     (logged,) = batch_logs(caplog)
     assert logged.levelno == logging.INFO
     assert logged.__dict__["records"] == len(records)
@@ -356,6 +359,7 @@ def test_a_failing_batch_raises_so_the_mapping_retries_it_and_the_retry_indexes_
     with pytest.raises(PersistenceError):
         indexer_lambda.handler(event, None)
 
+    assert lambda_env[-1] == "flushed"  # the error's line is written before the retry
     (logged,) = batch_logs(caplog)
     assert logged.levelno == logging.ERROR
     assert logged.exc_info is not None

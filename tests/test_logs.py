@@ -10,7 +10,7 @@ import threading
 import time
 from uuid import UUID
 
-from infra.logs import JsonLinesFormatter, JsonLinesHandler, set_request_id
+from infra.logs import JsonLinesFormatter, JsonLinesHandler, flush_logs, set_request_id
 
 
 def record(message: str, **extra: object) -> logging.LogRecord:
@@ -128,3 +128,22 @@ def test_threads_warning_while_the_writer_writes_neither_deadlock_nor_lose_or_re
     for t in range(4):
         own = [int(line.split(":")[1]) for line in lines if line.startswith(f"{t}:")]
         assert own == sorted(own)
+
+
+def test_flush_logs_writes_what_the_root_handler_queued() -> None:
+    stream = io.StringIO()
+    handler = handler_writing_to(stream, interval=3600)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        logging.getLogger("tests.logs").warning("at once")
+        queued = record("queued")
+        queued.levelno, queued.levelname = logging.INFO, "INFO"
+        handler.handle(queued)
+        assert written(stream) == ["at once"]
+
+        flush_logs()
+
+        assert written(stream) == ["at once", "queued"]
+    finally:
+        root.removeHandler(handler)
