@@ -39,7 +39,7 @@ from pathlib import Path
 from bench import dynamodb_appends, dynamodb_capacity
 from bench.feed_lag import FeedWatch
 from bench.load import Outcome, Sizes, run_scenario
-from bench.report import STORE_TITLES, Result, failures, markdown, text_table
+from bench.report import STORE_TITLES, Result, failures, keep_sections, markdown, text_table
 from bench.servers import BASELINE, KINDS, Server, ServerError
 from infra.devtools.dynamodb_local import DynamoDBLocal, install
 
@@ -352,18 +352,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             if k in os.environ
         )
         shown = f"{settings} {shown}".strip()
+        previous = args.write.read_text() if args.write.exists() else ""
         args.write.write_text(
-            markdown(
-                results,
-                stores,
-                sizes,
-                args.runs,
-                shown,
-                elapsed,
-                capacity_table,
-                problems,
-                load_before,
-                dynamodb_sections,
+            keep_sections(
+                previous,
+                markdown(
+                    results,
+                    stores,
+                    sizes,
+                    args.runs,
+                    shown,
+                    elapsed,
+                    capacity_table,
+                    problems,
+                    load_before,
+                    dynamodb_sections,
+                ),
             )
         )
         print(f"Wrote {args.write}")

@@ -289,3 +289,28 @@ def markdown(
         parts += ["## Failed checks", "", *(f"- {p}" for p in problems), ""]
     parts += ["## What is measured", "", EXPLANATION, ""]
     return "\n".join(parts)
+
+
+#: Sections measured by other commands (``python -m bench.audit``) and written
+#: into BENCHMARKS.md by hand: a rewrite by ``make bench`` keeps them.
+KEPT_SECTIONS = ("## Auditors and admins",)
+
+
+def keep_sections(previous: str, written: str, headings: Sequence[str] = KEPT_SECTIONS) -> str:
+    """``written``, with each section of ``previous`` under one of ``headings``
+    (up to the next ``## `` heading) put back before "What is measured"."""
+    kept: list[str] = []
+    for heading in headings:
+        start = previous.find(heading + " ")
+        if start < 0:
+            start = previous.find(heading + "\n")
+        if start < 0:
+            continue
+        end = previous.find("\n## ", start + len(heading))
+        kept.append(previous[start : end + 1 if end >= 0 else len(previous)].rstrip() + "\n\n")
+    if not kept:
+        return written
+    marker = "## What is measured"
+    at = written.find(marker)
+    at = len(written) if at < 0 else at
+    return written[:at] + "".join(kept) + written[at:]
