@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         RequestContextMiddleware,
         max_body_bytes=resolved.max_body_bytes,
         api_keys=resolved.api_keys,
+        meter_capacity=resolved.store == "dynamodb",
     )
     install_error_handlers(app)
     for router in (

@@ -48,11 +48,19 @@ class RequestContextMiddleware:
     API key's name, or anonymous), logs it, caps its body."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, api_keys: tuple[ApiKey, ...] = ()
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        api_keys: tuple[ApiKey, ...] = (),
+        *,
+        meter_capacity: bool = False,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_keys = api_keys
+        # DynamoDB's consumed capacity per request, in its log line; on SQLite
+        # there is nothing to meter, and a meter per request is not free.
+        self.meter_capacity = meter_capacity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +70,7 @@ class RequestContextMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else _new_request_id()
         set_request_id(request_id)
-        capacity = start_request_meter()
+        capacity = start_request_meter() if self.meter_capacity else None
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -129,7 +137,7 @@ class RequestContextMiddleware:
                 "status": status,
                 "durationMs": round((time.perf_counter() - started) * 1000, 2),
             }
-            if capacity.read or capacity.write:
+            if capacity is not None and (capacity.read or capacity.write):
                 fields["consumedCapacity"] = capacity.totals()
             logger.info("request", extra=fields)
 

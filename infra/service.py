@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import Context
 from functools import cached_property
 from typing import Any
@@ -33,12 +34,24 @@ from eventsourcing.persistence import (
 from domain.application import RegistrationService
 from domain.errors import StoreUnavailableError, WriteConflictError
 from domain.model import Gathering
+from infra.dynamodb.capacity import shared_among
 from infra.logs import request_metadata
 from infra.sealing import SealingMapper
 from projections.catch_up import IndexedLog
 from projections.fold import InlineChanges
 
 logger = logging.getLogger(__name__)
+
+
+def _weights(origins: Mapping[int, Context], events: Sequence[object]) -> list[tuple[Context, int]]:
+    """Each request context of a batch, with how many of the saved events it decided."""
+    counted: dict[int, tuple[Context, int]] = {}
+    for event in events:
+        context = origins.get(id(event))
+        if context is not None:
+            _, n = counted.get(id(context), (context, 0))
+            counted[id(context)] = (context, n + 1)
+    return list(counted.values())
 
 
 class StoredRegistrationService(RegistrationService):
@@ -119,7 +132,8 @@ class StoredRegistrationService(RegistrationService):
         events = processing_event.events
         metadata = [request_metadata(origins.get(id(e))) for e in events]
         stored, digests = self.mapper.seal(events, metadata)
-        ids = self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
+        with shared_among(_weights(origins, events)) if origins else contextlib.nullcontext():
+            ids = self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
         self.mapper.remember(digests)
         if not ids:
             return []

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from contextvars import ContextVar
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import Context, ContextVar
 from dataclasses import dataclass, field
 from math import ceil
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,16 @@ class Capacity:
             self.read[table] += float(reads or 0.0)
             self.write[table] += float(writes or 0.0)
 
+    def add_share(self, other: Capacity, share: float) -> None:
+        """Adds ``share`` (0..1) of ``other``'s units, table by table."""
+        with other.lock:
+            read, write = dict(other.read), dict(other.write)
+        with self.lock:
+            for table, units in read.items():
+                self.read[table] += units * share
+            for table, units in write.items():
+                self.write[table] += units * share
+
     def totals(self) -> dict[str, float]:
         with self.lock:
             return {
@@ -77,6 +89,29 @@ def start_request_meter() -> Capacity:
     meter = Capacity()
     _request_capacity.set(meter)
     return meter
+
+
+@contextmanager
+def shared_among(weights: Sequence[tuple[Context, int]]) -> Iterator[None]:
+    """Meters what runs inside, then gives each request its share by weight.
+
+    A batch saves the commands of several requests in one transaction, run
+    from the command thread (no request's meter is current there). Each
+    request's context (``weights``: the contexts the saved events were decided
+    in, weighted by their number of events) gets its share of what the save
+    consumed, so its log line shows its part of the transaction.
+    """
+    batch = Capacity()
+    token = _request_capacity.set(batch)
+    try:
+        yield
+    finally:
+        _request_capacity.reset(token)
+        total = sum(weight for _, weight in weights)
+        for context, weight in weights:
+            meter = context.get(_request_capacity)
+            if meter is not None and meter is not batch and total:
+                meter.add_share(batch, weight / total)
 
 
 def _ask_for_capacity(params: dict[str, Any], model: Any, **_: Any) -> None:

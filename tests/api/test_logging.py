@@ -227,3 +227,16 @@ def test_an_unexpected_failure_logs_the_error_and_a_500_request_line(
     requests = requests_of(lines)
     assert len(requests) == 1
     assert (requests[0]["method"], requests[0]["status"]) == ("POST", 500)
+
+
+def test_a_request_line_carries_the_dynamodb_capacity_it_consumed_and_none_on_sqlite(
+    client: TestClient, log_lines: Lines, store_name: str
+) -> None:
+    response = client.post("/users", json={"userId": "metered", "name": "M"})
+
+    assert response.status_code == 201
+    (line,) = [r for r in requests_of(log_lines()) if r["path"] == "/users"]
+    if store_name == "dynamodb":
+        assert line["consumedCapacity"]["writeUnits"] > 0
+    else:
+        assert "consumedCapacity" not in line

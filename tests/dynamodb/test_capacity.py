@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
 
 from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS
 from infra.dynamodb import make_client
-from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, transaction_write_units
+from infra.dynamodb.capacity import (
+    PROCESS_TOTALS,
+    _record,
+    instrument,
+    shared_among,
+    start_request_meter,
+    transaction_write_units,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -80,3 +89,17 @@ def test_a_single_put_per_table_counts_what_dynamodb_local_reports(
     assert transaction_write_units([{"Put": {"TableName": first, "Item": item}}]) == {
         first: reported[0]["CapacityUnits"]
     }
+
+
+def test_a_save_shared_by_several_requests_is_split_among_them_by_their_events() -> None:
+    one, three = contextvars.Context(), contextvars.Context()
+    meters = [one.run(start_request_meter), three.run(start_request_meter)]
+
+    with shared_among([(one, 1), (three, 3)]):
+        _record(
+            {"ConsumedCapacity": {"TableName": "events", "WriteCapacityUnits": 8.0}},
+            SimpleNamespace(name="PutItem"),
+            {},
+        )
+
+    assert [meter.totals()["writeUnits"] for meter in meters] == [2.0, 6.0]
