@@ -482,7 +482,7 @@ def _machine_settings() -> settings:
     examples = 2 * profile.max_examples
     if support.SELECTED_STORE == "dynamodb":
         # Each run creates its own tables on DynamoDB Local: fewer, longer runs.
-        examples = max(5, profile.max_examples // 4)
+        examples = max(4, profile.max_examples // 4)
     return settings(profile, max_examples=examples, stateful_step_count=steps)
 
 
