@@ -13,9 +13,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextvars import Context
 from functools import cached_property
 from typing import Any
@@ -34,24 +33,12 @@ from eventsourcing.persistence import (
 from domain.application import RegistrationService
 from domain.errors import StoreUnavailableError, WriteConflictError
 from domain.model import Gathering
-from infra.dynamodb.capacity import shared_among
 from infra.logs import request_metadata
 from infra.sealing import SealingMapper
 from projections.catch_up import IndexedLog
 from projections.fold import InlineChanges
 
 logger = logging.getLogger(__name__)
-
-
-def _weights(origins: Mapping[int, Context], events: Sequence[object]) -> list[tuple[Context, int]]:
-    """Each request context of a batch, with how many of the saved events it decided."""
-    counted: dict[int, tuple[Context, int]] = {}
-    for event in events:
-        context = origins.get(id(event))
-        if context is not None:
-            _, n = counted.get(id(context), (context, 0))
-            counted[id(context)] = (context, n + 1)
-    return list(counted.values())
 
 
 class StoredRegistrationService(RegistrationService):
@@ -130,10 +117,12 @@ class StoredRegistrationService(RegistrationService):
         # without one were decided in the current context.
         origins: Mapping[int, Context] = kwargs.pop("origins", None) or {}
         events = processing_event.events
-        metadata = [request_metadata(origins.get(id(e))) for e in events]
+        contexts = [origins.get(id(e)) for e in events]
+        metadata = [request_metadata(context) for context in contexts]
         stored, digests = self.mapper.seal(events, metadata)
-        with shared_among(_weights(origins, events)) if origins else contextlib.nullcontext():
-            ids = self.recorder.insert_events(stored, tracking=processing_event.tracking, **kwargs)
+        ids = self.recorder.insert_events(
+            stored, tracking=processing_event.tracking, contexts=contexts, **kwargs
+        )
         self.mapper.remember(digests)
         if not ids:
             return []

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from api.main import create_app
+from infra.logs import flush_logs
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from tests import support
@@ -109,14 +109,19 @@ def settings(store_settings: dict[str, object], tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(autouse=True)
+def _written_logs() -> Iterator[None]:
+    """Log lines are written in batches: what a test logged goes to its own
+    captured output, not to the terminal when the session ends."""
+    yield
+    flush_logs()
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The real application, through its HTTP interface."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-    # Log lines are written in batches: the rest goes to this test's output.
-    for handler in logging.getLogger().handlers:
-        handler.flush()
 
 
 @pytest.fixture

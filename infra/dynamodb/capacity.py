@@ -92,26 +92,36 @@ def start_request_meter() -> Capacity:
 
 
 @contextmanager
-def shared_among(weights: Sequence[tuple[Context, int]]) -> Iterator[None]:
-    """Meters what runs inside, then gives each request its share by weight.
+def shared_among(contexts: Sequence[Context | None]) -> Iterator[None]:
+    """Meters what runs inside, then gives each request its share.
 
     A batch saves the commands of several requests in one transaction, run
-    from the command thread (no request's meter is current there). Each
-    request's context (``weights``: the contexts the saved events were decided
-    in, weighted by their number of events) gets its share of what the save
-    consumed, so its log line shows its part of the transaction.
+    from the command thread (no request's meter is current there).
+    ``contexts`` holds, per saved event, the context (request) it was decided
+    in; each request gets the share of what the save consumed that its events
+    are of the batch, so its log line shows its part of the transaction. With
+    no contexts (a command run in its own request) the request's meter is the
+    current one and counts directly.
     """
+    counted: dict[int, tuple[Context, int]] = {}
+    for context in contexts:
+        if context is not None:
+            _, n = counted.get(id(context), (context, 0))
+            counted[id(context)] = (context, n + 1)
+    if not counted:
+        yield
+        return
     batch = Capacity()
     token = _request_capacity.set(batch)
     try:
         yield
     finally:
         _request_capacity.reset(token)
-        total = sum(weight for _, weight in weights)
-        for context, weight in weights:
+        total = sum(n for _, n in counted.values())
+        for context, n in counted.values():
             meter = context.get(_request_capacity)
-            if meter is not None and meter is not batch and total:
-                meter.add_share(batch, weight / total)
+            if meter is not None:
+                meter.add_share(batch, n / total)
 
 
 def _ask_for_capacity(params: dict[str, Any], model: Any, **_: Any) -> None:

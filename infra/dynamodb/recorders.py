@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from threading import Event, Lock, Thread
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -32,6 +32,7 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 
+from infra.dynamodb.capacity import shared_among
 from infra.dynamodb.datastore import DynamoDBDatastore, TableSpec, batch_get
 from infra.dynamodb.errors import (
     CONDITION_FAILED_CODES,
@@ -512,9 +513,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         stored_events: Sequence[StoredEvent],
         *,
         inline: InlineChanges | None = None,
+        contexts: Sequence[Context | None] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        self._append(stored_events, None, inline)
+        """``contexts``: the request each event was decided in (a batch mixes
+        requests), so each request's log line gets its share of the capacity."""
+        with shared_among(contexts):
+            self._append(stored_events, None, inline)
         self._appended(stored_events)
         return None
 

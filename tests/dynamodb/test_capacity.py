@@ -95,7 +95,7 @@ def test_a_save_shared_by_several_requests_is_split_among_them_by_their_events()
     one, three = contextvars.Context(), contextvars.Context()
     meters = [one.run(start_request_meter), three.run(start_request_meter)]
 
-    with shared_among([(one, 1), (three, 3)]):
+    with shared_among([one, three, None, three, three]):
         _record(
             {"ConsumedCapacity": {"TableName": "events", "WriteCapacityUnits": 8.0}},
             SimpleNamespace(name="PutItem"),
