@@ -63,9 +63,29 @@ def pytest_configure(config: pytest.Config) -> None:
     hypothesis_settings.load_profile(profile)
 
 
+# What a test asks for when it runs on the store under test.
+STORE_FIXTURES = frozenset({"store_name", "endpoint", "dynamodb_endpoint"})
+
+
+def runs_on_this_pass(item: pytest.Item, store: str) -> bool:
+    """Whether ``item`` runs in this store's pass of the suite.
+
+    A test that touches no store (the pure domain, the log writer, the OpenAPI
+    document...) would pass or fail alike on both: it runs once, in the SQLite
+    pass. A test marked ``dynamodb_pass`` (it starts DynamoDB Local itself) runs
+    only in the DynamoDB pass; ``tests/dynamodb`` runs only there anyway.
+    """
+    if item.get_closest_marker("dynamodb_pass") is not None:
+        return store == "dynamodb"
+    if store == "sqlite" or item.nodeid.startswith("tests/dynamodb/"):
+        return True
+    return bool(STORE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests first, so that pytest-xdist overlaps them with the short ones.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each pass keeps its own tests (``runs_on_this_pass``), long ones first, so
+    that pytest-xdist overlaps them with the short ones.
 
     Every module is one unit of work for ``--dist loadgroup`` (unless its tests
     name a group of their own): on DynamoDB each module starts its own DynamoDB
@@ -74,6 +94,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    store = str(config.getoption("--store"))
+    deselected = [item for item in items if not runs_on_this_pass(item, store)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if runs_on_this_pass(item, store)]
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

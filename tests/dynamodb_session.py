@@ -26,10 +26,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-def _start() -> DynamoDBLocal:
+def _launch() -> DynamoDBLocal:
     ddb = DynamoDBLocal(jvm_options=QUICK_START_JVM_OPTIONS)
+    ddb.launch()
+    return ddb
+
+
+def _ready(ddb: DynamoDBLocal) -> DynamoDBLocal:
     try:
-        ddb.start()
+        ddb.wait_until_ready()
     except DynamoDBLocalError as e:  # pragma: no cover
         pytest.fail(f"Could not start DynamoDB Local: {e}")
     return ddb
@@ -42,23 +47,35 @@ MODULES_PER_INSTANCE = 4
 class _Instances:
     """This worker's current DynamoDB Local, replaced after ``MODULES_PER_INSTANCE``
     modules: a compromise between a JVM start per module and one instance slowed
-    down by every table of the session (see ``dynamodb_endpoint``)."""
+    down by every table of the session (see ``dynamodb_endpoint``).
+
+    The next instance is launched as soon as the current one is taken into
+    use, so its JVM starts while tests run rather than while they wait.
+    """
 
     def __init__(self) -> None:
         self.current: DynamoDBLocal | None = None
+        self.spare: DynamoDBLocal | None = None
         self.served = 0
 
     def next_module(self) -> str:
         if self.current is None or self.served >= MODULES_PER_INSTANCE:
-            self.stop()
-            self.current = _start()
+            self._stop_current()
+            self.current = _ready(self.spare or _launch())
+            self.spare = _launch()
         self.served += 1
         return self.current.endpoint_url
 
-    def stop(self) -> None:
+    def _stop_current(self) -> None:
         if self.current is not None:
             self.current.stop()
         self.current, self.served = None, 0
+
+    def stop(self) -> None:
+        self._stop_current()
+        if self.spare is not None:
+            self.spare.stop()
+            self.spare = None
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ def test_the_run_command_serves_the_api_on_the_embedded_store(tmp_path: Path) ->
     assert (tmp_path / "data" / "events.sqlite3").exists()
 
 
+@pytest.mark.dynamodb_pass
 @pytest.mark.skipif(
     bool(os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")),
     reason="an endpoint is configured, so the run command would not start DynamoDB Local",

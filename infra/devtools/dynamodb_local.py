@@ -202,6 +202,12 @@ class DynamoDBLocal:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Starts DynamoDB Local and waits until it answers."""
+        self.launch()
+        self.wait_until_ready()
+
+    def launch(self) -> None:
+        """Starts the JVM without waiting for it (see :meth:`wait_until_ready`)."""
         jar = install(self.dest).resolve()
         if self.port is None:
             self.port = free_port()
@@ -221,6 +227,9 @@ class DynamoDBLocal:
         self.process = subprocess.Popen(  # noqa: S603
             cmd, cwd=jar.parent, stdout=output, stderr=output
         )
+
+    def wait_until_ready(self) -> None:
+        """Blocks until the launched DynamoDB Local answers; stops it if it never does."""
         try:
             wait_until_ready(self.endpoint_url, self.startup_timeout, self.process)
         except BaseException:
