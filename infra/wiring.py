@@ -139,7 +139,6 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing environment for the configured store."""
     if settings.store == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        InlineSQLiteApplicationRecorder.synchronous = settings.sqlite_synchronous
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "APPLICATION_RECORDER_TOPIC": (
@@ -205,6 +204,8 @@ def _nothing() -> None:
 
 def build_container(settings: Settings) -> Container:
     service = StoredRegistrationService(env=event_store_env(settings))
+    if isinstance(service.recorder, InlineSQLiteApplicationRecorder):
+        service.recorder.synchronous = settings.sqlite_synchronous
     service.invariant_violations_raise = settings.environment != "production"
     if isinstance(service.factory, DynamoDBFactory):
         instrument(service.factory.datastore.client)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -26,7 +27,12 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
 
 from infra.sqlite.read_tables import TRACKING_NAME, SQLiteWriter, create_read_tables
 from projections.fold import InlineChanges
@@ -49,6 +55,9 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
         self._local = threading.local()
+        #: The pooled connections appends ran on, each set to ``synchronous``
+        #: once (a PRAGMA per append was one more statement on every commit).
+        self.appending_connections: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
 
     def create_table(self) -> None:
         super().create_table()
@@ -67,7 +76,9 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             cursor = connection.cursor()
             raw = cursor.sqlite_cursor
             try:
-                raw.execute(f"PRAGMA synchronous={self.synchronous}")
+                if connection not in self.appending_connections:
+                    raw.execute(f"PRAGMA synchronous={self.synchronous}")
+                    self.appending_connections.add(connection)
                 # IMMEDIATE takes the write lock first: two processes appending
                 # queue on SQLite's busy timeout instead of failing an upgrade.
                 raw.execute("BEGIN IMMEDIATE")
