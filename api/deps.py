@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
+from concurrent.futures import Future
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
@@ -43,10 +46,65 @@ async def get_read_model(request: Request) -> ReadModel:
     return container.read_model
 
 
+class OutcomeHandOff:
+    """Hands outcomes from the command thread to one event loop, waking it once
+    for every burst of them.
+
+    ``asyncio.wrap_future`` wakes the loop once per future (a write to its
+    self-pipe and a turn of the loop each); the batcher resolves a batch's
+    futures one after the other, so here the first of a burst schedules one
+    delivery and the rest join it. A request that goes away (its task
+    cancelled) does not cancel its command, which may already be deciding or
+    committed: the outcome is dropped, the command stands.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Any], Future[Any]]] = []
+
+    def watch(self, outcome: Future[T]) -> asyncio.Future[T]:
+        """An awaitable for ``outcome`` on this loop (call it from the loop)."""
+        waiter: asyncio.Future[T] = self.loop.create_future()
+        outcome.add_done_callback(lambda done: self._arrived(waiter, done))
+        return waiter
+
+    def _arrived(self, waiter: asyncio.Future[Any], outcome: Future[Any]) -> None:
+        with self._lock:
+            first = not self._ready
+            self._ready.append((waiter, outcome))
+        if first:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for waiter, outcome in ready:
+            if waiter.done():  # the request went away
+                continue
+            if outcome.cancelled():
+                waiter.cancel()
+                continue
+            error = outcome.exception()
+            if error is None:
+                waiter.set_result(outcome.result())
+            else:
+                waiter.set_exception(error)
+
+
+_hand_offs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OutcomeHandOff] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def perform(service: StoredRegistrationService, command: Command[T]) -> T:
     """Runs a command through the service's batcher; the request awaits its outcome
     without holding a worker thread (the batcher's thread decides and commits)."""
-    return await asyncio.wrap_future(service.submit(command))
+    loop = asyncio.get_running_loop()
+    hand_off = _hand_offs.get(loop)
+    if hand_off is None:
+        hand_off = _hand_offs[loop] = OutcomeHandOff(loop)
+    return await hand_off.watch(service.submit(command))
 
 
 ServiceDep = Annotated[StoredRegistrationService, Depends(get_service)]
