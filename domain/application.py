@@ -199,11 +199,32 @@ class UnitOfWork:
         """The context (request) each pending event was decided in, by ``id``."""
         self._claimed: dict[UUID, int] = {}
         self._touched: set[UUID] = set()
+        self._absent: set[UUID] = set()
+
+    def look_ahead(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Asks the store once which of ``aggregate_ids`` the cache lacks exist at
+        all, so that ``find`` answers the others (never saved) without a look-up
+        each. Only on a cache brought up to the log's head: another process may
+        still create one after this look, and then the append of ours conflicts
+        (the stream is no longer empty) and the command is decided again."""
+        if not self.trust_cache or self.unverified:
+            return
+        unknown = [
+            aggregate_id
+            for aggregate_id in dict.fromkeys(aggregate_ids)
+            if aggregate_id not in self._aggregates and not self.service.is_cached(aggregate_id)
+        ]
+        if unknown:
+            existing = self.service.streams_existing(unknown)
+            if existing is not None:
+                self._absent.update(set(unknown) - existing)
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         self._touched.add(aggregate_id)
         if aggregate_id in self._aggregates:
             aggregate = self._aggregates[aggregate_id]
+        elif aggregate_id in self._absent:
+            aggregate = self._aggregates[aggregate_id] = None
         else:
             aggregate = self.service.stored(
                 aggregate_id, trust_cache=self.trust_cache, assume_absent=self.unverified
@@ -297,6 +318,9 @@ class Command(Generic[T]):
     key: str
     decide: Decide[T] | None = None
     solo: Callable[[], T] | None = None
+    reads: tuple[UUID, ...] = ()
+    """Aggregates the decision will look for: a batch asks the store once which
+    of the uncached ones exist, instead of once for each (``UnitOfWork.look_ahead``)."""
 
 
 @dataclass
@@ -308,6 +332,7 @@ class _Job:
     future: Future[Any] = field(default_factory=Future)
     solo: Callable[[], Any] | None = None
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    reads: tuple[UUID, ...] = ()
 
 
 class CommandBatcher:
@@ -424,7 +449,7 @@ class RegistrationService(Application[UUID]):
         Without a batcher (not started), the command runs at once, here.
         """
         if self._batcher is not None:
-            job = _Job(command.key, command.decide, solo=command.solo)
+            job = _Job(command.key, command.decide, solo=command.solo, reads=command.reads)
             return self._batcher.submit(job)
         future: Future[T] = Future()
         try:
@@ -469,6 +494,9 @@ class RegistrationService(Application[UUID]):
         refusal decided on state that never committed is never reported.
         """
         uow = UnitOfWork(self, for_command=True)
+        # Up to the first command that runs alone: the batch ends there.
+        solo = next((n for n, job in enumerate(jobs) if job.solo is not None), len(jobs))
+        uow.look_ahead([aggregate_id for job in jobs[:solo] for aggregate_id in job.reads])
         decided: list[tuple[_Job, Any, BaseException | None]] = []
         for n, job in enumerate(jobs):
             if job.solo is not None:
@@ -678,6 +706,15 @@ class RegistrationService(Application[UUID]):
         """Whether the store holds events of ``aggregate_id`` (None: cannot tell cheaply)."""
         return None
 
+    def streams_existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID] | None:
+        """Which of ``aggregate_ids`` the store holds events of, in one look
+        (None: cannot tell cheaply)."""
+        return None
+
+    def is_cached(self, aggregate_id: UUID) -> bool:
+        cache = self.repository.cache
+        return cache is not None and aggregate_id in cache.cache
+
     def streams_advanced(self, versions: Mapping[UUID, int]) -> set[UUID]:
         """Which of the streams hold an event after the given version (one
         consistent look at all of them). Without a way to ask, every one."""
@@ -701,7 +738,7 @@ class RegistrationService(Application[UUID]):
             user = uow.add(User(user_id=user_id, name=name))
             return _user_state(user)
 
-        return Command(f"user/{user_id}", decide)
+        return Command(f"user/{user_id}", decide, reads=(user_aggregate_id(user_id),))
 
     def get_user(self, user_id: str) -> User:
         user = UnitOfWork(self).find(User, user_aggregate_id(user_id))
@@ -837,7 +874,12 @@ class RegistrationService(Application[UUID]):
                 waitlist_position=waitlist_position,
             )
 
-        return Command(f"gathering/{gathering_id}", decide)
+        reads = (
+            user_aggregate_id(user_id),
+            gathering_aggregate_id(gathering_id),
+            registration_aggregate_id(gathering_id, user_id),
+        )
+        return Command(f"gathering/{gathering_id}", decide, reads=reads)
 
     def leave_command(self, user_id: str, gathering_id: str) -> Command[LeaveOutcome]:
         """Withdraws a registration; a freed seat goes to the head of the waitlist."""

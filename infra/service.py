@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import Context
 from functools import cached_property
 from typing import Any
@@ -97,6 +97,10 @@ class StoredRegistrationService(RegistrationService):
     def stream_exists(self, aggregate_id: UUID) -> bool | None:
         exists = getattr(self.recorder, "stream_exists", None)
         return None if exists is None else bool(exists(aggregate_id))
+
+    def streams_existing(self, aggregate_ids: Sequence[UUID]) -> set[UUID] | None:
+        existing = getattr(self.recorder, "streams_existing", None)
+        return None if existing is None else set(existing(aggregate_ids))
 
     def streams_advanced(self, versions: Mapping[UUID, int]) -> set[UUID]:
         advanced = getattr(self.recorder, "streams_advanced", None)

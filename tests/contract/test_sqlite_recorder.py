@@ -10,8 +10,10 @@ from __future__ import annotations
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.tests.persistence import ApplicationRecorderTestCase
 
@@ -76,3 +78,16 @@ def test_synchronous_normal_is_used_only_where_it_is_chosen(tmp_path: Path) -> N
     assert append_pragmas(chosen) == {(NORMAL, "wal")}
     # The choice belongs to that service alone: the next one is FULL again.
     assert append_pragmas(Settings(store="sqlite", data_dir=tmp_path / "b")) == {(FULL, "wal")}
+
+
+def test_streams_existing_names_exactly_the_streams_that_hold_events(tmp_path: Path) -> None:
+    recorder = InlineSQLiteApplicationRecorder(SQLiteDatastore(db_name=str(tmp_path / "e.db")))
+    recorder.create_table()
+    written = [uuid4() for _ in range(600)]  # more than one statement's 500
+    recorder.insert_events(
+        [StoredEvent(s, v, "topic", b"{}") for s in written for v in (1, 2)], inline=None
+    )
+    never = [uuid4() for _ in range(600)]
+    asked = [x for pair in zip(written, never, strict=True) for x in pair]
+    assert recorder.streams_existing(asked) == set(written)
+    assert recorder.streams_existing([]) == set()
