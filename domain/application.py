@@ -199,7 +199,9 @@ class UnitOfWork:
         """The context (request) each pending event was decided in, by ``id``."""
         self._claimed: dict[UUID, int] = {}
         self._touched: set[UUID] = set()
+        # What ``look_ahead`` learnt of aggregates the cache lacks.
         self._absent: set[UUID] = set()
+        self._present: set[UUID] = set()
 
     def look_ahead(self, aggregate_ids: Sequence[UUID]) -> None:
         """Asks the store once which of ``aggregate_ids`` the cache lacks exist at
@@ -217,6 +219,7 @@ class UnitOfWork:
         if unknown:
             existing = self.service.streams_existing(unknown)
             if existing is not None:
+                self._present.update(existing)
                 self._absent.update(set(unknown) - existing)
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
@@ -227,7 +230,10 @@ class UnitOfWork:
             aggregate = self._aggregates[aggregate_id] = None
         else:
             aggregate = self.service.stored(
-                aggregate_id, trust_cache=self.trust_cache, assume_absent=self.unverified
+                aggregate_id,
+                trust_cache=self.trust_cache,
+                assume_absent=self.unverified,
+                known_to_exist=aggregate_id in self._present,
             )
             self._aggregates[aggregate_id] = aggregate
         if aggregate is not None and not isinstance(aggregate, cls):
@@ -675,7 +681,12 @@ class RegistrationService(Application[UUID]):
         )
 
     def stored(
-        self, aggregate_id: UUID, *, trust_cache: bool = False, assume_absent: bool = False
+        self,
+        aggregate_id: UUID,
+        *,
+        trust_cache: bool = False,
+        assume_absent: bool = False,
+        known_to_exist: bool = False,
     ) -> Aggregate | None:
         """The aggregate as stored (through the cache), or None when it was never saved.
 
@@ -687,6 +698,7 @@ class RegistrationService(Application[UUID]):
         conditional on its stream being empty (a conflict if it exists), and a
         refusal stands only if the streams it read have not moved on
         (``UnitOfWork.unverified``, ``_still_current``).
+        ``known_to_exist``: the store was just asked (``UnitOfWork.look_ahead``).
         """
         cache = self.repository.cache
         if trust_cache and cache is not None:
@@ -694,7 +706,7 @@ class RegistrationService(Application[UUID]):
                 return cast("Aggregate", cache.get(aggregate_id))
             if assume_absent:
                 return None
-        if self.stream_exists(aggregate_id) is False:
+        if not known_to_exist and self.stream_exists(aggregate_id) is False:
             return None  # one cheap look instead of a snapshot and a stream read
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id, projector_func=_replay)

@@ -95,10 +95,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     store = str(config.getoption("--store"))
-    deselected = [item for item in items if not runs_on_this_pass(item, store)]
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
+    for item in items:
+        (kept if runs_on_this_pass(item, store) else deselected).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if runs_on_this_pass(item, store)]
+        items[:] = kept
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
