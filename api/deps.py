@@ -47,8 +47,8 @@ async def get_read_model(request: Request) -> ReadModel:
 
 
 class OutcomeHandOff:
-    """Hands outcomes from the command thread to one event loop, waking it once
-    for every burst of them.
+    """Hands outcomes from the batcher to one event loop, waking it once for
+    every burst of them.
 
     ``asyncio.wrap_future`` wakes the loop once per future (a write to its
     self-pipe and a turn of the loop each); the batcher resolves a batch's
@@ -60,6 +60,9 @@ class OutcomeHandOff:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # Built on the loop's thread; outcomes decided there (``LoopBatcher``)
+        # need no wake-up through the loop's self-pipe.
+        self._loop_thread = threading.get_ident()
         self._lock = threading.Lock()
         self._ready: list[tuple[asyncio.Future[Any], Future[Any]]] = []
 
@@ -73,7 +76,11 @@ class OutcomeHandOff:
         with self._lock:
             first = not self._ready
             self._ready.append((waiter, outcome))
-        if first:
+        if not first:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self.loop.call_soon(self._deliver)
+        else:
             self.loop.call_soon_threadsafe(self._deliver)
 
     def _deliver(self) -> None:
@@ -99,7 +106,8 @@ _hand_offs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OutcomeHandOff]
 
 async def perform(service: StoredRegistrationService, command: Command[T]) -> T:
     """Runs a command through the service's batcher; the request awaits its outcome
-    without holding a worker thread (the batcher's thread decides and commits)."""
+    without holding a worker thread (the batcher decides and commits it, on this
+    loop or in its own thread)."""
     loop = asyncio.get_running_loop()
     hand_off = _hand_offs.get(loop)
     if hand_off is None:

@@ -22,6 +22,7 @@ library and eventsourcing's domain and application modules.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -392,10 +393,142 @@ class CommandBatcher:
                         job.future.set_exception(error)
             if stopping:
                 for job in self._carry:
-                    job.future.set_exception(
-                        ConcurrentModificationError("The service is shutting down; please retry")
-                    )
+                    _refuse_shutting_down(job)
                 return
+
+
+class LoopBatcher:
+    """Decides commands in batches on the event loop that serves the requests.
+
+    Meant for an embedded store (SQLite), where deciding and saving a batch
+    is CPU work plus one local fsync. ``CommandBatcher``'s writer thread
+    would give up the GIL at every sqlite call of a batch and wait to win it
+    back from the busy loop, so a batch's save took many hand-offs between
+    the two threads. Here the commands submitted during one turn of the loop
+    are decided as one batch, and group-committed, in a callback of a later
+    turn. The loop runs nothing else meanwhile, exactly as the GIL would let
+    it run nothing else, and the fsync blocks it once per batch.
+
+    Under concurrent load a batch *lingers*: while one of the last
+    ``LONE_BATCHES`` batches held more than one command, the next is decided
+    ``linger`` seconds after its first command arrived (at once when it is
+    full), so the commands of clients sending meanwhile join it. A commit's
+    cost is mostly the pages it writes and its fsync, shared by the whole
+    batch. A lone client's commands, one at a time, stop lingering after
+    ``LONE_BATCHES`` of them and are then decided on the next turn.
+
+    Commands submitted from other threads (an admin tool, a test) are handed
+    to the loop; ``settle`` decides at once a command that the loop itself
+    waits for, which would otherwise wait for ever.
+    """
+
+    #: Batches of one command in a row after which a batch stops lingering.
+    LONE_BATCHES = 8
+
+    def __init__(
+        self,
+        service: RegistrationService,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batch: int = 128,
+        linger: float = 0.0,
+    ) -> None:
+        self.service = service
+        self.loop = loop
+        self.max_batch = max_batch
+        self.linger = linger
+        self._pending: list[_Job] = []
+        self._due: asyncio.Handle | None = None  # the scheduled decision, if any
+        self._lone_batches = self.LONE_BATCHES  # batches of one in a row
+        self._stopped = False
+        # Built on the loop's own thread (the application's lifespan).
+        self._loop_thread = threading.get_ident()
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def submit(self, job: _Job) -> Future[Any]:
+        if self._on_loop():
+            self._accept(job)
+            return job.future
+        try:
+            self.loop.call_soon_threadsafe(self._accept, job)
+        except RuntimeError:  # the loop is closed
+            _refuse_shutting_down(job)
+        return job.future
+
+    def settle(self, future: Future[Any]) -> None:
+        """On the loop, decides what is pending now, so ``future`` is resolved."""
+        while self._on_loop() and not future.done() and self._pending:
+            self._decide_next()
+
+    def stop(self) -> None:
+        """Accepts nothing more, and decides what is pending."""
+        self._stopped = True
+        if self._on_loop():
+            self._drain()
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody will decide them
+            for job in self._pending:
+                _refuse_shutting_down(job)
+            self._pending.clear()
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._decide_next()
+
+    def _accept(self, job: _Job) -> None:
+        if self._stopped:
+            _refuse_shutting_down(job)
+            return
+        self._pending.append(job)
+        if len(self._pending) >= self.max_batch:
+            self._schedule(now=True)
+        elif self._due is None:
+            concurrent = self._lone_batches < self.LONE_BATCHES
+            self._schedule(now=not (self.linger and concurrent))
+
+    def _schedule(self, *, now: bool) -> None:
+        if self._due is not None:
+            if now and isinstance(self._due, asyncio.TimerHandle):
+                self._due.cancel()  # full: no reason to wait any longer
+            else:
+                return
+        self._due = (
+            self.loop.call_soon(self._flush)
+            if now
+            else self.loop.call_later(self.linger, self._flush)
+        )
+
+    def _flush(self) -> None:
+        """One batch per callback: its outcomes go out before the next."""
+        self._due = None
+        if self._pending:
+            self._decide_next()
+        if self._pending:
+            self._schedule(now=True)
+
+    def _decide_next(self) -> None:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        self._lone_batches = self._lone_batches + 1 if len(batch) == 1 else 0
+        try:
+            carry = self.service.decide_batch(batch)
+        except BaseException as error:  # never leave a caller waiting
+            logger.exception("command batch failed")
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        self._pending[:0] = carry
+
+
+def _refuse_shutting_down(job: _Job) -> None:
+    job.future.set_exception(
+        ConcurrentModificationError("The service is shutting down; please retry")
+    )
 
 
 class RegistrationService(Application[UUID]):
@@ -428,17 +561,29 @@ class RegistrationService(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._locks = tuple(threading.Lock() for _ in range(64))
-        self._batcher: CommandBatcher | None = None
+        self._batcher: CommandBatcher | LoopBatcher | None = None
         # Every cached aggregate reflects the log up to this notification id.
         self._cache_clean_at: int | None = None
         self._cache_lock = threading.Lock()
 
     # -- running commands ----------------------------------------------------
 
-    def start_batching(self, max_batch: int = 128) -> None:
-        """Commands from now on are decided in batches and group-committed."""
+    def start_batching(
+        self,
+        max_batch: int = 128,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        linger: float = 0.0,
+    ) -> None:
+        """Commands from now on are decided in batches and group-committed: on
+        ``loop`` when given (call this from that loop; ``linger``: see
+        ``LoopBatcher``), else in a writer thread."""
         if self._batcher is None:
-            self._batcher = CommandBatcher(self, max_batch=max_batch)
+            self._batcher = (
+                CommandBatcher(self, max_batch=max_batch)
+                if loop is None
+                else LoopBatcher(self, loop, max_batch=max_batch, linger=linger)
+            )
 
     def stop_batching(self) -> None:
         if self._batcher is not None:
@@ -470,7 +615,10 @@ class RegistrationService(Application[UUID]):
 
     def run(self, command: Command[T]) -> T:
         """Runs ``command`` and waits for its outcome."""
-        return self.submit(command).result()
+        future = self.submit(command)
+        if isinstance(self._batcher, LoopBatcher):
+            self._batcher.settle(future)
+        return future.result()
 
     # -- the commands, also as plain methods that wait for their outcome -------
 

@@ -92,6 +92,25 @@ class Settings(BaseSettings):
     max_batch: int = Field(
         default=128, ge=1, le=1024, description="Most commands decided and committed together."
     )
+    decide_on_event_loop: bool = Field(
+        default=True,
+        description=(
+            "SQLite with one worker: decide and group-commit commands on the event loop that "
+            "serves the requests (one batch per turn of the loop) instead of in a writer "
+            "thread. Ignored on DynamoDB, whose network calls must not block the loop, and "
+            "with WORKERS>1, where waiting for another process's write lock would."
+        ),
+    )
+    batch_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=50,
+        description=(
+            "With commands decided on the event loop, under concurrent load: how long a batch "
+            "waits for more commands after its first arrived (0: never). A lone client's "
+            "command never waits."
+        ),
+    )
     sqlite_lock_timeout: int = Field(default=30, ge=1, description="Seconds to wait for a lock.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",

@@ -10,6 +10,7 @@ builds the notification log from the events table's stream, unless
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,12 +84,28 @@ class Container:
 
     def start(self) -> None:
         """Finishes an interrupted rebuild, if any, then group-commits commands
-        (and, on DynamoDB, indexes the events table's stream in a thread)."""
+        (on SQLite with one worker, on the running event loop; else in a writer
+        thread) and, on DynamoDB, indexes the events table's stream in a thread."""
         self.projector.catch_up()
-        self.service.start_batching(self.settings.max_batch)
+        self.service.start_batching(
+            self.settings.max_batch,
+            loop=self._batching_loop(),
+            linger=self.settings.batch_linger_ms / 1000,
+        )
         if self.indexer is not None and self.settings.dynamodb_indexer:
             self.indexer.start()
         self.rebuilder.resume_if_interrupted()
+
+    def _batching_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running event loop, where commands are decided (``LoopBatcher``)
+        when the settings allow it; None: a writer thread decides them."""
+        settings = self.settings
+        if settings.store != "sqlite" or settings.workers > 1 or not settings.decide_on_event_loop:
+            return None
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:  # started outside a server (the CLI, a script)
+            return None
 
     def close(self) -> None:
         self.rebuilder.stop()

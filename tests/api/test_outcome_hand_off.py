@@ -1,5 +1,6 @@
-"""Outcomes decided in the command thread reach the requests awaiting them on the
-event loop, a burst of them with one wake-up (api/deps.py ``OutcomeHandOff``)."""
+"""Outcomes decided by the batcher (in its thread or on the loop) reach the
+requests awaiting them on the event loop, a burst of them with one wake-up
+(api/deps.py ``OutcomeHandOff``)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,28 @@ def test_a_request_that_goes_away_leaves_its_command_to_finish() -> None:
     outcome = asyncio.run(scenario())
     assert not outcome.cancelled()
     assert outcome.result() == "committed"
+
+
+def test_outcomes_decided_on_the_loop_itself_are_delivered_without_a_cross_thread_wake_up() -> None:
+    async def scenario() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        wake_ups = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wake_ups
+            wake_ups += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+        hand_off = OutcomeHandOff(loop)
+        outcomes: list[Future[str]] = [Future() for _ in range(4)]
+        waiters = [hand_off.watch(outcome) for outcome in outcomes]
+        for n, outcome in enumerate(outcomes):  # as the LoopBatcher does, on the loop
+            outcome.set_result(f"outcome {n}")
+        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+        return results, wake_ups
+
+    results, wake_ups = asyncio.run(scenario())
+    assert results == [f"outcome {n}" for n in range(4)]
+    assert wake_ups == 0
