@@ -7,7 +7,8 @@ decide on the same aggregate version collide in the store; the loser re-runs
 on fresh state a bounded number of times (with jittered back-off) before the
 client sees ``ConcurrentModificationError``.
 
-Group commit: with a ``CommandBatcher`` started (``start_batching``), the
+Group commit: with a batcher started (``start_batching``: a ``LoopBatcher``
+on the event loop, or a ``CommandBatcher`` in a writer thread), the
 commands that arrive together are decided one after another, in arrival
 order, on one shared unit of work, and saved in ONE transaction (one fsync
 for many requests). Each keeps its own outcome: a command refused by a rule
