@@ -73,10 +73,14 @@ def runs_on_this_pass(item: pytest.Item, store: str) -> bool:
     A test that touches no store (the pure domain, the log writer, the OpenAPI
     document...) would pass or fail alike on both: it runs once, in the SQLite
     pass. A test marked ``dynamodb_pass`` (it starts DynamoDB Local itself) runs
-    only in the DynamoDB pass; ``tests/dynamodb`` runs only there anyway.
+    only in the DynamoDB pass; ``tests/dynamodb`` runs only there anyway. One
+    marked ``sqlite_pass`` (about SQLite alone) runs only in the SQLite pass,
+    where it would otherwise start a DynamoDB Local only to skip.
     """
     if item.get_closest_marker("dynamodb_pass") is not None:
         return store == "dynamodb"
+    if item.get_closest_marker("sqlite_pass") is not None:
+        return store == "sqlite"
     if store == "sqlite" or item.nodeid.startswith("tests/dynamodb/"):
         return True
     return bool(STORE_FIXTURES & set(getattr(item, "fixturenames", ())))

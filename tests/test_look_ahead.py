@@ -15,12 +15,8 @@ from domain.errors import UserNotFoundError
 from domain.model import user_aggregate_id
 from infra.wiring import Container
 
-
-@pytest.fixture
-def sqlite_container(container: Container, store_name: str) -> Container:
-    if store_name != "sqlite":
-        pytest.skip("DynamoDB decides on the cache as it is (cache_may_be_stale): no look-ahead")
-    return container
+# DynamoDB decides on the cache as it is (cache_may_be_stale): no look-ahead.
+pytestmark = pytest.mark.sqlite_pass
 
 
 class Lookups:
@@ -63,16 +59,16 @@ def register_together(container: Container, pairs: list[tuple[str, str]]) -> lis
 
 
 def test_a_batch_of_new_registrations_asks_the_store_once_which_streams_exist(
-    sqlite_container: Container, monkeypatch: pytest.MonkeyPatch
+    container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = sqlite_container.service
+    service = container.service
     service.create_gathering(GatheringSpec("meetup", "Meetup", "2030-01-01", 50))
     users = [f"user-{n}" for n in range(8)]
     for user in users:
         service.create_user(user, "U")
-    lookups = Lookups(sqlite_container, monkeypatch)
+    lookups = Lookups(container, monkeypatch)
 
-    outcomes = register_together(sqlite_container, [(u, "meetup") for u in users])
+    outcomes = register_together(container, [(u, "meetup") for u in users])
 
     assert all(isinstance(o, RegistrationOutcome) for o in outcomes)
     assert [str(o.status) for o in outcomes] == ["confirmed"] * 8
@@ -81,22 +77,20 @@ def test_a_batch_of_new_registrations_asks_the_store_once_which_streams_exist(
 
 
 def test_what_the_look_ahead_finds_missing_is_refused_and_what_it_finds_is_loaded(
-    sqlite_container: Container, monkeypatch: pytest.MonkeyPatch
+    container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = sqlite_container.service
+    service = container.service
     service.create_gathering(GatheringSpec("meetup", "Meetup", "2030-01-01", 50))
     service.create_user("known", "K")
     cache = service.repository.cache
     assert cache is not None
     cache.get(user_aggregate_id("known"), evict=True)  # saved, but no longer cached
-    lookups = Lookups(sqlite_container, monkeypatch)
+    lookups = Lookups(container, monkeypatch)
 
-    known, stranger = register_together(
-        sqlite_container, [("known", "meetup"), ("stranger", "meetup")]
-    )
+    known, stranger = register_together(container, [("known", "meetup"), ("stranger", "meetup")])
 
     assert isinstance(known, RegistrationOutcome)
     assert str(known.status) == "confirmed"
     assert isinstance(stranger, UserNotFoundError)
     assert lookups.batched == [4]  # known's user and registration, stranger's two
-    assert sqlite_container.read_model.get_registration("known", "meetup") is not None
+    assert container.read_model.get_registration("known", "meetup") is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -21,22 +20,18 @@ from infra.wiring import Container, build_container
 
 T = TypeVar("T")
 
-
-@pytest.fixture
-def sqlite_settings(settings: Settings, store_name: str) -> Settings:
-    if store_name != "sqlite":
-        pytest.skip("DynamoDB's network calls are never made on the event loop")
-    return settings
+# DynamoDB's network calls are never made on the event loop.
+pytestmark = pytest.mark.sqlite_pass
 
 
 @pytest.fixture
-def on_loop(sqlite_settings: Settings) -> Iterator[Callable[..., Any]]:
+def on_loop(settings: Settings) -> Iterator[Callable[..., Any]]:
     """Runs a scenario on a loop whose container was started on it, as the server's is."""
     containers: list[Container] = []
 
     def run(scenario: Callable[[Container], Awaitable[T]], **changes: Any) -> T:
         async def started() -> T:
-            container = build_container(sqlite_settings.model_copy(update=changes))
+            container = build_container(settings.model_copy(update=changes))
             containers.append(container)
             container.start()
             try:
@@ -179,9 +174,9 @@ def test_stopping_decides_the_pending_commands_and_refuses_later_ones(
 
 
 def test_a_command_sent_after_the_loop_closed_is_refused_not_left_waiting(
-    sqlite_settings: Settings,
+    settings: Settings,
 ) -> None:
-    container = build_container(sqlite_settings)
+    container = build_container(settings)
     loop = asyncio.new_event_loop()
     try:
         container.service.start_batching(loop=loop)  # built here, on this thread
@@ -217,9 +212,9 @@ def test_a_writer_thread_decides_when_the_loop_must_not(
 
 
 def test_a_container_started_outside_a_server_decides_in_a_writer_thread(
-    sqlite_settings: Settings, tmp_path: Path
+    settings: Settings,
 ) -> None:
-    container = build_container(sqlite_settings)
+    container = build_container(settings)
     container.start()  # the CLI's case: no event loop runs
     try:
         assert isinstance(container.service._batcher, CommandBatcher)
