@@ -107,8 +107,8 @@ class Settings(BaseSettings):
         le=50,
         description=(
             "With commands decided on the event loop, under concurrent load: how long a batch "
-            "waits for more commands after its first arrived (0: never). A lone client's "
-            "command never waits."
+            "waits for more commands after its first arrived (0: never). Load: one of the last "
+            "8 batches held several commands, so a lone client's commands stop waiting after 8."
         ),
     )
     sqlite_lock_timeout: int = Field(default=30, ge=1, description="Seconds to wait for a lock.")
