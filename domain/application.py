@@ -362,6 +362,9 @@ class CommandBatcher:
         self._queue.put(job)
         return job.future
 
+    def settle(self, future: Future[Any]) -> None:
+        """Nothing to do: the writer thread decides ``future`` whoever waits."""
+
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -387,11 +390,8 @@ class CommandBatcher:
                 batch.append(job)
             try:
                 self._carry = self.service.decide_batch(batch)
-            except BaseException as error:  # never leave a caller waiting
-                logger.exception("command batch failed")
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(error)
+            except BaseException as error:
+                _fail_undecided(batch, error)
             if stopping:
                 for job in self._carry:
                     _refuse_shutting_down(job)
@@ -517,13 +517,19 @@ class LoopBatcher:
         self._lone_batches = self._lone_batches + 1 if len(batch) == 1 else 0
         try:
             carry = self.service.decide_batch(batch)
-        except BaseException as error:  # never leave a caller waiting
-            logger.exception("command batch failed")
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(error)
+        except BaseException as error:
+            _fail_undecided(batch, error)
             return
         self._pending[:0] = carry
+
+
+def _fail_undecided(batch: list[_Job], error: BaseException) -> None:
+    """A batch failed unexpectedly: its callers still waiting get the error
+    (never leave a caller waiting)."""
+    logger.exception("command batch failed")
+    for job in batch:
+        if not job.future.done():
+            job.future.set_exception(error)
 
 
 def _refuse_shutting_down(job: _Job) -> None:
@@ -617,7 +623,7 @@ class RegistrationService(Application[UUID]):
     def run(self, command: Command[T]) -> T:
         """Runs ``command`` and waits for its outcome."""
         future = self.submit(command)
-        if isinstance(self._batcher, LoopBatcher):
+        if self._batcher is not None:
             self._batcher.settle(future)
         return future.result()
 

@@ -14,18 +14,24 @@ import pytest
 from api.deps import OutcomeHandOff
 
 
-def test_a_burst_of_outcomes_wakes_the_loop_once_and_each_request_gets_its_own() -> None:
-    async def scenario() -> tuple[list[Any], int]:
-        loop = asyncio.get_running_loop()
-        wake_ups = 0
+class WakeUps:
+    """Counts the loop's cross-thread wake-ups (``call_soon_threadsafe``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.count = 0
         original = loop.call_soon_threadsafe
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal wake_ups
-            wake_ups += 1
+            self.count += 1
             return original(*args, **kwargs)
 
         loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+
+
+def test_a_burst_of_outcomes_wakes_the_loop_once_and_each_request_gets_its_own() -> None:
+    async def scenario() -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        wake_ups = WakeUps(loop)
         hand_off = OutcomeHandOff(loop)
         outcomes: list[Future[str]] = [Future() for _ in range(8)]
         waiters = [hand_off.watch(outcome) for outcome in outcomes]
@@ -41,7 +47,7 @@ def test_a_burst_of_outcomes_wakes_the_loop_once_and_each_request_gets_its_own()
         batcher.start()
         batcher.join()  # the loop is not running meanwhile: the whole burst waits
         results = await asyncio.gather(*waiters, return_exceptions=True)
-        return results, wake_ups
+        return results, wake_ups.count
 
     results, wake_ups = asyncio.run(scenario())
     assert wake_ups == 1
@@ -92,22 +98,14 @@ def test_a_request_that_goes_away_leaves_its_command_to_finish() -> None:
 def test_outcomes_decided_on_the_loop_itself_are_delivered_without_a_cross_thread_wake_up() -> None:
     async def scenario() -> tuple[list[str], int]:
         loop = asyncio.get_running_loop()
-        wake_ups = 0
-        original = loop.call_soon_threadsafe
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal wake_ups
-            wake_ups += 1
-            return original(*args, **kwargs)
-
-        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+        wake_ups = WakeUps(loop)
         hand_off = OutcomeHandOff(loop)
         outcomes: list[Future[str]] = [Future() for _ in range(4)]
         waiters = [hand_off.watch(outcome) for outcome in outcomes]
         for n, outcome in enumerate(outcomes):  # as the LoopBatcher does, on the loop
             outcome.set_result(f"outcome {n}")
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
-        return results, wake_ups
+        return results, wake_ups.count
 
     results, wake_ups = asyncio.run(scenario())
     assert results == [f"outcome {n}" for n in range(4)]
