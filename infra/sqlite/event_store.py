@@ -183,12 +183,14 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         for start in range(0, len(originator_ids), 500):
             chunk = originator_ids[start : start + 500]
             marks = ", ".join("(?)" for _ in chunk)
-            rows = self._lookup().execute(
+            rows = self._lookup().cursor()
+            rows.row_factory = sqlite3.Row
+            rows.execute(
                 f"WITH asked(id) AS (VALUES {marks}) SELECT id FROM asked WHERE EXISTS "  # noqa: S608
                 f"(SELECT 1 FROM {self.events_table_name} WHERE originator_id = asked.id)",
                 [originator_id.hex for originator_id in chunk],
             )
-            existing.update(UUID(row[0]) for row in rows)
+            existing.update(UUID(row["id"]) for row in rows)
         return existing
 
     def max_notification_id(self) -> int:
