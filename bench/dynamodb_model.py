@@ -36,6 +36,10 @@ commands* (the units of every command in the census are charged to its
 registrations), so a census of registrations only gives the cost of one.
 
     python -m bench.dynamodb_model --census census.json [--json model.json]
+
+For BENCHMARKS.md, ``section(build(census_from_json(data)))`` is the Markdown
+section (``bench.report.markdown`` takes it among ``dynamodb_sections``), once
+``make bench`` runs the census.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from bench.dynamodb_model import (
     census_from_json,
     load_census,
     main,
+    section,
 )
 
 CENSUS = Path(__file__).parent / "census"
@@ -242,3 +243,10 @@ def test_a_census_without_registrations_or_with_an_unknown_scope_is_refused() ->
         census(registrations=0)
     with pytest.raises(CensusError, match="unknown scopes"):
         census(partition("x", "tenant", 1.0))
+
+
+def test_the_benchmarks_section_carries_the_table_under_its_own_heading() -> None:
+    text = section(build(INTENDED, BIG_PAGES))
+
+    assert text.startswith("### Capacity model at AWS's limits\n")
+    assert '| 1,000 | 6,667 | registrations_notifications "e#*" |' in text
