@@ -27,7 +27,7 @@ from api.middleware import RequestContextMiddleware
 from api.routes import admin, audit, events, health, registrations, users
 from infra.logs import configure_logging
 from infra.settings import Settings
-from infra.wiring import Container, build_container
+from infra.wiring import Container, build_container, capacity_metering
 from projections.paging import DEFAULT_TOKEN_KEY, set_token_key
 
 SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         RequestContextMiddleware,
         max_body_bytes=resolved.max_body_bytes,
         api_keys=resolved.api_keys,
-        meter_capacity=resolved.store == "dynamodb",
+        metering=capacity_metering(resolved),
     )
     install_error_handlers(app)
     # The router tries its routes in this order (each inclusion costs a full

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import printable_path
 from api.security import WWW_AUTHENTICATE, authenticate
 from domain.errors import UnauthorizedError
-from infra.dynamodb.capacity import start_request_meter
 from infra.logs import current_request_id, set_actor, set_request_id
 from infra.settings import ApiKey
+from infra.wiring import CapacityMetering
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         api_keys: tuple[ApiKey, ...] = (),
         *,
-        meter_capacity: bool = False,
+        metering: CapacityMetering | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_keys = api_keys
-        # DynamoDB's consumed capacity per request, in its log line; on SQLite
-        # there is nothing to meter, and a meter per request is not free.
-        self.meter_capacity = meter_capacity
+        # The store's consumed capacity per request, in its log line (DynamoDB's;
+        # None on SQLite: ``infra.wiring.capacity_metering``).
+        self.metering = metering
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +70,7 @@ class RequestContextMiddleware:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else _new_request_id()
         set_request_id(request_id)
-        capacity = start_request_meter() if self.meter_capacity else None
+        capacity = self.metering.start_request() if self.metering is not None else None
         started = time.perf_counter()
         status = 500
         response_started = False

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from domain.errors import ProjectionNotFoundError
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
-from infra.dynamodb.capacity import instrument
+from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, start_request_meter
 from infra.dynamodb.datastore import make_client
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller
@@ -39,6 +40,37 @@ from projections.status import READ_TABLES, ProjectionStatus, read_tables_status
 from projections.time_travel import TimeTravel
 
 logger = logging.getLogger(__name__)
+
+
+class CapacityMeter(Protocol):
+    """Capacity units a store's calls consumed, per table (DynamoDB's ``Capacity``)."""
+
+    @property
+    def read(self) -> Mapping[str, float]: ...
+
+    @property
+    def write(self) -> Mapping[str, float]: ...
+
+    def totals(self) -> dict[str, float]:
+        """``{"readUnits": ..., "writeUnits": ...}``"""
+
+
+@dataclass(frozen=True)
+class CapacityMetering:
+    """How the HTTP app meters the store's consumed capacity without knowing the store."""
+
+    start_request: Callable[[], CapacityMeter]
+    """A fresh meter for the current request (and the threads it hands work to)."""
+    process: CapacityMeter
+    """Everything this process consumed since it started."""
+
+
+def capacity_metering(settings: Settings) -> CapacityMetering | None:
+    """DynamoDB's consumed-capacity meters; None on SQLite, where there is nothing
+    to meter (and a meter per request is not free)."""
+    if settings.store != "dynamodb":
+        return None
+    return CapacityMetering(start_request_meter, PROCESS_TOTALS)
 
 
 @dataclass

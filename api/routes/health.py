@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.deps import ContainerDep
 from api.routes.docs_helpers import errors
 from api.schemas import FeedLag, Health
-from infra.dynamodb.capacity import PROCESS_TOTALS
+from infra.wiring import capacity_metering
 
 router = APIRouter(tags=["health"])
 
@@ -29,6 +29,7 @@ def health(container: ContainerDep) -> Health:
     head = container.service.recorder.max_notification_id() or 0
     position = container.read_model.position()
     feed = None
+    metering = capacity_metering(container.settings)
     if container.indexer is not None and container.settings.dynamodb_indexer:
         feed = FeedLag.model_validate(container.indexer.lag(), from_attributes=True)
     return Health(
@@ -37,7 +38,5 @@ def health(container: ContainerDep) -> Health:
         projection_position=head if position is None else position,
         event_store_position=head,
         feed=feed,
-        consumed_capacity=(
-            PROCESS_TOTALS.totals() if container.settings.store == "dynamodb" else None
-        ),
+        consumed_capacity=None if metering is None else metering.process.totals(),
     )
