@@ -22,6 +22,7 @@ from infra.dynamodb.capacity import (
     TableShape,
     _record,
     instrument,
+    learn_shapes,
     shape_of,
     shared_among,
     start_request_meter,
@@ -290,3 +291,73 @@ def test_an_instrumented_client_learns_the_indexes_of_the_tables_it_creates_and_
         assert after - before == 5
     finally:
         made.delete_table(TableName=name)
+
+
+def test_the_rule_on_true_images_agrees_with_dynamodb_local_s_own_count_of_single_writes(
+    dynamodb_endpoint: str,
+) -> None:
+    """For a single (non-transactional) write DynamoDB Local reports the base table's
+    and each GSI's units (``ReturnConsumedCapacity=INDEXES``): AWS's engine and the
+    rule agree on sizes before and after, crossing a kilobyte both ways, index puts,
+    key changes and projections."""
+    raw = make_client(
+        endpoint_url=dynamodb_endpoint,
+        region_name=LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    name = f"cap-{uuid.uuid4().hex[:10]}-rule"
+    raw.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "k", "AttributeType": "S"},
+            {"AttributeName": "g", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "all-g",
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+            {
+                "IndexName": "keys-g",
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    (shape,) = learn_shapes(raw, [name])
+    key = {"k": {"S": "1"}}
+
+    def check(expression: str, **values: dict[str, str]) -> None:
+        before = raw.get_item(TableName=name, Key=key, ConsistentRead=True).get("Item")
+        placeholders = {f":{n}": v for n, v in values.items()}
+        reported = raw.update_item(
+            TableName=name,
+            Key=key,
+            UpdateExpression=expression,
+            ReturnConsumedCapacity="INDEXES",
+            **({"ExpressionAttributeValues": placeholders} if placeholders else {}),  # type: ignore[arg-type]
+        )["ConsumedCapacity"]
+        after = raw.get_item(TableName=name, Key=key, ConsistentRead=True)["Item"]
+        cost = write_cost(shape, before, after)
+        by_index = {
+            n: u["CapacityUnits"] for n, u in reported.get("GlobalSecondaryIndexes", {}).items()
+        }
+        mine: dict[str, float] = {}
+        for w in cost.indexes:
+            mine[w.index] = mine.get(w.index, 0) + w.units
+        assert (cost.units, mine) == (reported["Table"]["CapacityUnits"], by_index), expression
+
+    try:
+        check("SET v = :v", v={"S": "x" * 900})  # a new item: 1
+        check("SET v = :v", v={"S": "x" * 1100})  # grows past 1 KB: 2
+        check("SET v = :v", v={"S": "x" * 10})  # shrinks from over 1 KB: still 2
+        check("SET g = :g", g={"S": "a"})  # enters both indexes: a put each
+        check("SET v = :v", v={"S": "y" * 1500})  # ALL changes (2 KB entry), KEYS_ONLY not
+        check("SET g = :g", g={"S": "b"})  # an index key change: delete + put
+        check("REMOVE g")  # leaves both indexes
+    finally:
+        raw.delete_table(TableName=name)
