@@ -428,9 +428,16 @@ def run_service(endpoint: str, workload: Workload, *, get_event: bool = False) -
 # ----- the census -----
 
 
-def _scope(partition: Partition, commands: list[Command]) -> str:
+def _scope(partition: Partition, commands: list[Command], ids: tuple[set[str], set[str]]) -> str:
+    """What a key belongs to: by its value when it is a user's or a gathering's id
+    (a user's registrations row is also written by the leave that promotes them),
+    else by the commands that wrote it."""
     if partition.path == "indexer":
         return "indexer"
+    if partition.key in ids[0]:
+        return "user"
+    if partition.key in ids[1]:
+        return "gathering"
     gatherings = {commands[i].gathering for i in partition.commands} - {None}
     users = {commands[i].user for i in partition.commands} - {None}
     if len(gatherings) == 1 and len(users) == 1:
@@ -451,6 +458,10 @@ def census(recorder: WriteRecorder, workload: Workload) -> dict[str, Any]:
     index = [p for p in recorder.partitions.values() if p.path == "indexer"]
     indexer_wcu = sum(p.wcu for p in index)
     indexer_writes = sum(p.writes for p in index)
+    ids = (
+        {c.user for c in commands if c.user is not None},
+        {c.gathering for c in commands if c.gathering is not None},
+    )
     partitions = sorted(
         recorder.partitions.values(), key=lambda p: (p.path != "request", -len(p.commands), -p.wcu)
     )
@@ -465,7 +476,7 @@ def census(recorder: WriteRecorder, workload: Workload) -> dict[str, Any]:
                 "table": p.table,
                 "index": p.index,
                 "key": p.key,
-                "scope": _scope(p, recorder.commands),
+                "scope": _scope(p, recorder.commands, ids),
                 "path": p.path,
                 "commands": 0 if p.path == "indexer" else len(p.commands),
                 "writes": p.writes,
