@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from bench.dynamodb_census import Workload, census, index_costs, run_service, shared_keys, table
+from bench.dynamodb_census import (
+    Workload,
+    WriteRecorder,
+    census,
+    index_costs,
+    run_service,
+    shared_keys,
+    table,
+)
 
 EXHAUSTIVE = os.environ.get("HYPOTHESIS_PROFILE") == "exhaustive"
 WORKLOAD = Workload() if EXHAUSTIVE else Workload(gatherings=20, registrations=200)
@@ -25,10 +33,23 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def result(dynamodb_endpoint: str) -> dict[str, Any]:
-    found = census(run_service(dynamodb_endpoint, WORKLOAD), WORKLOAD)
+def recorder(dynamodb_endpoint: str) -> WriteRecorder:
+    return run_service(dynamodb_endpoint, WORKLOAD)
+
+
+@pytest.fixture(scope="module")
+def result(recorder: WriteRecorder) -> dict[str, Any]:
+    found = census(recorder, WORKLOAD)
     print(table(found))
     return found
+
+
+def test_every_write_the_service_meters_is_in_the_census(recorder: WriteRecorder) -> None:
+    """The census hooks the service's clients; its own meter counts on every client
+    it instruments. Were one of them missed, the two would differ."""
+    metered = sum(units for units, _ in recorder.metered.values())
+    assert recorder.process_writes == pytest.approx(metered, abs=0.05)
+    assert metered > 0
 
 
 def test_the_census_counts_every_command_and_event(result: dict[str, Any]) -> None:
