@@ -308,12 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch = Path(tmp)
             if store == "dynamodb" and {"service", "state-based"} <= set(servers):
                 try:
-                    measured = dynamodb_capacity.measure_both(endpoint or "", scratch)
+                    measured = dynamodb_capacity.measure_both(endpoint or "")
                 except (ServerError, RuntimeError, OSError) as e:
                     extra_failures.append(f"dynamodb capacity per command: {e}")
                 else:
-                    capacity_table = dynamodb_capacity.table(measured, markdown=True)
-                    print("\nDynamoDB capacity units per command (WCU / RCU, median of 5)")
+                    capacity_table = "\n\n".join(
+                        (dynamodb_capacity.caption(), dynamodb_capacity.table(measured, True))
+                    )
+                    print("\n" + dynamodb_capacity.caption())
                     print(dynamodb_capacity.table(measured), flush=True)
             if store == "dynamodb" and "service" in servers:
                 if FEED_LAGS:

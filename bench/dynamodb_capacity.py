@@ -1,168 +1,226 @@
 """DynamoDB capacity units per command: the service beside the state-based baseline.
 
-Both servers run on DynamoDB (``AWS_ENDPOINT_URL_DYNAMODB`` if set, with the
-dummy credentials of ``infra.devtools.dynamodb_local``; else a DynamoDB Local
-this command starts), each with fresh tables. Each command is sent over HTTP
-on its own and costed as the difference of the server's consumed-capacity
-counters around it (the service's ``GET /health`` ``consumedCapacity``, the
-baseline's ``GET /_stats``), less what one reading of those counters costs
-(reading the service's health reads DynamoDB too). The service's WCU include
-its read tables (written in the command's transaction) and the index its stream
-indexer writes for the command: the counters are read once the feed has
-drained (``bench.servers``); each command
-is repeated and the median is shown.
+Both run in this process on DynamoDB (``AWS_ENDPOINT_URL_DYNAMODB`` if set, else
+a DynamoDB Local this command starts), each on fresh tables, through the same
+loaded workload (``bench.dynamodb_census``: registrations spread over
+gatherings, some with a waitlist, leaves with and without a promotion,
+capacity raises): the service through its application container and HTTP app,
+the baseline through its ``DynamoStore``. Every write call is recorded, its
+items read before and after it, and costed by AWS's rule
+(``infra.dynamodb.capacity.write_cost``, GSI writes included) on both sides.
 
-    python -m bench.dynamodb_capacity
+Per command the table shows the median of its instances: the WCU of its own
+writes (the request path), the indexer's WCU amortised to it (the indexer's
+WCU over the whole run divided by the events it indexed, times the command's
+events), their total, and the baseline's WCU; and for ``get event`` the RCU
+DynamoDB reports. A capacity raise is shown per person it promoted.
+
+    python -m bench.dynamodb_capacity [--gatherings 10] [--registrations 200]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from functools import partial
-from itertools import pairwise
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-import httpx
+from bench.dynamodb_census import (
+    Workload,
+    WriteRecorder,
+    endpoint,
+    raw_client,
+    run_commands,
+    run_service,
+)
+from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS
 
-from bench.servers import BASELINE, SERVICE, Server, ServerKind
-from infra.devtools.dynamodb_local import DynamoDBLocal, install
-
+#: The rows of the table: (label, the census commands it is measured on).
 COMMANDS = (
     "create user",
     "create event",
     "register (confirmed)",
     "register (waitlisted)",
+    "leave (without promotion)",
     "leave (with promotion)",
     "leave (waitlisted)",
-    "get event",
+    "capacity raise, per person promoted",
+    "get event (RCU)",
 )
-Units = tuple[float, float]  # (RCU, WCU)
+LABELS = {
+    "capacity raise, per person promoted": "capacity raise",
+    "get event (RCU)": "get event",
+}
+WORKLOAD = Workload(gatherings=10, registrations=200)
 
 
-def _expect(response: httpx.Response, status: int) -> None:
-    if response.status_code != status:
-        msg = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
-        raise RuntimeError(f"{msg}: {response.text[:300]}")
+@dataclass(frozen=True)
+class Row:
+    """One command's median cost on one server."""
+
+    request: float  # WCU of the command's own writes (RCU for get event)
+    indexer: float = 0.0  # the indexer's WCU amortised to it
+    samples: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.request + self.indexer
 
 
-def measure(
-    kind: ServerKind, endpoint_url: str, scratch: Path, repeats: int = 5
-) -> dict[str, Units]:
-    """Median (RCU, WCU) per command for one server."""
-    prefix = f"bench-cap-{uuid.uuid4().hex[:6]}-{kind.name}-"
-    server = Server(kind, "dynamodb", scratch, endpoint_url=endpoint_url, table_prefix=prefix)
-    samples: dict[str, list[Units]] = {c: [] for c in COMMANDS}
-    try:
-        with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as http:
-
-            def reading() -> Units:
-                return kind.consumed(server.url)
-
-            # What reading the counters costs, measured back to back.
-            readings = [reading() for _ in range(6)]
-            overhead = (
-                statistics.median(b[0] - a[0] for a, b in pairwise(readings)),
-                statistics.median(b[1] - a[1] for a, b in pairwise(readings)),
-            )
-
-            def cost(command: str, call: Callable[[], httpx.Response], status: int) -> None:
-                before = reading()
-                _expect(call(), status)
-                after = reading()
-                samples[command].append(
-                    (
-                        max(0.0, after[0] - before[0] - overhead[0]),
-                        max(0.0, after[1] - before[1] - overhead[1]),
-                    )
-                )
-
-            for i in range(repeats):
-                event = f"cap-e{i}"
-                first, second, third = f"cap-a{i}", f"cap-b{i}", f"cap-c{i}"
-                event_body = {
-                    "eventId": event,
-                    "title": "Capacity",
-                    "date": "2027-06-01",
-                    "capacity": 1,
-                    "waitlistEnabled": True,
-                }
-                cost("create event", partial(http.post, "/events", json=event_body), 201)
-                for user in (first, second, third):
-                    body = {"userId": user, "name": user}
-                    cost("create user", partial(http.post, "/users", json=body), 201)
-                registrations = "/users/{}/registrations"
-                body = {"eventId": event}
-                register = {
-                    u: partial(http.post, registrations.format(u), json=body)
-                    for u in (first, second, third)
-                }
-                leave = {
-                    u: partial(http.delete, f"{registrations.format(u)}/{event}")
-                    for u in (first, third)
-                }
-                cost("register (confirmed)", register[first], 201)
-                cost("register (waitlisted)", register[second], 201)
-                _expect(register[third](), 201)  # a second person waiting
-                cost("leave (with promotion)", leave[first], 204)
-                cost("leave (waitlisted)", leave[third], 204)
-                cost("get event", partial(http.get, f"/events/{event}"), 200)
-    finally:
-        server.stop()
-    return {
-        command: (
-            statistics.median(s[0] for s in samples[command]),
-            statistics.median(s[1] for s in samples[command]),
+def rows(recorder: WriteRecorder) -> dict[str, Row]:
+    """Median cost per command from a recorded run (see the module's docstring)."""
+    commands = [c for c in recorder.commands if c.kind != "get event"]
+    events = sum(c.events for c in commands)
+    indexer_wcu = sum(p.wcu for p in recorder.partitions.values() if p.path == "indexer")
+    per_event = indexer_wcu / events if events else 0.0
+    found: dict[str, Row] = {}
+    for name in COMMANDS:
+        label = LABELS.get(name, name)
+        picked = [c for c in recorder.commands if c.label == label]
+        if not picked:
+            continue
+        if label == "get event":
+            found[name] = Row(statistics.median(c.rcu for c in picked), 0.0, len(picked))
+            continue
+        weight = [max(1, c.promoted) if label == "capacity raise" else 1 for c in picked]
+        found[name] = Row(
+            statistics.median(c.wcu / n for c, n in zip(picked, weight, strict=True)),
+            statistics.median(
+                c.events * per_event / n for c, n in zip(picked, weight, strict=True)
+            ),
+            len(picked),
         )
-        for command in COMMANDS
+    return found
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_baseline(url: str, workload: Workload, *, get_event: bool = True) -> WriteRecorder:
+    """The same workload through the state-based baseline's DynamoDB store."""
+    from api.schemas import EventCreate, EventUpdate, UserCreate
+    from bench.baseline import DynamoStore
+
+    prefix = f"census-base-{uuid.uuid4().hex[:6]}-"
+    with _environment(
+        {
+            "AWS_ENDPOINT_URL_DYNAMODB": url,
+            "DYNAMODB_TABLE_PREFIX": prefix,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "AWS_DEFAULT_REGION": LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
+        }
+    ):
+        store = DynamoStore()
+        recorder = WriteRecorder(raw_client(url), prefix)
+        recorder.learn(store.client)
+        recorder.attach(store.client)
+
+        def send(method: str, path: str, body: Any) -> Any:
+            parts = path.strip("/").split("/")
+            if method == "POST" and parts == ["users"]:
+                return store.create_user(UserCreate(**body))
+            if method == "POST" and parts == ["events"]:
+                return store.create_event(EventCreate(**body))
+            if method == "POST":  # /users/{u}/registrations
+                return store.register(parts[1], body["eventId"])
+            if method == "DELETE":  # /users/{u}/registrations/{e}
+                return store.leave(parts[1], parts[3])
+            if method == "PUT":
+                return store.update_event(parts[1], EventUpdate(**body))
+            return store.get_event(parts[1])
+
+        try:
+            run_commands(workload, recorder, send, get_event=get_event)
+        finally:
+            store.close()
+    return recorder
+
+
+def measure_both(url: str, workload: Workload = WORKLOAD) -> dict[str, dict[str, Row]]:
+    """Per command, the service's and the baseline's median costs."""
+    return {
+        "service": rows(run_service(url, workload, get_event=True)),
+        "state-based": rows(run_baseline(url, workload)),
     }
 
 
-def measure_both(endpoint_url: str, scratch: Path) -> dict[str, dict[str, Units]]:
-    return {kind.name: measure(kind, endpoint_url, scratch) for kind in (SERVICE, BASELINE)}
-
-
-def table(measured: dict[str, dict[str, Units]], markdown: bool = False) -> str:
-    servers = list(measured)
-    head = ["command", *(f"{s} WCU / RCU" for s in servers)]
-    body = [
-        [
-            command,
-            *(f"{measured[s][command][1]:.1f} / {measured[s][command][0]:.1f}" for s in servers),
-        ]
-        for command in COMMANDS
+def table(measured: Mapping[str, Mapping[str, Row]], markdown: bool = False) -> str:
+    service, baseline = measured["service"], measured["state-based"]
+    head = [
+        "command",
+        "service WCU (request path)",
+        "service WCU (indexer, amortised)",
+        "service WCU total",
+        "state-based WCU",
+        "service / state-based",
     ]
+    body = []
+    for name in COMMANDS:
+        if name not in service and name not in baseline:
+            continue
+        mine, theirs = service.get(name), baseline.get(name)
+        ratio = (
+            f"{mine.total / theirs.total:.2f}x"
+            if mine is not None and theirs is not None and theirs.total
+            else "-"
+        )
+        body.append(
+            [
+                name,
+                f"{mine.request:.1f}" if mine else "-",
+                f"{mine.indexer:.2f}" if mine else "-",
+                f"{mine.total:.1f}" if mine else "-",
+                f"{theirs.total:.1f}" if theirs else "-",
+                ratio,
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
-    rows = [head, ["-" * w for w in widths], *body]
+    grid = [head, ["-" * w for w in widths], *body]
     return "\n".join(
         "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
-        for r in rows
+        for r in grid
     )
 
 
-@contextmanager
-def _endpoint() -> Iterator[str]:
-    url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
-    if url:
-        yield url
-        return
-    install()
-    with DynamoDBLocal() as local:
-        yield local.endpoint_url
+def caption(workload: Workload = WORKLOAD) -> str:
+    return (
+        f"Capacity units per command by AWS's rule, GSI writes included, both sides "
+        f"(`python -m bench.dynamodb_capacity`: {workload.registrations} registrations over "
+        f"{workload.gatherings} gatherings with waitlists, leaves and capacity raises; the "
+        "median of each command; the indexer's WCU amortised per event; `get event` in RCU):"
+    )
 
 
-def main() -> None:
-    with _endpoint() as url, tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        measured = measure_both(url, Path(scratch))
-    print("DynamoDB capacity units per command (WCU / RCU, median of 5)")
-    print(table(measured))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gatherings", type=int, default=WORKLOAD.gatherings)
+    parser.add_argument("--registrations", type=int, default=WORKLOAD.registrations)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    workload = Workload(gatherings=args.gatherings, registrations=args.registrations)
+    with endpoint() as url:
+        measured = measure_both(url, workload)
+    print(caption(workload))
+    print(table(measured, markdown=args.markdown))
 
 
 if __name__ == "__main__":

@@ -232,16 +232,20 @@ Columns: req/s = timed requests / wall time of the timed phase (median, and
 range over runs); vs state-based = median req/s over the state-based server's;
 p50 / p99 = latency of the timed requests as the client saw it; peak RSS = the
 server process's VmHWM at the end of the run (from /proc; DynamoDB Local's own
-JVM is not counted); WCU / RCU per request = the capacity units DynamoDB reported
-(`ReturnConsumedCapacity`) for the timed requests divided by their number, from
-the service's `GET /health` (`consumedCapacity`) and the state-based server's
-`GET /_stats`. The service's WCU include the index its stream indexer writes for
-those requests: its counters are read once the feed has drained, before and
-after the timed phase, so index writes are counted with the requests that caused
-them however far the indexer lags (RCU are read without waiting, so as not to
-count the waiting's own `GET /health` reads). DynamoDB Local reports the units
-that AWS would charge but is far slower than AWS, and serialises conflicting
-transactions where AWS would cancel them with `TransactionConflict`."""
+JVM is not counted); WCU / RCU per request = the capacity units of the timed
+requests divided by their number, from the service's `GET /health`
+(`consumedCapacity`) and the state-based server's `GET /_stats`: WCU by AWS's
+write rule (`infra.dynamodb.capacity`: 1 per started KB per item, twice in a
+transaction, plus 1 per started KB of every GSI entry a write changes), the same
+function on both servers, applied to each write request (exact for items under 1
+KB: an update of a larger stored item is counted as of 1 KB, see README "Cost");
+RCU as DynamoDB reports them (`ReturnConsumedCapacity`). The service's WCU
+include the index its stream indexer writes for those requests: its counters are
+read once the feed has drained, before and after the timed phase, so index
+writes are counted with the requests that caused them however far the indexer
+lags (RCU are read without waiting, so as not to count the waiting's own `GET
+/health` reads). DynamoDB Local is far slower than AWS, and serialises
+conflicting transactions where AWS would cancel them with `TransactionConflict`."""
 
 
 def markdown(
@@ -276,9 +280,6 @@ def markdown(
         parts += [f"## {STORE_TITLES[store]}", "", markdown_table(results, store), ""]
         if store == "dynamodb" and capacity_table:
             parts += [
-                "Capacity units per command, each sent alone (`python -m bench.dynamodb_capacity`;"
-                " WCU / RCU, median of 5, the cost of reading the counters taken off):",
-                "",
                 capacity_table,
                 "",
             ]
