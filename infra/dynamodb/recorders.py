@@ -11,7 +11,7 @@ import uuid
 from collections import OrderedDict
 from contextvars import Context, ContextVar
 from threading import Event, Lock, Thread
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,19 +47,15 @@ from infra.dynamodb.errors import (
     translate,
     translate_errors,
 )
+from infra.dynamodb.feed import HeadHint, LogReader, hint_of
 from infra.dynamodb.layout import (
-    COMMIT_END,
     COMMIT_LEAD,
     COMMIT_MANIFEST,
     EVENT_PK,
     EVENT_SK,
-    HEAD_LAST,
-    LOG_PARTITION,
+    HEAD_HINT,
     LOG_PK,
     LOG_SK,
-    MARKER_COUNT,
-    MARKER_FIRST,
-    MARKER_PREFIX,
     MAX_ITEM_BYTES,
     MAX_TRANSACT_ITEMS,
     MAX_TRANSACTION_BYTES,
@@ -67,10 +63,7 @@ from infra.dynamodb.layout import (
     STATE,
     TOPIC,
     TRACKING_PK,
-    head_key,
-    index_item,
     item_size,
-    marker_key,
     n_,
     s_,
 )
@@ -78,7 +71,7 @@ from infra.dynamodb.read_tables import DynamoDBReadModel, LivePointer, ReadTable
 from projections.fold import InlineChanges
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from mypy_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
@@ -86,17 +79,15 @@ if TYPE_CHECKING:
         TransactWriteItemTypeDef,
     )
 
-    from infra.dynamodb.indexer import ShardPoller
+    from infra.dynamodb.shards import ShardPoller
 
     Item = dict[str, AttributeValueTypeDef]
     ItemOut = Mapping[str, Any]
 
 logger = logging.getLogger(__name__)
 
-# Placeholder for not-yet-assigned notification ids when estimating sizes.
-_BIG_NUMBER = 10**20
-# DynamoDB's IN operator takes at most 100 operands.
-MAX_FILTER_TOPICS = 100
+_T = TypeVar("_T")
+
 # Retries of a read that found a not-yet-visible notification below the
 # head (see select_notifications).
 MAX_GAP_RETRIES = 6  # sleeps 5, 10, ... 160 ms: about 0.3 s in all
@@ -478,9 +469,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     far is in the log; :meth:`indexed_positions` tells where a commit went.
     """
 
-    # The indexer writes one commit in one transaction: an index item per event,
-    # the commit marker and the head, so at most 98 events per commit.
-    max_events_per_insert = MAX_TRANSACT_ITEMS - 2
+    # A commit is one transaction of its event items (and read-table rows); the
+    # indexer places it in one page of references, far below an item's bound.
+    max_events_per_insert = MAX_TRANSACT_ITEMS
     events_stream = True
 
     def __init__(
@@ -499,6 +490,14 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         self._read_tables: DynamoDBReadModel | None = None
         self._poller: ShardPoller | None = None
         self._unseen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.log = LogReader(
+            self.client,
+            self.events_table_name,
+            self.notifications_table_name,
+            self.decode_originator_id,
+        )
+        # h of each append: a lower bound of the index's head (see feed.HeadHint).
+        self.head_hint = HeadHint(self.client, self.notifications_table_name)
 
     def table_specs(self) -> list[TableSpec]:
         return [
@@ -586,19 +585,18 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         the (oid, ver) of every event of the commit in append order. Every other
         item carries ``l``, the lead's key. The lead's key is the commit's id
         (an (oid, ver) is written once only, so it names one commit forever).
+        Every item carries ``h``, a lower bound of the index's head now, which
+        tells the indexer from which page on to look for the commit.
         """
         items = [self._event_item(s) for s in stored_events]
+        hint = n_(self.head_hint.value())
+        for item in items:
+            item[HEAD_HINT] = hint
         lead = items[0]
         lead[COMMIT_MANIFEST] = {"L": [{"L": [i[EVENT_PK], i[EVENT_SK]]} for i in items]}
         for item in items[1:]:
             item[COMMIT_LEAD] = {"L": [lead[EVENT_PK], lead[EVENT_SK]]}
         return items
-
-    def _check_index_sizes(self, items: Sequence[tuple[Item, StoredEvent]]) -> None:
-        """The indexer copies each event into an index item and writes a commit
-        in one transaction: refuse now what it could not write then."""
-        index_items = [(index_item(item, _BIG_NUMBER, end=True), s) for item, s in items]
-        self._check_sizes(index_items)
 
     def _append(
         self,
@@ -616,15 +614,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             return
         if k > self.max_events_per_insert:
             msg = (
-                f"Cannot record {k} events as one commit: the indexer writes a commit "
-                f"in one DynamoDB transaction, which holds at most {MAX_TRANSACT_ITEMS} "
-                f"items (one per event, the commit marker and the head), so at most "
-                f"{self.max_events_per_insert} events. Nothing was written."
+                f"Cannot record {k} events as one commit: a commit is one DynamoDB "
+                f"transaction, which holds at most {MAX_TRANSACT_ITEMS} items, so at "
+                f"most {self.max_events_per_insert} events. Nothing was written."
             )
             raise TooManyEventsError(msg)
         items = list(zip(self._commit_items(stored_events), stored_events, strict=True))
         self._check_sizes(items)
-        self._check_index_sizes(items)
         if k == 1 and not extras:
             # One item: a conditional PutItem is one write, a transaction two.
             try:
@@ -757,8 +753,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """A stream's events with their positions in the log (None for an event the
         indexer has not placed yet).
 
-        A position is its commit's first notification id (the commit marker) plus
-        the event's place in the commit's manifest (on the commit's lead event).
+        A position is its commit's first notification id (its page, or for a
+        commit indexed before pages its marker) plus the event's place in the
+        commit's manifest (on the commit's lead event).
         """
         items = self._stream_items(originator_id, gt=gt, limit=limit)
         keys = [(str(i[EVENT_PK]["S"]), int(i[EVENT_SK]["N"])) for i in items]
@@ -790,18 +787,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 (str(e["L"][0]["S"]), int(e["L"][1]["N"]))
                 for e in found.get(COMMIT_MANIFEST, {}).get("L", [])
             ] or [lead]
-        firsts = {
-            (str(m[LOG_PK]["S"]).removeprefix(MARKER_PREFIX), int(m[LOG_SK]["N"])): int(
-                m[MARKER_FIRST]["N"]
-            )
-            for m in batch_get(
-                self.client,
-                self.notifications_table_name,
-                [marker_key(oid, ver) for oid, ver in sorted(set(leads))],
-                # Where each commit went: answers for everything indexed so far.
-                ConsistentRead=True,
-            )
-        }
+        # Every item of a commit carries its h: where to look for the commit.
+        hints = {lead: hint_of(item) for lead, item in zip(leads, items, strict=True)}
+        firsts = self.log.locate_commits(hints)
         placed: list[tuple[StoredEvent, int | None]] = []
         for key, lead, item in zip(keys, leads, items, strict=True):
             first = firsts.get(lead)
@@ -851,7 +839,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         (made on first use; :meth:`ShardPoller.start` runs it in a thread)."""
         with self._stats_lock:
             if self._poller is None:
-                from infra.dynamodb.indexer import ShardPoller, StreamIndexer
+                from infra.dynamodb.indexer import StreamIndexer
+                from infra.dynamodb.shards import ShardPoller
 
                 core = StreamIndexer(
                     self.client, self.events_table_name, self.notifications_table_name
@@ -898,7 +887,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     ) -> list[tuple[str, int]]:
         """Those of ``leads`` (commits this process appended) not indexed yet;
         forgets the rest."""
-        unseen = [lead for lead in leads if not poller.indexer.is_indexed(lead)]
+        indexed = poller.indexer.indexed_among(leads)
+        unseen = [lead for lead in leads if lead not in indexed]
         with self._stats_lock:
             for lead in set(leads).difference(unseen):
                 self._unseen.pop(lead, None)
@@ -911,81 +901,29 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         if not stored_events:
             return []
         lead = stored_events[0]
-        with translate_errors():
-            response = self.client.get_item(
-                TableName=self.notifications_table_name,
-                Key=marker_key(
-                    self.encode_originator_id(lead.originator_id), lead.originator_version
-                ),
-                # Answers "is it indexed yet?": must see the latest write.
-                ConsistentRead=True,
-            )
-        item = response.get("Item")
-        if not item:
+        key = (self.encode_originator_id(lead.originator_id), lead.originator_version)
+        exists, hint = self.log.commit_hint(key)
+        if not exists:
             return None
-        first = int(item[MARKER_FIRST]["N"])
-        return list(range(first, first + int(item[MARKER_COUNT]["N"])))
-
-    def _read_head(self) -> int:
-        with translate_errors():
-            response = self.client.get_item(
-                TableName=self.notifications_table_name,
-                Key=head_key(),
-                # The visibility bound of select_notifications: every id up to
-                # the head belongs to a committed index transaction.
-                ConsistentRead=True,
-                ProjectionExpression="#last",
-                ExpressionAttributeNames={"#last": HEAD_LAST},
-            )
-        item = response.get("Item")
-        if not item or HEAD_LAST not in item:
-            return 0
-        return int(item[HEAD_LAST]["N"])
+        first = self.log.locate_commits({key: hint}).get(key)
+        if first is None:
+            return None
+        return list(range(first, first + len(stored_events)))
 
     # ----- where commits end (projections.catch_up.CommitLog) -----
 
     def commit_ends(self, lo: int, hi: int) -> Sequence[int]:
-        return self._commit_end_ids(lo, hi, None)
+        return self._read_log(lambda: self.log.commit_ends(lo, hi, None), lo)
 
     def commit_end_after(self, position: int) -> int | None:
-        found = self._commit_end_ids(position, None, 1)
+        found = self._read_log(lambda: self.log.commit_ends(position, None, 1), position)
         return found[0] if found else None
-
-    def _commit_end_ids(self, lo: int, hi: int | None, limit: int | None) -> list[int]:
-        names = {"#p": LOG_PK, "#id": LOG_SK, "#end": COMMIT_END}
-        values: dict[str, AttributeValueTypeDef] = {":p": _s(LOG_PARTITION), ":lo": _n(lo)}
-        condition = "#p = :p AND #id >= :lo"
-        if hi is not None:
-            condition = "#p = :p AND #id BETWEEN :lo AND :hi"
-            values[":hi"] = _n(hi)
-        query: QueryInputTypeDef = {
-            "TableName": self.notifications_table_name,
-            "KeyConditionExpression": condition,
-            "FilterExpression": "attribute_exists(#end)",
-            "ProjectionExpression": "#id",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            # Catch-up cuts its batches here: it must see every committed index
-            # transaction.
-            "ConsistentRead": True,
-        }
-        found: list[int] = []
-        with translate_errors():
-            while True:
-                response = self.client.query(**query)
-                found.extend(int(i[LOG_SK]["N"]) for i in response.get("Items", []))
-                last_key = response.get("LastEvaluatedKey")
-                if not last_key or (limit is not None and len(found) >= limit):
-                    break
-                query["ExclusiveStartKey"] = last_key
-        return found[:limit] if limit is not None else found
 
     # ----- reading -----
 
     def max_notification_id(self) -> int | None:
         """The index's head: the highest notification id the indexer assigned."""
-        last = self._read_head()
-        return last or None
+        return self.log.head() or None
 
     def select_notifications(
         self,
@@ -998,19 +936,20 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     ) -> Sequence[Notification]:
         """Returns notifications in id order, from ``start``, at most ``limit``.
 
-        Reads the index's head first (ConsistentRead GetItem) and never returns
-        ids above it: every id up to the head belongs to a committed index
-        transaction, so the result is a gap-free prefix even though Query is
-        only read-committed. Each page's ScannedCount is checked against the width
-        of the id range it covered; a shortfall means a committed notification
-        is not yet visible to the Query, and the read is retried.
+        Reads the index's head first (ConsistentRead) and never returns ids
+        above it: every id up to the head is in a written page, so the result
+        is a gap-free prefix. The pages read must tile the range; a shortfall
+        is read again, then refused (see :mod:`infra.dynamodb.feed`).
         """
         if limit <= 0:
             return []
         lo = 1 if start is None else (start if inclusive_of_start else start + 1)
         lo = max(lo, 1)
+        return self._read_log(lambda: self.log.select(lo, limit, stop, topics), lo)
+
+    def _read_log(self, read: Callable[[], list[_T] | None], lo: int) -> list[_T]:
         for attempt in range(MAX_GAP_RETRIES):
-            result = self._select_notifications(lo, limit, stop, topics)
+            result = read()
             if result is not None:
                 return result
             time.sleep(0.005 * 2**attempt)
@@ -1019,70 +958,6 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             f"(reading from {lo}); notifications may have been deleted"
         )
         raise NotificationLogCorruptedError(msg)
-
-    def _select_notifications(
-        self, lo: int, limit: int, stop: int | None, topics: Sequence[str]
-    ) -> list[Notification] | None:
-        hi = self._read_head()
-        if stop is not None:
-            hi = min(hi, stop)
-        if lo > hi:
-            return []
-        names = {"#p": LOG_PK, "#id": LOG_SK}
-        values: dict[str, AttributeValueTypeDef] = {
-            ":p": _s(LOG_PARTITION),
-            ":lo": _n(lo),
-            ":hi": _n(hi),
-        }
-        query: QueryInputTypeDef = {
-            "TableName": self.notifications_table_name,
-            "KeyConditionExpression": "#p = :p AND #id BETWEEN :lo AND :hi",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            # Followers decide what to process next from this: it must include
-            # every committed notification up to the head we just read.
-            "ConsistentRead": True,
-        }
-        topic_set = frozenset(topics)
-        filter_locally = len(topic_set) > MAX_FILTER_TOPICS
-        if topic_set and not filter_locally:
-            placeholders = []
-            for i, topic in enumerate(sorted(topic_set)):
-                values[f":t{i}"] = _s(topic)
-                placeholders.append(f":t{i}")
-            names["#topic"] = TOPIC
-            query["FilterExpression"] = f"#topic IN ({', '.join(placeholders)})"
-        results: list[Notification] = []
-        cursor = lo  # first id of the page
-        with translate_errors():
-            while True:
-                remaining = limit - len(results)
-                page_limit = remaining if not topic_set else max(remaining, 100)
-                query["Limit"] = min(page_limit, hi - cursor + 1)
-                response = self.client.query(**query)
-                last_key = response.get("LastEvaluatedKey")
-                page_end = int(last_key[LOG_SK]["N"]) if last_key else hi
-                if response.get("ScannedCount", 0) != page_end - cursor + 1:
-                    return None  # a gap: retry the whole read
-                for item in response.get("Items", []):
-                    if filter_locally and item[TOPIC]["S"] not in topic_set:
-                        continue
-                    results.append(self._decode_notification(item))
-                    if len(results) >= limit:
-                        return results
-                if not last_key or page_end >= hi:
-                    return results
-                cursor = page_end + 1
-                query["ExclusiveStartKey"] = last_key
-
-    def _decode_notification(self, item: ItemOut) -> Notification:
-        return Notification(
-            id=int(item[LOG_SK]["N"]),
-            originator_id=self.decode_originator_id(item[EVENT_PK]["S"]),
-            originator_version=int(item[EVENT_SK]["N"]),
-            topic=item[TOPIC]["S"],
-            state=bytes(item[STATE]["B"]),
-        )
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
