@@ -77,14 +77,10 @@ from infra.dynamodb.errors import (
     TooManyEventsError,
     TransactionTooLargeError,
 )
+from infra.dynamodb.event_store import DynamoDBAggregateRecorder
 from infra.dynamodb.factory import DynamoDBFactory
-from infra.dynamodb.recorders import (
-    DynamoDBAggregateRecorder,
-    DynamoDBApplicationRecorder,
-    DynamoDBProcessRecorder,
-    DynamoDBSubscription,
-    DynamoDBTrackingRecorder,
-)
+from infra.dynamodb.recorders import DynamoDBApplicationRecorder, DynamoDBSubscription
+from infra.dynamodb.tracking import DynamoDBProcessRecorder, DynamoDBTrackingRecorder
 
 Factory = DynamoDBFactory
 

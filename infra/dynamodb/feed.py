@@ -27,10 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import Notification, PersistenceError
 
+from infra.dynamodb.commits import Key, hint_of, key_of, pair_of
 from infra.dynamodb.datastore import batch_get
 from infra.dynamodb.errors import NotificationLogCorruptedError, translate_errors
 from infra.dynamodb.layout import (
     COMMIT_END,
+    COMMIT_LEAD,
+    COMMIT_MANIFEST,
     EVENT_PK,
     EVENT_SK,
     HEAD_HINT,
@@ -65,17 +68,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, int]
 
 # DynamoDB's IN operator takes at most 100 operands (legacy copies only).
 MAX_FILTER_TOPICS = 100
 # Events fetched per BatchGetItem round when filtering by topic.
 TOPIC_CHUNK = 100
-
-
-def hint_of(item: Mapping[str, Any]) -> int | None:
-    value = item.get(HEAD_HINT)
-    return int(value["N"]) if value is not None else None
 
 
 class LogReader:
@@ -218,16 +215,16 @@ class LogReader:
         requested = [{EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in dict.fromkeys(keys)]
         # An event item never changes once written: any copy found is it.
         found: dict[Key, Mapping[str, Any]] = {
-            _key(item): item
+            key_of(item): item
             for item in batch_get(self.client, self.events_table, requested, **projection)
         }
-        missing = [key for key in requested if _key(key) not in found]
+        missing = [key for key in requested if key_of(key) not in found]
         if missing:
             # Not yet visible to an eventually consistent read: ask the leader.
             for item in batch_get(
                 self.client, self.events_table, missing, ConsistentRead=True, **projection
             ):
-                found[_key(item)] = item
+                found[key_of(item)] = item
         lost = [key for key in dict.fromkeys(keys) if key not in found]
         if lost:
             msg = f"The index references events missing from the events table: {lost[:5]}"
@@ -289,6 +286,60 @@ class LogReader:
         if bounds:
             firsts.update(locate(self.client, self.index_table, bounds))
         return firsts
+
+    def positions(self, items: Sequence[Mapping[str, Any]]) -> list[int | None]:
+        """The position of each event item (None while it is not indexed): its
+        commit's first id plus its place in the commit's manifest (on the lead)."""
+        keys = [key_of(item) for item in items]
+        manifests: dict[Key, list[Key]] = {}
+        leads: list[Key] = []
+        for key, item in zip(keys, items, strict=True):
+            if COMMIT_LEAD in item:
+                oid, ver = item[COMMIT_LEAD]["L"]
+                leads.append((str(oid["S"]), int(ver["N"])))
+                continue
+            leads.append(key)
+            manifest = item.get(COMMIT_MANIFEST, {}).get("L")
+            manifests[key] = [pair_of(entry) for entry in manifest] if manifest else [key]
+        missing = sorted(set(leads) - manifests.keys())
+        for found in batch_get(
+            self.client,
+            self.events_table,
+            [{EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in missing],
+            ProjectionExpression="#oid, #ver, #m",
+            ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK, "#m": COMMIT_MANIFEST},
+            # The commits of events just read: every one of them.
+            ConsistentRead=True,
+        ):
+            manifests[key_of(found)] = [
+                pair_of(entry) for entry in found.get(COMMIT_MANIFEST, {}).get("L", [])
+            ] or [key_of(found)]
+        # Every item of a commit carries its h: where to look for the commit.
+        firsts = self.locate_commits(
+            {lead: hint_of(item) for lead, item in zip(leads, items, strict=True)}
+        )
+        placed: list[int | None] = []
+        for key, lead in zip(keys, leads, strict=True):
+            first = firsts.get(lead)
+            manifest = manifests.get(lead, [])
+            placed.append(
+                first + manifest.index(key) if first is not None and key in manifest else None
+            )
+        return placed
+
+    def indexed(self, leads: Sequence[Key]) -> set[Key]:
+        """Those of the commits led by ``leads`` that are indexed now (reads only:
+        each lead's ``h``, ConsistentRead, then the pages above it)."""
+        items = batch_get(
+            self.client,
+            self.events_table,
+            [{EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in dict.fromkeys(leads)],
+            ProjectionExpression="#oid, #ver, #h",
+            ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK, "#h": HEAD_HINT},
+            # Commits just appended: every one of them.
+            ConsistentRead=True,
+        )
+        return set(self.locate_commits({key_of(item): hint_of(item) for item in items}))
 
     def commit_hint(self, lead: Key) -> tuple[bool, int | None]:
         """Whether the lead event exists, and its commit's h (ConsistentRead:
@@ -384,10 +435,6 @@ class LogReader:
                     break
                 query["ExclusiveStartKey"] = last_key
         return found[:limit] if limit is not None else found
-
-
-def _key(item: Mapping[str, Any]) -> Key:
-    return str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])
 
 
 class HeadHint:

@@ -25,12 +25,9 @@ size, from several indexers at once: the result is the same index.
 The index: pages of references
 ==============================
 
-Each index write is one plain ``PutItem`` of one *page*
-(:mod:`infra.dynamodb.pages`): ``p="page"``, ``id`` = the first notification
-id it places, and the ``(oid, ver)`` of the events it places, whole commits in
-log order, packed in about 19 bytes per event. Readers fetch the events
-themselves from the events table. No copy of an event, no head item, no
-per-commit marker: a page of 50 events is one write unit.
+One index write is one ``PutItem`` of one *page* (:mod:`infra.dynamodb.pages`),
+``id`` = its first notification id, holding the packed ``(oid, ver)`` of whole
+commits (about 19 bytes per event): no copy, no head item, no marker.
 
 What the index guarantees, and why
 ==================================
@@ -76,34 +73,35 @@ What the index guarantees, and why
 Index items of older deployments
 ================================
 
-Before pages, the indexer copied every event under ``p="log"`` (ids ``1..L``),
-kept ``L`` in ``p="$head"`` and a marker ``p="c#<lead oid>", id=<lead ver>``
-per commit. They stay as they are and stay readable: pages start at ``L + 1``
-(``L`` = the first page's id minus one, or the ``$head`` item while there is
-no page), readers read ids up to ``L`` from the copies, and a commit whose
-events carry no ``h`` (appended by an older writer), or an ``h`` below ``L``,
-is indexed iff its marker exists or it is in a page (all above ``L``). Stop the
-older indexer before starting this one: the two must not write the same
-table.
+``p="log"`` copies (ids ``1..L``), their head ``p="$head"`` and commit
+markers ``p="c#<oid>"`` stay readable: pages start at ``L + 1``, and a commit
+whose events carry no ``h`` (or one below ``L``) is indexed iff its marker
+exists or it is in a page. Stop the older indexer before starting this one.
 
-See the README ("DynamoDB") for the argument in full. The in-process reader of
-the stream is :class:`infra.dynamodb.shards.ShardPoller`.
+The README ("DynamoDB") gives the argument in full; ``shards`` reads the stream.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from eventsourcing.domain import Aggregate
 
+from infra.dynamodb.commits import (
+    LRU,
+    Commit,
+    Key,
+    hint_of,
+    image_of,
+    key_of,
+    lead_of,
+    manifest_of,
+)
 from infra.dynamodb.datastore import batch_get
 from infra.dynamodb.errors import (
     CONDITION_FAILED_CODES,
@@ -116,11 +114,8 @@ from infra.dynamodb.errors import (
     translate_errors,
 )
 from infra.dynamodb.layout import (
-    COMMIT_LEAD,
-    COMMIT_MANIFEST,
     EVENT_PK,
     EVENT_SK,
-    HEAD_HINT,
     LOG_PK,
     LOG_SK,
     marker_key,
@@ -137,7 +132,7 @@ from infra.dynamodb.pages import (
     pages_after,
     read_legacy_head,
 )
-from infra.dynamodb.shards import SEQUENCE_WIDTH, IndexerLag, ShardPoller, record_time
+from infra.dynamodb.shards import IndexerLag, ShardPoller
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -147,104 +142,9 @@ if TYPE_CHECKING:
 
     Item = dict[str, Any]
 
-__all__ = [
-    "SEQUENCE_WIDTH",
-    "IndexerLag",
-    "ShardPoller",
-    "StreamIndexer",
-    "decode_image",
-    "hint_of",
-    "lead_of",
-    "manifest_of",
-    "record_time",
-]
+__all__ = ["IndexerLag", "ShardPoller", "StreamIndexer"]
 
 logger = logging.getLogger(__name__)
-
-Key = tuple[str, int]  # an event's (oid, ver)
-
-
-# ----- commits and records -------------------------------------------------------
-
-
-@dataclass
-class _Commit:
-    """One appended commit: its lead event's key, its events in append order,
-    and ``h`` (None when its writer wrote none)."""
-
-    lead: Key
-    keys: list[Key]
-    hint: int | None
-
-    def min_versions(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for oid, ver in self.keys:
-            if oid not in found or ver < found[oid]:
-                found[oid] = ver
-        return found
-
-
-class _LRU(OrderedDict[Any, Any]):
-    """A bounded memo: what the indexer knows is indexed (a cache, never the
-    authority: DynamoDB's conditions are)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
-def _key(item: Mapping[str, Any]) -> Key:
-    return str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])
-
-
-def _pair(value: Mapping[str, Any]) -> Key:
-    oid, ver = value["L"]
-    return str(oid["S"]), int(ver["N"])
-
-
-def lead_of(item: Mapping[str, Any]) -> Key:
-    """The key of the lead event of the commit that wrote ``item``.
-
-    An item with neither a manifest nor a lead reference (written before
-    commits were linked) is a commit of its own.
-    """
-    if COMMIT_LEAD in item:
-        return _pair(item[COMMIT_LEAD])
-    return _key(item)
-
-
-def manifest_of(lead_item: Mapping[str, Any]) -> list[Key]:
-    if COMMIT_MANIFEST in lead_item:
-        return [_pair(entry) for entry in lead_item[COMMIT_MANIFEST]["L"]]
-    return [_key(lead_item)]
-
-
-def _decode_value(value: Mapping[str, Any]) -> Any:
-    """A Lambda event carries binary values as base64 text; boto3 gives bytes."""
-    if "B" in value and isinstance(value["B"], str):
-        return {"B": base64.b64decode(value["B"])}
-    if "L" in value:
-        return {"L": [_decode_value(v) for v in value["L"]]}
-    if "M" in value:
-        return {"M": {k: _decode_value(v) for k, v in value["M"].items()}}
-    return dict(value)
-
-
-def decode_image(image: Mapping[str, Any]) -> Item:
-    return {name: _decode_value(value) for name, value in image.items()}
-
-
-def hint_of(item: Mapping[str, Any]) -> int | None:
-    """``h`` of the commit that wrote ``item``: a lower bound of the index's head
-    when it was appended (None: appended before writers wrote one)."""
-    value = item.get(HEAD_HINT)
-    return int(value["N"]) if value is not None else None
 
 
 class StreamIndexer:
@@ -282,8 +182,8 @@ class StreamIndexer:
         self._where: dict[Key, int] = {}
         self._window_size = 0
         self._window_events = window_events
-        self._indexed: _LRU = _LRU(memo_size)  # leads known indexed beyond the window
-        self._stream_upto: _LRU = _LRU(memo_size)  # oid -> highest version known indexed
+        self._indexed: LRU = LRU(memo_size)  # leads known indexed beyond the window
+        self._stream_upto: LRU = LRU(memo_size)  # oid -> highest version known indexed
         self.indexed_events = 0
         self.indexed_commits = 0
         self.pages_written = 0
@@ -306,10 +206,10 @@ class StreamIndexer:
         leads: list[Key] = []
         seen: set[Key] = set()
         for record in records:
-            image = self._image(record)
+            image = image_of(record)
             if image is None:
                 continue
-            key = _key(image)
+            key = key_of(image)
             known[key] = image
             lead = lead_of(image)
             if lead not in seen:
@@ -347,27 +247,6 @@ class StreamIndexer:
             self._trim()
             return indexed
 
-    @staticmethod
-    def _image(record: Mapping[str, Any]) -> Item | None:
-        name = record.get("eventName")
-        data = record.get("dynamodb", {})
-        if name == "REMOVE":
-            logger.warning(
-                "An event item was deleted from the events table; the index keeps it",
-                extra={"keys": str(data.get("Keys"))},
-            )
-            return None
-        image = data.get("NewImage")
-        if image is None:
-            logger.error(
-                "Stream record without a new image (the stream must be NEW_IMAGE); skipped",
-                extra={"keys": str(data.get("Keys")), "sequence": data.get("SequenceNumber")},
-            )
-            return None
-        if name == "MODIFY":
-            logger.warning("An event item was modified; indexing its new image")
-        return decode_image(image)
-
     def _index(self, leads: Sequence[Key], known: dict[Key, Item]) -> int:
         written = 0
         attempt = 0
@@ -393,16 +272,16 @@ class StreamIndexer:
 
     # ----- planning: which commits, in which order -----
 
-    def _plan(self, leads: Sequence[Key], known: dict[Key, Item]) -> list[_Commit]:
+    def _plan(self, leads: Sequence[Key], known: dict[Key, Item]) -> list[Commit]:
         """The commits to index, each after those it depends on (depth first,
         otherwise in the order the records named them)."""
-        commits: dict[Key, _Commit] = {}
+        commits: dict[Key, Commit] = {}
         roots = [lead for lead in leads if not self._known_indexed(lead)]
         for lead in roots:
             commits[lead] = self._load_commit(lead, known)
         indexed = self._indexed_now({lead: commits[lead].hint for lead in roots})
         placed: set[Key] = set()
-        plan: list[_Commit] = []
+        plan: list[Commit] = []
         for root in roots:
             if root in placed or root in indexed:
                 continue
@@ -446,7 +325,7 @@ class StreamIndexer:
         return upto is not None and upto >= lead[1]
 
     def _dependencies(
-        self, commit: _Commit, known: dict[Key, Item], placed: set[Key]
+        self, commit: Commit, known: dict[Key, Item], placed: set[Key]
     ) -> Iterator[Key]:
         """The leads of the commits that must be indexed before ``commit``: for
         each stream it touches, the commit of the stream's previous version,
@@ -462,11 +341,10 @@ class StreamIndexer:
                 previous = self._previous_event(oid, version, upto)
                 if previous is None:
                     continue  # the stream's first version, or all before are indexed
-                known[_key(previous)] = previous
+                known[key_of(previous)] = previous
             lead = lead_of(previous)
             if lead in placed or self._known_indexed(lead):
                 continue
-            # Every event of a commit carries the commit's h.
             if self._indexed_now({lead: hint_of(previous)}):
                 continue
             yield lead
@@ -507,11 +385,11 @@ class StreamIndexer:
             item = known[lead] = found[lead]
         return item
 
-    def _load_commit(self, lead: Key, known: dict[Key, Item]) -> _Commit:
+    def _load_commit(self, lead: Key, known: dict[Key, Item]) -> Commit:
         """The whole commit led by ``lead`` (its keys from the lead's manifest,
         read with ConsistentRead when the records do not hold it)."""
         item = self._lead_item(lead, known)
-        return _Commit(lead, manifest_of(item), hint_of(item))
+        return Commit(lead, manifest_of(item), hint_of(item))
 
     def _get_events(self, keys: Sequence[Key]) -> dict[Key, Item]:
         found = batch_get(
@@ -522,7 +400,7 @@ class StreamIndexer:
             # Events of commits being indexed: all of them.
             ConsistentRead=True,
         )
-        return {_key(item): dict(item) for item in found}
+        return {key_of(item): dict(item) for item in found}
 
     # ----- what is indexed: the window of pages -----
 
@@ -642,7 +520,7 @@ class StreamIndexer:
 
     # ----- writing: one page per put -----
 
-    def _write(self, plan: list[_Commit]) -> tuple[int, bool]:
+    def _write(self, plan: list[Commit]) -> tuple[int, bool]:
         """Puts the plan in pages at the head. Returns the events written and
         whether the whole plan was (False: head + 1 was taken)."""
         written = 0
@@ -674,9 +552,9 @@ class StreamIndexer:
         return written, True
 
     @staticmethod
-    def _group(remaining: Sequence[_Commit]) -> list[_Commit]:
+    def _group(remaining: Sequence[Commit]) -> list[Commit]:
         """The longest prefix of whole commits that fits a page (at least one)."""
-        group: list[_Commit] = []
+        group: list[Commit] = []
         events, size = 0, 64  # key and names
         for commit in remaining:
             commit_size = packed_size(commit.keys)
