@@ -12,7 +12,7 @@ import json
 import math
 import random
 import string
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
 import pytest
@@ -37,6 +37,8 @@ from tests.dynamodb.test_indexer import assert_is_the_log_of, core, recorder, st
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from mypy_boto3_dynamodb import DynamoDBClient
 
     from tests.dynamodb.test_indexer import Commit
 
@@ -289,3 +291,52 @@ def test_an_indexer_that_forgot_older_pages_reads_them_again_and_indexes_nothing
 
     assert recorder.notifications_table_name in reads  # older pages, read again
     assert_is_the_log_of(recorder, commits)
+
+
+# ----- a page whose answer was lost ------------------------------------------
+
+
+class _LosesTheFirstPutsAnswer:
+    """Wraps a client so that the first PutItem of a page commits but its answer
+    is lost and botocore retries it: the retry finds the page there and fails
+    its condition, which is all the indexer hears."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put_item(self, **kwargs: Any) -> Any:
+        response = self._client.put_item(**kwargs)
+        if self.lost:
+            return response
+        self.lost += 1
+        return self._client.put_item(**kwargs)  # the retry: ConditionalCheckFailed
+
+
+def test_a_page_put_whose_answer_was_lost_is_found_and_not_written_again(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    first = [StoredEvent(uuid4(), 1, "t", b"a"), StoredEvent(uuid4(), 1, "t", b"b")]
+    recorder.insert_events(first)
+    client = _LosesTheFirstPutsAnswer(recorder.client)
+    indexer = StreamIndexer(
+        cast("DynamoDBClient", client),
+        recorder.events_table_name,
+        recorder.notifications_table_name,
+    )
+
+    indexer.index_records(stream_records(datastore, recorder))
+    second = [StoredEvent(uuid4(), 1, "t", b"c")]
+    recorder.insert_events(second)
+    indexer.index_records(stream_records(datastore, recorder))
+
+    assert client.lost == 1
+    assert indexer.retries == 1  # it read the page it had written, and went on
+    assert [(n.id, n.state) for n in recorder.select_notifications(1, 10)] == [
+        (1, b"a"),
+        (2, b"b"),
+        (3, b"c"),
+    ]
