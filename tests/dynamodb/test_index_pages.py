@@ -12,6 +12,7 @@ import json
 import math
 import random
 import string
+import threading
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
@@ -33,7 +34,14 @@ from infra.dynamodb.layout import (
     n_,
 )
 from infra.dynamodb.pages import Page, pack, unpack
-from tests.dynamodb.test_indexer import assert_is_the_log_of, core, recorder, stream_records
+from tests.dynamodb.test_indexer import (
+    assert_is_the_log_of,
+    core,
+    recorder,
+    stream_records,
+    write_commits,
+)
+from tests.dynamodb.utils import new_datastore
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -340,3 +348,48 @@ def test_a_page_put_whose_answer_was_lost_is_found_and_not_written_again(
         (2, b"b"),
         (3, b"c"),
     ]
+
+
+def test_three_indexers_with_small_windows_racing_over_repeated_records_index_each_commit_once(
+    dynamodb_endpoint: str, datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = write_commits(recorder, 40, seed=18)
+    records = stream_records(datastore, recorder)
+    others = [
+        new_datastore(dynamodb_endpoint, table_prefix=datastore.table_prefix) for _ in range(2)
+    ]
+    indexers = [
+        StreamIndexer(
+            store.client,
+            recorder.events_table_name,
+            recorder.notifications_table_name,
+            window_events=4,
+            memo_size=2,
+        )
+        for store in [datastore, *others]
+    ]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(indexers))
+
+    def run(n: int) -> None:
+        mine = list(records) + random.Random(n).sample(records, len(records) // 2)
+        random.Random(n).shuffle(mine)  # each in its own order, some twice
+        try:
+            start.wait()
+            for i in range(0, len(mine), 5):
+                indexers[n].index_records(mine[i : i + 5])
+        except BaseException as error:  # pragma: no cover
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(indexers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in others:
+        store.close()
+
+    assert not errors, errors
+    assert sum(i.indexed_events for i in indexers) == sum(len(c) for c in commits)
+    assert sum(i.retries for i in indexers) > 0  # they did race for the head
+    assert_is_the_log_of(recorder, commits)
