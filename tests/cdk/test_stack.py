@@ -513,7 +513,8 @@ INDEXER_SOURCES = [DYNAMODB_SOURCES / "indexer.py", DYNAMODB_SOURCES / "shards.p
 IDEMPOTENCY_SOURCES = [DYNAMODB_SOURCES / "idempotency.py"]
 #: Rebuilds are an admin's job, run with admin credentials (``regsvc rebuild``):
 #: the API role is not granted what they do (emptying and filling a generation).
-REBUILD_SOURCES = [DYNAMODB_SOURCES / "rebuild.py"]
+#: So is ``regsvc reindex`` (a Scan of the events table).
+REBUILD_SOURCES = [DYNAMODB_SOURCES / "rebuild.py", DYNAMODB_SOURCES / "reindex.py"]
 #: What the API process runs: the recorders and their datastore. The indexer
 #: module is the indexer Lambda's (the API runs no in-process indexer).
 API_EVENT_STORE_SOURCES = sorted(
