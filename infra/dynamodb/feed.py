@@ -469,13 +469,16 @@ class HeadHint:
         return value
 
     def _refresh(self) -> None:
+        seen = 0
         try:
             page = last_page(self.client, self.index_table, consistent=False)
             seen = page.end if page is not None else 0
         except PersistenceError as error:
             logger.warning("could not read the index's head for appends: %s", error)
-            seen = 0
-        with self._lock:
-            self._value = max(self._value or 0, seen)
-            self._read_at = time.monotonic()
-            self._refreshing = False
+        finally:
+            # Whatever happened, the bound stays valid (it only grows) and a
+            # later append may try again.
+            with self._lock:
+                self._value = max(self._value or 0, seen)
+                self._read_at = time.monotonic()
+                self._refreshing = False

@@ -393,3 +393,27 @@ def test_three_indexers_with_small_windows_racing_over_repeated_records_index_ea
     assert sum(i.indexed_events for i in indexers) == sum(len(c) for c in commits)
     assert sum(i.retries for i in indexers) > 0  # they did race for the head
     assert_is_the_log_of(recorder, commits)
+
+
+def test_every_event_item_carries_the_end_of_a_page_its_writer_read_before_the_append(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    def hints(commit: list[StoredEvent]) -> list[Any]:
+        return [
+            recorder.client.get_item(
+                TableName=recorder.events_table_name,
+                Key={"oid": {"S": str(s.originator_id)}, "ver": {"N": str(s.originator_version)}},
+                ConsistentRead=True,
+            )["Item"]["h"]
+            for s in commit
+        ]
+
+    first = [StoredEvent(uuid4(), 1, "t", b"")]
+    recorder.insert_events(first)  # no page yet
+    recorder.wait_until_indexed()  # the page 1..1
+    writer = DynamoDBApplicationRecorder(datastore)  # another process, first append
+    second = [StoredEvent(uuid4(), 1, "t", b""), StoredEvent(uuid4(), 1, "t", b"")]
+    writer.insert_events(second)
+
+    assert hints(first) == [{"N": "0"}]
+    assert hints(second) == [{"N": "1"}, {"N": "1"}]
