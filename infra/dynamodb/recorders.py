@@ -120,9 +120,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     # indexer places it in one page of references, far below an item's bound.
     max_events_per_insert = MAX_TRANSACT_ITEMS
     events_stream = True
-    # Whether this process may drive its own indexer (read the stream, write
-    # the index) to wait until something is indexed; False where another
-    # indexes (the API Lambda: DYNAMODB_INDEXER=false), see wait_until_indexed.
+    # Whether wait_until_indexed may run this process's indexer (read the stream,
+    # write the index); False where another indexes (DYNAMODB_INDEXER=false).
     index_in_process = True
 
     def __init__(
