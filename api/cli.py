@@ -7,6 +7,7 @@
     regsvc rebuild         # fold the log into new read tables and switch them in (resumes)
     regsvc status          # the read tables' position, the log's head and the lag
     regsvc create-tables   # create the store's missing tables (idempotent)
+    regsvc reindex         # DynamoDB: index the commits the stream lost (idempotent)
 
 Settings come from the environment, as for the server (STORE, DATA_DIR...).
 Long commands show a progress bar on stderr; what they report goes to stdout.
@@ -32,6 +33,8 @@ from api.schemas import Projection
 from domain.errors import RebuildInProgressError
 from domain.invariants import gathering_violations
 from domain.model import Gathering
+from infra.dynamodb import DynamoDBApplicationRecorder
+from infra.dynamodb.reindex import reindex
 from infra.logs import configure_logging, set_actor, set_request_id
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -159,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("status", help="the read tables' position, the log's head and the lag")
     commands.add_parser("create-tables", help="create the store's missing tables (idempotent)")
+    commands.add_parser(
+        "reindex",
+        help="DynamoDB: index every commit the index lacks (records the stream lost); idempotent",
+    )
     return parser
 
 
@@ -185,6 +192,23 @@ def main(argv: list[str] | None = None) -> int:
 def _create_tables(args: argparse.Namespace, container: Container) -> int:
     # Building the container created whatever was missing.
     print(f"tables ready on {container.settings.store}")
+    return 0
+
+
+def _reindex(args: argparse.Namespace, container: Container) -> int:
+    recorder = container.service.recorder
+    if not isinstance(recorder, DynamoDBApplicationRecorder):
+        print("nothing to reindex: this store writes its log with the events")
+        return 0
+    bar: tqdm[Never] = tqdm(desc="scanning events", unit="event", disable=None)
+
+    def update(scanned: int) -> None:
+        bar.n = scanned
+        bar.refresh()
+
+    with bar:
+        scanned, indexed = reindex(recorder, on_progress=update)
+    print(f"scanned {scanned} events; {indexed} newly indexed")
     return 0
 
 
@@ -233,6 +257,7 @@ def _check(args: argparse.Namespace, container: Container) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], int]] = {
     "create-tables": _create_tables,
+    "reindex": _reindex,
     "rebuild": _rebuild,
     "status": _status,
     "export": _export,

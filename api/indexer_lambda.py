@@ -13,18 +13,18 @@ splitting it in halves: see the stack). Why raise rather than return
 ``{"batchItemFailures": [...]}`` from the first record:
 
 - there is nothing finer to report. ``index_records`` writes whole commits
-  (and the earlier commits they depend on) in transactions; when it fails,
+  (and the earlier commits they depend on) in pages; when it fails,
   the reason (throttling, contention, DynamoDB unavailable, a corrupt table)
   belongs to the batch, not to one record, and re-running the whole batch is
   always safe and cheap: commits already indexed are recognised by their
-  markers (in memory in a warm environment) and never get a second position;
+  pages (in memory in a warm environment) and never get a second position;
 - a raised error is a failed invocation: it counts in the function's
   ``Errors`` metric and Lambda logs it, so a stuck shard shows; a reported
   partial failure is a successful invocation and would hide it.
 
 The indexer is built once per execution environment (cold start) from the
 same settings and wiring as the API (:func:`build_stream_indexer`), and keeps
-what it learnt (the head, commits known indexed) between invocations.
+what it learnt (the head, the pages it read) between invocations.
 """
 
 from __future__ import annotations

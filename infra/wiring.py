@@ -264,6 +264,9 @@ def build_container(settings: Settings) -> Container:
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
     indexer = None
     if isinstance(service.recorder, DynamoDBApplicationRecorder):
+        # Where another indexes (the API Lambda), waiting until something is
+        # indexed only reads the index: no Streams call, no index write.
+        service.recorder.index_in_process = settings.dynamodb_indexer
         indexer = service.recorder.indexer()
     logger.info("service wired", extra={"store": settings.store})
     recorder = service.recorder

@@ -110,3 +110,13 @@ def test_a_bad_argument_is_a_usage_error(store: dict[str, str], tmp_path: Path) 
     assert done.returncode == 2
     assert "--after" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_reindex_finds_nothing_to_index_twice(store: dict[str, str], tmp_path: Path) -> None:
+    done = run_cli(store, tmp_path / "data", "reindex")
+    assert done.returncode == 0, done.stdout + done.stderr
+    if store.get("STORE") == "dynamodb":
+        assert done.stdout.strip().endswith("; 0 newly indexed"), done.stdout
+        assert not done.stdout.startswith("scanned 0 ")
+    else:
+        assert "nothing to reindex" in done.stdout

@@ -50,6 +50,7 @@ from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from tests.api.conftest import ADMIN_KEY, API_KEYS, bearer
 from tests.support import (
     create_event,
     create_user,
@@ -407,3 +408,32 @@ def test_the_api_calls_only_what_its_role_grants_and_never_writes_the_index(
         "dynamodb:DescribeTable",
     }
     assert not {action for action, table in made if table == index_table} & WRITE_ACTIONS
+
+
+def test_on_the_api_lambdas_settings_the_drift_check_reads_the_index_and_writes_nothing_to_it(
+    service: Service, lambda_env: list[str]
+) -> None:
+    write_some_events(service)
+    arn, records = stream_records(service)
+    indexer_lambda.handler(lambda_event(arn, records), None)  # the indexer Lambda's work
+    streams_calls: list[str] = []
+    service.recorder.datastore.streams_client.meta.events.register(
+        "before-parameter-build.dynamodbstreams",
+        lambda model, **_: streams_calls.append(str(model.name)),
+    )
+    service.calls.made.clear()
+    keys = Settings(api_keys=API_KEYS).api_keys
+    service.container.settings = service.container.settings.model_copy(update={"api_keys": keys})
+
+    with TestClient(create_app(container=service.container)) as http:
+        response = http.get("/admin/projections/read-tables/check", headers=bearer(ADMIN_KEY))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["ok"] is True
+    assert streams_calls == []
+    index_table = INDEX_TABLE.table_name(service.prefix)
+    assert {action for action, table in service.calls.made if table == index_table}
+    assert not {action for action, table in service.calls.made if table == index_table} & (
+        WRITE_ACTIONS
+    )
+    assert service.calls.not_granted(api_grants(service.prefix)) == set()

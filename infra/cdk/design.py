@@ -191,15 +191,15 @@ INDEXER_EVENT_TABLE_ACTIONS: tuple[str, ...] = (
     "dynamodb:Query",
 )
 
-#: The indexer on the index table: it reads the head and commit markers
-#: (GetItem) and writes each batch of commits as one transaction that moves the
-#: head (an Update item) and puts the commit markers and notifications (Put
-#: items). No DescribeTable: the Lambda creates nothing; no DeleteItem: the log
-#: is append-only. The in-process poller's shard checkpoints (UpdateItem on
-#: ``k#`` items) are not written in production: the event source mapping keeps
-#: its own position in each shard.
+#: The indexer on the index table: it reads its pages (Query: the last one,
+#: the ones above the head it knows, older ones to check a commit), the head
+#: and markers older deployments wrote (GetItem), and puts each page (a
+#: conditional PutItem). No DescribeTable: the Lambda creates nothing; no
+#: DeleteItem or UpdateItem: the log is append-only. The in-process poller's
+#: shard checkpoints (UpdateItem on ``k#`` items) are not written in
+#: production: the event source mapping keeps its own position in each shard.
 INDEXER_INDEX_TABLE_ACTIONS: tuple[str, ...] = (
     "dynamodb:GetItem",
     "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
+    "dynamodb:Query",
 )

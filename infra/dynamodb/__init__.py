@@ -21,9 +21,11 @@ Attribute names and item shapes: :mod:`infra.dynamodb.layout`.
     others ``l`` (the lead's key).
 
 ``<app>_notifications``: the index, written by the stream indexer only.
-    pk ``p`` (S), sk ``id`` (N): the notification log (``p = "log"``), its head
-    (``p = "$head"``), commit markers (``p = "c#<oid>"``) and shard checkpoints
-    (``p = "k#<shard>"``).
+    pk ``p`` (S), sk ``id`` (N): the notification log as pages of references
+    (``p = "page"``, :mod:`infra.dynamodb.pages`) and shard checkpoints
+    (``p = "k#<shard>"``); from deployments before pages, copies
+    (``p = "log"``), their head (``p = "$head"``) and commit markers
+    (``p = "c#<oid>"``), still read.
 
 ``<app>_tracking``: pk ``app`` (S, upstream application name), ``nid`` (N):
     one item per upstream application holding the highest processed id.
@@ -44,8 +46,8 @@ with jittered backoff, a bounded number of times (then
 returns None: notification ids are assigned by the indexer.
 
 Limits are checked before anything is sent: a transaction holds at most 100
-items and 4 MB, an item at most 400 KB, and the indexer writes a commit of k
-events in one transaction of k + 2 items, so at most 98 events per call;
+items and 4 MB and an item at most 400 KB, so at most 100 events per call
+(the indexer places a commit in one page of references);
 :class:`~infra.dynamodb.errors.TooManyEventsError`, ``EventTooLargeError``
 (item estimated over 350 KB) and ``TransactionTooLargeError`` (all DataError)
 refuse the call whole.
@@ -56,13 +58,12 @@ The notification log
 :mod:`infra.dynamodb.indexer` reads the events table's stream and writes the
 log: dense ids, consistent with every stream's order, each commit contiguous
 and indexed exactly once (see its docstring and the README for the argument).
-``select_notifications`` first reads the head ``h`` with a ConsistentRead
-GetItem and queries ids ``<= h`` only: the index transaction that moved the
-head to ``h`` or less committed with every id up to it. It then checks each
-page's ScannedCount against the width of the id range that page covered; a
-shortfall (a committed notification not yet visible to the Query) makes it
-re-read, so it returns a gap-free prefix of the log or nothing. Subscriptions
-poll the head and then read the same way. The log lags the appends by the
+``select_notifications`` first reads the head (the end of the last page, a
+ConsistentRead Query) and reads ids up to it only: every page up to the head
+is written. It checks that the pages it read tile the range (else it reads
+again, then refuses the gap), then fetches the events they reference
+(:mod:`infra.dynamodb.feed`), so it returns a gap-free prefix of the log or
+nothing. Subscriptions poll the head and then read the same way. The log lags the appends by the
 indexer's delay; :meth:`DynamoDBApplicationRecorder.wait_until_indexed` drains
 the stream in this process.
 """
@@ -76,14 +77,10 @@ from infra.dynamodb.errors import (
     TooManyEventsError,
     TransactionTooLargeError,
 )
+from infra.dynamodb.event_store import DynamoDBAggregateRecorder
 from infra.dynamodb.factory import DynamoDBFactory
-from infra.dynamodb.recorders import (
-    DynamoDBAggregateRecorder,
-    DynamoDBApplicationRecorder,
-    DynamoDBProcessRecorder,
-    DynamoDBSubscription,
-    DynamoDBTrackingRecorder,
-)
+from infra.dynamodb.recorders import DynamoDBApplicationRecorder, DynamoDBSubscription
+from infra.dynamodb.tracking import DynamoDBProcessRecorder, DynamoDBTrackingRecorder
 
 Factory = DynamoDBFactory
 

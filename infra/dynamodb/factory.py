@@ -13,12 +13,9 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
 from infra.dynamodb.datastore import DynamoDBDatastore, OriginatorIDType, make_client
-from infra.dynamodb.recorders import (
-    DynamoDBAggregateRecorder,
-    DynamoDBApplicationRecorder,
-    DynamoDBProcessRecorder,
-    DynamoDBTrackingRecorder,
-)
+from infra.dynamodb.event_store import DynamoDBAggregateRecorder
+from infra.dynamodb.recorders import DynamoDBApplicationRecorder
+from infra.dynamodb.tracking import DynamoDBProcessRecorder, DynamoDBTrackingRecorder
 
 if TYPE_CHECKING:
     from typing import Literal

@@ -22,61 +22,86 @@ them (``event["Records"]``)::
 Records may come in any order, from any shards, repeated, in batches of any
 size, from several indexers at once: the result is the same index.
 
-What the index guarantees
-=========================
+The index: pages of references
+==============================
 
-- **Dense positions.** Every event gets one notification id; ids are 1, 2, 3,
-  ... with no hole. The head item holds the highest assigned id; an index
-  transaction writes ids ``head+1 .. head+k`` and moves the head to ``head+k``
-  on condition that it still equals ``head``.
-- **One commit together and contiguous.** A commit (one ``insert_events``
-  call, one DynamoDB transaction) is indexed by one index transaction: its
-  events get consecutive ids in append order, and the last carries ``end``.
-  Several small commits may share an index transaction (at most 100 items and
-  4 MB), never a commit split over two.
-- **Exactly once.** The same transaction puts the commit's marker item (keyed
-  by the commit's lead event) on condition that it does not exist yet. A
-  re-delivered record, a restart from an older checkpoint, or a second
-  indexer can therefore never index a commit twice: its transaction is
-  cancelled, the indexer learns the commit is indexed and goes on.
+One index write is one ``PutItem`` of one *page* (:mod:`infra.dynamodb.pages`),
+``id`` = its first notification id, holding the packed ``(oid, ver)`` of whole
+commits (about 19 bytes per event): no copy, no head item, no marker.
+
+What the index guarantees, and why
+==================================
+
+- **Dense positions; the head without a head item.** The head is the end of the
+  last page. A page is put at ``head + 1`` on ``attribute_not_exists(id)``.
+  Invariant: the pages tile ``L+1 .. head`` (``L``: the head older deployments
+  left, see below). A page is only ever put at ``e + 1`` where ``e`` is the
+  end of a page that existed when it was read (or ``L``); in a tiling, the id
+  after a page's end is either the start of the next page (the put fails) or
+  ``head + 1`` (the put succeeds and the tiling grows). So two indexers that read
+  the same head race for the same key and exactly one wins; the loser reads
+  the pages it missed and plans again. Ids are dense and every page is written
+  after every page below it.
+- **One commit together and contiguous.** A page holds whole commits, each's
+  events at consecutive ids in append order; the last one ends the commit.
+- **Exactly once, without markers.** Each event item a writer appends carries
+  ``h``, the end of a page the writer read before the append (0 when it saw
+  none): a lower bound of the head at append time. A commit cannot be in a page
+  written before it was committed (the indexer learns of it from the stream
+  or a consistent read, both after the commit), and every page with a first id
+  up to ``h`` was written before the page ending at ``h`` was read. So a
+  commit is indexed iff its lead is in a page whose first id is above its
+  ``h``. This indexer keeps in memory the pages it read or wrote, a *window*
+  holding every page whose first id is above ``covered_from``, up to the head
+  it knows; a commit whose ``h`` lies below the window is looked up after
+  reading the older pages (ConsistentRead). The check is complete when the
+  window reaches the real head, and the put at ``head + 1`` succeeds only
+  then: a commit checked as not indexed and put in a page that succeeded was in
+  no earlier page. A lost race (someone else's page at ``head + 1``, or our
+  own page whose answer was lost and botocore retried the put) reads the new
+  pages into the window and plans again, finding the commits they hold.
 - **Consistent with every stream's order.** A commit is indexed only once the
-  commit holding the previous version of every stream it touches is indexed;
-  when that one is not, it is indexed first (its events are committed: they
-  are read with ConsistentRead). So for any two events of one stream, the
-  lower version has the lower id. A stream's first version (``first_version``,
-  eventsourcing's 1) follows nothing, so nothing is read to find out: a store
-  whose streams start at another version must say so.
+  commit holding the previous version of every stream it touches is indexed
+  (the same check, its ``h`` on the previous event, read with ConsistentRead)
+  or earlier in the same plan; when it is not, it is indexed first (its events
+  are committed: they are read with ConsistentRead). An indexed commit is at or
+  below the head and a new page above it, so for any two events of one stream
+  the lower version has the lower id. A stream's first version
+  (``first_version``, eventsourcing's 1) follows nothing, so nothing is read to
+  find out: a store whose streams start at another version must say so.
 
-See the README ("DynamoDB") for the argument in full.
+Index items of older deployments
+================================
 
-In-process use
-==============
+``p="log"`` copies (ids ``1..L``), their head ``p="$head"`` and commit
+markers ``p="c#<oid>"`` stay readable: pages start at ``L + 1``, and a commit
+whose events carry no ``h`` (or one below ``L``) is indexed iff its marker
+exists or it is in a page. Stop the older indexer before starting this one.
 
-:class:`ShardPoller` reads every shard of the stream (a child shard only after
-its parent is fully indexed), feeds the records to ``index_records`` and then
-records a checkpoint per shard in the index table, so a restarted poller
-resumes where it stopped. ``start()`` runs it in a daemon thread, ``drain()``
-polls every shard to its tip and indexes what it finds, ``lag()`` tells how far
-behind it is.
+The README ("DynamoDB") gives the argument in full; ``shards`` reads the stream.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import threading
 import time
-import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, OperationalError
 
+from infra.dynamodb.commits import (
+    LRU,
+    Commit,
+    Key,
+    hint_of,
+    image_of,
+    key_of,
+    lead_of,
+    manifest_of,
+)
 from infra.dynamodb.datastore import batch_get
 from infra.dynamodb.errors import (
     CONDITION_FAILED_CODES,
@@ -84,143 +109,42 @@ from infra.dynamodb.errors import (
     IndexContentionError,
     IndexOrderError,
     NotificationLogCorruptedError,
-    cancellation_reasons,
     error_code,
     translate,
     translate_errors,
 )
 from infra.dynamodb.layout import (
-    CHECKPOINT_DONE,
-    CHECKPOINT_SEQUENCE,
-    COMMIT_LEAD,
-    COMMIT_MANIFEST,
     EVENT_PK,
     EVENT_SK,
-    HEAD_LAST,
     LOG_PK,
     LOG_SK,
-    MARKER_COUNT,
-    MARKER_FIRST,
-    MAX_TRANSACT_ITEMS,
-    MAX_TRANSACTION_BYTES,
-    checkpoint_key,
-    head_key,
-    index_item,
-    item_size,
     marker_key,
     n_,
     s_,
 )
+from infra.dynamodb.pages import (
+    PAGE_MAX_BYTES,
+    PAGE_MAX_EVENTS,
+    Page,
+    first_page,
+    last_page,
+    packed_size,
+    pages_after,
+    read_legacy_head,
+)
+from infra.dynamodb.shards import IndexerLag, ShardPoller
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import (
-        AttributeValueTypeDef,
-        TransactWriteItemTypeDef,
-    )
-    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
     Item = dict[str, Any]
 
+__all__ = ["IndexerLag", "ShardPoller", "StreamIndexer"]
+
 logger = logging.getLogger(__name__)
-
-Key = tuple[str, int]  # an event's (oid, ver)
-
-# Sequence numbers are decimal strings of 21 to 40 digits; zero-padded to this
-# width they compare as strings in the same order as numbers.
-SEQUENCE_WIDTH = 40
-
-
-# ----- the core --------------------------------------------------------------
-
-
-@dataclass
-class _Commit:
-    """One appended commit: its lead event's key and its events in append order."""
-
-    lead: Key
-    keys: list[Key]
-    items: list[Item]
-
-    def index_items(self, first: int) -> list[Item]:
-        last = len(self.items) - 1
-        return [index_item(item, first + n, end=n == last) for n, item in enumerate(self.items)]
-
-    def min_versions(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for oid, ver in self.keys:
-            if oid not in found or ver < found[oid]:
-                found[oid] = ver
-        return found
-
-
-class _LRU(OrderedDict[Any, Any]):
-    """A bounded memo: what the indexer knows is indexed (a cache, never the
-    authority: DynamoDB's conditions are)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
-def _key(item: Mapping[str, Any]) -> Key:
-    return str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])
-
-
-def _pair(value: Mapping[str, Any]) -> Key:
-    oid, ver = value["L"]
-    return str(oid["S"]), int(ver["N"])
-
-
-def lead_of(item: Mapping[str, Any]) -> Key:
-    """The key of the lead event of the commit that wrote ``item``.
-
-    An item with neither a manifest nor a lead reference (written before
-    commits were linked) is a commit of its own.
-    """
-    if COMMIT_LEAD in item:
-        return _pair(item[COMMIT_LEAD])
-    return _key(item)
-
-
-def manifest_of(lead_item: Mapping[str, Any]) -> list[Key]:
-    if COMMIT_MANIFEST in lead_item:
-        return [_pair(entry) for entry in lead_item[COMMIT_MANIFEST]["L"]]
-    return [_key(lead_item)]
-
-
-def _decode_value(value: Mapping[str, Any]) -> Any:
-    """A Lambda event carries binary values as base64 text; boto3 gives bytes."""
-    if "B" in value and isinstance(value["B"], str):
-        return {"B": base64.b64decode(value["B"])}
-    if "L" in value:
-        return {"L": [_decode_value(v) for v in value["L"]]}
-    if "M" in value:
-        return {"M": {k: _decode_value(v) for k, v in value["M"].items()}}
-    return dict(value)
-
-
-def decode_image(image: Mapping[str, Any]) -> Item:
-    return {name: _decode_value(value) for name, value in image.items()}
-
-
-def record_time(record: Mapping[str, Any]) -> float | None:
-    """A record's ApproximateCreationDateTime as epoch seconds (boto3 gives a
-    datetime, a Lambda event a number)."""
-    value = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
 
 
 class StreamIndexer:
@@ -238,6 +162,7 @@ class StreamIndexer:
         *,
         max_attempts: int = 60,
         memo_size: int = 100_000,
+        window_events: int = 200_000,
         first_version: int = Aggregate.INITIAL_VERSION,
     ) -> None:
         self.client = client
@@ -248,11 +173,20 @@ class StreamIndexer:
         self.index_table_name = index_table_name
         self.max_attempts = max_attempts
         self._lock = threading.Lock()
-        self._head: int | None = None  # the head as last seen; None: read it
-        self._indexed: _LRU = _LRU(memo_size)  # lead keys of commits known indexed
-        self._stream_upto: _LRU = _LRU(memo_size)  # oid -> highest version known indexed
+        self._head: int | None = None  # the end of the last page known; None: read it
+        self._legacy: int | None = None  # L: where the old copies end
+        # The window: every page with a first id above _covered_from, up to
+        # _head, in id order, and where each of their commits' leads is.
+        self._pages: list[Page] = []
+        self._covered_from = 0
+        self._where: dict[Key, int] = {}
+        self._window_size = 0
+        self._window_events = window_events
+        self._indexed: LRU = LRU(memo_size)  # leads known indexed beyond the window
+        self._stream_upto: LRU = LRU(memo_size)  # oid -> highest version known indexed
         self.indexed_events = 0
         self.indexed_commits = 0
+        self.pages_written = 0
         self.retries = 0
 
     # ----- the entry point -----
@@ -266,16 +200,16 @@ class StreamIndexer:
         unavailable or contended after bounded retries (nothing half-done: call
         again with the same records), ``IndexOrderError`` when the stored
         events contradict themselves, ``NotificationLogCorruptedError`` when the
-        index holds notifications above its head.
+        index's pages do not tile the log or events it needs are missing.
         """
         known: dict[Key, Item] = {}
         leads: list[Key] = []
         seen: set[Key] = set()
         for record in records:
-            image = self._image(record)
+            image = image_of(record)
             if image is None:
                 continue
-            key = _key(image)
+            key = key_of(image)
             known[key] = image
             lead = lead_of(image)
             if lead not in seen:
@@ -284,45 +218,72 @@ class StreamIndexer:
         if not leads:
             return 0
         with self._lock:
-            plan = self._plan(leads, known)
-            return self._write(plan)
+            try:
+                return self._index(leads, known)
+            finally:
+                self._trim()
 
     @property
     def head(self) -> int:
         """The highest notification id this indexer has seen assigned."""
         return self._head or 0
 
-    @staticmethod
-    def _image(record: Mapping[str, Any]) -> Item | None:
-        name = record.get("eventName")
-        data = record.get("dynamodb", {})
-        if name == "REMOVE":
-            logger.warning(
-                "An event item was deleted from the events table; the index keeps it",
-                extra={"keys": str(data.get("Keys"))},
-            )
-            return None
-        image = data.get("NewImage")
-        if image is None:
-            logger.error(
-                "Stream record without a new image (the stream must be NEW_IMAGE); skipped",
-                extra={"keys": str(data.get("Keys")), "sequence": data.get("SequenceNumber")},
-            )
-            return None
-        if name == "MODIFY":
-            logger.warning("An event item was modified; indexing its new image")
-        return decode_image(image)
+    def is_indexed(self, lead: Key) -> bool:
+        """Whether the commit led by ``lead`` is indexed now."""
+        return lead in self.indexed_among([lead])
+
+    def indexed_among(self, leads: Sequence[Key]) -> set[Key]:
+        """Those of the commits led by ``leads`` that are indexed now: each one's
+        ``h`` read from its lead event (ConsistentRead), then the pages above it
+        up to the real head."""
+        with self._lock:
+            indexed = {lead for lead in leads if self._known_indexed(lead)}
+            rest = [lead for lead in leads if lead not in indexed]
+            if not rest:
+                return indexed
+            found = self._get_events(rest)  # a lead not found is not appended yet
+            self._sync()
+            indexed |= self._indexed_now({lead: hint_of(item) for lead, item in found.items()})
+            self._trim()
+            return indexed
+
+    def _index(self, leads: Sequence[Key], known: dict[Key, Item]) -> int:
+        written = 0
+        attempt = 0
+        while True:
+            if self._head is None:
+                self._sync()
+            plan = self._plan(leads, known)
+            done, complete = self._write(plan)
+            written += done
+            if complete:
+                return written
+            # Someone else's page (or our own, its answer lost) took head + 1:
+            # read the new pages and plan again.
+            attempt += 1
+            self.retries += 1
+            if attempt >= self.max_attempts:
+                msg = f"Gave up indexing after {attempt} attempts (the head kept moving)"
+                logger.error(msg)
+                raise IndexContentionError(msg)
+            self._sync()
+            if attempt > 1:
+                self._back_off(attempt, "the head moved (another indexer)")
 
     # ----- planning: which commits, in which order -----
 
-    def _plan(self, leads: Sequence[Key], known: dict[Key, Item]) -> list[_Commit]:
+    def _plan(self, leads: Sequence[Key], known: dict[Key, Item]) -> list[Commit]:
         """The commits to index, each after those it depends on (depth first,
         otherwise in the order the records named them)."""
-        commits: dict[Key, _Commit] = {}
+        commits: dict[Key, Commit] = {}
+        roots = [lead for lead in leads if not self._known_indexed(lead)]
+        for lead in roots:
+            commits[lead] = self._load_commit(lead, known)
+        indexed = self._indexed_now({lead: commits[lead].hint for lead in roots})
         placed: set[Key] = set()
-        plan: list[_Commit] = []
-        for root in leads:
-            if root in placed or self._known_indexed(root):
+        plan: list[Commit] = []
+        for root in roots:
+            if root in placed or root in indexed:
                 continue
             visiting = {root}
             stack: list[tuple[Key, Iterator[Key] | None]] = [(root, None)]
@@ -354,29 +315,21 @@ class StreamIndexer:
                 stack.append((dependency, None))
         return plan
 
-    def is_indexed(self, lead: Key) -> bool:
-        """Whether the commit led by ``lead`` is indexed: known here, else
-        asked of the index (its marker, read with ConsistentRead)."""
-        with self._lock:
-            if self._known_indexed(lead):
-                return True
-        return self._marker_exists(lead)
-
     def _known_indexed(self, lead: Key) -> bool:
         """Whether this indexer already knows the commit is indexed (without
-        asking DynamoDB: the commit's own transaction will, if it was)."""
-        if lead in self._indexed:
+        reading anything)."""
+        if lead in self._where or lead in self._indexed:
             return True
         # Streams are indexed in version order: past the lead, past the commit.
         upto = self._stream_upto.get(lead[0])
         return upto is not None and upto >= lead[1]
 
     def _dependencies(
-        self, commit: _Commit, known: dict[Key, Item], placed: set[Key]
+        self, commit: Commit, known: dict[Key, Item], placed: set[Key]
     ) -> Iterator[Key]:
         """The leads of the commits that must be indexed before ``commit``: for
         each stream it touches, the commit of the stream's previous version,
-        unless that one is known to be indexed."""
+        unless that one is indexed."""
         for oid, version in commit.min_versions().items():
             if version <= self.first_version:
                 continue  # the stream starts here: nothing before it to index
@@ -388,12 +341,11 @@ class StreamIndexer:
                 previous = self._previous_event(oid, version, upto)
                 if previous is None:
                     continue  # the stream's first version, or all before are indexed
-                known[_key(previous)] = previous
+                known[key_of(previous)] = previous
             lead = lead_of(previous)
-            if lead in placed or lead in self._indexed:
+            if lead in placed or self._known_indexed(lead):
                 continue
-            if self._marker_exists(lead):
-                self._remember_indexed(lead, [_key(previous)])
+            if self._indexed_now({lead: hint_of(previous)}):
                 continue
             yield lead
 
@@ -420,18 +372,6 @@ class StreamIndexer:
         items = response.get("Items", [])
         return dict(items[0]) if items else None
 
-    def _marker_exists(self, lead: Key) -> bool:
-        with translate_errors():
-            response = self.client.get_item(
-                TableName=self.index_table_name,
-                Key=marker_key(*lead),
-                # Decides whether to index a commit first: must see the latest.
-                ConsistentRead=True,
-                ProjectionExpression="#p",
-                ExpressionAttributeNames={"#p": LOG_PK},
-            )
-        return "Item" in response
-
     def _lead_item(self, lead: Key, known: dict[Key, Item]) -> Item:
         item = known.get(lead)
         if item is None:
@@ -445,20 +385,11 @@ class StreamIndexer:
             item = known[lead] = found[lead]
         return item
 
-    def _load_commit(self, lead: Key, known: dict[Key, Item]) -> _Commit:
-        """The whole commit led by ``lead``: from the records at hand, the rest
-        read with ConsistentRead (a commit's items were written together, so
-        they are all there once one of them is)."""
-        keys = manifest_of(self._lead_item(lead, known))
-        missing = [key for key in keys if key not in known]
-        if missing:
-            found = self._get_events(missing)
-            lost = [key for key in missing if key not in found]
-            if lost:
-                msg = f"Events {lost} of the commit led by {lead} are missing from the events table"
-                raise NotificationLogCorruptedError(msg)
-            known.update(found)
-        return _Commit(lead, keys, [known[key] for key in keys])
+    def _load_commit(self, lead: Key, known: dict[Key, Item]) -> Commit:
+        """The whole commit led by ``lead`` (its keys from the lead's manifest,
+        read with ConsistentRead when the records do not hold it)."""
+        item = self._lead_item(lead, known)
+        return Commit(lead, manifest_of(item), hint_of(item))
 
     def _get_events(self, keys: Sequence[Key]) -> dict[Key, Item]:
         found = batch_get(
@@ -466,646 +397,204 @@ class StreamIndexer:
             self.events_table_name,
             [{EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in keys],
             back_off=lambda attempt: self._back_off(attempt, "BatchGetItem left keys unprocessed"),
-            # The events of a commit being indexed: all of them.
+            # Events of commits being indexed: all of them.
             ConsistentRead=True,
         )
-        return {_key(item): dict(item) for item in found}
+        return {key_of(item): dict(item) for item in found}
 
-    # ----- writing: head, markers and notifications in one transaction -----
+    # ----- what is indexed: the window of pages -----
 
-    def _write(self, plan: list[_Commit]) -> int:
+    def _legacy_head(self) -> int:
+        """L: the head older deployments left (pages start right after it)."""
+        if self._legacy is None:
+            page = first_page(self.client, self.index_table_name)
+            self._legacy = (
+                page.first - 1
+                if page is not None
+                else read_legacy_head(self.client, self.index_table_name)
+            )
+        return self._legacy
+
+    def _sync(self) -> None:
+        """Brings the window up to the real head (ConsistentRead): the last page
+        when nothing is known yet, else every page above the known head."""
+        if self._head is None:
+            page = last_page(self.client, self.index_table_name)
+            if page is None:
+                self._head = self._covered_from = self._legacy_head()
+                return
+            self._pages, self._where, self._window_size = [], {}, 0
+            self._covered_from = page.first - 1
+            self._head = page.first - 1
+            self._add(page)
+            return
+        for page in pages_after(self.client, self.index_table_name, self._head):
+            self._add(page)
+
+    def _add(self, page: Page) -> None:
+        """Adds the page after the known head to the window."""
+        if self._head is not None and page.first != self._head + 1:
+            msg = (
+                f"The index's pages do not tile the log: a page starts at {page.first} "
+                f"after the head {self._head} (was an item deleted or restored?)"
+            )
+            logger.error(msg)
+            raise NotificationLogCorruptedError(msg)
+        self._pages.append(page)
+        self._head = page.end
+        self._learn(page)
+
+    def _learn(self, page: Page) -> None:
+        for lead, position in page.leads():
+            self._where[lead] = position
+        for keys in page.commits:
+            for oid, ver in keys:
+                upto = self._stream_upto.get(oid)
+                if upto is None or ver > upto:
+                    self._stream_upto.remember(oid, ver)
+        self._window_size += page.count
+
+    def _extend(self, down_to: int) -> None:
+        """Reads the pages with a first id in (down_to, covered_from] into the window."""
+        older = list(pages_after(self.client, self.index_table_name, down_to, self._covered_from))
+        for below, above in zip(older, [*older[1:], None], strict=True):
+            end = above.first - 1 if above is not None else self._covered_from
+            if below.end != end:
+                msg = f"The index's pages do not tile the log: {below.first}..{below.end}"
+                logger.error(msg)
+                raise NotificationLogCorruptedError(msg)
+            self._learn(below)
+        self._pages[:0] = older
+        self._covered_from = older[0].first - 1 if older else down_to
+
+    def _trim(self) -> None:
+        """Forgets the oldest pages past the window's bound (they are read again
+        if a commit's h ever lies below the window)."""
+        while self._window_size > self._window_events and len(self._pages) > 1:
+            page = self._pages.pop(0)
+            for lead, _ in page.leads():
+                self._where.pop(lead, None)
+                self._indexed.remember(lead, True)
+            self._window_size -= page.count
+            self._covered_from = page.end
+
+    def _indexed_now(self, hints: Mapping[Key, int | None]) -> set[Key]:
+        """Those of the given commits (lead -> h) in the index, as far as the
+        window reaches (every page up to the head this indexer knows; a page put
+        at that head + 1 succeeds only if that is the real head)."""
+        indexed: set[Key] = set()
+        below: dict[Key, int] = {}
+        for lead, written_hint in hints.items():
+            hint = written_hint
+            if self._known_indexed(lead):
+                indexed.add(lead)
+                continue
+            legacy = self._legacy_head()
+            if hint is None or hint < legacy:
+                # Appended before writers wrote h, or before the first page:
+                # the old indexer may have indexed it (its marker says), else
+                # only a page can hold it, and every page lies above L.
+                if self._marker_exists(lead):
+                    self._indexed.remember(lead, True)
+                    indexed.add(lead)
+                    continue
+                hint = legacy
+            if hint < self._covered_from:
+                below[lead] = hint
+        if below:
+            self._extend(min(below.values()))
+            indexed.update(lead for lead in below if lead in self._where)
+        return indexed
+
+    def _marker_exists(self, lead: Key) -> bool:
+        with translate_errors():
+            response = self.client.get_item(
+                TableName=self.index_table_name,
+                Key=marker_key(*lead),
+                # Decides whether to index a commit: must see the latest.
+                ConsistentRead=True,
+                ProjectionExpression="#p",
+                ExpressionAttributeNames={"#p": LOG_PK},
+            )
+        return "Item" in response
+
+    # ----- writing: one page per put -----
+
+    def _write(self, plan: list[Commit]) -> tuple[int, bool]:
+        """Puts the plan in pages at the head. Returns the events written and
+        whether the whole plan was (False: head + 1 was taken)."""
         written = 0
         remaining = list(plan)
         attempt = 0
         while remaining:
-            if self._head is None:
-                self._head = self._read_head()
+            assert self._head is not None
             group = self._group(remaining)
-            outcome = self._transact(group, self._head)
-            if outcome is None:  # committed
-                self._head += sum(len(c.keys) for c in group)
-                for commit in group:
-                    self._remember_indexed(commit.lead, commit.keys)
-                    written += len(commit.keys)
-                self.indexed_commits += len(group)
-                self.indexed_events += sum(len(c.keys) for c in group)
-                del remaining[: len(group)]
-                attempt = 0
+            page = Page(self._head + 1, tuple(tuple(c.keys) for c in group))
+            outcome = self._put(page)
+            if outcome == "taken":
+                return written, False
+            if outcome is not None:  # throttled or a transient error
+                attempt += 1
+                self.retries += 1
+                if attempt >= self.max_attempts:
+                    msg = f"Gave up indexing after {attempt} attempts ({outcome})"
+                    logger.error(msg)
+                    raise IndexContentionError(msg)
+                self._back_off(attempt, outcome)
                 continue
-            indexed, head, reason = outcome
-            for lead in indexed:
-                commit = next(c for c in group if c.lead == lead)
-                self._remember_indexed(lead, commit.keys)
-            remaining = [c for c in remaining if c.lead not in indexed]
-            self._head = head
-            if indexed and head is not None:
-                continue  # progress: another indexer got there first, no wait
-            attempt += 1
-            self.retries += 1
-            if attempt >= self.max_attempts:
-                msg = f"Gave up indexing after {attempt} attempts ({reason})"
-                logger.error(msg)
-                raise IndexContentionError(msg)
-            self._back_off(attempt, reason)
-        return written
+            attempt = 0
+            self._add(page)
+            self.pages_written += 1
+            self.indexed_commits += len(group)
+            self.indexed_events += page.count
+            written += page.count
+            del remaining[: len(group)]
+        return written, True
 
     @staticmethod
-    def _group(remaining: Sequence[_Commit]) -> list[_Commit]:
-        """The longest prefix of whole commits that fits one transaction."""
-        group: list[_Commit] = []
-        items, size = 1, 200  # the head
+    def _group(remaining: Sequence[Commit]) -> list[Commit]:
+        """The longest prefix of whole commits that fits a page (at least one)."""
+        group: list[Commit] = []
+        events, size = 0, 64  # key and names
         for commit in remaining:
-            commit_items = len(commit.keys) + 1
-            commit_size = 200 + sum(item_size(i) + 40 for i in commit.items)
+            commit_size = packed_size(commit.keys)
             if group and (
-                items + commit_items > MAX_TRANSACT_ITEMS
-                or size + commit_size > MAX_TRANSACTION_BYTES
+                events + len(commit.keys) > PAGE_MAX_EVENTS or size + commit_size > PAGE_MAX_BYTES
             ):
                 break
             group.append(commit)
-            items += commit_items
+            events += len(commit.keys)
             size += commit_size
         return group
 
-    def _transact(
-        self, group: Sequence[_Commit], head: int
-    ) -> tuple[set[Key], int | None, str] | None:
-        """Writes the group at ``head + 1 ..``; None when it committed, else
-        (leads found already indexed, the head if known, why)."""
-        total = sum(len(c.keys) for c in group)
-        if head == 0:
-            # WHY: we read "nothing indexed yet"; a concurrent first index
-            # transaction makes this fail, and we re-read.
-            condition = "attribute_not_exists(#last)"
-            values: dict[str, AttributeValueTypeDef] = {":new": n_(total)}
-        else:
-            # WHY: compare-and-set. We take ids head+1..head+total on the basis
-            # of reading ``head``; committing only while the head still equals
-            # it makes every index transaction extend the log exactly at its
-            # end: ids unique, dense, and committed in id order.
-            condition = "#last = :head"
-            values = {":new": n_(head + total), ":head": n_(head)}
-        items: list[TransactWriteItemTypeDef] = [
-            {
-                "Update": {
-                    "TableName": self.index_table_name,
-                    "Key": head_key(),
-                    "UpdateExpression": "SET #last = :new",
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": {"#last": HEAD_LAST},
-                    "ExpressionAttributeValues": values,
-                    # The current head comes back with a cancellation: no re-read.
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                }
-            }
-        ]
-        kinds: list[tuple[str, Key | None]] = [("head", None)]
-        position = head
-        for commit in group:
-            marker = {
-                **marker_key(*commit.lead),
-                MARKER_FIRST: n_(position + 1),
-                MARKER_COUNT: n_(len(commit.keys)),
-            }
-            items.append(
-                {
-                    "Put": {
-                        "TableName": self.index_table_name,
-                        "Item": marker,
-                        # WHY: exactly once. A commit is indexed by the one
-                        # transaction that creates its marker; a re-delivered
-                        # record, an older checkpoint or a second indexer finds
-                        # the marker and its whole transaction is cancelled.
-                        "ConditionExpression": "attribute_not_exists(#p)",
-                        "ExpressionAttributeNames": {"#p": LOG_PK},
-                    }
-                }
-            )
-            kinds.append(("marker", commit.lead))
-            for item in commit.index_items(position + 1):
-                items.append(
-                    {
-                        "Put": {
-                            "TableName": self.index_table_name,
-                            "Item": item,
-                            # WHY: never overwrite a notification. The head
-                            # condition already makes ids unique; this is a
-                            # second line of defence should the head item ever
-                            # be lost or restored from an older backup (we then
-                            # fail loudly instead of rewriting history).
-                            "ConditionExpression": "attribute_not_exists(#id)",
-                            "ExpressionAttributeNames": {"#id": LOG_SK},
-                        }
-                    }
-                )
-                kinds.append(("notification", None))
-            position += len(commit.keys)
+    def _put(self, page: Page) -> str | None:
+        """Puts the page; None when it is written, "taken" when a page holds its
+        id, else the transient reason it was not."""
         try:
-            self.client.transact_write_items(
-                TransactItems=items,
-                # Botocore's own retries of this request reuse the token, so a
-                # transaction whose response was lost is not applied twice.
-                ClientRequestToken=uuid.uuid4().hex,
+            self.client.put_item(
+                TableName=self.index_table_name,
+                Item=page.item(),
+                # WHY: compare-and-set on the head. The page is placed at
+                # head + 1 on the basis of knowing every page up to head; it is
+                # written only if no page starts there, which (pages tiling the
+                # log) means head was still the end of the log: ids stay dense,
+                # pages never overlap, a page is never overwritten, and the
+                # window this indexer checked its commits against was complete.
+                ConditionExpression="attribute_not_exists(#id)",
+                ExpressionAttributeNames={"#id": LOG_SK},
             )
         except ClientError as e:
             code = error_code(e)
-            if code in THROTTLING_CODES or code in (
-                "TransactionInProgressException",
-                "InternalServerError",
-            ):
-                return set(), head, code
-            if code != "TransactionCanceledException":
-                raise translate(e) from e
-            return self._cancelled(e, kinds, head)
+            if code in CONDITION_FAILED_CODES:
+                return "taken"
+            if code in THROTTLING_CODES or code == "InternalServerError":
+                return code
+            raise translate(e) from e
         except BotoCoreError as e:
             raise translate(e) from e
         return None
-
-    @staticmethod
-    def _cancelled(
-        e: ClientError, kinds: Sequence[tuple[str, Key | None]], head: int
-    ) -> tuple[set[Key], int | None, str]:
-        indexed: set[Key] = set()
-        new_head: int | None = head
-        head_moved = False
-        log_collision = False
-        reasons = cancellation_reasons(e)
-        why = "transaction conflict"
-        for (kind, lead), reason in zip(kinds, reasons, strict=False):
-            code = reason.get("Code") or "None"
-            if code == "None":
-                continue
-            if code in CONDITION_FAILED_CODES:
-                if kind == "head":
-                    head_moved = True
-                    old = reason.get("Item") or {}
-                    new_head = int(old[HEAD_LAST]["N"]) if HEAD_LAST in old else 0
-                elif kind == "marker" and lead is not None:
-                    indexed.add(lead)
-                elif kind == "notification":
-                    log_collision = True
-            elif code == "TransactionConflict" or code in THROTTLING_CODES:
-                why = code
-            else:
-                msg = f"DynamoDB cancelled an index transaction ({code}): {reason.get('Message')}"
-                raise OperationalError(msg) from e
-        if log_collision and not head_moved and not indexed:
-            msg = (
-                f"The index holds notifications above its head ({head}); refusing "
-                "to overwrite them (was the head item restored from a backup?)"
-            )
-            logger.error(msg)
-            raise NotificationLogCorruptedError(msg) from e
-        if head_moved and not indexed:
-            why = "the head moved (another indexer)"
-            if new_head == head:
-                new_head = None  # re-read
-        return indexed, new_head, why
-
-    def _remember_indexed(self, lead: Key, keys: Sequence[Key]) -> None:
-        self._indexed.remember(lead, True)
-        for oid, ver in keys:
-            upto = self._stream_upto.get(oid)
-            if upto is None or ver > upto:
-                self._stream_upto.remember(oid, ver)
-
-    def _read_head(self) -> int:
-        with translate_errors():
-            response = self.client.get_item(
-                TableName=self.index_table_name,
-                Key=head_key(),
-                # Ids are taken from here: a stale head only costs a cancelled
-                # transaction, but a fresh one saves it.
-                ConsistentRead=True,
-            )
-        item = response.get("Item")
-        return int(item[HEAD_LAST]["N"]) if item and HEAD_LAST in item else 0
 
     def _back_off(self, attempt: int, reason: str) -> None:
         delay = random.uniform(0, min(1.0, 0.005 * 2**attempt))  # noqa: S311 - jitter
         logger.info("indexer retries", extra={"attempt": attempt, "reason": reason, "delay": delay})
         time.sleep(delay)
-
-
-# ----- the in-process poller --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IndexerLag:
-    """How far the in-process indexer is behind the events table (for /health)."""
-
-    head: int
-    """The highest notification id assigned, as this process last saw it."""
-    pending_records: int
-    """Stream records read but not yet indexed (0 between polls, unless indexing failed)."""
-    oldest_pending_seconds: float | None
-    """Age of the oldest such record (its ApproximateCreationDateTime); None when none."""
-    seconds_since_caught_up: float | None
-    """Since a poll last found every shard at its tip with nothing left to index;
-    None before the first such poll."""
-    indexed_events: int
-    """Events this process indexed since it started."""
-    indexed_commits: int
-    trimmed_shards: int
-    """Shards whose records expired from the stream before they were indexed
-    (logged as errors: events may be missing from the index)."""
-    last_error: str | None
-    running: bool
-
-
-@dataclass
-class _Shard:
-    shard_id: str
-    parent: str | None
-
-
-class ShardPoller:
-    """Reads the events table's stream shard by shard and feeds the indexer.
-
-    Checkpoints (the last indexed sequence number of each shard, and whether a
-    closed shard is done) live in the index table, so a new poller resumes
-    where the last one stopped. Every record after a checkpoint is read again
-    after a restart; the indexer's markers make that harmless.
-    """
-
-    def __init__(
-        self,
-        indexer: StreamIndexer,
-        streams_client: DynamoDBStreamsClient,
-        *,
-        poll_interval: float = 0.25,
-        records_per_read: int = 1000,
-        shard_refresh_seconds: float = 30.0,
-    ) -> None:
-        self.indexer = indexer
-        self.streams = streams_client
-        self.client = indexer.client
-        self.poll_interval = poll_interval
-        self.records_per_read = records_per_read
-        self.shard_refresh_seconds = shard_refresh_seconds
-        self._round_lock = threading.Lock()
-        self._stream_arn: str | None = None
-        self._shards: dict[str, _Shard] = {}
-        self._shards_read_at = float("-inf")
-        self._iterators: dict[str, str] = {}
-        self._checkpoints: dict[str, str | None] = {}  # shard -> last indexed sequence number
-        self._done: set[str] = set()
-        self._warned_parents: set[str] = set()
-        self._pending = 0
-        self._pending_since: float | None = None
-        self._caught_up_at: float | None = None
-        # Wall-clock start of the last round that found the stream empty: every
-        # record read later was written after it.
-        self._empty_since: float | None = None
-        self._trimmed = 0
-        self._shards_changed = False
-        self._last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ----- running -----
-
-    def start(self) -> None:
-        """Runs the poller in a daemon thread until :meth:`stop`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stream-indexer", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                read = self.poll_once()
-            except Exception as error:
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures)
-                logger.exception(
-                    "stream indexer poll failed; retrying",
-                    extra={"failures": failures, "delay": delay, "error": str(error)},
-                )
-                self._stop.wait(delay)
-                continue
-            failures = 0
-            if not read:
-                self._stop.wait(self.poll_interval)
-
-    @property
-    def shards_changed(self) -> bool:
-        """Whether the last poll found shards opened or closed (poll again to be sure)."""
-        return self._shards_changed
-
-    def drain(self, timeout: float = 60.0) -> None:
-        """Polls every shard until a poll finds nothing new: then every record
-        the stream held when this was called is indexed. Raises TimeoutError
-        after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                if self.poll_once() == 0 and not self._shards_changed:
-                    return
-            except OperationalError as error:
-                last_error = error
-                time.sleep(0.05)
-        msg = f"The stream indexer did not catch up within {timeout}s"
-        raise TimeoutError(msg) from last_error
-
-    def lag(self) -> IndexerLag:
-        now = time.time()
-        pending_since = self._pending_since
-        return IndexerLag(
-            head=self.indexer.head,
-            pending_records=self._pending,
-            oldest_pending_seconds=(
-                None if pending_since is None else max(0.0, now - pending_since)
-            ),
-            seconds_since_caught_up=(
-                None if self._caught_up_at is None else time.monotonic() - self._caught_up_at
-            ),
-            indexed_events=self.indexer.indexed_events,
-            indexed_commits=self.indexer.indexed_commits,
-            trimmed_shards=self._trimmed,
-            last_error=self._last_error,
-            running=self.running,
-        )
-
-    # ----- one round -----
-
-    def poll_once(self) -> int:
-        """Reads each readable shard once, indexes what it read, checkpoints.
-        Returns the number of records read."""
-        with self._round_lock:
-            try:
-                return self._round()
-            except Exception as error:
-                self._last_error = f"{type(error).__name__}: {error}"
-                raise
-
-    def _round(self) -> int:
-        started = time.time()
-        self._shards_changed = False
-        self._refresh_shards()
-        reads: list[tuple[str, list[dict[str, Any]], str | None]] = []
-        for shard_id in self._readable():
-            iterator = self._iterator(shard_id)
-            if iterator is None:
-                continue
-            response = self._get_records(shard_id, iterator)
-            if response is None:
-                continue
-            records, next_iterator = response
-            reads.append((shard_id, records, next_iterator))
-        records = [record for _, shard_records, _ in reads for record in shard_records]
-        if records:
-            times = [t for t in (record_time(r) for r in records) if t is not None]
-            self._pending = len(records)
-            if self._pending_since is None:
-                # Records carry their creation time rounded down (to the second
-                # on AWS, to the minute on DynamoDB Local): no earlier than the
-                # last empty read, which bounds it better.
-                oldest = min(times) if times else started
-                self._pending_since = max(oldest, self._empty_since or oldest)
-            try:
-                self.indexer.index_records(records)
-            except Exception:
-                # Read these again from the checkpoints next time.
-                for shard_id, _, _ in reads:
-                    self._iterators.pop(shard_id, None)
-                raise
-        self._pending = 0
-        self._pending_since = None
-        for shard_id, shard_records, next_iterator in reads:
-            if shard_records:
-                self._checkpoint(shard_id, str(shard_records[-1]["dynamodb"]["SequenceNumber"]))
-            if next_iterator is None:
-                self._finish(shard_id)
-            else:
-                self._iterators[shard_id] = next_iterator
-        if not records and not self._shards_changed:
-            self._caught_up_at = time.monotonic()
-            self._empty_since = started
-        self._last_error = None
-        return len(records)
-
-    # ----- shards and lineage -----
-
-    def _arn(self) -> str:
-        if self._stream_arn is None:
-            with translate_errors():
-                table = self.client.describe_table(TableName=self.indexer.events_table_name)
-            arn = table["Table"].get("LatestStreamArn")
-            if not arn:
-                msg = f"Table {self.indexer.events_table_name} has no stream to index"
-                raise OperationalError(msg)
-            self._stream_arn = arn
-        return self._stream_arn
-
-    def _refresh_shards(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._shards_read_at < self.shard_refresh_seconds:
-            return
-        arn = self._arn()
-        shards: dict[str, _Shard] = {}
-        start: str | None = None
-        with translate_errors():
-            while True:
-                if start is None:
-                    response = self.streams.describe_stream(StreamArn=arn)
-                else:
-                    response = self.streams.describe_stream(
-                        StreamArn=arn, ExclusiveStartShardId=start
-                    )
-                description = response["StreamDescription"]
-                for shard in description.get("Shards", []):
-                    shard_id = shard["ShardId"]
-                    shards[shard_id] = _Shard(shard_id, shard.get("ParentShardId"))
-                start = description.get("LastEvaluatedShardId")
-                if not start:
-                    break
-        if set(shards) != set(self._shards):
-            self._shards_changed = True
-        self._shards = shards
-        self._shards_read_at = now
-
-    def _readable(self) -> list[str]:
-        """Shards not yet done whose parent is done (or gone), parents first,
-        then by shard id: a child's records follow its parent's."""
-        ordered: list[str] = []
-        depth: dict[str, int] = {}
-
-        def level(shard_id: str) -> int:
-            if shard_id not in depth:
-                parent = self._shards[shard_id].parent
-                depth[shard_id] = 0
-                depth[shard_id] = (
-                    level(parent) + 1 if parent is not None and parent in self._shards else 0
-                )
-            return depth[shard_id]
-
-        for shard_id in sorted(self._shards, key=lambda s: (level(s), s)):
-            if self._is_done(shard_id):
-                continue
-            parent = self._shards[shard_id].parent
-            if parent is not None and not self._is_done(parent):
-                if parent in self._shards:
-                    continue  # the parent's records come first
-                if parent not in self._warned_parents:
-                    self._warned_parents.add(parent)
-                    logger.error(
-                        "Parent shard left the stream before the indexer finished it: "
-                        "records it held may be missing from the index (events of "
-                        "streams written again are recovered as predecessors)",
-                        extra={"shard": shard_id, "parent": parent},
-                    )
-            ordered.append(shard_id)
-        return ordered
-
-    def _is_done(self, shard_id: str) -> bool:
-        if shard_id in self._done:
-            return True
-        self._load_checkpoint(shard_id)
-        return shard_id in self._done
-
-    def _load_checkpoint(self, shard_id: str) -> str | None:
-        if shard_id in self._checkpoints:
-            return self._checkpoints[shard_id]
-        with translate_errors():
-            response = self.client.get_item(
-                TableName=self.indexer.index_table_name,
-                Key=checkpoint_key(shard_id),
-                # Where to resume: the latest checkpoint of any poller.
-                ConsistentRead=True,
-            )
-        item = response.get("Item") or {}
-        sequence = item["r"]["S"] if "r" in item else None
-        if item.get(CHECKPOINT_DONE):
-            self._done.add(shard_id)
-        self._checkpoints[shard_id] = sequence
-        return sequence
-
-    def _iterator(self, shard_id: str) -> str | None:
-        iterator = self._iterators.get(shard_id)
-        if iterator is not None:
-            return iterator
-        arn = self._arn()
-        sequence = self._load_checkpoint(shard_id)
-        try:
-            if sequence is None:
-                response = self.streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )
-            else:
-                response = self.streams.get_shard_iterator(
-                    StreamArn=arn,
-                    ShardId=shard_id,
-                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                    SequenceNumber=sequence,
-                )
-        except ClientError as e:
-            code = error_code(e)
-            if code == "TrimmedDataAccessException":
-                self._trimmed += 1
-                logger.error(
-                    "The stream no longer holds records after this shard's checkpoint "
-                    "(older than the 24 h retention): events written meanwhile may be "
-                    "missing from the index; reading on from the oldest record left",
-                    extra={"shard": shard_id, "checkpoint": sequence},
-                )
-                with translate_errors():
-                    response = self.streams.get_shard_iterator(
-                        StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                    )
-            elif code == "ResourceNotFoundException":
-                logger.warning("Shard is gone from the stream", extra={"shard": shard_id})
-                self._refresh_shards(force=True)
-                return None
-            else:
-                raise translate(e) from e
-        except BotoCoreError as e:
-            raise translate(e) from e
-        found = response.get("ShardIterator")
-        if found is None:  # a closed shard with nothing after the checkpoint
-            self._finish(shard_id)
-            return None
-        self._iterators[shard_id] = found
-        return found
-
-    def _get_records(
-        self, shard_id: str, iterator: str
-    ) -> tuple[list[dict[str, Any]], str | None] | None:
-        try:
-            response = self.streams.get_records(ShardIterator=iterator, Limit=self.records_per_read)
-        except ClientError as e:
-            code = error_code(e)
-            if code == "ExpiredIteratorException":
-                logger.warning(
-                    "Shard iterator expired; resuming from the checkpoint",
-                    extra={"shard": shard_id},
-                )
-                self._iterators.pop(shard_id, None)
-                self._shards_changed = True
-                return None
-            if code == "TrimmedDataAccessException":
-                self._iterators.pop(shard_id, None)
-                self._checkpoints.pop(shard_id, None)
-                self._shards_changed = True
-                return None  # the iterator is renewed (and the loss logged) next round
-            if code == "ResourceNotFoundException":
-                self._iterators.pop(shard_id, None)
-                self._refresh_shards(force=True)
-                return None
-            raise translate(e) from e
-        except BotoCoreError as e:
-            raise translate(e) from e
-        records = [dict(r) for r in response.get("Records", [])]
-        return records, response.get("NextShardIterator")
-
-    def _checkpoint(self, shard_id: str, sequence: str, *, done: bool = False) -> None:
-        values: dict[str, AttributeValueTypeDef] = {
-            ":q": s_(sequence.zfill(SEQUENCE_WIDTH)),
-            ":r": s_(sequence),
-        }
-        update = "SET #q = :q, #r = :r"
-        if done:
-            update += ", #d = :d"
-            values[":d"] = n_(1)
-        try:
-            with translate_errors():
-                self.client.update_item(
-                    TableName=self.indexer.index_table_name,
-                    Key=checkpoint_key(shard_id),
-                    UpdateExpression=update,
-                    # WHY: a checkpoint only moves forward. Another poller may
-                    # have indexed further; moving it back would only cost a
-                    # longer re-read after a restart, but forward-only keeps
-                    # "everything up to q is indexed" the one meaning of q.
-                    ConditionExpression="attribute_not_exists(#q) OR #q <= :q",
-                    ExpressionAttributeNames={"#q": CHECKPOINT_SEQUENCE, "#r": "r"}
-                    | ({"#d": CHECKPOINT_DONE} if done else {}),
-                    ExpressionAttributeValues=values,
-                )
-        except IntegrityError:
-            return  # another poller checkpointed further: fine
-        self._checkpoints[shard_id] = sequence
-
-    def _finish(self, shard_id: str) -> None:
-        """A closed shard read to its end (and indexed): its children may start."""
-        sequence = self._checkpoints.get(shard_id) or "0"
-        self._checkpoint(shard_id, sequence, done=True)
-        self._done.add(shard_id)
-        self._iterators.pop(shard_id, None)
-        self._shards_changed = True
-        self._shards_read_at = float("-inf")  # look for its children
-        logger.info("Stream shard fully indexed", extra={"shard": shard_id})

@@ -13,16 +13,23 @@ Events table (``<app>_events``; a DynamoDB Stream of new images feeds the indexe
 ``m``       L     on a commit's first (*lead*) event only: the manifest, the
                   ``[oid, ver]`` of every event of the commit in append order
 ``l``       L     on every other event of a commit: ``[oid, ver]`` of the lead
+``h``       N     on every event of a commit: the end of an index page its
+                  writer read before the append (0: none seen), a lower bound
+                  of the index's head at append time
 ==========  ====  ==========================================================
 
 Index table (``<app>_notifications``, no stream), key ``p`` (S) + ``id`` (N):
 
 =====================  ========================================================
-``p="log", id=n``      notification ``n``: ``oid``, ``ver``, ``topic``,
-                       ``state``, and ``end`` on the last event of each commit
-``p="$head", id=0``    ``last``: the highest notification id assigned
-``p="c#<oid>", id=v``  commit marker of the commit led by (oid, v): ``f`` its
-                       first notification id, ``n`` its number of events
+``p="page", id=n``     a page: the notifications ``n ..`` as references, ``n``
+                       their number, ``r`` the packed ``(oid, ver)`` of each,
+                       grouped by commit (:mod:`infra.dynamodb.pages`)
+``p="log", id=n``      (written before pages, read up to ``L``) notification
+                       ``n``: ``oid``, ``ver``, ``topic``, ``state``, and
+                       ``end`` on the last event of each commit
+``p="$head", id=0``    (before pages) ``last`` = ``L``, the highest id of the copies
+``p="c#<oid>", id=v``  (before pages) marker of the commit led by (oid, v):
+                       ``f`` its first notification id, ``n`` its number of events
 ``p="k#<shard>",id=0`` the in-process indexer's checkpoint in one stream shard:
                        ``q`` the last indexed sequence number (zero-padded),
                        ``d`` = 1 once the (closed) shard is fully indexed
@@ -46,6 +53,7 @@ TOPIC = "topic"  # (S)
 STATE = "state"  # (B)
 COMMIT_MANIFEST = "m"  # (L of [S, N]) on a commit's lead event item
 COMMIT_LEAD = "l"  # ([S, N]) on the other event items of a commit: the lead's key
+HEAD_HINT = "h"  # (N) on every event item of a commit: a lower bound of the index's head
 NID = "nid"  # notification id (N), on tracking items
 LOG_PK = "p"  # (S) partition key of the index table
 LOG_SK = "id"  # (N) sort key of the index table: the notification id
@@ -118,7 +126,8 @@ def checkpoint_key(shard_id: str) -> Item:
 
 
 def index_item(event_item: Mapping[str, Any], position: int, *, end: bool) -> Item:
-    """The notification item for an event item: the event at ``position``."""
+    """The copy of an event item at ``position``, as deployments before pages
+    wrote the log (kept to read and to test the old format)."""
     item: Item = {
         LOG_PK: s_(LOG_PARTITION),
         LOG_SK: n_(position),

@@ -54,8 +54,8 @@ from tests.dynamodb.utils import (
 if TYPE_CHECKING:
     from infra.dynamodb import DynamoDBDatastore
 
-# The indexer writes a commit of k events in one transaction of k + 2 items
-# (notifications, commit marker, head), and a transaction holds at most 100.
+# A commit is one transaction of its event items, which holds at most 100 (the
+# indexer places it in one page of references).
 MAX_EVENTS_PER_APPEND = DynamoDBApplicationRecorder.max_events_per_insert
 
 
@@ -114,9 +114,8 @@ class TestDynamoDBApplicationRecorder(
         return recorder
 
     def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:  # noqa: PT028 (base signature)
-        """Overridden: the base test writes 100 events per insert, but the
-        indexer writes a commit in one transaction of k + 2 items (at most 100),
-        so we write 98 (the maximum) per insert; and 20 inserts from 4 writers
+        """Overridden: the base test writes 100 events per insert, the maximum
+        of one transaction (MAX_EVENTS_PER_APPEND); and 20 inserts from 4 writers
         instead of 100 from 10, because each insert here waits for the indexer
         (see the module docstring) and DynamoDB Local on 2 cores is slow with
         100-item transactions. Otherwise the same as the base test."""
@@ -180,7 +179,7 @@ class TestDynamoDBApplicationRecorder(
 
     def test_concurrent_throughput(self) -> None:
         """Overridden: the same jobs as the base test (but inserting the
-        maximum of 98 events, and without its warm-up round), through the real
+        maximum of MAX_EVENTS_PER_APPEND events, and without its warm-up round), through the real
         recorder: appends do not wait for the indexer, which is what this
         measures. The index is then checked to hold every event once."""
         recorder = DynamoDBApplicationRecorder(self.datastore)
@@ -218,8 +217,8 @@ class TestDynamoDBApplicationRecorder(
 class TestDynamoDBNonInterleavingNotificationIDs(
     DynamoDBTestCase, NonInterleavingNotificationIDsBaseCase
 ):
-    # Overridden count: the base inserts 1000 events per call; the indexer
-    # writes one commit in one transaction, which fits at most 98 events.
+    # Overridden count: the base inserts 1000 events per call; a commit is one
+    # transaction, which fits at most 100 events.
     insert_num = MAX_EVENTS_PER_APPEND
 
     def create_recorder(self) -> ApplicationRecorder:

@@ -47,6 +47,8 @@ from infra.dynamodb import (
     TransactionTooLargeError,
 )
 from infra.dynamodb.errors import translate
+from infra.dynamodb.indexer import StreamIndexer
+from tests.dynamodb.test_indexer import stream_records as stream_records_of
 from tests.dynamodb.utils import indexed_ids, local_env, new_datastore
 
 if TYPE_CHECKING:
@@ -186,10 +188,10 @@ def test_too_many_events_refused_before_writing(
     app_recorder: DynamoDBApplicationRecorder, datastore: DynamoDBDatastore
 ) -> None:
     a = uuid4()
-    # The indexer writes one commit in one transaction: an item per event, the
-    # commit marker and the head.
+    # A commit is one transaction of its event items (the indexer places it in
+    # one page of references, far below an item's bound).
     limit = DynamoDBApplicationRecorder.max_events_per_insert
-    assert limit == 98
+    assert limit == 100
     with pytest.raises(TooManyEventsError, match="at most 100 items") as exc_info:
         app_recorder.insert_events([ev(a, v) for v in range(1, limit + 2)])
     assert isinstance(exc_info.value, DataError)
@@ -197,12 +199,12 @@ def test_too_many_events_refused_before_writing(
     app_recorder.wait_until_indexed()
     assert app_recorder.max_notification_id() is None
 
-    # The maximum fits, also with tracking (98 + 1 = 99 items in the append).
+    # The maximum fits, also with tracking (99 + 1 = 100 items in the append).
     process = DynamoDBProcessRecorder(datastore)
     process.create_table()
-    maximum = [ev(a, v) for v in range(1, limit + 1)]
+    maximum = [ev(a, v) for v in range(1, limit)]
     process.insert_events(maximum, tracking=Tracking("up", 1))
-    assert indexed_ids(process, maximum) == list(range(1, limit + 1))
+    assert indexed_ids(process, maximum) == list(range(1, limit))
 
     aggregate_recorder = DynamoDBAggregateRecorder(datastore, "snapshots")
     aggregate_recorder.create_table()
@@ -546,74 +548,79 @@ def test_error_translation(error: Exception, expected: type[Exception]) -> None:
     assert type(translated) is expected
 
 
-def test_an_index_ahead_of_its_head_is_refused_not_overwritten(
-    app_recorder: DynamoDBApplicationRecorder,
+def test_a_page_is_never_overwritten_by_an_indexer_whose_head_is_stale(
+    app_recorder: DynamoDBApplicationRecorder, datastore: DynamoDBDatastore
 ) -> None:
-    app_recorder.insert_events([ev(uuid4(), 1), ev(uuid4(), 1)])
-    app_recorder.wait_until_indexed()
-    # Simulate a head item restored from an older backup.
-    app_recorder.client.put_item(
-        TableName=app_recorder.notifications_table_name,
-        Item={"p": {"S": "$head"}, "id": {"N": "0"}, "last": {"N": "1"}},
+    stale = StreamIndexer(
+        app_recorder.client, app_recorder.events_table_name, app_recorder.notifications_table_name
     )
-    app_recorder.insert_events([ev(uuid4(), 1)])  # appends do not touch the log
-    fresh = DynamoDBApplicationRecorder(app_recorder.datastore)
-    with pytest.raises(InternalError, match="above its head"):
-        fresh.wait_until_indexed()
-    assert [n.id for n in all_notifications(app_recorder)] == [1]
-    assert app_recorder.client.get_item(
-        TableName=app_recorder.notifications_table_name,
-        Key={"p": {"S": "log"}, "id": {"N": "2"}},
-    )["Item"]["end"] == {"N": "1"}
+    first = [ev(uuid4(), 1)]
+    app_recorder.insert_events(first)
+    stale.index_records(stream_records_of(datastore, app_recorder))  # its head: 1
+    second = [ev(uuid4(), 1), ev(uuid4(), 1)]
+    app_recorder.insert_events(second)
+    app_recorder.wait_until_indexed()  # another indexer puts the page at 2
+
+    assert stale.index_records(stream_records_of(datastore, app_recorder)) == 0
+    assert stale.retries == 1  # its page at 2 was refused; it read the one there
+    assert [(n.id, n.originator_id) for n in all_notifications(app_recorder)] == [
+        (1, first[0].originator_id),
+        (2, second[0].originator_id),
+        (3, second[1].originator_id),
+    ]
 
 
-class _HidesOneNotificationOnce:
-    """Wraps a client so that the first Query response lacks one item, as a
-    read-committed Query could while a committed transaction is still being
-    applied.
-    """
+class _HidesOnePageOnce:
+    """Wraps a client so that the first Query response holding one page lacks
+    it, as a read could if a written page were not yet visible to it."""
 
     def __init__(self, client: Any, hide_id: int) -> None:
         self._client = client
         self._hide = str(hide_id)
-        self.queries = 0
+        self.hidden = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     def query(self, **kwargs: Any) -> Any:
-        self.queries += 1
         response = self._client.query(**kwargs)
-        if self.queries == 1:
-            items = [i for i in response["Items"] if i["id"]["N"] != self._hide]
-            response["ScannedCount"] -= len(response["Items"]) - len(items)
+        items = [i for i in response["Items"] if i["id"]["N"] != self._hide]
+        if not self.hidden and len(items) < len(response["Items"]):
+            self.hidden += 1
             response["Items"] = items
         return response
 
 
-def test_select_notifications_rereads_when_a_committed_id_is_not_yet_visible(
+def three_pages(recorder: DynamoDBApplicationRecorder) -> None:
+    """Pages at 1 (id 1), 2 (ids 2, 3) and 4 (ids 4, 5)."""
+    for size in (1, 2, 2):
+        recorder.insert_events([ev(uuid4(), 1) for _ in range(size)])
+        recorder.wait_until_indexed()
+
+
+def test_select_notifications_rereads_when_a_written_page_is_not_yet_visible(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
-    app_recorder.insert_events([ev(uuid4(), 1) for _ in range(5)])
-    app_recorder.wait_until_indexed()
-    wrapper = _HidesOneNotificationOnce(app_recorder.client, hide_id=3)
-    app_recorder.client = cast("DynamoDBClient", wrapper)
+    three_pages(app_recorder)
+    wrapper = _HidesOnePageOnce(app_recorder.client, hide_id=2)
+    app_recorder.log.client = cast("DynamoDBClient", wrapper)
     assert [n.id for n in app_recorder.select_notifications(None, 10)] == [1, 2, 3, 4, 5]
-    assert wrapper.queries == 2
+    assert wrapper.hidden == 1
 
 
 def test_select_notifications_refuses_to_skip_a_missing_notification(
     app_recorder: DynamoDBApplicationRecorder,
 ) -> None:
-    app_recorder.insert_events([ev(uuid4(), 1) for _ in range(5)])
-    app_recorder.wait_until_indexed()
+    three_pages(app_recorder)
     app_recorder.client.delete_item(
         TableName=app_recorder.notifications_table_name,
-        Key={"p": {"S": "log"}, "id": {"N": "3"}},
+        Key={"p": {"S": "page"}, "id": {"N": "2"}},
     )
-    assert [n.id for n in app_recorder.select_notifications(None, 2)] == [1, 2]
+    assert [n.id for n in app_recorder.select_notifications(None, 1)] == [1]
     with pytest.raises(InternalError, match="gap"):
         app_recorder.select_notifications(None, 10)
     with pytest.raises(InternalError, match="gap"):
         app_recorder.select_notifications(None, 10, topics=["topic1"])
+    with pytest.raises(InternalError, match="gap"):
+        app_recorder.commit_ends(1, 5)
     assert [n.id for n in app_recorder.select_notifications(4, 10)] == [4, 5]

@@ -1,0 +1,475 @@
+"""The in-process reader of the events table's DynamoDB Stream (``ShardPoller``).
+
+It reads every shard of the stream (a child shard only after its parent is
+fully indexed), feeds the records to
+:meth:`infra.dynamodb.indexer.StreamIndexer.index_records` and then records a
+checkpoint per shard in the index table (``p="k#<shard>"``), so a restarted
+poller resumes where it stopped. ``start()`` runs it in a daemon thread,
+``drain()`` polls every shard to its tip and indexes what it finds, ``lag()``
+tells how far behind it is. In production the Lambda event source mapping
+reads the shards instead, and keeps its own position in each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from eventsourcing.persistence import IntegrityError, OperationalError
+
+from infra.dynamodb.errors import error_code, translate, translate_errors
+from infra.dynamodb.layout import CHECKPOINT_DONE, CHECKPOINT_SEQUENCE, checkpoint_key, n_, s_
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
+
+    from infra.dynamodb.indexer import StreamIndexer
+
+logger = logging.getLogger(__name__)
+
+# Sequence numbers are decimal strings of 21 to 40 digits; zero-padded to this
+# width they compare as strings in the same order as numbers.
+SEQUENCE_WIDTH = 40
+
+
+def record_time(record: Mapping[str, Any]) -> float | None:
+    """A record's ApproximateCreationDateTime as epoch seconds (boto3 gives a
+    datetime, a Lambda event a number)."""
+    value = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+# ----- the in-process poller --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexerLag:
+    """How far the in-process indexer is behind the events table (for /health)."""
+
+    head: int
+    """The highest notification id assigned, as this process last saw it."""
+    pending_records: int
+    """Stream records read but not yet indexed (0 between polls, unless indexing failed)."""
+    oldest_pending_seconds: float | None
+    """Age of the oldest such record (its ApproximateCreationDateTime); None when none."""
+    seconds_since_caught_up: float | None
+    """Since a poll last found every shard at its tip with nothing left to index;
+    None before the first such poll."""
+    indexed_events: int
+    """Events this process indexed since it started."""
+    indexed_commits: int
+    trimmed_shards: int
+    """Shards whose records expired from the stream before they were indexed
+    (logged as errors: events may be missing from the index)."""
+    last_error: str | None
+    running: bool
+
+
+@dataclass
+class _Shard:
+    shard_id: str
+    parent: str | None
+
+
+class ShardPoller:
+    """Reads the events table's stream shard by shard and feeds the indexer.
+
+    Checkpoints (the last indexed sequence number of each shard, and whether a
+    closed shard is done) live in the index table, so a new poller resumes
+    where the last one stopped. Every record after a checkpoint is read again
+    after a restart; the indexer finds those commits in its pages, so that is harmless.
+    """
+
+    def __init__(
+        self,
+        indexer: StreamIndexer,
+        streams_client: DynamoDBStreamsClient,
+        *,
+        poll_interval: float = 0.25,
+        records_per_read: int = 1000,
+        shard_refresh_seconds: float = 30.0,
+    ) -> None:
+        self.indexer = indexer
+        self.streams = streams_client
+        self.client = indexer.client
+        self.poll_interval = poll_interval
+        self.records_per_read = records_per_read
+        self.shard_refresh_seconds = shard_refresh_seconds
+        self._round_lock = threading.Lock()
+        self._stream_arn: str | None = None
+        self._shards: dict[str, _Shard] = {}
+        self._shards_read_at = float("-inf")
+        self._iterators: dict[str, str] = {}
+        self._checkpoints: dict[str, str | None] = {}  # shard -> last indexed sequence number
+        self._done: set[str] = set()
+        self._warned_parents: set[str] = set()
+        self._pending = 0
+        self._pending_since: float | None = None
+        self._caught_up_at: float | None = None
+        # Wall-clock start of the last round that found the stream empty: every
+        # record read later was written after it.
+        self._empty_since: float | None = None
+        self._trimmed = 0
+        self._shards_changed = False
+        self._last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ----- running -----
+
+    def start(self) -> None:
+        """Runs the poller in a daemon thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="stream-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                read = self.poll_once()
+            except Exception as error:
+                failures += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                logger.exception(
+                    "stream indexer poll failed; retrying",
+                    extra={"failures": failures, "delay": delay, "error": str(error)},
+                )
+                self._stop.wait(delay)
+                continue
+            failures = 0
+            if not read:
+                self._stop.wait(self.poll_interval)
+
+    @property
+    def shards_changed(self) -> bool:
+        """Whether the last poll found shards opened or closed (poll again to be sure)."""
+        return self._shards_changed
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Polls every shard until a poll finds nothing new: then every record
+        the stream held when this was called is indexed. Raises TimeoutError
+        after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if self.poll_once() == 0 and not self._shards_changed:
+                    return
+            except OperationalError as error:
+                last_error = error
+                time.sleep(0.05)
+        msg = f"The stream indexer did not catch up within {timeout}s"
+        raise TimeoutError(msg) from last_error
+
+    def lag(self) -> IndexerLag:
+        now = time.time()
+        pending_since = self._pending_since
+        return IndexerLag(
+            head=self.indexer.head,
+            pending_records=self._pending,
+            oldest_pending_seconds=(
+                None if pending_since is None else max(0.0, now - pending_since)
+            ),
+            seconds_since_caught_up=(
+                None if self._caught_up_at is None else time.monotonic() - self._caught_up_at
+            ),
+            indexed_events=self.indexer.indexed_events,
+            indexed_commits=self.indexer.indexed_commits,
+            trimmed_shards=self._trimmed,
+            last_error=self._last_error,
+            running=self.running,
+        )
+
+    # ----- one round -----
+
+    def poll_once(self) -> int:
+        """Reads each readable shard once, indexes what it read, checkpoints.
+        Returns the number of records read."""
+        with self._round_lock:
+            try:
+                return self._round()
+            except Exception as error:
+                self._last_error = f"{type(error).__name__}: {error}"
+                raise
+
+    def _round(self) -> int:
+        started = time.time()
+        self._shards_changed = False
+        self._refresh_shards()
+        reads: list[tuple[str, list[dict[str, Any]], str | None]] = []
+        for shard_id in self._readable():
+            iterator = self._iterator(shard_id)
+            if iterator is None:
+                continue
+            response = self._get_records(shard_id, iterator)
+            if response is None:
+                continue
+            records, next_iterator = response
+            reads.append((shard_id, records, next_iterator))
+        records = [record for _, shard_records, _ in reads for record in shard_records]
+        if records:
+            times = [t for t in (record_time(r) for r in records) if t is not None]
+            self._pending = len(records)
+            if self._pending_since is None:
+                # Records carry their creation time rounded down (to the second
+                # on AWS, to the minute on DynamoDB Local): no earlier than the
+                # last empty read, which bounds it better.
+                oldest = min(times) if times else started
+                self._pending_since = max(oldest, self._empty_since or oldest)
+            try:
+                self.indexer.index_records(records)
+            except Exception:
+                # Read these again from the checkpoints next time.
+                for shard_id, _, _ in reads:
+                    self._iterators.pop(shard_id, None)
+                raise
+        self._pending = 0
+        self._pending_since = None
+        for shard_id, shard_records, next_iterator in reads:
+            if shard_records:
+                self._checkpoint(shard_id, str(shard_records[-1]["dynamodb"]["SequenceNumber"]))
+            if next_iterator is None:
+                self._finish(shard_id)
+            else:
+                self._iterators[shard_id] = next_iterator
+        if not records and not self._shards_changed:
+            self._caught_up_at = time.monotonic()
+            self._empty_since = started
+        self._last_error = None
+        return len(records)
+
+    # ----- shards and lineage -----
+
+    def _arn(self) -> str:
+        if self._stream_arn is None:
+            with translate_errors():
+                table = self.client.describe_table(TableName=self.indexer.events_table_name)
+            arn = table["Table"].get("LatestStreamArn")
+            if not arn:
+                msg = f"Table {self.indexer.events_table_name} has no stream to index"
+                raise OperationalError(msg)
+            self._stream_arn = arn
+        return self._stream_arn
+
+    def _refresh_shards(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._shards_read_at < self.shard_refresh_seconds:
+            return
+        arn = self._arn()
+        shards: dict[str, _Shard] = {}
+        start: str | None = None
+        with translate_errors():
+            while True:
+                if start is None:
+                    response = self.streams.describe_stream(StreamArn=arn)
+                else:
+                    response = self.streams.describe_stream(
+                        StreamArn=arn, ExclusiveStartShardId=start
+                    )
+                description = response["StreamDescription"]
+                for shard in description.get("Shards", []):
+                    shard_id = shard["ShardId"]
+                    shards[shard_id] = _Shard(shard_id, shard.get("ParentShardId"))
+                start = description.get("LastEvaluatedShardId")
+                if not start:
+                    break
+        if set(shards) != set(self._shards):
+            self._shards_changed = True
+        self._shards = shards
+        self._shards_read_at = now
+
+    def _readable(self) -> list[str]:
+        """Shards not yet done whose parent is done (or gone), parents first,
+        then by shard id: a child's records follow its parent's."""
+        ordered: list[str] = []
+        depth: dict[str, int] = {}
+
+        def level(shard_id: str) -> int:
+            if shard_id not in depth:
+                parent = self._shards[shard_id].parent
+                depth[shard_id] = 0
+                depth[shard_id] = (
+                    level(parent) + 1 if parent is not None and parent in self._shards else 0
+                )
+            return depth[shard_id]
+
+        for shard_id in sorted(self._shards, key=lambda s: (level(s), s)):
+            if self._is_done(shard_id):
+                continue
+            parent = self._shards[shard_id].parent
+            if parent is not None and not self._is_done(parent):
+                if parent in self._shards:
+                    continue  # the parent's records come first
+                if parent not in self._warned_parents:
+                    self._warned_parents.add(parent)
+                    logger.error(
+                        "Parent shard left the stream before the indexer finished it: "
+                        "records it held may be missing from the index (events of "
+                        "streams written again are recovered as predecessors)",
+                        extra={"shard": shard_id, "parent": parent},
+                    )
+            ordered.append(shard_id)
+        return ordered
+
+    def _is_done(self, shard_id: str) -> bool:
+        if shard_id in self._done:
+            return True
+        self._load_checkpoint(shard_id)
+        return shard_id in self._done
+
+    def _load_checkpoint(self, shard_id: str) -> str | None:
+        if shard_id in self._checkpoints:
+            return self._checkpoints[shard_id]
+        with translate_errors():
+            response = self.client.get_item(
+                TableName=self.indexer.index_table_name,
+                Key=checkpoint_key(shard_id),
+                # Where to resume: the latest checkpoint of any poller.
+                ConsistentRead=True,
+            )
+        item = response.get("Item") or {}
+        sequence = item["r"]["S"] if "r" in item else None
+        if item.get(CHECKPOINT_DONE):
+            self._done.add(shard_id)
+        self._checkpoints[shard_id] = sequence
+        return sequence
+
+    def _iterator(self, shard_id: str) -> str | None:
+        iterator = self._iterators.get(shard_id)
+        if iterator is not None:
+            return iterator
+        arn = self._arn()
+        sequence = self._load_checkpoint(shard_id)
+        try:
+            if sequence is None:
+                response = self.streams.get_shard_iterator(
+                    StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )
+            else:
+                response = self.streams.get_shard_iterator(
+                    StreamArn=arn,
+                    ShardId=shard_id,
+                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    SequenceNumber=sequence,
+                )
+        except ClientError as e:
+            code = error_code(e)
+            if code == "TrimmedDataAccessException":
+                self._trimmed += 1
+                logger.error(
+                    "The stream no longer holds records after this shard's checkpoint "
+                    "(older than the 24 h retention): events written meanwhile may be "
+                    "missing from the index; reading on from the oldest record left",
+                    extra={"shard": shard_id, "checkpoint": sequence},
+                )
+                with translate_errors():
+                    response = self.streams.get_shard_iterator(
+                        StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                    )
+            elif code == "ResourceNotFoundException":
+                logger.warning("Shard is gone from the stream", extra={"shard": shard_id})
+                self._refresh_shards(force=True)
+                return None
+            else:
+                raise translate(e) from e
+        except BotoCoreError as e:
+            raise translate(e) from e
+        found = response.get("ShardIterator")
+        if found is None:  # a closed shard with nothing after the checkpoint
+            self._finish(shard_id)
+            return None
+        self._iterators[shard_id] = found
+        return found
+
+    def _get_records(
+        self, shard_id: str, iterator: str
+    ) -> tuple[list[dict[str, Any]], str | None] | None:
+        try:
+            response = self.streams.get_records(ShardIterator=iterator, Limit=self.records_per_read)
+        except ClientError as e:
+            code = error_code(e)
+            if code == "ExpiredIteratorException":
+                logger.warning(
+                    "Shard iterator expired; resuming from the checkpoint",
+                    extra={"shard": shard_id},
+                )
+                self._iterators.pop(shard_id, None)
+                self._shards_changed = True
+                return None
+            if code == "TrimmedDataAccessException":
+                self._iterators.pop(shard_id, None)
+                self._checkpoints.pop(shard_id, None)
+                self._shards_changed = True
+                return None  # the iterator is renewed (and the loss logged) next round
+            if code == "ResourceNotFoundException":
+                self._iterators.pop(shard_id, None)
+                self._refresh_shards(force=True)
+                return None
+            raise translate(e) from e
+        except BotoCoreError as e:
+            raise translate(e) from e
+        records = [dict(r) for r in response.get("Records", [])]
+        return records, response.get("NextShardIterator")
+
+    def _checkpoint(self, shard_id: str, sequence: str, *, done: bool = False) -> None:
+        values: dict[str, AttributeValueTypeDef] = {
+            ":q": s_(sequence.zfill(SEQUENCE_WIDTH)),
+            ":r": s_(sequence),
+        }
+        update = "SET #q = :q, #r = :r"
+        if done:
+            update += ", #d = :d"
+            values[":d"] = n_(1)
+        try:
+            with translate_errors():
+                self.client.update_item(
+                    TableName=self.indexer.index_table_name,
+                    Key=checkpoint_key(shard_id),
+                    UpdateExpression=update,
+                    # WHY: a checkpoint only moves forward. Another poller may
+                    # have indexed further; moving it back would only cost a
+                    # longer re-read after a restart, but forward-only keeps
+                    # "everything up to q is indexed" the one meaning of q.
+                    ConditionExpression="attribute_not_exists(#q) OR #q <= :q",
+                    ExpressionAttributeNames={"#q": CHECKPOINT_SEQUENCE, "#r": "r"}
+                    | ({"#d": CHECKPOINT_DONE} if done else {}),
+                    ExpressionAttributeValues=values,
+                )
+        except IntegrityError:
+            return  # another poller checkpointed further: fine
+        self._checkpoints[shard_id] = sequence
+
+    def _finish(self, shard_id: str) -> None:
+        """A closed shard read to its end (and indexed): its children may start."""
+        sequence = self._checkpoints.get(shard_id) or "0"
+        self._checkpoint(shard_id, sequence, done=True)
+        self._done.add(shard_id)
+        self._iterators.pop(shard_id, None)
+        self._shards_changed = True
+        self._shards_read_at = float("-inf")  # look for its children
+        logger.info("Stream shard fully indexed", extra={"shard": shard_id})
