@@ -425,6 +425,10 @@ def run_service(endpoint: str, workload: Workload, *, get_event: bool = False) -
                 run_commands(workload, recorder, send, get_event=get_event)
             log = container.service.recorder
             assert isinstance(log, DynamoDBApplicationRecorder)
+            # The poller was off while the commands ran; this process indexes
+            # the whole feed now (off, wait_until_indexed would only wait for
+            # another indexer, as on the API Lambda).
+            log.index_in_process = True
             with recorder.indexing():
                 log.wait_until_indexed(timeout=600)
             recorder.process_writes = PROCESS_TOTALS.totals()["writeUnits"] - metered
