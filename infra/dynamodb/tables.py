@@ -156,7 +156,11 @@ def _wait_until_active(client: DynamoDBClient, name: str, timeout: float) -> dic
         ):
             return table
         if time.monotonic() > deadline:
-            msg = f"Table {name} is not ACTIVE after {timeout} s"
+            states = {
+                i["IndexName"]: i.get("IndexStatus")
+                for i in (table or {}).get("GlobalSecondaryIndexes", [])
+            }
+            msg = f"Table {name} is not ACTIVE after {timeout} s (indexes: {states})"
             raise TableNotReadyError(msg)
         time.sleep(interval)
         interval = min(interval * 2, 2.0)

@@ -11,11 +11,18 @@ from typing import TYPE_CHECKING, Any
 from domain.application import GatheringChanges, GatheringSpec
 from domain.model import GatheringStatus
 from infra.dynamodb import DynamoDBApplicationRecorder
-from infra.dynamodb.read_schema import EVENTS_GSI, ORDER_GSI, RETIRED_EVENTS_GSI, WITHDRAWN
+from infra.dynamodb.read_schema import (
+    EVENT_LISTING,
+    EVENTS_GSI,
+    RETIRED_EVENTS_GSI,
+    WITHDRAWN,
+    item,
+)
 from infra.dynamodb.read_tables import DynamoDBReadModel, read_table_specs
 from infra.dynamodb.tables import IndexSpec, TableSpec, ensure_tables
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from tests.dynamodb.utils import new_datastore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -242,6 +249,33 @@ def test_a_withdrawn_registration_made_again_is_listed_again(container: Containe
     assert container.check("read-tables").ok
 
 
+def test_tables_of_the_earlier_version_fail_the_check_until_one_rebuild(
+    container: Container,
+) -> None:
+    """The earlier version deleted a withdrawn registration's row (its history
+    was a user_events item): ``check`` reports the missing history, and the one
+    ``make rebuild`` the README asks for brings it back."""
+    model, client = _parts(container)
+    service = container.service
+    service.create_gathering(GatheringSpec("e1", "E1", "2030-01-01", 5))
+    service.create_user("ann", "Ann")
+    service.register("ann", "e1")
+    service.leave("ann", "e1")
+    client.delete_item(  # as the earlier version left it
+        TableName=model.tables().registrations,
+        Key={"userId": {"S": "ann"}, "eventId": {"S": "e1"}},
+    )
+    assert model.registered_event_ids("ann") == []
+    assert not container.check("read-tables").ok
+
+    container.rebuilder.begin()
+    container.rebuilder.run()
+
+    assert model.registered_event_ids("ann") == ["e1"]
+    assert model.get_registration("ann", "e1") is None
+    assert container.check("read-tables").ok
+
+
 def test_a_rebuild_folds_withdrawn_registrations_into_rows(container: Container) -> None:
     model, _ = _parts(container)
     service = container.service
@@ -270,43 +304,46 @@ def _index_names(client: DynamoDBClient, table: str) -> set[str]:
 
 
 def test_starting_on_tables_with_the_old_listing_index_builds_the_new_one_and_drops_the_old(
-    settings: Settings,
+    settings: Settings, dynamodb_endpoint: str
 ) -> None:
-    first = build_container(settings)
-    first.start()
-    try:
-        model, client = _parts(first)
-        names = model.tables()
-        first.service.create_gathering(GatheringSpec("e1", "E1", "2030-01-01", 3))
-        first.service.create_gathering(
-            GatheringSpec("e2", "E2", "2030-01-01", 3, status=GatheringStatus.DRAFT)
+    client = new_datastore(dynamodb_endpoint).client
+    (spec,) = [
+        s
+        for s in read_table_specs(settings.dynamodb_table_prefix, ("blue",))
+        if s.name.endswith("events")
+    ]
+    # The events table as the previous version created it: the listing
+    # projected ALL, under its old name; rows in it.
+    old = TableSpec(
+        spec.name, "eventId", "S", indexes=(IndexSpec(RETIRED_EVENTS_GSI, "listing", "eventId"),)
+    )
+    ensure_tables(client, [old])
+    for event_id, status in (("e1", "active"), ("e2", "draft")):
+        client.put_item(
+            TableName=spec.name,
+            Item=item(
+                {
+                    "eventId": event_id,
+                    "listing": EVENT_LISTING,
+                    "title": event_id,
+                    "date": "2030-01-01",
+                    "status": status,
+                    "capacity": 3,
+                    "waitlistEnabled": False,
+                    "registeredCount": 0,
+                    "waitlistCount": 0,
+                    "createdAt": "2026-01-01T00:00:00+00:00",
+                    "updatedAt": "2026-01-01T00:00:00+00:00",
+                }
+            ),
         )
-        # The table as the previous version deployed it: the listing projected ALL.
-        client.update_table(
-            TableName=names.events,
-            GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": EVENTS_GSI}}],
-        )
-        ensure_tables(
-            client,
-            [
-                TableSpec(
-                    names.events,
-                    "eventId",
-                    "S",
-                    indexes=(IndexSpec(RETIRED_EVENTS_GSI, "listing", "eventId"),),
-                )
-            ],
-        )
-        assert _index_names(client, names.events) == {RETIRED_EVENTS_GSI}
-    finally:
-        first.close()
+    assert _index_names(client, spec.name) == {RETIRED_EVENTS_GSI}
 
-    second = build_container(settings)  # the new version starts on those tables
-    second.start()
+    started = build_container(settings)  # the new version starts on that table
+    started.start()
     try:
-        model, client = _parts(second)
-        assert _index_names(client, names.events) == {EVENTS_GSI}
-        assert _index_names(client, names.registrations) == {ORDER_GSI}
+        model, _ = _parts(started)
+        assert _index_names(client, spec.name) == {EVENTS_GSI}
         everything = model.list_events(None, 1, None)
         assert ([r.event_id for r in everything.items], everything.total) == (["e1"], 2)
         assert everything.next_token is not None
@@ -315,7 +352,8 @@ def test_starting_on_tables_with_the_old_listing_index_builds_the_new_one_and_dr
         drafts = model.list_events("draft", 10, None)
         assert ([r.event_id for r in drafts.items], drafts.total) == (["e2"], 1)
     finally:
-        second.close()
+        started.close()
+        client.close()
 
 
 def test_a_table_that_has_the_new_listing_index_keeps_the_old_one_for_its_manager(
