@@ -108,8 +108,8 @@ def api_grants(prefix: str) -> dict[str, tuple[str, ...]]:
     assert len(grants) == len(EVENT_STORE_TABLES)
     for design in READ_TABLES:
         grants[design.table_name(prefix)] = READ_MODEL_ACTIONS
-        for index_name, _, _ in design.indexes:
-            grants[f"{design.table_name(prefix)}/index/{index_name}"] = READ_MODEL_INDEX_ACTIONS
+        for index in design.indexes:
+            grants[f"{design.table_name(prefix)}/index/{index.name}"] = READ_MODEL_INDEX_ACTIONS
     return grants
 
 

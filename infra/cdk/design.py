@@ -36,20 +36,36 @@ WRITE_ACTIONS = frozenset(
 
 
 @dataclass(frozen=True)
+class IndexDesign:
+    """A global secondary index: its keys and what it projects (``INCLUDE``: the
+    keys plus ``attributes``)."""
+
+    name: str
+    partition_key: tuple[str, KeyType]
+    sort_key: tuple[str, KeyType]
+    projection: Literal["ALL", "INCLUDE"] = "ALL"
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TableDesign:
     """Name (without the prefix), keys, GSIs and stream of one table.
 
-    ``indexes`` holds ``(name, partition key, sort key)``; GSIs project ALL
-    attributes. ``stream``: the table has a DynamoDB Stream of new images.
+    ``stream``: the table has a DynamoDB Stream of new images.
+    ``retired_indexes``: GSIs an earlier version defined, kept only while a
+    deployment migrates (the stack's ``keepRetiredIndexes`` context): a deployed
+    GSI cannot change its keys or projection in place, and CloudFormation
+    creates or deletes one GSI per table per update.
     """
 
     construct_id: str
     suffix: str
     partition_key: tuple[str, KeyType]
     sort_key: tuple[str, KeyType] | None = None
-    indexes: tuple[tuple[str, tuple[str, KeyType], tuple[str, KeyType]], ...] = ()
+    indexes: tuple[IndexDesign, ...] = ()
     stream: bool = False
     ttl_attribute: str | None = None
+    retired_indexes: tuple[IndexDesign, ...] = ()
 
     def table_name(self, prefix: str) -> str:
         return f"{prefix}{self.suffix}"
@@ -68,10 +84,14 @@ SNAPSHOTS_TABLE = TableDesign("SnapshotsTable", f"{_APP}_snapshots", ("oid", "S"
 INDEX_TABLE = TableDesign("NotificationsTable", f"{_APP}_notifications", ("p", "S"), ("id", "N"))
 EVENT_STORE_TABLES: tuple[TableDesign, ...] = (EVENTS_TABLE, SNAPSHOTS_TABLE, INDEX_TABLE)
 
-EVENTS_IN_ID_ORDER_INDEX = "listing-eventId-index"
+#: The event listing (``GET /events``): keys and ``status`` only, so that the
+#: count updates of registrations never write it (infra/dynamodb/read_schema.py).
+EVENTS_IN_ID_ORDER_INDEX = "listing-eventId-status-index"
+#: Its earlier definition (projection ALL), replaced by the one above.
+RETIRED_EVENTS_IN_ID_ORDER_INDEX = "listing-eventId-index"
 REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
 
-#: infra/dynamodb/read_tables.py (``read_table_specs``): every key is a string.
+#: infra/dynamodb/read_schema.py (``read_table_specs``): every key is a string.
 #: Blue's set; a rebuild fills the other set, green (``green-`` after the
 #: prefix), and the live pointer in blue's projection_state says which is live.
 BLUE_READ_TABLES: tuple[TableDesign, ...] = (
@@ -80,16 +100,28 @@ BLUE_READ_TABLES: tuple[TableDesign, ...] = (
         "EventsViewTable",
         "events",
         ("eventId", "S"),
-        indexes=((EVENTS_IN_ID_ORDER_INDEX, ("listing", "S"), ("eventId", "S")),),
+        indexes=(
+            IndexDesign(
+                EVENTS_IN_ID_ORDER_INDEX,
+                ("listing", "S"),
+                ("eventId", "S"),
+                "INCLUDE",
+                ("status",),
+            ),
+        ),
+        retired_indexes=(
+            IndexDesign(RETIRED_EVENTS_IN_ID_ORDER_INDEX, ("listing", "S"), ("eventId", "S")),
+        ),
     ),
     TableDesign(
         "RegistrationsTable",
         "registrations",
         ("userId", "S"),
         ("eventId", "S"),
-        indexes=((REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),),
+        indexes=(
+            IndexDesign(REGISTRATIONS_IN_EVENT_ORDER_INDEX, ("eventId", "S"), ("eventOrder", "S")),
+        ),
     ),
-    TableDesign("UserEventsTable", "user_events", ("userId", "S"), ("eventId", "S")),
     TableDesign("ProjectionStateTable", "projection_state", ("pk", "S")),
 )
 

@@ -17,9 +17,12 @@ exactly as the service does with ``DYNAMODB_TABLE_PREFIX``):
   defined: the service does not use them.
 * Read tables, rebuildable projections (``python -m api.cli rebuild``):
   ``<p>users`` (``userId``), ``<p>events`` (``eventId``; GSI
-  ``listing-eventId-index``), ``<p>registrations`` (``userId`` / ``eventId``;
-  GSI ``eventId-order-index``), ``<p>user_events`` (``userId`` / ``eventId``)
-  and ``<p>projection_state`` (``pk``); string keys.
+  ``listing-eventId-status-index``, keys and ``status`` only),
+  ``<p>registrations`` (``userId`` / ``eventId``; GSI ``eventId-order-index``)
+  and ``<p>projection_state`` (``pk``); string keys. With the context value
+  ``keepRetiredIndexes=true`` the tables also keep the GSIs an earlier version
+  defined (``retired_indexes``): the first of the two deployments that replace
+  a GSI (README, "Tables, keys and conditions").
 * The API: one Python Lambda running the FastAPI app through Mangum, behind an
   HTTP API (API Gateway v2) whose default route sends every path to it. It
   appends events and reads the index, never writes it (``DYNAMODB_INDEXER=false``:
@@ -77,6 +80,7 @@ from infra.cdk.design import (
     READ_TABLES,
     REGISTRATIONS_IN_EVENT_ORDER_INDEX,
     SNAPSHOTS_TABLE,
+    IndexDesign,
     KeyType,
     TableDesign,
 )
@@ -104,6 +108,8 @@ __all__ = [
 #: ``Settings.dynamodb_table_prefix``'s default (infra/settings.py).
 DEFAULT_TABLE_PREFIX = "regsvc-"
 TABLE_PREFIX_CONTEXT_KEY = "tablePrefix"
+#: Context key: "true" keeps the retired GSIs beside their replacements.
+KEEP_RETIRED_INDEXES_CONTEXT_KEY = "keepRetiredIndexes"
 #: ``Settings.dynamodb_table_prefix``'s pattern: what the service accepts.
 _TABLE_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{0,100}$")
 
@@ -199,6 +205,7 @@ class RegistrationServiceStack(Stack):
         table_prefix: str | None = None,
         lambda_code: lambda_.Code | None = None,
         indexer_reserved_concurrency: int | None = INDEXER_RESERVED_CONCURRENCY,
+        keep_retired_indexes: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -209,6 +216,11 @@ class RegistrationServiceStack(Stack):
                 f"invalid table prefix {prefix!r}: use at most 100 letters, digits, '_', '-', '.'"
             )
         self.table_prefix = prefix
+        if keep_retired_indexes is None:
+            keep_retired_indexes = str(
+                self.node.try_get_context(KEEP_RETIRED_INDEXES_CONTEXT_KEY)
+            ).lower() in ("true", "1")
+        self.keep_retired_indexes = keep_retired_indexes
         code = lambda_code or default_lambda_code()
 
         # --- Event store: the source of truth. Never deleted with the stack.
@@ -493,13 +505,9 @@ class RegistrationServiceStack(Stack):
             removal_policy=RemovalPolicy.DESTROY,
             time_to_live_attribute=design.ttl_attribute,
         )
-        for index_name, partition_key, sort_key in design.indexes:
-            table.add_global_secondary_index(
-                index_name=index_name,
-                partition_key=_attribute(partition_key),
-                sort_key=_attribute(sort_key),
-                projection_type=dynamodb.ProjectionType.ALL,
-            )
+        retired = design.retired_indexes if self.keep_retired_indexes else ()
+        for index in (*design.indexes, *retired):
+            table.add_global_secondary_index(**_index_properties(index))
         return table
 
 
@@ -511,6 +519,19 @@ def default_lambda_code() -> lambda_.Code:
     build before deploying.
     """
     return lambda_.Code.from_asset(str(REPO_ROOT), exclude=list(LAMBDA_ASSET_EXCLUDES))
+
+
+def _index_properties(index: IndexDesign) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "index_name": index.name,
+        "partition_key": _attribute(index.partition_key),
+        "sort_key": _attribute(index.sort_key),
+        "projection_type": dynamodb.ProjectionType.ALL,
+    }
+    if index.projection == "INCLUDE":
+        properties["projection_type"] = dynamodb.ProjectionType.INCLUDE
+        properties["non_key_attributes"] = list(index.attributes)
+    return properties
 
 
 def _table_arns(tables: Sequence[dynamodb.Table]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The DynamoDB client, table naming and idempotent table creation."""
+"""The DynamoDB client, table naming, and the event store's table creation
+(through :func:`infra.dynamodb.tables.ensure_tables`)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
 from eventsourcing.persistence import OperationalError
 
-from infra.dynamodb.errors import error_code, translate_errors
+from infra.dynamodb.errors import translate_errors
+from infra.dynamodb.tables import TableNotReadyError, TableSpec, ensure_tables
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.literals import ScalarAttributeTypeType
-    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef, KeysAndAttributesTypeDef
+    from mypy_boto3_dynamodb.type_defs import KeysAndAttributesTypeDef
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 logger = logging.getLogger(__name__)
@@ -65,20 +65,6 @@ def batch_get(
                 attempt += 1
                 back_off(attempt)
     return found
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """Key schema of one table: a partition key and an optional sort key."""
-
-    name: str
-    pk: str
-    pk_type: ScalarAttributeTypeType
-    sk: str | None = None
-    sk_type: ScalarAttributeTypeType = "N"
-    # A DynamoDB Stream of new item images (the events table's, which the
-    # indexer reads); None: no stream.
-    stream: bool = False
 
 
 _SESSION_LOCK = threading.Lock()
@@ -234,91 +220,31 @@ class DynamoDBDatastore:
             return self._streams_client
 
     def ensure_table(self, spec: TableSpec) -> None:
-        """Creates the table unless it exists, then waits until it is ACTIVE.
-
-        Idempotent and safe to race: a concurrent creator's
-        ResourceInUseException is treated as "exists".
-        """
+        """Creates the table unless it exists, then waits until it is ACTIVE
+        (:func:`infra.dynamodb.tables.ensure_tables`, the one creation path)."""
         with self._lock:
             if spec.name in self._ensured:
                 return
         with translate_errors():
-            status = self._table_status(spec.name)
-            if status is None:
-                self._create_table(spec)
-            self._wait_until_active(spec.name)
-            if spec.stream:
-                self._ensure_stream(spec.name)
+            try:
+                ensure_tables(self.client, [spec], timeout=self.create_table_timeout)
+            except TableNotReadyError as error:
+                raise OperationalError(str(error)) from error
         with self._lock:
             self._ensured.add(spec.name)
-
-    def _table_status(self, name: str) -> str | None:
-        try:
-            response = self.client.describe_table(TableName=name)
-        except ClientError as e:
-            if error_code(e) == "ResourceNotFoundException":
-                return None
-            raise
-        return response["Table"].get("TableStatus")
-
-    def _create_table(self, spec: TableSpec) -> None:
-        logger.info("Creating DynamoDB table %s", spec.name)
-        request: CreateTableInputTypeDef = {
-            "TableName": spec.name,
-            "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{"AttributeName": spec.pk, "AttributeType": spec.pk_type}],
-            "KeySchema": [{"AttributeName": spec.pk, "KeyType": "HASH"}],
-        }
-        if spec.sk is not None:
-            request["AttributeDefinitions"] = [
-                {"AttributeName": spec.pk, "AttributeType": spec.pk_type},
-                {"AttributeName": spec.sk, "AttributeType": spec.sk_type},
-            ]
-            request["KeySchema"] = [
-                {"AttributeName": spec.pk, "KeyType": "HASH"},
-                {"AttributeName": spec.sk, "KeyType": "RANGE"},
-            ]
-        if spec.stream:
-            request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
-        try:
-            self.client.create_table(**request)
-        except ClientError as e:
-            # Another process created it first: fine, we only wait for ACTIVE.
-            if error_code(e) != "ResourceInUseException":
-                raise
-
-    def _ensure_stream(self, name: str) -> None:
-        """Enables the table's stream of new images when it has none (a table
-        made before the indexer existed)."""
-        table = self.client.describe_table(TableName=name)["Table"]
-        stream = table.get("StreamSpecification", {})
-        if stream.get("StreamEnabled"):
-            if stream.get("StreamViewType") not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
-                msg = f"Table {name} has a stream without new images; the indexer needs them"
-                raise OperationalError(msg)
-            return
-        logger.warning("Enabling the DynamoDB stream of table %s (new images)", name)
-        self.client.update_table(
-            TableName=name,
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-        )
-        self._wait_until_active(name)
-
-    def _wait_until_active(self, name: str) -> None:
-        # Not boto3's table_exists waiter: it sleeps 20 s between polls.
-        deadline = time.monotonic() + self.create_table_timeout
-        interval = 0.05
-        while True:
-            status = self._table_status(name)
-            if status == "ACTIVE":
-                return
-            if time.monotonic() > deadline:
-                msg = f"Table {name} not ACTIVE after {self.create_table_timeout}s"
-                raise OperationalError(msg)
-            time.sleep(interval)
-            interval = min(interval * 2, 2.0)
 
     def close(self) -> None:
         self.client.close()
         if self._streams_client is not None:
             self._streams_client.close()
+
+
+__all__ = [
+    "ClientOptions",
+    "DynamoDBDatastore",
+    "TableSpec",
+    "batch_get",
+    "client_options",
+    "make_client",
+    "make_streams_client",
+]

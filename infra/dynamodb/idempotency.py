@@ -18,15 +18,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.errors import StoreUnavailableError
 from infra.dynamodb.errors import error_code
-from infra.dynamodb.read_tables import ReadTableSpec, ensure_tables
+from infra.dynamodb.tables import TableNotReadyError, TableSpec, ensure_tables
 from infra.idempotency import Claim, StoredResponse
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
-def idempotency_table_spec(prefix: str) -> ReadTableSpec:
-    return ReadTableSpec(f"{prefix}idempotency", ("scope", "key"), ttl="expiresAt")
+def idempotency_table_spec(prefix: str) -> TableSpec:
+    return TableSpec(f"{prefix}idempotency", "scope", "S", "key", "S", ttl="expiresAt")
 
 
 def _unavailable(error: Exception) -> StoreUnavailableError:
@@ -38,7 +38,10 @@ class DynamoDBIdempotencyStore:
         self.client = client
         self.table = idempotency_table_spec(prefix).name
         self.ttl_seconds = ttl_seconds
-        ensure_tables(client, [idempotency_table_spec(prefix)])
+        try:
+            ensure_tables(client, [idempotency_table_spec(prefix)])
+        except (ClientError, BotoCoreError, TableNotReadyError) as error:
+            raise _unavailable(error) from error
 
     def _key(self, scope: str, key: str) -> dict[str, Any]:
         return {"scope": {"S": scope}, "key": {"S": key}}

@@ -1,7 +1,7 @@
 """A rebuild's second set of read tables on DynamoDB: the generation not live.
 
-The read tables exist twice, ``blue`` and ``green`` (``read_tables.table_set``);
-the live pointer (``read_tables.LivePointer``) says which one the API reads
+The read tables exist twice, ``blue`` and ``green`` (``read_schema.table_set``);
+the live pointer (``live_pointer.LivePointer``) says which one the API reads
 and appends fold into. A rebuild fills the other one from the log, batch by
 batch, each batch a transaction that also advances the rebuild's position in
 that generation's ``projection_state`` (with the lease: owner and heartbeat),
@@ -35,13 +35,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from domain.errors import RebuildInProgressError, StoreUnavailableError
+from infra.dynamodb.read_schema import plain, unavailable
 from infra.dynamodb.read_tables import (
     GENERATIONS,
     POSITION_KEY,
     DynamoDBReadModel,
-    _plain,
-    _unavailable,
-    ensure_tables,
+    ensure_read_tables,
     read_table_specs,
 )
 from projections.ports import Commit
@@ -63,9 +62,9 @@ def _lease_condition(refused: str) -> Iterator[None]:
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             raise RebuildInProgressError(refused) from None
-        raise _unavailable(error) from error
+        raise unavailable(error) from error
     except BotoCoreError as error:
-        raise _unavailable(error) from error
+        raise unavailable(error) from error
 
 
 def _other(generation: str) -> str:
@@ -113,16 +112,16 @@ class DynamoDBRebuildTarget:
         except self.client.exceptions.ResourceNotFoundException:
             return None  # no rebuild ever created this generation's tables
         except (ClientError, BotoCoreError) as error:
-            raise _unavailable(error) from error
+            raise unavailable(error) from error
         item = found.get("Item")
-        return None if item is None else _plain(item)
+        return None if item is None else plain(item)
 
     def state(self) -> RebuildState | None:
         return _state(self._item(self._idle()))
 
     def ensure_tables(self) -> None:
         """Creates whichever generation's tables are missing (a first rebuild's)."""
-        ensure_tables(self.client, read_table_specs(self.live.prefix))
+        ensure_read_tables(self.client, read_table_specs(self.live.prefix))
 
     def claim(self, owner: str, lease_seconds: float) -> int:
         self.ensure_tables()

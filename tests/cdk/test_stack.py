@@ -66,6 +66,7 @@ from infra.cdk.stack import (
     RegistrationServiceStack,
 )
 from infra.dynamodb import factory as dynamodb_factory
+from infra.dynamodb.read_schema import RETIRED_EVENTS_GSI
 from infra.dynamodb.read_tables import EVENTS_GSI, ORDER_GSI, read_table_specs
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
 from infra.service import StoredRegistrationService
@@ -86,7 +87,7 @@ IDEMPOTENCY_TABLE_NAME = "regsvc-idempotency"
 READ_TABLE_NAMES = tuple(
     f"regsvc-{generation}{table}"
     for generation in ("", "green-")  # blue keeps the original names; a rebuild fills green
-    for table in ("users", "events", "registrations", "user_events", "projection_state")
+    for table in ("users", "events", "registrations", "projection_state")
 )
 
 Resource = dict[str, Any]
@@ -347,14 +348,11 @@ def test_read_tables_are_those_of_read_table_specs(resources: dict[str, Resource
         indexes = {
             index["IndexName"]: index for index in properties.get("GlobalSecondaryIndexes", [])
         }
-        assert sorted(indexes) == sorted(name for name, _, _ in spec.indexes), spec.name
-        for index_name, partition_key, sort_key in spec.indexes:
-            assert indexes[index_name]["KeySchema"] == [
-                {"AttributeName": partition_key, "KeyType": "HASH"},
-                {"AttributeName": sort_key, "KeyType": "RANGE"},
-            ], index_name
-            assert indexes[index_name]["Projection"] == {"ProjectionType": "ALL"}
-        key_names = set(spec.keys) | {key for _, *keys in spec.indexes for key in keys}
+        assert sorted(indexes) == sorted(index.name for index in spec.indexes), spec.name
+        for index in spec.indexes:
+            assert indexes[index.name]["KeySchema"] == index.request()["KeySchema"], index.name
+            assert indexes[index.name]["Projection"] == index.request()["Projection"]
+        key_names = set(spec.keys) | {key for i in spec.indexes for key in (i.pk, i.sk)}
         assert sorted(properties["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
             {"AttributeName": key, "AttributeType": "S"} for key in sorted(key_names)
         ], spec.name
@@ -372,12 +370,16 @@ def test_events_table_has_the_global_secondary_index_listing_events_by_id(
             "GlobalSecondaryIndexes": Match.array_equals(
                 [
                     {
-                        "IndexName": "listing-eventId-index",
+                        "IndexName": "listing-eventId-status-index",
                         "KeySchema": [
                             {"AttributeName": "listing", "KeyType": "HASH"},
                             {"AttributeName": "eventId", "KeyType": "RANGE"},
                         ],
-                        "Projection": {"ProjectionType": "ALL"},
+                        # Keys and status only: count updates never write it.
+                        "Projection": {
+                            "ProjectionType": "INCLUDE",
+                            "NonKeyAttributes": ["status"],
+                        },
                     },
                 ]
             ),
@@ -411,6 +413,32 @@ def test_registrations_table_has_only_the_global_secondary_index_in_event_order(
             ),
         },
     )
+
+
+def test_a_migrating_deployment_keeps_the_retired_listing_index_beside_its_replacement() -> None:
+    # CloudFormation creates or deletes one GSI per table per update: replacing
+    # the listing index takes a deployment with both, then one without the old.
+    app = cdk.App()
+    stack = RegistrationServiceStack(
+        app,
+        "Migrating",
+        env=DUMMY_ENV,
+        lambda_code=lambda_.Code.from_inline("def handler(event, context):\n    return {}\n"),
+        keep_retired_indexes=True,
+    )
+    tables = tables_by_name(Template.from_stack(stack).to_json()["Resources"])
+    for name in ("regsvc-events", "regsvc-green-events"):
+        indexes = {
+            index["IndexName"]: index["Projection"]
+            for index in tables[name]["Properties"]["GlobalSecondaryIndexes"]
+        }
+        assert indexes == {
+            EVENTS_GSI: {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]},
+            RETIRED_EVENTS_GSI: {"ProjectionType": "ALL"},
+        }, name
+    # The code deletes the same index when it finds it (tables.ensure_tables).
+    events_specs = [spec for spec in read_table_specs(PREFIX) if spec.name.endswith("events")]
+    assert {spec.retired_indexes for spec in events_specs} == {(RETIRED_EVENTS_GSI,)}
 
 
 def test_event_store_tables_are_the_recorders_tables(
@@ -508,7 +536,19 @@ def test_read_tables_are_rebuildable_so_destroyable_and_without_point_in_time_re
 # --- IAM: derived from the DynamoDB calls in the storage code ----------------
 
 DYNAMODB_SOURCES = REPO_ROOT / "infra" / "dynamodb"
-READ_MODEL_SOURCES = [DYNAMODB_SOURCES / "read_tables.py"]
+READ_MODEL_SOURCES = [
+    DYNAMODB_SOURCES / name
+    for name in (
+        "read_tables.py",
+        "read_schema.py",
+        "read_changes.py",
+        "read_queries.py",
+        "live_pointer.py",
+    )
+]
+#: The one table-creation path (every table: event store, read tables,
+#: idempotency): DescribeTable, and what needs no grant.
+TABLE_CREATION_SOURCES = [DYNAMODB_SOURCES / "tables.py"]
 INDEXER_SOURCES = [DYNAMODB_SOURCES / "indexer.py", DYNAMODB_SOURCES / "shards.py"]
 IDEMPOTENCY_SOURCES = [DYNAMODB_SOURCES / "idempotency.py"]
 #: Rebuilds are an admin's job, run with admin credentials (``regsvc rebuild``):
@@ -523,6 +563,7 @@ API_EVENT_STORE_SOURCES = sorted(
     - set(INDEXER_SOURCES)
     - set(IDEMPOTENCY_SOURCES)
     - set(REBUILD_SOURCES)
+    - set(TABLE_CREATION_SOURCES)
 )
 INDEXER_LAMBDA_SOURCES = [REPO_ROOT / "api" / "indexer_lambda.py", *INDEXER_SOURCES]
 #: The in-process poller of the stream (``make run``, tests, the admin CLI): in
@@ -672,17 +713,20 @@ def dynamodb_actions_by_table(sources: list[Path], skip: frozenset[str]) -> dict
 
 
 def test_the_api_code_calls_exactly_the_actions_the_api_role_grants() -> None:
-    assert dynamodb_actions_called(API_EVENT_STORE_SOURCES) == set(API_EVENT_TABLE_ACTIONS) | set(
-        API_INDEX_TABLE_ACTIONS
-    )
-    assert dynamodb_actions_called(READ_MODEL_SOURCES, ADMIN_ONLY_METHODS) == set(
-        READ_MODEL_ACTIONS
-    )
+    # The event store's tables are checked at start-up (DescribeTable) through
+    # the one table-creation path.
+    assert dynamodb_actions_called(API_EVENT_STORE_SOURCES) | dynamodb_actions_called(
+        TABLE_CREATION_SOURCES
+    ) == set(API_EVENT_TABLE_ACTIONS) | set(API_INDEX_TABLE_ACTIONS)
+    assert dynamodb_actions_called(READ_MODEL_SOURCES, ADMIN_ONLY_METHODS) | (
+        dynamodb_actions_called(TABLE_CREATION_SOURCES)
+    ) == set(READ_MODEL_ACTIONS)
     # What the admin-only methods add (so is deliberately not granted).
     assert dynamodb_actions_called(READ_MODEL_SOURCES) - set(READ_MODEL_ACTIONS) == {
         "dynamodb:BatchWriteItem",
     }
-    # Plus DescribeTable: ensure_tables (read_tables.py) checks the table at start-up.
+    # Plus DescribeTable: ensure_tables (tables.py) checks the table at start-up.
+    assert dynamodb_actions_called(TABLE_CREATION_SOURCES) == {"dynamodb:DescribeTable"}
     assert dynamodb_actions_called(IDEMPOTENCY_SOURCES) | {"dynamodb:DescribeTable"} == set(
         IDEMPOTENCY_ACTIONS
     )
