@@ -16,6 +16,11 @@ Options (or environment variables, for ``make bench``):
 - ``--scenarios`` / ``BENCH_SCENARIOS``, ``--servers`` / ``BENCH_SERVERS``: subsets;
 - ``--write PATH``: also write the tables, machine and command as Markdown.
 
+On DynamoDB, with the service and the state-based server, it also runs
+``python -m bench.latency`` (both servers with every DynamoDB call delayed as a
+network round trip would delay it, and the recorder beside a global counter
+under the same delays; ``BENCH_LATENCY=0`` leaves that out).
+
 Run on their own: ``python -m bench.dynamodb_capacity`` (the per-command
 table alone) and ``python -m bench.dynamodb_appends`` (appends/s by 1, 4 and 16 writer
 threads, each to streams of its own; ``--raw``: the same PutItem alone) and
@@ -36,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import dynamodb_appends, dynamodb_capacity
+from bench import dynamodb_appends, dynamodb_capacity, latency
 from bench.feed_lag import FeedWatch
 from bench.load import Outcome, Sizes, run_scenario
 from bench.report import STORE_TITLES, Result, failures, keep_sections, markdown, text_table
@@ -239,6 +244,31 @@ def _appends_section(levels: Sequence[dict[str, float]], raw: Sequence[dict[str,
     return "\n".join(lines)
 
 
+def _latency_section(quick: bool) -> tuple[str | None, list[str]]:
+    """The servers and the recorder under a simulated network round trip
+    (``bench.latency``, ``bench.dynamodb_appends``), each on fresh DynamoDB
+    Locals: the section for BENCHMARKS.md and the failed checks. Off with
+    BENCH_LATENCY=0; runs per case: BENCH_LATENCY_RUNS (1)."""
+    if os.environ.get("BENCH_LATENCY", "1") == "0":
+        return None, []
+    runs = int(os.environ.get("BENCH_LATENCY_RUNS", "1"))
+    sizes = latency.QUICK_SIZES if quick else latency.SIZES
+    print("\nUnder a simulated network round trip (bench.latency)", flush=True)
+    measured = latency.measure(sizes, runs)
+    problems = latency.failures(measured)
+    appends: str | None = None
+    try:
+        with DynamoDBLocal() as local:
+            rows = dynamodb_appends.latency_table(local.endpoint_url, seconds=2.0 if quick else 5.0)
+    except Exception as e:
+        problems.append(f"dynamodb appends under latency: {type(e).__name__}: {e}")
+    else:
+        appends = dynamodb_appends.latency_markdown(rows)
+    section = latency.section(measured, sizes, runs, appends)
+    print("\n" + section, flush=True)
+    return section, problems
+
+
 def _progress(result: Result, runs: int) -> None:
     o = result.outcome
     p50, p99 = o.percentile_ms(50), o.percentile_ms(99)
@@ -334,6 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     dynamodb_sections.append(_appends_section(levels, raw))
                     print("\n" + dynamodb_sections[-1], flush=True)
+            if store == "dynamodb" and {"service", "state-based"} <= set(servers):
+                latency_section, latency_problems = _latency_section(args.quick)
+                if latency_section:
+                    dynamodb_sections.append(latency_section)
+                extra_failures.extend(latency_problems)
         print(f"\n{STORE_TITLES[store]} (medians of {args.runs} run(s))\n")
         print(text_table(results, store), "\n", flush=True)
     elapsed = time.monotonic() - started

@@ -15,7 +15,8 @@ product. Each change is one transaction that re-checks what it decided on:
   ``registeredCount`` and the waitlist (a list of userIds); every change that
   touches an event is one ``TransactWriteItems`` conditional on the state it
   was decided on, re-read and retried when that moved. Every call asks for
-  ``ReturnConsumedCapacity``.
+  ``ReturnConsumedCapacity``. ``DYNAMODB_SIMULATED_LATENCY_MS`` delays every
+  call as the service's setting of that name does (a benchmark tool).
 
 ``GET /_stats``: requests per operation and, on DynamoDB, the capacity units
 they consumed (``readUnits`` / ``writeUnits`` in ``total``): reads as DynamoDB
@@ -557,6 +558,8 @@ class DynamoStore:
         import boto3
         from botocore.config import Config
 
+        from infra.devtools.simulated_latency import add_simulated_latency, latency_from_env
+
         self.client: Any = boto3.session.Session().client(
             "dynamodb",
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None,
@@ -565,6 +568,8 @@ class DynamoStore:
             or "us-east-1",
             config=Config(max_pool_connections=64, retries={"max_attempts": 5, "mode": "standard"}),
         )
+        # Measured alike with the service: the same simulated round trip per call.
+        add_simulated_latency(self.client, latency_from_env(os.environ))
         self.cancelled = self.client.exceptions.TransactionCanceledException
         self.condition_failed = self.client.exceptions.ConditionalCheckFailedException
         prefix = os.environ.get("DYNAMODB_TABLE_PREFIX", "baseline-")

@@ -64,6 +64,9 @@ class Sizes:
     churn_clients: int = 32
     churn_register_ratio: float = 0.55
     bare_warmup: int = 200
+    # Clients for the untimed setup (users, events) when more than the
+    # scenario's own: a one-client run need not create its users one by one.
+    setup_clients: int = 0
 
 
 @dataclass
@@ -168,6 +171,7 @@ class Runner:
         self.capacity_probe = capacity_probe
         self.timeout = timeout
         self.clients: list[httpx.AsyncClient] = []
+        self.concurrency = 0  # the first ``concurrency`` clients send the timed requests
         self.spans: dict[str, tuple[float, float]] = {}
 
     def _open(self, concurrency: int) -> None:
@@ -188,7 +192,8 @@ class Runner:
             "hot": self.sizes.hot_clients,
             "churn": self.sizes.churn_clients,
         }[scenario]
-        self._open(concurrency)
+        self.concurrency = concurrency
+        self._open(max(concurrency, self.sizes.setup_clients))
         try:
             if scenario == "spread":
                 return await self.spread()
@@ -277,7 +282,7 @@ class Runner:
 
         before = await self.capacity_probe(self.client)
         started = time.perf_counter()
-        await _pool(self.clients, ops, one)
+        await _pool(self.clients[: self.concurrency], ops, one)
         outcome.wall_s = time.perf_counter() - started
         after = await self.capacity_probe(self.client)
         outcome.requests = len(ops)

@@ -294,7 +294,11 @@ def markdown(
 
 #: Sections measured by other commands (``python -m bench.audit``) and written
 #: into BENCHMARKS.md by hand: a rewrite by ``make bench`` keeps them.
-KEPT_SECTIONS = ("## Auditors and admins",)
+KEPT_SECTIONS = (
+    "## Auditors and admins",
+    # ``python -m bench.latency --write``; rewritten by a ``make bench`` on DynamoDB.
+    "## DynamoDB Local under a simulated network round trip",
+)
 
 
 def keep_sections(previous: str, written: str, headings: Sequence[str] = KEPT_SECTIONS) -> str:
@@ -302,6 +306,8 @@ def keep_sections(previous: str, written: str, headings: Sequence[str] = KEPT_SE
     (up to the next ``## `` heading) put back before "What is measured"."""
     kept: list[str] = []
     for heading in headings:
+        if heading in written:
+            continue  # measured again by this run
         start = previous.find(heading + " ")
         if start < 0:
             start = previous.find(heading + "\n")

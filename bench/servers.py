@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +164,10 @@ class Server:
         endpoint_url: str | None = None,
         table_prefix: str = "",
         startup_timeout: float = 90.0,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``extra_env``: more environment variables for the server (e.g.
+        ``DYNAMODB_SIMULATED_LATENCY_MS``)."""
         self.kind = kind
         self.store = store
         self.port = free_port()
@@ -192,6 +195,7 @@ class Server:
                 "AWS_ENDPOINT_URL_DYNAMODB": endpoint_url,
                 "DYNAMODB_TABLE_PREFIX": table_prefix,
             }
+        env |= dict(extra_env or {})
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", kind.module],

@@ -183,6 +183,15 @@ class Settings(BaseSettings):
     dynamodb_max_attempts: int = Field(
         default=5, ge=1, le=20, description="botocore attempts per DynamoDB call (standard mode)."
     )
+    dynamodb_simulated_latency_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description=(
+            "Benchmarks only: every DynamoDB and DynamoDB Streams call first waits this many ms, "
+            "as a network round trip would (DynamoDB Local has none). 0: no delay."
+        ),
+    )
     dynamodb_indexer: bool = Field(
         default=True,
         description=(

@@ -209,6 +209,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     }
     if settings.dynamodb_endpoint_url:
         env["DYNAMODB_ENDPOINT_URL"] = settings.dynamodb_endpoint_url
+    if settings.dynamodb_simulated_latency_ms > 0:  # benchmarks only
+        env["DYNAMODB_SIMULATED_LATENCY_MS"] = str(settings.dynamodb_simulated_latency_ms)
     return env
 
 
@@ -223,6 +225,7 @@ def build_read_model(settings: Settings) -> ReadModel:
         aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
         aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
         max_attempts=settings.dynamodb_max_attempts,
+        simulated_latency_ms=settings.dynamodb_simulated_latency_ms,
     )
     instrument(client)
     return DynamoDBReadModel(client, settings.dynamodb_table_prefix)

@@ -92,6 +92,7 @@ class ClientOptions:
     max_attempts: int = 5
     max_pool_connections: int = 50
     retry_mode: Literal["standard", "adaptive"] = "standard"
+    simulated_latency_ms: float = 0.0  # a benchmark tool: DYNAMODB_SIMULATED_LATENCY_MS
 
     def config(self) -> Config:
         return Config(
@@ -108,7 +109,7 @@ def make_streams_client(options: ClientOptions) -> DynamoDBStreamsClient:
     serves Streams on its one endpoint; on AWS boto3 resolves the Streams
     endpoint of the region when ``endpoint_url`` is unset)."""
     with _SESSION_LOCK:
-        return _session().client(
+        streams = _session().client(
             "dynamodbstreams",
             endpoint_url=options.endpoint_url,
             region_name=options.region_name,
@@ -117,6 +118,16 @@ def make_streams_client(options: ClientOptions) -> DynamoDBStreamsClient:
             aws_session_token=options.aws_session_token,
             config=options.config(),
         )
+    _simulate_latency(streams, options)
+    return streams
+
+
+def _simulate_latency(client: Any, options: ClientOptions) -> None:
+    """Benchmarks only: every call waits as long as a network round trip."""
+    if options.simulated_latency_ms > 0:
+        from infra.devtools.simulated_latency import add_simulated_latency
+
+        add_simulated_latency(client, options.simulated_latency_ms)
 
 
 def make_client(
@@ -131,6 +142,7 @@ def make_client(
     max_attempts: int = 5,
     max_pool_connections: int = 50,
     retry_mode: Literal["standard", "adaptive"] = "standard",
+    simulated_latency_ms: float = 0.0,
 ) -> DynamoDBClient:
     """Constructs a thread-safe low-level DynamoDB client.
 
@@ -154,6 +166,7 @@ def make_client(
         max_attempts=max_attempts,
         max_pool_connections=max_pool_connections,
         retry_mode=retry_mode,
+        simulated_latency_ms=simulated_latency_ms,
     )
     with _SESSION_LOCK:  # botocore sessions are not safe to create clients from concurrently
         client = _session().client(
@@ -165,6 +178,7 @@ def make_client(
             aws_session_token=aws_session_token,
             config=options.config(),
         )
+    _simulate_latency(client, options)
     _OPTIONS[client] = options
     return client
 

@@ -42,6 +42,7 @@ class DynamoDBFactory(InfrastructureFactory[DynamoDBTrackingRecorder]):
     DYNAMODB_MAX_APPEND_ATTEMPTS    counter-conflict retries per append (100)
     DYNAMODB_APPEND_TIMEOUT         seconds an append may keep retrying (30)
     DYNAMODB_POLL_INTERVAL          subscription poll interval, s (default 0.1)
+    DYNAMODB_SIMULATED_LATENCY_MS   benchmarks: ms each call waits first (0)
     ==============================  ==============================================
 
     Table names follow eventsourcing's Postgres factory: ``<prefix><app>_events``,
@@ -67,6 +68,7 @@ class DynamoDBFactory(InfrastructureFactory[DynamoDBTrackingRecorder]):
     DYNAMODB_MAX_APPEND_ATTEMPTS = "DYNAMODB_MAX_APPEND_ATTEMPTS"
     DYNAMODB_APPEND_TIMEOUT = "DYNAMODB_APPEND_TIMEOUT"
     DYNAMODB_POLL_INTERVAL = "DYNAMODB_POLL_INTERVAL"
+    DYNAMODB_SIMULATED_LATENCY_MS = "DYNAMODB_SIMULATED_LATENCY_MS"
 
     aggregate_recorder_class = DynamoDBAggregateRecorder
     application_recorder_class = DynamoDBApplicationRecorder
@@ -101,6 +103,7 @@ class DynamoDBFactory(InfrastructureFactory[DynamoDBTrackingRecorder]):
             max_attempts=self._int(self.DYNAMODB_MAX_ATTEMPTS, 5),
             max_pool_connections=self._int(self.DYNAMODB_MAX_POOL_CONNECTIONS, 50),
             retry_mode=cast("Literal['standard', 'adaptive']", retry_mode),
+            simulated_latency_ms=self._float(self.DYNAMODB_SIMULATED_LATENCY_MS, 0.0),
         )
         self.datastore = DynamoDBDatastore(
             client,
