@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.dynamodb.pages import PAGE_MAX_EVENTS
+
 PARTITION_WCU_PER_S = 1000.0
 PARTITION_RCU_PER_S = 3000.0
 SHARD_RECORDS_PER_S = 1000.0
@@ -135,10 +137,11 @@ class Assumptions:
 
     round_trip_ms: float = 10.0
     """One index page write: a DynamoDB round trip."""
-    page_events: int = 100
-    """Most events one index page holds. 100 is today's bound: the index is
-    written in one transaction, at most 100 items, an item per event copied.
-    A page of references in one item (up to 400 KB) can hold thousands."""
+    page_events: int = PAGE_MAX_EVENTS
+    """Most events one index page holds: the indexer's own bound
+    (``infra.dynamodb.pages.PAGE_MAX_EVENTS``; a page of references is one
+    item, far under 400 KB at that size). The indexer before pages wrote each
+    event's copy in one transaction: at most 100 items, about 98 events."""
     stream_table: str = STREAM_TABLE
     """The table whose DynamoDB Stream the indexer reads."""
     stream_shards: int | None = None
