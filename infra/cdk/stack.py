@@ -10,8 +10,9 @@ exactly as the service does with ``DYNAMODB_TABLE_PREFIX``):
   appended conditionally on its own stream's version only, with a DynamoDB
   Stream of new images), ``<p>registrations_snapshots`` (``oid`` S / ``ver`` N)
   and ``<p>registrations_notifications`` (``p`` S / ``id`` N), the *index*: the
-  notification log (``p="log"``), its head, commit markers and shard
-  checkpoints (item layout in ``infra/dynamodb/layout.py``). No item is written
+  notification log as pages of references (``p="page"``) and shard
+  checkpoints (item layout in ``infra/dynamodb/layout.py`` and
+  ``infra/dynamodb/pages.py``). No item is written
   by every command: the global order is assigned afterwards by the indexer.
   The ``_tracking`` table of eventsourcing's tracking/process recorders is not
   defined: the service does not use them.
@@ -408,8 +409,8 @@ class RegistrationServiceStack(Stack):
             event_source_arn=stream_arn,
             # Every event ever appended: a new mapping (or a re-created one)
             # starts with the oldest record the stream holds, not the newest.
-            # Records already indexed are recognised (commit markers) and cost
-            # no second position.
+            # Records already indexed are recognised (each event's head bound
+            # ``h`` and the pages after it) and cost no second position.
             starting_position="TRIM_HORIZON",
             batch_size=INDEXER_BATCH_SIZE,
             # WHY retry forever: a skipped record's commit would be missing from
