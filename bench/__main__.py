@@ -41,7 +41,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import dynamodb_appends, dynamodb_capacity, latency
+from bench import (
+    dynamodb_appends,
+    dynamodb_capacity,
+    dynamodb_census,
+    dynamodb_model,
+    latency,
+)
 from bench.feed_lag import FeedWatch
 from bench.load import Outcome, Sizes, run_scenario
 from bench.report import STORE_TITLES, Result, failures, keep_sections, markdown, text_table
@@ -339,14 +345,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if store == "dynamodb" and {"service", "state-based"} <= set(servers):
                 try:
                     measured = dynamodb_capacity.measure_both(endpoint or "")
+                    hot = dynamodb_capacity.measure_hot(endpoint or "")
                 except (ServerError, RuntimeError, OSError) as e:
                     extra_failures.append(f"dynamodb capacity per command: {e}")
                 else:
                     capacity_table = "\n\n".join(
-                        (dynamodb_capacity.caption(), dynamodb_capacity.table(measured, True))
+                        (
+                            dynamodb_capacity.caption(),
+                            dynamodb_capacity.table(measured, True),
+                            dynamodb_capacity.hot_line(hot),
+                        )
                     )
                     print("\n" + dynamodb_capacity.caption())
                     print(dynamodb_capacity.table(measured), flush=True)
+                    print(dynamodb_capacity.hot_line(hot), flush=True)
             if store == "dynamodb" and "service" in servers:
                 if FEED_LAGS:
                     dynamodb_sections.append(_feed_lag_section())
@@ -364,6 +376,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     dynamodb_sections.append(_appends_section(levels, raw))
                     print("\n" + dynamodb_sections[-1], flush=True)
+                try:
+                    workload = dynamodb_census.Workload()
+                    found = dynamodb_census.census(
+                        dynamodb_census.run_service(endpoint or "", workload), workload
+                    )
+                except (ServerError, RuntimeError, OSError) as e:
+                    extra_failures.append(f"dynamodb census: {e}")
+                else:
+                    model = dynamodb_model.build(dynamodb_model.census_from_json(found))
+                    dynamodb_sections.append(dynamodb_census.markdown(found))
+                    dynamodb_sections.append(dynamodb_model.section(model))
+                    print("\n" + "\n\n".join(dynamodb_sections[-2:]), flush=True)
             if store == "dynamodb" and {"service", "state-based"} <= set(servers):
                 latency_section, latency_problems = _latency_section(args.quick)
                 if latency_section:

@@ -558,6 +558,42 @@ def table(result: Mapping[str, Any], top: int = 15) -> str:
     return "\n".join(lines)
 
 
+def markdown(result: Mapping[str, Any], top: int = 6) -> str:
+    """The census for BENCHMARKS.md: the busiest request-path keys, then the index's."""
+    n = result["commands"]
+    limit = 2 / result["gatherings"]
+    lines = [
+        "### Census: the partition keys one workload writes",
+        "",
+        f"`python -m bench.dynamodb_census` (asserted by `tests/dynamodb/test_census.py`): "
+        f"{n} commands ({', '.join(f'{k} {v}' for k, v in result['by_command'].items())}) "
+        f"over {result['gatherings']} gatherings, {result['events']} events, through the "
+        "service on DynamoDB Local; every write call recorded and costed by AWS's rule. "
+        f"The busiest request-path keys (the test's bound: 2/G = {limit:.1%} of the "
+        "commands) and every key of the index:",
+        "",
+        "| path | table | index | key | scope | commands | share | writes | WCU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    request = [p for p in result["partitions"] if p["path"] == "request"]
+    index = sorted(
+        (p for p in result["partitions"] if p["path"] == "indexer"), key=lambda p: -p["wcu"]
+    )
+    for p in request[:top] + index:
+        share = f"{p['commands'] / n:.1%}" if p["path"] == "request" else "-"
+        lines.append(
+            f"| {p['path']} | {p['table']} | {p['index'] or '-'} | `{p['key'][:14]}` | "
+            f"{p['scope']} | {p['commands']} | {share} | {p['writes']} | {p['wcu']:.1f} |"
+        )
+    i = result["indexer"]
+    lines += [
+        "",
+        f"The indexer: {i['events']} events in {i['writes']} item writes, {i['wcu']} WCU, "
+        f"{i['wcu_per_event']} WCU per event (budget 0.1).",
+    ]
+    return "\n".join(lines)
+
+
 @contextmanager
 def endpoint() -> Iterator[str]:
     """``AWS_ENDPOINT_URL_DYNAMODB`` if set, else a fresh DynamoDB Local."""
