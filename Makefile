@@ -14,7 +14,8 @@ help:
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make docs   - build the pdoc HTML docs into docs/html"
 	@echo "make bench  - the service beside a state-based twin and a bare endpoint, on SQLite and"
-	@echo "              DynamoDB Local (~35 min; BENCH_QUICK=1 for a smoke pass, BENCH_LATENCY=0 without\n              the simulated-latency runs); writes BENCHMARKS.md"
+	@echo "              DynamoDB Local (~35 min; BENCH_QUICK=1 for a smoke pass, BENCH_LATENCY=0"
+	@echo "              without the simulated-latency runs); writes BENCHMARKS.md"
 	@echo "make rebuild / verify / status - rebuild the read tables from the log / verify the"
 	@echo "              hash chains and the tables / show the tables' lag (all: .venv/bin/regsvc)"
 
