@@ -338,6 +338,21 @@ HEAD_TEXT = (
 )
 
 
+APPENDS_LEAD = "Appends per second under a simulated network round trip"
+
+
+def kept_appends(previous: str, heading: str = HEADING) -> str | None:
+    """The recorder's appends table from ``previous``'s section, for a run made
+    without ``--appends``: a run replaces what it measured, not what it did not."""
+    start = previous.find(heading)
+    if start < 0:
+        return None
+    end = previous.find("\n## ", start + len(heading))
+    body = previous[start:end] if end >= 0 else previous[start:]
+    at = body.find(APPENDS_LEAD)
+    return body[at:].strip() if at >= 0 else None
+
+
 def replace_section(previous: str, body: str, heading: str = HEADING) -> str:
     """``previous`` with its ``heading`` section (up to the next ``## ``) replaced
     by ``body``; without one, ``body`` goes before "## What is measured"."""
@@ -395,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"- Machine: {machine(load_before)}",
         ]
         previous = args.write.read_text() if args.write.exists() else ""
+        if appends is None:
+            appends = kept_appends(previous)
         args.write.write_text(
             replace_section(previous, section(measured, sizes, args.runs, appends, header))
         )

@@ -8,6 +8,7 @@ from bench.latency import (
     SPREAD_LATENCY_MS,
     Case,
     Measured,
+    kept_appends,
     replace_section,
     verdicts,
 )
@@ -72,6 +73,22 @@ def test_writing_the_section_replaces_only_its_own() -> None:
     assert merged.count(HEADING) == 1
     assert merged.index("## DynamoDB Local\n") < merged.index(HEADING)
     assert merged.index(HEADING) < merged.index("## What is measured")
+
+
+def test_a_run_without_appends_keeps_the_appends_table_it_did_not_measure() -> None:
+    previous = PREVIOUS.replace(
+        "old latency table\n",
+        "old latency table\n\nAppends per second under a simulated network round trip: ...\n\n"
+        "| round trip | writers |\n",
+    )
+
+    kept = kept_appends(previous)
+
+    assert kept is not None
+    assert kept.startswith("Appends per second under a simulated network round trip")
+    assert "| round trip | writers |" in kept
+    assert "## What is measured" not in kept
+    assert kept_appends(PREVIOUS) is None
 
 
 def test_a_first_section_goes_before_what_is_measured() -> None:
