@@ -31,9 +31,11 @@ reader follows ``NextShardIterator``. What the API gives as evidence that a
 reader has passed every record written before a time ``t``: a closed shard's
 null ``NextShardIterator`` (proof); a record whose ApproximateCreationDateTime
 (rounded down) is at or after ``t`` (records of a shard are in order, so the
-ones before it were read); otherwise only ``empty_pages_at_tip`` consecutive
-empty pages, which is evidence and not proof: an open shard has no end
-marker, and the stream may show a write a moment after it committed.
+ones before it were read); while writes go on, the first record read from a
+LATEST iterator taken after ``t`` (a drain's probe), once the reader has read
+up to it; otherwise only ``empty_pages_at_tip`` consecutive empty pages,
+which is evidence and not proof: an open shard has no end marker, and the
+stream may show a write a moment after it committed.
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ class ShardPoller:
         self._held: dict[str, float] = {}  # shard -> when this poller last took or renewed it
         self._busy: dict[str, float] = {}  # shard -> leased by another: try again after this
         self._reached: set[str] = set()  # shards the last round read to their tip
+        self._read_to: dict[str, int] = {}  # shard -> the last sequence number indexed
         self._round_lock = threading.Lock()
         self._stream_arn: str | None = None
         self._shards: dict[str, _Shard] = {}
@@ -246,7 +249,8 @@ class ShardPoller:
         """Polls every shard (leased or not) and indexes what it reads, until
         each shard not yet done was read to its tip since ``since`` (epoch
         seconds, default: now): a closed shard to its end, an open one up to a
-        record created at or after ``since`` or to ``empty_pages_at_tip``
+        record created at or after ``since``, up to the first record a LATEST
+        iterator taken after ``since`` shows, or to ``empty_pages_at_tip``
         consecutive empty pages. Then every record the stream showed before
         ``since`` is indexed, as far as the stream gives evidence of it (the
         module's docstring says how far that is). Raises TimeoutError after
@@ -255,6 +259,8 @@ class ShardPoller:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         passed: set[str] = set()
+        probes: dict[str, str | None] = {}  # shard -> an iterator taken at LATEST
+        marks: dict[str, int] = {}  # shard -> the first record written after it
         while time.monotonic() < deadline:
             try:
                 self.poll_once(every_shard=True, since=since)
@@ -263,6 +269,20 @@ class ShardPoller:
                 time.sleep(0.05)
                 continue
             passed |= self._reached
+            for shard_id in self._readable():
+                # While writes go on there is no empty page: a LATEST iterator
+                # taken after ``since`` marks the first record written after
+                # it, and a reader that has read up to that record has read
+                # every record before it.
+                if shard_id in passed:
+                    continue
+                if shard_id not in marks:
+                    mark = self._probe(shard_id, probes)
+                    if mark is None:
+                        continue
+                    marks[shard_id] = mark
+                if self._read_to.get(shard_id, -1) >= marks[shard_id]:
+                    passed.add(shard_id)
             if not self._shards_changed and all(s in passed for s in self._readable()):
                 return
         msg = f"The stream indexer did not catch up within {timeout}s"
@@ -346,7 +366,9 @@ class ShardPoller:
         self._pending_since = None
         for shard_id, shard_records, next_iterator in reads:
             if shard_records:
-                self._checkpoint(shard_id, str(shard_records[-1]["dynamodb"]["SequenceNumber"]))
+                sequence = str(shard_records[-1]["dynamodb"]["SequenceNumber"])
+                self._read_to[shard_id] = int(sequence)
+                self._checkpoint(shard_id, sequence)
             if next_iterator is None:
                 self._finish(shard_id)
             else:
@@ -356,6 +378,29 @@ class ShardPoller:
             self._empty_since = started
         self._last_error = None
         return len(records)
+
+    def _probe(self, shard_id: str, probes: dict[str, str | None]) -> int | None:
+        """The sequence number of the first record the shard received after
+        the probe's LATEST iterator was taken (on the first call), once it
+        shows one; None until then, or when the probe cannot read."""
+        try:
+            if shard_id not in probes:
+                response = self.streams.get_shard_iterator(
+                    StreamArn=self._arn(), ShardId=shard_id, ShardIteratorType="LATEST"
+                )
+                probes[shard_id] = response.get("ShardIterator")
+            iterator = probes[shard_id]
+            if iterator is None:
+                return None
+            page = self.streams.get_records(ShardIterator=iterator, Limit=1)
+        except (ClientError, BotoCoreError) as error:
+            # Only evidence is lost: the other kinds still end the drain.
+            logger.info("Tip probe failed", extra={"shard": shard_id, "error": str(error)})
+            probes.pop(shard_id, None)
+            return None
+        probes[shard_id] = page.get("NextShardIterator")
+        records = page.get("Records", [])
+        return int(records[0]["dynamodb"]["SequenceNumber"]) if records else None
 
     def _read_shard(
         self, shard_id: str, since: float

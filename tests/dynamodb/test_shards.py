@@ -36,6 +36,9 @@ class ScriptedShard:
     empty_pages: dict[int, int] = field(default_factory=dict)
     """Position -> how many empty pages GetRecords serves there before the
     records that follow (AWS documents such pages)."""
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
+    """Records written while the reader reads: one joins the shard at each
+    GetRecords call on it."""
 
 
 @dataclass
@@ -73,6 +76,8 @@ class ScriptedStreams:
         self._fault("GetShardIterator")
         records = self.shards[ShardId].records
         at = 0
+        if ShardIteratorType == "LATEST":
+            at = len(records)
         if ShardIteratorType == "AFTER_SEQUENCE_NUMBER":
             numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
             at = sum(1 for n in numbers if n <= int(str(SequenceNumber)))
@@ -90,6 +95,8 @@ class ScriptedStreams:
         shard_id, at_text = ShardIterator.split("#", maxsplit=1)[0].rsplit("@", 1)
         self.reads.append(shard_id)
         shard = self.shards[shard_id]
+        if shard.arrivals:
+            shard.records.append(shard.arrivals.pop(0))
         at = int(at_text)
         if shard.empty_pages.get(at, 0) > 0:
             shard.empty_pages[at] -= 1
@@ -240,3 +247,21 @@ def test_consecutive_empty_pages_are_taken_as_the_tip_as_evidence_not_proof(
     assert reader.poll_once() == 0  # three more: taken as the tip...
     assert reader.lag().seconds_since_caught_up is not None  # ...as evidence only
     assert reader.poll_once() == 2  # the records behind them are read next
+
+
+def test_drain_ends_while_writes_go_on_once_it_read_past_a_record_written_after_the_call(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = one_event_commits(recorder, streams=1, versions=40)
+    records = stream_records(datastore, recorder)
+    # The shard never shows an empty page while the drain runs, and every
+    # record's creation time is before the call (DynamoDB Local rounds it
+    # down to the minute): only the LATEST probe can tell where the call was.
+    shard = ScriptedShard(records[:8], arrivals=records[8:])
+    streams = ScriptedStreams({"shard-1": shard})
+
+    poller(recorder, streams).drain(timeout=20)
+
+    assert shard.arrivals  # writes were still going on
+    indexed = ids_of(recorder)[str(commits[0][0].originator_id)]
+    assert len(indexed) >= 8  # everything before the call, and some after
