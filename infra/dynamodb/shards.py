@@ -171,6 +171,7 @@ class ShardPoller:
         self._busy: dict[str, float] = {}  # shard -> leased by another: try again after this
         self._reached: set[str] = set()  # shards the last round read to their tip
         self._read_to: dict[str, int] = {}  # shard -> the last sequence number indexed
+        self._empty_run: dict[str, int] = {}  # shard -> consecutive empty pages read
         self._round_lock = threading.Lock()
         self._stream_arn: str | None = None
         self._shards: dict[str, _Shard] = {}
@@ -311,9 +312,12 @@ class ShardPoller:
 
     def poll_once(self, *, every_shard: bool = False, since: float | None = None) -> int:
         """Reads each readable shard this poller leases (every one with
-        ``every_shard``) up to its first page of records or to its tip (see
-        :meth:`drain` for ``since``), indexes what it read, checkpoints.
-        Returns the number of records read."""
+        ``every_shard``) once, indexes what it read, checkpoints. With
+        ``since`` (a drain's), follows empty pages up to the first page of
+        records or to the tip (see :meth:`drain`); without, reads one page per
+        shard and counts a shard at its tip after ``empty_pages_at_tip``
+        consecutive empty pages over as many polls. Returns the number of
+        records read."""
         with self._round_lock:
             try:
                 return self._round(every_shard=every_shard, since=since)
@@ -323,6 +327,7 @@ class ShardPoller:
 
     def _round(self, *, every_shard: bool, since: float | None) -> int:
         started = time.time()
+        follow = since is not None
         since = started if since is None else since
         self._shards_changed = False
         self._refresh_shards()
@@ -332,7 +337,7 @@ class ShardPoller:
         for shard_id in self._readable():
             if not every_shard and not self._hold(shard_id):
                 continue
-            read = self._read_shard(shard_id, since)
+            read = self._read_shard(shard_id, since, follow=follow)
             if read is None:
                 if shard_id in self._done:
                     self._reached.add(shard_id)
@@ -403,20 +408,25 @@ class ShardPoller:
         return int(records[0]["dynamodb"]["SequenceNumber"]) if records else None
 
     def _read_shard(
-        self, shard_id: str, since: float
+        self, shard_id: str, since: float, *, follow: bool
     ) -> tuple[list[dict[str, Any]], str | None, bool] | None:
-        """The shard's next page of records, following empty pages (up to
-        ``empty_pages_at_tip`` of them), the iterator after it, and whether the
-        read reached the shard's tip as of ``since``; None when nothing could be
-        read (a closed shard found done, an iterator to renew)."""
+        """The shard's next page, the iterator after it, and whether the read
+        reached the shard's tip as of ``since``; None when nothing could be
+        read (a closed shard found done, an iterator to renew). With ``follow``
+        it follows empty pages (up to ``empty_pages_at_tip`` of them, counted
+        from this read: empty pages seen before ``since`` prove nothing about
+        records written since); without, it reads one page and counts empty
+        pages over consecutive polls (the polling thread's rounds stay one
+        GetRecords per shard)."""
         iterator = self._iterator(shard_id)
-        empty = 0
+        empty = 0 if follow else self._empty_run.get(shard_id, 0)
         while iterator is not None:
             response = self._get_records(shard_id, iterator)
             if response is None:
                 return None  # renewed from the checkpoint next round
             records, next_iterator = response
             if records:
+                self._empty_run[shard_id] = 0
                 # Records of a shard are in order: one created at or after
                 # ``since`` means every record before ``since`` was read.
                 created = record_time(records[-1])
@@ -424,9 +434,12 @@ class ShardPoller:
             if next_iterator is None:
                 return records, None, True  # a closed shard's end: proof
             empty += 1
+            self._empty_run[shard_id] = empty
             if empty >= self.empty_pages_at_tip:
                 # Only evidence: an empty page may come before more records.
                 return records, next_iterator, True
+            if not follow:
+                return records, next_iterator, False
             self._iterators[shard_id] = next_iterator
             iterator = next_iterator
         return None
