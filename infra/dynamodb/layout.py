@@ -32,7 +32,9 @@ Index table (``<app>_notifications``, no stream), key ``p`` (S) + ``id`` (N):
                        ``f`` its first notification id, ``n`` its number of events
 ``p="k#<shard>",id=0`` the in-process indexer's checkpoint in one stream shard:
                        ``q`` the last indexed sequence number (zero-padded),
-                       ``d`` = 1 once the (closed) shard is fully indexed
+                       ``d`` = 1 once the (closed) shard is fully indexed;
+                       its lease: ``o`` the poller holding it, ``x`` until
+                       when (epoch milliseconds)
 =====================  ========================================================
 """
 
@@ -67,6 +69,8 @@ MARKER_COUNT = "n"  # (N) number of events in the commit
 CHECKPOINT_PREFIX = "k#"  # shard checkpoints: p = "k#<shard id>", id = 0
 CHECKPOINT_SEQUENCE = "q"  # (S) last indexed sequence number, zero-padded
 CHECKPOINT_DONE = "d"  # (N) 1: the closed shard is fully indexed
+LEASE_OWNER = "o"  # (S) on a checkpoint item: the poller leasing the shard
+LEASE_EXPIRY = "x"  # (N) on a checkpoint item: the lease's end, epoch milliseconds
 TRACKING_PK = "app"  # (S) upstream application name (tracking table)
 
 # DynamoDB limits (https://docs.aws.amazon.com/amazondynamodb/latest/

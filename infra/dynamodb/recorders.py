@@ -427,11 +427,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """Returns once every event written before the call is in the
         notification log. Raises TimeoutError after ``timeout`` seconds.
 
-        Polls the stream to its tip and indexes what it finds, until also every
-        commit this process appended (the newest ``UNSEEN_COMMITS``) is seen
-        indexed: a stream may show a write a moment after it committed, so an
-        empty poll alone does not prove that the log holds it. Writes of other
-        processes are covered as far as the stream already shows them.
+        Drains the stream (every shard to its tip as of the call, following
+        empty pages: :meth:`ShardPoller.drain` says what evidence of a tip the
+        stream gives), until also every commit this process appended (the
+        newest ``UNSEEN_COMMITS``) is seen indexed: a stream may show a write a
+        moment after it committed, so a drained stream alone does not prove
+        that the log holds it. Writes of other processes are covered as far as
+        the stream shows them by then.
 
         Where another indexes (``index_in_process`` False: the API Lambda, whose
         role may not read the stream nor write the index), it only reads the
@@ -452,25 +454,18 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                     time.sleep(0.05)  # the indexer has yet to place them
             return
         poller = self.indexer()
-        polls = 0
+        since = time.time()
         while True:
-            try:
-                found = poller.poll_once()
-            except OperationalError:
-                found = -1
-            polls += 1
-            # Done when a poll finds nothing new, or, while writes go on (the
-            # stream never runs dry), once every shard was read twice since the
-            # call and this process's commits written before it are indexed.
-            if found == 0 and not poller.shards_changed and not self._still_unseen(poller, written):
-                return
-            if polls >= 2 and found > 0 and not self._still_unseen(poller, written):
+            # Every shard read to its tip as of the call (one empty page is
+            # not the tip: ShardPoller.drain follows the shard past it), then
+            # this process's commits written before the call are indexed.
+            poller.drain(max(0.0, deadline - time.monotonic()), since=since)
+            if not self._still_unseen(poller, written):
                 return
             if time.monotonic() >= deadline:
                 msg = f"Commits of this process were not indexed within {timeout}s"
                 raise TimeoutError(msg)
-            if found <= 0:
-                time.sleep(0.02)  # the stream has yet to show them
+            time.sleep(0.02)  # the stream has yet to show them
 
     def _still_unseen(
         self, poller: ShardPoller, leads: list[tuple[str, int]]

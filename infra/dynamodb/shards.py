@@ -8,25 +8,64 @@ poller resumes where it stopped. ``start()`` runs it in a daemon thread,
 ``drain()`` polls every shard to its tip and indexes what it finds, ``lag()``
 tells how far behind it is. In production the Lambda event source mapping
 reads the shards instead, and keeps its own position in each.
+
+**Leases.** With N API processes each running a poller, the running thread
+reads only the shards it leases: a lease per shard on the shard's checkpoint
+item (``o`` its owner, ``x`` its end), taken and renewed with conditional
+writes every ``renew_seconds`` (not per poll), released on ``stop()``, taken
+over by another poller once it expires (its owner was killed or stalled). A
+poller skips shards leased by another live owner, and stops reading a shard
+whose lease it finds lost. AWS advises at most two readers per shard (and
+GetRecords allows 5 calls a second per shard); the lease keeps the thread
+readers at one. Correctness never depends on the lease: two pollers reading
+one shard (a lease taken over from a stalled owner that wakes up, clocks
+apart by more than the lease's margin) index nothing twice and skip nothing,
+because every page is a conditional put and checkpoints only move forward.
+``drain()`` (rebuild, verify, check, the tests: bounded and occasional) reads
+every shard whoever leases it, as the second reader AWS allows, and writes no
+lease.
+
+**The tip.** GetRecords may return an empty page while records lie further
+on in the shard (AWS documents it), so one empty page is not the tip: a
+reader follows ``NextShardIterator``. What the API gives as evidence that a
+reader has passed every record written before a time ``t``: a closed shard's
+null ``NextShardIterator`` (proof); a record whose ApproximateCreationDateTime
+(rounded down) is at or after ``t`` (records of a shard are in order, so the
+ones before it were read); while writes go on, the first record read from a
+LATEST iterator taken after ``t`` (a drain's probe), once the reader has read
+up to it; otherwise only ``empty_pages_at_tip`` consecutive empty pages,
+which is evidence and not proof: an open shard has no end marker, and the
+stream may show a write a moment after it committed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 from botocore.exceptions import BotoCoreError, ClientError
 from eventsourcing.persistence import IntegrityError, OperationalError
 
 from infra.dynamodb.errors import error_code, translate, translate_errors
-from infra.dynamodb.layout import CHECKPOINT_DONE, CHECKPOINT_SEQUENCE, checkpoint_key, n_, s_
+from infra.dynamodb.layout import (
+    CHECKPOINT_DONE,
+    CHECKPOINT_SEQUENCE,
+    LEASE_EXPIRY,
+    LEASE_OWNER,
+    checkpoint_key,
+    n_,
+    s_,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
@@ -51,6 +90,15 @@ def record_time(record: Mapping[str, Any]) -> float | None:
     return None
 
 
+# WHY: renew only a lease this poller still holds: if it lapsed and another
+# poller took it over, that one reads the shard now, and this one must stop
+# instead of taking it back.
+RENEW_LEASE = "#o = :o"
+# WHY: take a shard nobody leases, or whose lease has ended (its owner was
+# killed or stalled): never one another live owner holds.
+TAKE_LEASE = "attribute_not_exists(#o) OR #o = :o OR #x < :now"
+
+
 # ----- the in-process poller --------------------------------------------------
 
 
@@ -65,7 +113,8 @@ class IndexerLag:
     oldest_pending_seconds: float | None
     """Age of the oldest such record (its ApproximateCreationDateTime); None when none."""
     seconds_since_caught_up: float | None
-    """Since a poll last found every shard at its tip with nothing left to index;
+    """Since a poll last read every shard it reads to its tip (as far as the
+    stream shows one: see the module's docstring) with nothing left to index;
     None before the first such poll."""
     indexed_events: int
     """Events this process indexed since it started."""
@@ -100,6 +149,11 @@ class ShardPoller:
         poll_interval: float = 0.25,
         records_per_read: int = 1000,
         shard_refresh_seconds: float = 30.0,
+        lease_seconds: float = 15.0,
+        renew_seconds: float = 5.0,
+        empty_pages_at_tip: int = 3,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.indexer = indexer
         self.streams = streams_client
@@ -107,6 +161,17 @@ class ShardPoller:
         self.poll_interval = poll_interval
         self.records_per_read = records_per_read
         self.shard_refresh_seconds = shard_refresh_seconds
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = renew_seconds
+        self.empty_pages_at_tip = max(1, empty_pages_at_tip)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        # Wall-clock seconds: lease ends are compared across processes.
+        self._clock = clock
+        self._held: dict[str, float] = {}  # shard -> when this poller last took or renewed it
+        self._busy: dict[str, float] = {}  # shard -> leased by another: try again after this
+        self._reached: set[str] = set()  # shards the last round read to their tip
+        self._read_to: dict[str, int] = {}  # shard -> the last sequence number indexed
+        self._empty_run: dict[str, int] = {}  # shard -> consecutive empty pages read
         self._round_lock = threading.Lock()
         self._stream_arn: str | None = None
         self._shards: dict[str, _Shard] = {}
@@ -138,10 +203,16 @@ class ShardPoller:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stops the thread and releases this poller's leases."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._round_lock.acquire(timeout=timeout):
+            try:
+                self._release_leases()
+            finally:
+                self._round_lock.release()
 
     @property
     def running(self) -> bool:
@@ -170,19 +241,51 @@ class ShardPoller:
         """Whether the last poll found shards opened or closed (poll again to be sure)."""
         return self._shards_changed
 
-    def drain(self, timeout: float = 60.0) -> None:
-        """Polls every shard until a poll finds nothing new: then every record
-        the stream held when this was called is indexed. Raises TimeoutError
-        after ``timeout`` seconds."""
+    @property
+    def leased_shards(self) -> frozenset[str]:
+        """The shards this poller holds a lease on (as far as it knows)."""
+        return frozenset(self._held)
+
+    def drain(self, timeout: float = 60.0, *, since: float | None = None) -> None:
+        """Polls every shard (leased or not) and indexes what it reads, until
+        each shard not yet done was read to its tip since ``since`` (epoch
+        seconds, default: now): a closed shard to its end, an open one up to a
+        record created at or after ``since``, up to the first record a LATEST
+        iterator taken after ``since`` shows, or to ``empty_pages_at_tip``
+        consecutive empty pages. Then every record the stream showed before
+        ``since`` is indexed, as far as the stream gives evidence of it (the
+        module's docstring says how far that is). Raises TimeoutError after
+        ``timeout`` seconds."""
+        since = time.time() if since is None else since
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
+        passed: set[str] = set()
+        probes: dict[str, str | None] = {}  # shard -> an iterator taken at LATEST
+        marks: dict[str, int] = {}  # shard -> the first record written after it
         while time.monotonic() < deadline:
             try:
-                if self.poll_once() == 0 and not self._shards_changed:
-                    return
+                self.poll_once(every_shard=True, since=since)
             except OperationalError as error:
                 last_error = error
                 time.sleep(0.05)
+                continue
+            passed |= self._reached
+            for shard_id in self._readable():
+                # While writes go on there is no empty page: a LATEST iterator
+                # taken after ``since`` marks the first record written after
+                # it, and a reader that has read up to that record has read
+                # every record before it.
+                if shard_id in passed:
+                    continue
+                if shard_id not in marks:
+                    mark = self._probe(shard_id, probes)
+                    if mark is None:
+                        continue
+                    marks[shard_id] = mark
+                if self._read_to.get(shard_id, -1) >= marks[shard_id]:
+                    passed.add(shard_id)
+            if not self._shards_changed and all(s in passed for s in self._readable()):
+                return
         msg = f"The stream indexer did not catch up within {timeout}s"
         raise TimeoutError(msg) from last_error
 
@@ -207,29 +310,45 @@ class ShardPoller:
 
     # ----- one round -----
 
-    def poll_once(self) -> int:
-        """Reads each readable shard once, indexes what it read, checkpoints.
-        Returns the number of records read."""
+    def poll_once(self, *, every_shard: bool = False, since: float | None = None) -> int:
+        """Reads each readable shard this poller leases (every one with
+        ``every_shard``) once, indexes what it read, checkpoints. With
+        ``since`` (a drain's), follows empty pages up to the first page of
+        records or to the tip (see :meth:`drain`); without, reads one page per
+        shard and counts a shard at its tip after ``empty_pages_at_tip``
+        consecutive empty pages over as many polls. Returns the number of
+        records read."""
         with self._round_lock:
             try:
-                return self._round()
+                return self._round(every_shard=every_shard, since=since)
             except Exception as error:
                 self._last_error = f"{type(error).__name__}: {error}"
                 raise
 
-    def _round(self) -> int:
+    def _round(self, *, every_shard: bool, since: float | None) -> int:
         started = time.time()
+        follow = since is not None
+        since = started if since is None else since
         self._shards_changed = False
         self._refresh_shards()
+        self._reached = set()
+        at_tip = True
         reads: list[tuple[str, list[dict[str, Any]], str | None]] = []
         for shard_id in self._readable():
-            iterator = self._iterator(shard_id)
-            if iterator is None:
+            if not every_shard and not self._hold(shard_id):
                 continue
-            response = self._get_records(shard_id, iterator)
-            if response is None:
+            read = self._read_shard(shard_id, since, follow=follow)
+            if read is None:
+                if shard_id in self._done:
+                    self._reached.add(shard_id)
+                else:
+                    at_tip = False
                 continue
-            records, next_iterator = response
+            records, next_iterator, reached = read
+            if reached:
+                self._reached.add(shard_id)
+            else:
+                at_tip = False
             reads.append((shard_id, records, next_iterator))
         records = [record for _, shard_records, _ in reads for record in shard_records]
         if records:
@@ -252,16 +371,156 @@ class ShardPoller:
         self._pending_since = None
         for shard_id, shard_records, next_iterator in reads:
             if shard_records:
-                self._checkpoint(shard_id, str(shard_records[-1]["dynamodb"]["SequenceNumber"]))
+                sequence = str(shard_records[-1]["dynamodb"]["SequenceNumber"])
+                self._read_to[shard_id] = int(sequence)
+                self._checkpoint(shard_id, sequence)
             if next_iterator is None:
                 self._finish(shard_id)
             else:
                 self._iterators[shard_id] = next_iterator
-        if not records and not self._shards_changed:
+        if not records and at_tip and not self._shards_changed:
             self._caught_up_at = time.monotonic()
             self._empty_since = started
         self._last_error = None
         return len(records)
+
+    def _probe(self, shard_id: str, probes: dict[str, str | None]) -> int | None:
+        """The sequence number of the first record the shard received after
+        the probe's LATEST iterator was taken (on the first call), once it
+        shows one; None until then, or when the probe cannot read."""
+        try:
+            if shard_id not in probes:
+                response = self.streams.get_shard_iterator(
+                    StreamArn=self._arn(), ShardId=shard_id, ShardIteratorType="LATEST"
+                )
+                probes[shard_id] = response.get("ShardIterator")
+            iterator = probes[shard_id]
+            if iterator is None:
+                return None
+            page = self.streams.get_records(ShardIterator=iterator, Limit=1)
+        except (ClientError, BotoCoreError) as error:
+            # Only evidence is lost: the other kinds still end the drain.
+            logger.info("Tip probe failed", extra={"shard": shard_id, "error": str(error)})
+            probes.pop(shard_id, None)
+            return None
+        probes[shard_id] = page.get("NextShardIterator")
+        records = page.get("Records", [])
+        return int(records[0]["dynamodb"]["SequenceNumber"]) if records else None
+
+    def _read_shard(
+        self, shard_id: str, since: float, *, follow: bool
+    ) -> tuple[list[dict[str, Any]], str | None, bool] | None:
+        """The shard's next page, the iterator after it, and whether the read
+        reached the shard's tip as of ``since``; None when nothing could be
+        read (a closed shard found done, an iterator to renew). With ``follow``
+        it follows empty pages (up to ``empty_pages_at_tip`` of them, counted
+        from this read: empty pages seen before ``since`` prove nothing about
+        records written since); without, it reads one page and counts empty
+        pages over consecutive polls (the polling thread's rounds stay one
+        GetRecords per shard)."""
+        iterator = self._iterator(shard_id)
+        empty = 0 if follow else self._empty_run.get(shard_id, 0)
+        while iterator is not None:
+            response = self._get_records(shard_id, iterator)
+            if response is None:
+                return None  # renewed from the checkpoint next round
+            records, next_iterator = response
+            if records:
+                self._empty_run[shard_id] = 0
+                # Records of a shard are in order: one created at or after
+                # ``since`` means every record before ``since`` was read.
+                created = record_time(records[-1])
+                return records, next_iterator, created is not None and created >= since
+            if next_iterator is None:
+                return records, None, True  # a closed shard's end: proof
+            empty += 1
+            self._empty_run[shard_id] = empty
+            if empty >= self.empty_pages_at_tip:
+                # Only evidence: an empty page may come before more records.
+                return records, next_iterator, True
+            if not follow:
+                return records, next_iterator, False
+            self._iterators[shard_id] = next_iterator
+            iterator = next_iterator
+        return None
+
+    # ----- leases -----
+
+    def _hold(self, shard_id: str) -> bool:
+        """Whether this poller may read the shard now: it holds the shard's
+        lease, renewing it every ``renew_seconds``, or takes it. Stops reading
+        a shard whose lease it lost."""
+        now = self._clock()
+        held = self._held.get(shard_id)
+        if held is not None and now - held < self.renew_seconds:
+            return True
+        if held is None and now < self._busy.get(shard_id, float("-inf")):
+            return False
+        if self._lease(shard_id, now, renewing=held is not None):
+            if held is None:
+                # Resume from the latest checkpoint of any poller, not from
+                # where this one read before another held the shard.
+                self._iterators.pop(shard_id, None)
+                self._checkpoints.pop(shard_id, None)
+                logger.info("Took the lease of a stream shard", extra={"shard": shard_id})
+            self._held[shard_id] = now
+            return True
+        if held is not None:
+            logger.warning(
+                "Lost the lease of a stream shard to another poller; no longer reading it",
+                extra={"shard": shard_id},
+            )
+        self._held.pop(shard_id, None)
+        self._iterators.pop(shard_id, None)
+        # Another owner renews before its lease ends: look again after one lease.
+        self._busy[shard_id] = now + self.lease_seconds
+        return False
+
+    def _lease(self, shard_id: str, now: float, *, renewing: bool) -> bool:
+        """Takes or renews the shard's lease until ``now + lease_seconds``;
+        False when another poller holds it."""
+        condition = RENEW_LEASE if renewing else TAKE_LEASE
+        values: dict[str, AttributeValueTypeDef] = {
+            ":o": s_(self.owner),
+            ":x": n_(int((now + self.lease_seconds) * 1000)),
+        }
+        if not renewing:
+            values[":now"] = n_(int(now * 1000))
+        try:
+            with translate_errors():
+                self.client.update_item(
+                    TableName=self.indexer.index_table_name,
+                    Key=checkpoint_key(shard_id),
+                    UpdateExpression="SET #o = :o, #x = :x",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#o": LEASE_OWNER, "#x": LEASE_EXPIRY},
+                    ExpressionAttributeValues=values,
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def _release_leases(self) -> None:
+        for shard_id in list(self._held):
+            try:
+                with translate_errors():
+                    self.client.update_item(
+                        TableName=self.indexer.index_table_name,
+                        Key=checkpoint_key(shard_id),
+                        UpdateExpression="REMOVE #o, #x",
+                        # WHY: release only this poller's own lease: one another
+                        # poller took over after it lapsed stays that poller's.
+                        ConditionExpression="#o = :o",
+                        ExpressionAttributeNames={"#o": LEASE_OWNER, "#x": LEASE_EXPIRY},
+                        ExpressionAttributeValues={":o": s_(self.owner)},
+                    )
+            except (IntegrityError, OperationalError) as error:
+                # It ends by itself after lease_seconds.
+                logger.info(
+                    "Could not release a shard lease",
+                    extra={"shard": shard_id, "error": str(error)},
+                )
+        self._held.clear()
 
     # ----- shards and lineage -----
 
@@ -470,6 +729,7 @@ class ShardPoller:
         self._checkpoint(shard_id, sequence, done=True)
         self._done.add(shard_id)
         self._iterators.pop(shard_id, None)
+        self._held.pop(shard_id, None)  # a done shard is read no more: its lease lapses
         self._shards_changed = True
         self._shards_read_at = float("-inf")  # look for its children
         logger.info("Stream shard fully indexed", extra={"shard": shard_id})

@@ -95,11 +95,13 @@ def wait_until_live(client: TestClient, timeout: float = 60.0) -> dict[str, obje
 def test_a_rebuild_is_accepted_shows_rebuilding_at_once_and_ends_live_and_equal(
     admin_app: tuple[TestClient, Container],
 ) -> None:
-    client, _ = admin_app
+    client, container = admin_app
     users = [create_user(client) for _ in range(4)]
     event_id = create_event(client, capacity=2, waitlistEnabled=True)["eventId"]
     for user in users:
         register(client, user, event_id)
+    # Progress is a share of the log's head: not a race with the indexer thread.
+    wait_until_logged(container.service.recorder)
     before = json_of(client.get(f"/events/{event_id}"), 200)
 
     accepted = client.post("/admin/projections/read-tables/rebuild", headers=ADMIN)

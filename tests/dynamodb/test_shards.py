@@ -1,12 +1,14 @@
 """The in-process shard reader in cases DynamoDB Local never produces (a
 parent shard and its child, an expired iterator, records trimmed from the
-stream), with a scripted DynamoDB Streams client serving real records of the
-events table's stream; the index and the checkpoints are DynamoDB Local's.
+stream, empty pages before records), with a scripted DynamoDB Streams client
+serving real records of the events table's stream; the index and the
+checkpoints are DynamoDB Local's.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from uuid import uuid4
@@ -32,6 +34,12 @@ class ScriptedShard:
     records: list[dict[str, Any]]
     parent: str | None = None
     closed: bool = False
+    empty_pages: dict[int, int] = field(default_factory=dict)
+    """Position -> how many empty pages GetRecords serves there before the
+    records that follow (AWS documents such pages)."""
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
+    """Records written while the reader reads: one joins the shard at each
+    GetRecords call on it."""
 
 
 @dataclass
@@ -69,6 +77,8 @@ class ScriptedStreams:
         self._fault("GetShardIterator")
         records = self.shards[ShardId].records
         at = 0
+        if ShardIteratorType == "LATEST":
+            at = len(records)
         if ShardIteratorType == "AFTER_SEQUENCE_NUMBER":
             numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
             at = sum(1 for n in numbers if n <= int(str(SequenceNumber)))
@@ -86,7 +96,12 @@ class ScriptedStreams:
         shard_id, at_text = ShardIterator.split("#", maxsplit=1)[0].rsplit("@", 1)
         self.reads.append(shard_id)
         shard = self.shards[shard_id]
+        if shard.arrivals:
+            shard.records.append(shard.arrivals.pop(0))
         at = int(at_text)
+        if shard.empty_pages.get(at, 0) > 0:
+            shard.empty_pages[at] -= 1
+            return {"Records": [], "NextShardIterator": self._iterator(shard_id, at)}
         page = shard.records[at : at + Limit]
         following = at + len(page)
         done = shard.closed and following >= len(shard.records)
@@ -182,3 +197,73 @@ def test_trimmed_records_are_counted_logged_and_recovered_when_their_stream_goes
     assert restarted.lag().trimmed_shards == 1
     assert any("24 h retention" in r.getMessage() for r in caplog.records)
     assert_is_the_log_of(recorder, commits)  # v5, v6: read as v7's predecessors
+
+
+def test_a_drains_poll_follows_empty_pages_to_the_records_behind_them(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    one_event_commits(recorder, streams=1, versions=3)
+    streams = ScriptedStreams(
+        {"shard-1": ScriptedShard(stream_records(datastore, recorder), empty_pages={0: 2})}
+    )
+
+    assert poller(recorder, streams).poll_once(every_shard=True, since=time.time()) == 3
+    assert streams.reads == ["shard-1"] * 3
+
+
+def test_drain_does_not_return_while_a_shard_holds_records_behind_empty_pages(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = one_event_commits(recorder, streams=2, versions=4)
+    records = stream_records(datastore, recorder)
+    streams = ScriptedStreams(
+        {
+            # Records behind empty pages at the start, in the middle and
+            # after the first read, in a shard left open; another at its tip.
+            "shard-1": ScriptedShard(records[:4], empty_pages={0: 2, 3: 2, 4: 1}),
+            "shard-2": ScriptedShard(records[4:], empty_pages={3: 2}),
+        }
+    )
+
+    poller(recorder, streams).drain()
+
+    assert_is_the_log_of(recorder, commits)
+    assert all(
+        count == 0 for shard in streams.shards.values() for count in shard.empty_pages.values()
+    )
+
+
+def test_consecutive_empty_pages_are_taken_as_the_tip_as_evidence_not_proof(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    one_event_commits(recorder, streams=1, versions=2)
+    streams = ScriptedStreams(
+        {"shard-1": ScriptedShard(stream_records(datastore, recorder), empty_pages={0: 8})}
+    )
+    reader = ShardPoller(
+        core(recorder), cast("DynamoDBStreamsClient", streams), empty_pages_at_tip=3
+    )
+
+    assert [reader.poll_once(), reader.poll_once()] == [0, 0]
+    assert reader.lag().seconds_since_caught_up is None  # two empty pages: not the tip
+    assert reader.poll_once() == 0
+    assert reader.lag().seconds_since_caught_up is not None  # three: the tip, as evidence only
+    assert sum(reader.poll_once() for _ in range(6)) == 2  # the records behind them
+
+
+def test_drain_ends_while_writes_go_on_once_it_read_past_a_record_written_after_the_call(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = one_event_commits(recorder, streams=1, versions=40)
+    records = stream_records(datastore, recorder)
+    # The shard never shows an empty page while the drain runs, and every
+    # record's creation time is before the call (DynamoDB Local rounds it
+    # down to the minute): only the LATEST probe can tell where the call was.
+    shard = ScriptedShard(records[:8], arrivals=records[8:])
+    streams = ScriptedStreams({"shard-1": shard})
+
+    poller(recorder, streams).drain(timeout=20)
+
+    assert shard.arrivals  # writes were still going on
+    indexed = ids_of(recorder)[str(commits[0][0].originator_id)]
+    assert len(indexed) >= 8  # everything before the call, and some after
