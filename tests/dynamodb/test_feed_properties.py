@@ -290,3 +290,24 @@ def test_the_log_stays_a_gap_free_prefix_and_ends_with_every_commit_exactly_once
             deadline=None,
         ),
     )
+
+
+def test_commit_ends_up_to_a_bound_above_the_head_are_those_up_to_the_head(
+    datastore: DynamoDBDatastore,
+) -> None:
+    """As on SQLite (and as the copies older deployments wrote read): asking for
+    the ends up to an id the log has not reached yet is not a gap below the head."""
+    recorder = DynamoDBApplicationRecorder(datastore)
+    recorder.create_table()
+    s1, s2 = uuid4(), uuid4()
+    recorder.insert_events([StoredEvent(s1, 1, "t", b"a"), StoredEvent(s2, 1, "t", b"b")])
+    recorder.insert_events([StoredEvent(s1, 2, "t", b"c")])
+    StreamIndexer(
+        recorder.client, recorder.events_table_name, recorder.notifications_table_name
+    ).index_records(stream_records(datastore, recorder))
+    assert recorder.max_notification_id() == 3
+
+    assert list(recorder.commit_ends(1, 3)) == [2, 3]
+    assert list(recorder.commit_ends(1, 10)) == [2, 3]
+    assert list(recorder.commit_ends(3, 10)) == [3]
+    assert list(recorder.commit_ends(4, 10)) == []
