@@ -1,15 +1,16 @@
 """The feed indexed by reference, attacked as a whole: several writers append
 multi-stream commits through the real recorder while several indexers, each
 with its own client and memory, are fed shuffled, repeated and partial batches
-of the real stream records, restarted as if SIGKILLed, and lose the answers of
-their page puts (the page written, the answer never seen: botocore either
-retried the put and met its own page, or gave up and the call failed, as a
-Lambda invocation would, to be retried). After every step the log read through
-the reader is a gap-free prefix: dense ids up to the head, each commit at most
-once, whole and contiguous in append order, every stream in version order
-from its first version. At the end, after a last drain, every commit is in it
-exactly once. Some runs begin with a log written by the indexer before pages
-(copies, markers, $head) and commits appended without ``h``.
+of the real stream records, restarted as if SIGKILLed, run at once in threads,
+and lose the answers of their page puts (the page written, the answer never
+seen: botocore either retried the put and met its own page, or gave up and the
+call failed, as a Lambda invocation would, to be retried). After every step
+the log read through the reader is a gap-free prefix: dense ids up to the head,
+each commit at most once, whole and contiguous in append order, every stream
+in version order from its first version. At the end, after a last drain, every
+commit is in it exactly once. Some runs begin with a log written by the
+indexer before pages (copies, markers, $head) and commits appended without
+``h``.
 
 Real DynamoDB Local, real Streams. Cheap by default; ``HYPOTHESIS_PROFILE=
 exhaustive`` runs many more examples and longer programs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -201,6 +203,34 @@ class FeedMachine(RuleBasedStateMachine):
                         assert not retried, "only a lost answer may fail the call"
         finally:
             self.lost[n].armed = 0
+
+    @precondition(lambda self: self.commits)
+    @rule(seed=st.integers(0, 2**16), batch=st.integers(1, 8), lose=st.sampled_from([0, 1]))
+    def race(self, seed: int, batch: int, lose: int) -> None:
+        """Every indexer at once, in threads, each over its own shuffle of the
+        records (the first one losing page-put answers, botocore retrying)."""
+        records = self._records()
+        errors: list[BaseException] = []
+        start = threading.Barrier(INDEXERS)
+        self.lost[0].armed, self.lost[0].retried = lose, True
+
+        def run(n: int) -> None:
+            mine = list(records)
+            random.Random(seed + n).shuffle(mine)
+            try:
+                start.wait()
+                for i in range(0, len(mine), batch):
+                    self.indexers[n].index_records(mine[i : i + batch])
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(INDEXERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.lost[0].armed = 0
+        assert not errors, errors
 
     @rule(n=st.integers(0, INDEXERS - 1), window=st.sampled_from([1, 4, 200_000]))
     def restart(self, n: int, window: int) -> None:
