@@ -38,7 +38,9 @@ from hypothesis.stateful import (
 )
 
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBDatastore
+from infra.dynamodb.commits import hint_of
 from infra.dynamodb.indexer import StreamIndexer
+from infra.dynamodb.layout import EVENT_PK, EVENT_SK
 from tests.dynamodb.test_index_pages import old_commit, old_index
 from tests.dynamodb.test_indexer import stream_records
 from tests.dynamodb.utils import new_datastore
@@ -166,6 +168,17 @@ class FeedMachine(RuleBasedStateMachine):
                 commit.append(StoredEvent(stream, version, "t", f"{stream}/{version}".encode()))
         self.writers[writer].insert_events(commit)
         self.commits.append(commit)
+        # h is a lower bound of the head at the append: at most the head now.
+        oid, ver = str(commit[0].originator_id), commit[0].originator_version
+        lead = self.reader.client.get_item(
+            TableName=self.reader.events_table_name,
+            Key={EVENT_PK: {"S": oid}, EVENT_SK: {"N": str(ver)}},
+            ConsistentRead=True,
+        )["Item"]
+        head = self.reader.max_notification_id() or 0
+        hint = hint_of(lead)
+        assert hint is not None
+        assert hint <= head, f"h {hint} above the head {head}"
 
     # ----- indexers -----
 
@@ -279,6 +292,11 @@ class FeedMachine(RuleBasedStateMachine):
             assert not ends & set(ids[:-1])
             placed += len(ids)
         assert placed == len(rows), "the log holds events of no commit written"
+        # Where the reader says each commit went (its h, or its marker).
+        for commit in self.commits if complete else self.commits[-3:]:
+            keys = [(str(s.originator_id), s.originator_version) for s in commit]
+            expected = [position[key] for key in keys] if keys[0] in position else None
+            assert self.reader.indexed_positions(commit) == expected, f"commit {keys} located"
 
     @invariant()
     def the_log_is_a_gap_free_prefix(self) -> None:
