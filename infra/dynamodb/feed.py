@@ -244,7 +244,8 @@ class LogReader:
             if limit is not None and len(found) >= limit:
                 return found[:limit]
             lo = legacy + 1
-        top = self.head() if hi is None else hi
+        # Ids above the head end nothing yet: they are not a gap (as on SQLite).
+        top = self.head() if hi is None else min(hi, self.head())
         if lo > top:
             return found
         if hi is None:
