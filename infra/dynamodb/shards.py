@@ -51,32 +51,19 @@ from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from botocore.exceptions import BotoCoreError, ClientError
-from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import OperationalError
 
-from infra.dynamodb.errors import error_code, translate, translate_errors
-from infra.dynamodb.layout import (
-    CHECKPOINT_DONE,
-    CHECKPOINT_SEQUENCE,
-    LEASE_EXPIRY,
-    LEASE_OWNER,
-    checkpoint_key,
-    n_,
-    s_,
-)
+from infra.dynamodb.shard_cursors import StreamShards
+from infra.dynamodb.shard_leases import Lease, ShardLeases
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
     from infra.dynamodb.indexer import StreamIndexer
 
 logger = logging.getLogger(__name__)
-
-# Sequence numbers are decimal strings of 21 to 40 digits; zero-padded to this
-# width they compare as strings in the same order as numbers.
-SEQUENCE_WIDTH = 40
 
 
 def record_time(record: Mapping[str, Any]) -> float | None:
@@ -88,15 +75,6 @@ def record_time(record: Mapping[str, Any]) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     return None
-
-
-# WHY: renew only a lease this poller still holds: if it lapsed and another
-# poller took it over, that one reads the shard now, and this one must stop
-# instead of taking it back.
-RENEW_LEASE = "#o = :o"
-# WHY: take a shard nobody leases, or whose lease has ended (its owner was
-# killed or stalled): never one another live owner holds.
-TAKE_LEASE = "attribute_not_exists(#o) OR #o = :o OR #x < :now"
 
 
 # ----- the in-process poller --------------------------------------------------
@@ -126,12 +104,6 @@ class IndexerLag:
     running: bool
 
 
-@dataclass
-class _Shard:
-    shard_id: str
-    parent: str | None
-
-
 class ShardPoller:
     """Reads the events table's stream shard by shard and feeds the indexer.
 
@@ -159,35 +131,35 @@ class ShardPoller:
         self.streams = streams_client
         self.client = indexer.client
         self.poll_interval = poll_interval
-        self.records_per_read = records_per_read
-        self.shard_refresh_seconds = shard_refresh_seconds
-        self.lease_seconds = lease_seconds
-        self.renew_seconds = renew_seconds
         self.empty_pages_at_tip = max(1, empty_pages_at_tip)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
-        # Wall-clock seconds: lease ends are compared across processes.
-        self._clock = clock
-        self._held: dict[str, float] = {}  # shard -> when this poller last took or renewed it
-        self._busy: dict[str, float] = {}  # shard -> leased by another: try again after this
+        self.leases = ShardLeases(
+            self.client,
+            indexer.index_table_name,
+            owner=self.owner,
+            lease_seconds=lease_seconds,
+            renew_seconds=renew_seconds,
+            clock=clock,
+        )
+        self.shards = StreamShards(
+            self.client,
+            streams_client,
+            events_table=indexer.events_table_name,
+            index_table=indexer.index_table_name,
+            records_per_read=records_per_read,
+            refresh_seconds=shard_refresh_seconds,
+            on_finish=self.leases.forget,
+        )
         self._reached: set[str] = set()  # shards the last round read to their tip
         self._read_to: dict[str, int] = {}  # shard -> the last sequence number indexed
         self._empty_run: dict[str, int] = {}  # shard -> consecutive empty pages read
         self._round_lock = threading.Lock()
-        self._stream_arn: str | None = None
-        self._shards: dict[str, _Shard] = {}
-        self._shards_read_at = float("-inf")
-        self._iterators: dict[str, str] = {}
-        self._checkpoints: dict[str, str | None] = {}  # shard -> last indexed sequence number
-        self._done: set[str] = set()
-        self._warned_parents: set[str] = set()
         self._pending = 0
         self._pending_since: float | None = None
         self._caught_up_at: float | None = None
         # Wall-clock start of the last round that found the stream empty: every
         # record read later was written after it.
         self._empty_since: float | None = None
-        self._trimmed = 0
-        self._shards_changed = False
         self._last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,7 +182,7 @@ class ShardPoller:
             self._thread = None
         if self._round_lock.acquire(timeout=timeout):
             try:
-                self._release_leases()
+                self.leases.release_all()
             finally:
                 self._round_lock.release()
 
@@ -239,12 +211,12 @@ class ShardPoller:
     @property
     def shards_changed(self) -> bool:
         """Whether the last poll found shards opened or closed (poll again to be sure)."""
-        return self._shards_changed
+        return self.shards.changed
 
     @property
     def leased_shards(self) -> frozenset[str]:
         """The shards this poller holds a lease on (as far as it knows)."""
-        return frozenset(self._held)
+        return self.leases.held
 
     def drain(self, timeout: float = 60.0, *, since: float | None = None) -> None:
         """Polls every shard (leased or not) and indexes what it reads, until
@@ -270,7 +242,7 @@ class ShardPoller:
                 time.sleep(0.05)
                 continue
             passed |= self._reached
-            for shard_id in self._readable():
+            for shard_id in self.shards.readable():
                 # While writes go on there is no empty page: a LATEST iterator
                 # taken after ``since`` marks the first record written after
                 # it, and a reader that has read up to that record has read
@@ -284,7 +256,7 @@ class ShardPoller:
                     marks[shard_id] = mark
                 if self._read_to.get(shard_id, -1) >= marks[shard_id]:
                     passed.add(shard_id)
-            if not self._shards_changed and all(s in passed for s in self._readable()):
+            if not self.shards.changed and all(s in passed for s in self.shards.readable()):
                 return
         msg = f"The stream indexer did not catch up within {timeout}s"
         raise TimeoutError(msg) from last_error
@@ -303,7 +275,7 @@ class ShardPoller:
             ),
             indexed_events=self.indexer.indexed_events,
             indexed_commits=self.indexer.indexed_commits,
-            trimmed_shards=self._trimmed,
+            trimmed_shards=self.shards.trimmed,
             last_error=self._last_error,
             running=self.running,
         )
@@ -329,17 +301,17 @@ class ShardPoller:
         started = time.time()
         follow = since is not None
         since = started if since is None else since
-        self._shards_changed = False
-        self._refresh_shards()
+        self.shards.changed = False
+        self.shards.refresh()
         self._reached = set()
         at_tip = True
         reads: list[tuple[str, list[dict[str, Any]], str | None]] = []
-        for shard_id in self._readable():
+        for shard_id in self.shards.readable():
             if not every_shard and not self._hold(shard_id):
                 continue
             read = self._read_shard(shard_id, since, follow=follow)
             if read is None:
-                if shard_id in self._done:
+                if shard_id in self.shards.done:
                     self._reached.add(shard_id)
                 else:
                     at_tip = False
@@ -365,7 +337,7 @@ class ShardPoller:
             except Exception:
                 # Read these again from the checkpoints next time.
                 for shard_id, _, _ in reads:
-                    self._iterators.pop(shard_id, None)
+                    self.shards.forget(shard_id)
                 raise
         self._pending = 0
         self._pending_since = None
@@ -373,12 +345,12 @@ class ShardPoller:
             if shard_records:
                 sequence = str(shard_records[-1]["dynamodb"]["SequenceNumber"])
                 self._read_to[shard_id] = int(sequence)
-                self._checkpoint(shard_id, sequence)
+                self.shards.checkpoint(shard_id, sequence)
             if next_iterator is None:
-                self._finish(shard_id)
+                self.shards.finish(shard_id)
             else:
-                self._iterators[shard_id] = next_iterator
-        if not records and at_tip and not self._shards_changed:
+                self.shards.iterators[shard_id] = next_iterator
+        if not records and at_tip and not self.shards.changed:
             self._caught_up_at = time.monotonic()
             self._empty_since = started
         self._last_error = None
@@ -391,7 +363,7 @@ class ShardPoller:
         try:
             if shard_id not in probes:
                 response = self.streams.get_shard_iterator(
-                    StreamArn=self._arn(), ShardId=shard_id, ShardIteratorType="LATEST"
+                    StreamArn=self.shards.arn(), ShardId=shard_id, ShardIteratorType="LATEST"
                 )
                 probes[shard_id] = response.get("ShardIterator")
             iterator = probes[shard_id]
@@ -418,7 +390,7 @@ class ShardPoller:
         records written since); without, it reads one page and counts empty
         pages over consecutive polls (the polling thread's rounds stay one
         GetRecords per shard)."""
-        iterator = self._iterator(shard_id)
+        iterator = self.shards.iterator(shard_id)
         empty = 0 if follow else self._empty_run.get(shard_id, 0)
         while iterator is not None:
             response = self._get_records(shard_id, iterator)
@@ -440,296 +412,20 @@ class ShardPoller:
                 return records, next_iterator, True
             if not follow:
                 return records, next_iterator, False
-            self._iterators[shard_id] = next_iterator
+            self.shards.iterators[shard_id] = next_iterator
             iterator = next_iterator
         return None
-
-    # ----- leases -----
-
-    def _hold(self, shard_id: str) -> bool:
-        """Whether this poller may read the shard now: it holds the shard's
-        lease, renewing it every ``renew_seconds``, or takes it. Stops reading
-        a shard whose lease it lost."""
-        now = self._clock()
-        held = self._held.get(shard_id)
-        if held is not None and now - held < self.renew_seconds:
-            return True
-        if held is None and now < self._busy.get(shard_id, float("-inf")):
-            return False
-        if self._lease(shard_id, now, renewing=held is not None):
-            if held is None:
-                # Resume from the latest checkpoint of any poller, not from
-                # where this one read before another held the shard.
-                self._iterators.pop(shard_id, None)
-                self._checkpoints.pop(shard_id, None)
-                logger.info("Took the lease of a stream shard", extra={"shard": shard_id})
-            self._held[shard_id] = now
-            return True
-        if held is not None:
-            logger.warning(
-                "Lost the lease of a stream shard to another poller; no longer reading it",
-                extra={"shard": shard_id},
-            )
-        self._held.pop(shard_id, None)
-        self._iterators.pop(shard_id, None)
-        # Another owner renews before its lease ends: look again after one lease.
-        self._busy[shard_id] = now + self.lease_seconds
-        return False
-
-    def _lease(self, shard_id: str, now: float, *, renewing: bool) -> bool:
-        """Takes or renews the shard's lease until ``now + lease_seconds``;
-        False when another poller holds it."""
-        condition = RENEW_LEASE if renewing else TAKE_LEASE
-        values: dict[str, AttributeValueTypeDef] = {
-            ":o": s_(self.owner),
-            ":x": n_(int((now + self.lease_seconds) * 1000)),
-        }
-        if not renewing:
-            values[":now"] = n_(int(now * 1000))
-        try:
-            with translate_errors():
-                self.client.update_item(
-                    TableName=self.indexer.index_table_name,
-                    Key=checkpoint_key(shard_id),
-                    UpdateExpression="SET #o = :o, #x = :x",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#o": LEASE_OWNER, "#x": LEASE_EXPIRY},
-                    ExpressionAttributeValues=values,
-                )
-        except IntegrityError:
-            return False
-        return True
-
-    def _release_leases(self) -> None:
-        for shard_id in list(self._held):
-            try:
-                with translate_errors():
-                    self.client.update_item(
-                        TableName=self.indexer.index_table_name,
-                        Key=checkpoint_key(shard_id),
-                        UpdateExpression="REMOVE #o, #x",
-                        # WHY: release only this poller's own lease: one another
-                        # poller took over after it lapsed stays that poller's.
-                        ConditionExpression="#o = :o",
-                        ExpressionAttributeNames={"#o": LEASE_OWNER, "#x": LEASE_EXPIRY},
-                        ExpressionAttributeValues={":o": s_(self.owner)},
-                    )
-            except (IntegrityError, OperationalError) as error:
-                # It ends by itself after lease_seconds.
-                logger.info(
-                    "Could not release a shard lease",
-                    extra={"shard": shard_id, "error": str(error)},
-                )
-        self._held.clear()
-
-    # ----- shards and lineage -----
-
-    def _arn(self) -> str:
-        if self._stream_arn is None:
-            with translate_errors():
-                table = self.client.describe_table(TableName=self.indexer.events_table_name)
-            arn = table["Table"].get("LatestStreamArn")
-            if not arn:
-                msg = f"Table {self.indexer.events_table_name} has no stream to index"
-                raise OperationalError(msg)
-            self._stream_arn = arn
-        return self._stream_arn
-
-    def _refresh_shards(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._shards_read_at < self.shard_refresh_seconds:
-            return
-        arn = self._arn()
-        shards: dict[str, _Shard] = {}
-        start: str | None = None
-        with translate_errors():
-            while True:
-                if start is None:
-                    response = self.streams.describe_stream(StreamArn=arn)
-                else:
-                    response = self.streams.describe_stream(
-                        StreamArn=arn, ExclusiveStartShardId=start
-                    )
-                description = response["StreamDescription"]
-                for shard in description.get("Shards", []):
-                    shard_id = shard["ShardId"]
-                    shards[shard_id] = _Shard(shard_id, shard.get("ParentShardId"))
-                start = description.get("LastEvaluatedShardId")
-                if not start:
-                    break
-        if set(shards) != set(self._shards):
-            self._shards_changed = True
-        self._shards = shards
-        self._shards_read_at = now
-
-    def _readable(self) -> list[str]:
-        """Shards not yet done whose parent is done (or gone), parents first,
-        then by shard id: a child's records follow its parent's."""
-        ordered: list[str] = []
-        depth: dict[str, int] = {}
-
-        def level(shard_id: str) -> int:
-            if shard_id not in depth:
-                parent = self._shards[shard_id].parent
-                depth[shard_id] = 0
-                depth[shard_id] = (
-                    level(parent) + 1 if parent is not None and parent in self._shards else 0
-                )
-            return depth[shard_id]
-
-        for shard_id in sorted(self._shards, key=lambda s: (level(s), s)):
-            if self._is_done(shard_id):
-                continue
-            parent = self._shards[shard_id].parent
-            if parent is not None and not self._is_done(parent):
-                if parent in self._shards:
-                    continue  # the parent's records come first
-                if parent not in self._warned_parents:
-                    self._warned_parents.add(parent)
-                    logger.error(
-                        "Parent shard left the stream before the indexer finished it: "
-                        "records it held may be missing from the index (events of "
-                        "streams written again are recovered as predecessors)",
-                        extra={"shard": shard_id, "parent": parent},
-                    )
-            ordered.append(shard_id)
-        return ordered
-
-    def _is_done(self, shard_id: str) -> bool:
-        if shard_id in self._done:
-            return True
-        self._load_checkpoint(shard_id)
-        return shard_id in self._done
-
-    def _load_checkpoint(self, shard_id: str) -> str | None:
-        if shard_id in self._checkpoints:
-            return self._checkpoints[shard_id]
-        with translate_errors():
-            response = self.client.get_item(
-                TableName=self.indexer.index_table_name,
-                Key=checkpoint_key(shard_id),
-                # Where to resume: the latest checkpoint of any poller.
-                ConsistentRead=True,
-            )
-        item = response.get("Item") or {}
-        sequence = item["r"]["S"] if "r" in item else None
-        if item.get(CHECKPOINT_DONE):
-            self._done.add(shard_id)
-        self._checkpoints[shard_id] = sequence
-        return sequence
-
-    def _iterator(self, shard_id: str) -> str | None:
-        iterator = self._iterators.get(shard_id)
-        if iterator is not None:
-            return iterator
-        arn = self._arn()
-        sequence = self._load_checkpoint(shard_id)
-        try:
-            if sequence is None:
-                response = self.streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )
-            else:
-                response = self.streams.get_shard_iterator(
-                    StreamArn=arn,
-                    ShardId=shard_id,
-                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                    SequenceNumber=sequence,
-                )
-        except ClientError as e:
-            code = error_code(e)
-            if code == "TrimmedDataAccessException":
-                self._trimmed += 1
-                logger.error(
-                    "The stream no longer holds records after this shard's checkpoint "
-                    "(older than the 24 h retention): events written meanwhile may be "
-                    "missing from the index; reading on from the oldest record left",
-                    extra={"shard": shard_id, "checkpoint": sequence},
-                )
-                with translate_errors():
-                    response = self.streams.get_shard_iterator(
-                        StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                    )
-            elif code == "ResourceNotFoundException":
-                logger.warning("Shard is gone from the stream", extra={"shard": shard_id})
-                self._refresh_shards(force=True)
-                return None
-            else:
-                raise translate(e) from e
-        except BotoCoreError as e:
-            raise translate(e) from e
-        found = response.get("ShardIterator")
-        if found is None:  # a closed shard with nothing after the checkpoint
-            self._finish(shard_id)
-            return None
-        self._iterators[shard_id] = found
-        return found
 
     def _get_records(
         self, shard_id: str, iterator: str
     ) -> tuple[list[dict[str, Any]], str | None] | None:
-        try:
-            response = self.streams.get_records(ShardIterator=iterator, Limit=self.records_per_read)
-        except ClientError as e:
-            code = error_code(e)
-            if code == "ExpiredIteratorException":
-                logger.warning(
-                    "Shard iterator expired; resuming from the checkpoint",
-                    extra={"shard": shard_id},
-                )
-                self._iterators.pop(shard_id, None)
-                self._shards_changed = True
-                return None
-            if code == "TrimmedDataAccessException":
-                self._iterators.pop(shard_id, None)
-                self._checkpoints.pop(shard_id, None)
-                self._shards_changed = True
-                return None  # the iterator is renewed (and the loss logged) next round
-            if code == "ResourceNotFoundException":
-                self._iterators.pop(shard_id, None)
-                self._refresh_shards(force=True)
-                return None
-            raise translate(e) from e
-        except BotoCoreError as e:
-            raise translate(e) from e
-        records = [dict(r) for r in response.get("Records", [])]
-        return records, response.get("NextShardIterator")
+        return self.shards.get_records(shard_id, iterator)
 
-    def _checkpoint(self, shard_id: str, sequence: str, *, done: bool = False) -> None:
-        values: dict[str, AttributeValueTypeDef] = {
-            ":q": s_(sequence.zfill(SEQUENCE_WIDTH)),
-            ":r": s_(sequence),
-        }
-        update = "SET #q = :q, #r = :r"
-        if done:
-            update += ", #d = :d"
-            values[":d"] = n_(1)
-        try:
-            with translate_errors():
-                self.client.update_item(
-                    TableName=self.indexer.index_table_name,
-                    Key=checkpoint_key(shard_id),
-                    UpdateExpression=update,
-                    # WHY: a checkpoint only moves forward. Another poller may
-                    # have indexed further; moving it back would only cost a
-                    # longer re-read after a restart, but forward-only keeps
-                    # "everything up to q is indexed" the one meaning of q.
-                    ConditionExpression="attribute_not_exists(#q) OR #q <= :q",
-                    ExpressionAttributeNames={"#q": CHECKPOINT_SEQUENCE, "#r": "r"}
-                    | ({"#d": CHECKPOINT_DONE} if done else {}),
-                    ExpressionAttributeValues=values,
-                )
-        except IntegrityError:
-            return  # another poller checkpointed further: fine
-        self._checkpoints[shard_id] = sequence
-
-    def _finish(self, shard_id: str) -> None:
-        """A closed shard read to its end (and indexed): its children may start."""
-        sequence = self._checkpoints.get(shard_id) or "0"
-        self._checkpoint(shard_id, sequence, done=True)
-        self._done.add(shard_id)
-        self._iterators.pop(shard_id, None)
-        self._held.pop(shard_id, None)  # a done shard is read no more: its lease lapses
-        self._shards_changed = True
-        self._shards_read_at = float("-inf")  # look for its children
-        logger.info("Stream shard fully indexed", extra={"shard": shard_id})
+    def _hold(self, shard_id: str) -> bool:
+        """Whether this poller may read the shard now (``ShardLeases.hold``)."""
+        lease = self.leases.hold(shard_id)
+        if lease is not Lease.HELD:
+            # Taken: resume from the latest checkpoint of any poller, not from
+            # where this one read before another held the shard. Refused: stop.
+            self.shards.forget(shard_id, checkpoint=lease is Lease.TAKEN)
+        return lease is not Lease.REFUSED

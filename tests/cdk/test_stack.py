@@ -549,7 +549,10 @@ READ_MODEL_SOURCES = [
 #: The one table-creation path (every table: event store, read tables,
 #: idempotency): DescribeTable, and what needs no grant.
 TABLE_CREATION_SOURCES = [DYNAMODB_SOURCES / "tables.py"]
-INDEXER_SOURCES = [DYNAMODB_SOURCES / "indexer.py", DYNAMODB_SOURCES / "shards.py"]
+INDEXER_SOURCES = [
+    DYNAMODB_SOURCES / name
+    for name in ("indexer.py", "shards.py", "shard_cursors.py", "shard_leases.py")
+]
 IDEMPOTENCY_SOURCES = [DYNAMODB_SOURCES / "idempotency.py"]
 #: Rebuilds are an admin's job, run with admin credentials (``regsvc rebuild``):
 #: the API role is not granted what they do (emptying and filling a generation).
@@ -569,7 +572,7 @@ INDEXER_LAMBDA_SOURCES = [REPO_ROOT / "api" / "indexer_lambda.py", *INDEXER_SOUR
 #: The in-process poller of the stream (``make run``, tests, the admin CLI): in
 #: production the event source mapping reads the stream and keeps the
 #: positions, so the indexer Lambda never runs it.
-IN_PROCESS_POLLER = frozenset({"ShardPoller"})
+IN_PROCESS_POLLER = frozenset({"ShardPoller", "StreamShards", "ShardLeases"})
 #: Calls that need no grant in production: the stack creates the tables with
 #: their stream and time to live (the code creates a table, or enables a stream
 #: or a time to live, only when DescribeTable says it is missing), ``close`` is
