@@ -72,10 +72,15 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route answers at the request's path (RFC 9110's Allow).
 
     Starlette's own 405 names only the first route that matched the path, though
-    several routes may share it (GET and POST /events).
+    several routes may share it (GET and POST /events). HEAD is allowed wherever
+    GET is (``RequestContextMiddleware`` answers it as the GET, without the body).
     """
     allowed = []
     for method in HTTP_METHODS:
+        if method == "HEAD":
+            if allowed[-1:] == ["GET"]:
+                allowed.append(method)
+            continue
         probe = {
             "type": "http",
             "path": request.scope["path"],

@@ -392,7 +392,7 @@ class History:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the event's history and the token of the next (None at the end).
         Still readable after the event's deletion."""
-        after = int(decode_token(token, {"v": int})["v"]) if token else 0  # type: ignore[call-overload]
+        after = int(decode_token(token, {"v": int})["v"]) if token is not None else 0  # type: ignore[call-overload]
         self.settle()
         rows = self.log.stream_notifications(
             gathering_aggregate_id(event_id), gt=after, limit=limit + 1
@@ -411,7 +411,7 @@ class History:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the user's history (ordered by position, so that a page never
         moves: what is appended later goes after it)."""
-        skip = int(decode_token(token, {"n": int})["n"]) if token else 0  # type: ignore[call-overload]
+        skip = int(decode_token(token, {"n": int})["n"]) if token is not None else 0  # type: ignore[call-overload]
         self.settle()
         account = self.log.stream_notifications(user_aggregate_id(user_id))
         if not account:

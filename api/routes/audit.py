@@ -16,6 +16,10 @@ from projections.time_travel import Moment
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
+# Positions are counted from 1 and never come near it; a larger `after` is refused
+# (400), not carried into a store's 64-bit integers (where `after + 1` overflowed: 500).
+MAX_POSITION = 2**53
+
 ROLES = " Needs an API key with role `auditor` or `admin` (`Authorization: Bearer <key>`)."
 
 
@@ -34,7 +38,10 @@ ROLES = " Needs an API key with role `auditor` or `admin` (`Authorization: Beare
 def audit_log(
     container: ContainerDep,
     _caller: Auditor,
-    after: Annotated[int, Query(ge=0, description="Last position already read (0: start).")] = 0,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_POSITION, description="Last position already read (0: start)."),
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size (1-1000).")] = 100,
 ) -> dict[str, Any]:
     entries, following = container.audit.page(after, limit)

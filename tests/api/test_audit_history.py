@@ -208,3 +208,14 @@ def test_a_bad_history_token_or_limit_is_a_validation_error(
     assert "limit" in validation_fields(keyed_client.get(f"{path}?limit=501", headers=AUDITOR))
     response = keyed_client.get(f"{path}?nextToken=forged", headers=AUDITOR)
     assert "nextToken" in validation_fields(response)
+
+
+@pytest.mark.parametrize("kind", ["events", "users"])
+def test_an_empty_history_token_is_refused_as_the_lists_refuse_it(
+    keyed_client: TestClient, story: dict[str, str], kind: str
+) -> None:
+    subject = story["event"] if kind == "events" else story["ada"]
+    response = keyed_client.get(f"/audit/{kind}/{subject}/history?nextToken=", headers=AUDITOR)
+    assert validation_fields(response) == ["nextToken"]
+    listed = keyed_client.get("/events?nextToken=")
+    assert validation_fields(listed) == ["nextToken"]

@@ -154,3 +154,12 @@ def test_commands_decided_together_keep_each_their_own_request_and_actor(
         n = int(entry["data"]["userId"].removeprefix("user-"))
         assert entry["metadata"]["requestId"] == f"request-{n}"
         assert entry["metadata"]["actor"] == f"caller-{n % 3}"
+
+
+def test_an_after_beyond_any_position_is_a_validation_error_not_a_500(
+    keyed_client: TestClient,
+) -> None:
+    for after in (2**63 - 1, 2**63, 2**53 + 1):
+        response = keyed_client.get(f"/audit/log?after={after}", headers=AUDITOR)
+        assert "after" in validation_fields(response)
+    assert feed(keyed_client, after=2**53)["entries"] == []
