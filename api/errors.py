@@ -41,6 +41,7 @@ DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.AlreadyOnWaitlistError: (409, "ALREADY_ON_WAITLIST"),
     errors.ConcurrentModificationError: (409, "CONCURRENT_MODIFICATION"),
     errors.RebuildInProgressError: (409, "REBUILD_IN_PROGRESS"),
+    errors.UndecodableEventError: (409, "STORED_EVENT_UNDECODABLE"),
     errors.WriteConflictError: (409, "CONCURRENT_MODIFICATION"),
     errors.StoreUnavailableError: (503, "SERVICE_UNAVAILABLE"),
     errors.InvariantViolationError: (500, "INTERNAL_ERROR"),

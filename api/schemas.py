@@ -371,6 +371,19 @@ class AuditEntry(_Out):
     occurred_at: str | None = Field(description="ISO 8601 UTC with microseconds and `Z`.")
     data: dict[str, Any] = Field(description="The payload as recorded, keys in camelCase.")
     metadata: EntryMetadata
+    # Only on an event whose stored state cannot be decoded (altered in the store).
+    undecodable: bool | None = Field(
+        default=None,
+        description=(
+            "Present (true) only when the stored state cannot be decoded (altered in the "
+            "store; /audit/verify names it): `data` is then empty, `occurredAt` and "
+            "`metadata` null, and `raw` holds the stored bytes."
+        ),
+    )
+    raw: str | None = Field(
+        default=None,
+        description="Base64 of the stored bytes; only with `undecodable`.",
+    )
 
 
 class AuditLogPage(_Out):

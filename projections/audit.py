@@ -25,6 +25,7 @@ event after them seals them too; verify counts them as ``unsealed``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -174,6 +175,31 @@ def link(previous: str, sealed: Mapping[str, Any]) -> str:
     return hashlib.sha256(previous.encode() + canonical(sealed)).hexdigest()
 
 
+def undecodable_entry(position: int | None, stored: StoredEvent) -> dict[str, Any]:
+    """The entry of a stored event whose state cannot be decoded (altered in the
+    store): what can still be said of it, its stored bytes (base64) and the marker
+    ``undecodable`` (verify names it as a broken link)."""
+    return {
+        "position": position,
+        "stream": str(stored.originator_id),
+        "version": stored.originator_version,
+        "type": type_name(stored.topic),
+        "occurredAt": None,
+        "data": {},
+        "metadata": {"requestId": None, "actor": None, "hash": None},
+        "undecodable": True,
+        "raw": base64.b64encode(stored.state).decode("ascii"),
+    }
+
+
+def served(position: int | None, stored: StoredEvent, decode: Decode) -> dict[str, Any]:
+    """A stored event's entry as served, or its undecodable entry."""
+    try:
+        return entry(position, *sealed(stored, decode(stored)))
+    except Exception:  # altered bytes can fail to decode in any way (as in verify)
+        return undecodable_entry(position, stored)
+
+
 def entry(position: int | None, sealed: Mapping[str, Any], digest: str | None) -> dict[str, Any]:
     """The entry as served: the body, its position, and its stored digest."""
     return {
@@ -285,7 +311,7 @@ class AuditLog:
         """Up to ``limit`` entries after position ``after``, and the ``after`` of the
         next page (None once this page reaches the head)."""
         notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
-        entries = [entry(n.id, *self._sealed(n)) for n in notifications]
+        entries = [served(n.id, n, self.decode) for n in notifications]
         if not entries:
             return [], None
         last = entries[-1]["position"]
@@ -295,7 +321,7 @@ class AuditLog:
     def entries(self, after: int = 0, until: int | None = None) -> Iterator[dict[str, Any]]:
         """Every entry after position ``after`` (up to ``until``), in log order."""
         for notification in self.notifications(after, until):
-            yield entry(notification.id, *self._sealed(notification))
+            yield served(notification.id, notification, self.decode)
 
     def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
         """Every notification after ``after`` (up to ``until``), read in pages."""
@@ -385,7 +411,7 @@ class History:
         self.settle = settle
 
     def _entry(self, stored: StoredEvent, position: int | None) -> dict[str, Any]:
-        return entry(position, *sealed(stored, self.decode(stored)))
+        return served(position, stored, self.decode)
 
     def of_event(
         self, event_id: str, limit: int, token: str | None

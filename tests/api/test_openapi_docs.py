@@ -56,8 +56,18 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
         "FORBIDDEN",
     },
     ("get", "/audit/users/{userId}/history"): {"VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"},
-    ("get", "/audit/events/{eventId}/state"): {"VALIDATION_ERROR", "EVENT_NOT_FOUND", "FORBIDDEN"},
-    ("get", "/audit/users/{userId}/state"): {"VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"},
+    ("get", "/audit/events/{eventId}/state"): {
+        "VALIDATION_ERROR",
+        "EVENT_NOT_FOUND",
+        "STORED_EVENT_UNDECODABLE",
+        "FORBIDDEN",
+    },
+    ("get", "/audit/users/{userId}/state"): {
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "STORED_EVENT_UNDECODABLE",
+        "FORBIDDEN",
+    },
     ("get", "/admin/projections"): {"FORBIDDEN"},
     ("post", "/admin/projections/{name}/rebuild"): {
         "VALIDATION_ERROR",
