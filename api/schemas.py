@@ -248,6 +248,12 @@ class Event(_Out):
 
 class EventList(_Out):
     events: list[Event]
+    total: int = Field(
+        description=(
+            "How many events (with the status asked for) there are in all pages. On DynamoDB "
+            "it is counted from an index, which may lag a write by about a second."
+        )
+    )
     next_token: str | None = Field(description="Pass back as nextToken for the next page.")
 
 

@@ -79,7 +79,7 @@ async def create_event(
     description=(
         "Lists events in eventId order, optionally only those with the given status. "
         "Pages hold `limit` events (default 50, at most 500); `nextToken` is set while more "
-        "remain."
+        "remain; `total` counts all pages."
     ),
     responses=errors("VALIDATION_ERROR"),
 )
@@ -90,7 +90,11 @@ def list_events(
     next_token: NextToken = None,
 ) -> EventList:
     page = read_model.list_events(status_filter, limit, next_token)
-    return EventList(events=[presenters.event(r) for r in page.items], next_token=page.next_token)
+    return EventList(
+        events=[presenters.event(r) for r in page.items],
+        total=page.total,
+        next_token=page.next_token,
+    )
 
 
 @router.get(
