@@ -10,9 +10,9 @@
   the store (``infra/idempotency.py``) for at least ``IDEMPOTENCY_TTL_HOURS``.
 
 What is replayed: a response from a command, success (2xx) or a refusal the
-domain decided (404, 409 but for CONCURRENT_MODIFICATION, which a retry may
-get past). Validation errors, 401/403, 413 and 5xx are not kept, so that a
-corrected or later retry runs.
+domain decided (404, 409 but for CONCURRENT_MODIFICATION and
+REBUILD_IN_PROGRESS, which a retry may get past). Validation errors, 401/403,
+413 and 5xx are not kept, so that a corrected or later retry runs.
 
 The response is kept before it is sent, so a retry sent the moment the answer
 arrives is replayed. A process that dies between its command's commit and
@@ -50,7 +50,8 @@ _KEY = re.compile(KEY_PATTERN)
 LEASE_SECONDS = 60.0
 # Response headers worth replaying (X-Request-ID belongs to each request).
 KEPT_HEADERS = frozenset({b"content-type", b"location"})
-TRANSIENT_CODES = frozenset({"CONCURRENT_MODIFICATION"})
+# Refusals that say "not now", not the command's outcome: a retry may get past them.
+TRANSIENT_CODES = frozenset({"CONCURRENT_MODIFICATION", "REBUILD_IN_PROGRESS"})
 # Where the ids of keyed requests are drawn from (any fixed UUID; never change it,
 # or a retry across the change would draw a new id).
 GENERATED_IDS = uuid.UUID("3f0b6c2e-8d41-4a57-9e1c-5b7a2d906e18")

@@ -441,6 +441,19 @@ class Projection(_Out):
                     "state": "failed",
                     "error": "StoreUnavailableError: the read tables cannot be reached",
                 },
+                {
+                    "name": "read-tables",
+                    "position": 1200,
+                    "head": 1200,
+                    "lag": 0,
+                    "lagSeconds": 0.0,
+                    "state": "interrupted",
+                    "progress": 0.25,
+                    "resume": (
+                        "POST /admin/projections/read-tables/rebuild (or `regsvc rebuild`, "
+                        "or start a server) resumes it from its position"
+                    ),
+                },
             ]
         }
     )
@@ -452,16 +465,20 @@ class Projection(_Out):
     lag_seconds: float = Field(
         description="Age of the oldest event not folded yet (0 when there is none)."
     )
-    state: Literal["live", "rebuilding", "failed"]
+    state: Literal["live", "rebuilding", "interrupted", "failed"]
     progress: float | None = Field(
         default=None,
         description=(
-            "While rebuilding: 0-1, how much of the log the new tables hold (the live "
-            "tables keep serving meanwhile, at `position`)."
+            "While rebuilding (or interrupted): 0-1, how much of the log the new tables hold "
+            "(the live tables keep serving meanwhile, at `position`)."
         ),
     )
     error: str | None = Field(
         default=None, description="When failed: what went wrong (a new rebuild resumes it)."
+    )
+    resume: str | None = Field(
+        default=None,
+        description="When interrupted (its process died, its lease lapsed): how to resume it.",
     )
 
 

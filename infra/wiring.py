@@ -105,6 +105,7 @@ class Container:
             self.read_model,
             self.service.mapper.to_domain_event,
             self.rebuilder.state(),
+            lease_seconds=self.rebuilder.lease_seconds,
         )
 
     def check(
