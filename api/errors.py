@@ -76,7 +76,7 @@ def allowed_methods(request: Request) -> list[str]:
     several routes may share it (GET and POST /events). HEAD is allowed wherever
     GET is (``RequestContextMiddleware`` answers it as the GET, without the body).
     """
-    allowed = []
+    allowed: list[str] = []
     for method in HTTP_METHODS:
         if method == "HEAD":
             if allowed[-1:] == ["GET"]:
