@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
@@ -65,34 +66,14 @@ def read_tables_status(
         (oldest,) = recorder.select_notifications(start=position + 1, limit=1)
         occurred = decode(oldest).timestamp
         lag_seconds = max((now() - occurred).total_seconds(), 0.0)
+    at = partial(ProjectionStatus, READ_TABLES, position, head, lag, lag_seconds)
     if rebuild is not None:
         done = min(rebuild.position / head, 1.0) if head else 1.0
         if rebuild.state == "failed":
-            return ProjectionStatus(
-                READ_TABLES, position, head, lag, lag_seconds, "failed", error=rebuild.error
-            )
+            return at("failed", error=rebuild.error)
         if not rebuild.held(lease_seconds):
-            return ProjectionStatus(
-                READ_TABLES,
-                position,
-                head,
-                lag,
-                lag_seconds,
-                "interrupted",
-                progress=done,
-                resume=RESUME,
-            )
-        return ProjectionStatus(
-            READ_TABLES, position, head, lag, lag_seconds, "rebuilding", progress=done
-        )
+            return at("interrupted", progress=done, resume=RESUME)
+        return at("rebuilding", progress=done)
     if lag:
-        return ProjectionStatus(
-            READ_TABLES,
-            position,
-            head,
-            lag,
-            lag_seconds,
-            "rebuilding",
-            progress=position / head if head else 1.0,
-        )
+        return at("rebuilding", progress=position / head if head else 1.0)
     return ProjectionStatus(READ_TABLES, position, head, 0, 0.0, "live")
