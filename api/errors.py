@@ -41,6 +41,7 @@ DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.AlreadyOnWaitlistError: (409, "ALREADY_ON_WAITLIST"),
     errors.ConcurrentModificationError: (409, "CONCURRENT_MODIFICATION"),
     errors.RebuildInProgressError: (409, "REBUILD_IN_PROGRESS"),
+    errors.UndecodableEventError: (409, "STORED_EVENT_UNDECODABLE"),
     errors.WriteConflictError: (409, "CONCURRENT_MODIFICATION"),
     errors.StoreUnavailableError: (503, "SERVICE_UNAVAILABLE"),
     errors.InvariantViolationError: (500, "INTERNAL_ERROR"),
@@ -72,10 +73,15 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route answers at the request's path (RFC 9110's Allow).
 
     Starlette's own 405 names only the first route that matched the path, though
-    several routes may share it (GET and POST /events).
+    several routes may share it (GET and POST /events). HEAD is allowed wherever
+    GET is (``RequestContextMiddleware`` answers it as the GET, without the body).
     """
-    allowed = []
+    allowed: list[str] = []
     for method in HTTP_METHODS:
+        if method == "HEAD":
+            if allowed[-1:] == ["GET"]:
+                allowed.append(method)
+            continue
         probe = {
             "type": "http",
             "path": request.scope["path"],

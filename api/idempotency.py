@@ -10,21 +10,27 @@
   the store (``infra/idempotency.py``) for at least ``IDEMPOTENCY_TTL_HOURS``.
 
 What is replayed: a response from a command, success (2xx) or a refusal the
-domain decided (404, 409 but for CONCURRENT_MODIFICATION, which a retry may
-get past). Validation errors, 401/403, 413 and 5xx are not kept, so that a
-corrected or later retry runs.
+domain decided (404, 409 but for CONCURRENT_MODIFICATION and
+REBUILD_IN_PROGRESS, which a retry may get past). Validation errors, 401/403,
+413 and 5xx are not kept, so that a corrected or later retry runs.
 
-A process that dies between its command's commit and keeping its response
-leaves the key in progress until its lease ends (``LEASE_SECONDS``); a retry
-after that runs the request again, which the domain then refuses as a
-duplicate (no second effect, but not the original response).
+The response is kept before it is sent, so a retry sent the moment the answer
+arrives is replayed. A process that dies between its command's commit and
+keeping its response leaves the key in progress until its lease ends
+(``LEASE_SECONDS``); a retry after that runs the request again, which the
+domain then refuses as a duplicate (no second effect, but not the original
+response). So that this holds for ids the service draws (``POST /events``
+without ``eventId``), a keyed request's generated id derives from its caller
+and key (``generated_id``): the retry draws the same id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import uuid
 
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Mount
@@ -34,6 +40,8 @@ from api.middleware import read_body, replay_body, send_error
 from api.security import ANONYMOUS_PRINCIPAL, Principal
 from infra.idempotency import IdempotencyStore, StoredResponse
 
+logger = logging.getLogger(__name__)
+
 HEADER = b"idempotency-key"
 METHODS = frozenset({"POST", "PUT", "DELETE"})
 # Printable ASCII; no space at either end (HTTP strips it from header values).
@@ -42,7 +50,25 @@ _KEY = re.compile(KEY_PATTERN)
 LEASE_SECONDS = 60.0
 # Response headers worth replaying (X-Request-ID belongs to each request).
 KEPT_HEADERS = frozenset({b"content-type", b"location"})
-TRANSIENT_CODES = frozenset({"CONCURRENT_MODIFICATION"})
+# Refusals that say "not now", not the command's outcome: a retry may get past them.
+TRANSIENT_CODES = frozenset({"CONCURRENT_MODIFICATION", "REBUILD_IN_PROGRESS"})
+# Where the ids of keyed requests are drawn from (any fixed UUID; never change it,
+# or a retry across the change would draw a new id).
+GENERATED_IDS = uuid.UUID("3f0b6c2e-8d41-4a57-9e1c-5b7a2d906e18")
+STATE_KEY = "idempotency_key"
+
+
+def generated_id(scope_state: object) -> str:
+    """A new id for what the request creates: random, unless the request carries an
+    Idempotency-Key, then derived from its caller and key, so that a retry after a
+    crash (its answer never kept) draws the same id and has no second effect.
+
+    ``scope_state`` is the request's ``request.state``."""
+    claimed = getattr(scope_state, STATE_KEY, None)
+    if claimed is None:
+        return str(uuid.uuid4())
+    caller, key = claimed
+    return str(uuid.uuid5(GENERATED_IDS, f"{len(caller)}:{caller}/{key}"))
 
 
 def _kept(status: int, body: bytes) -> bool:
@@ -120,6 +146,7 @@ class IdempotencyMiddleware:
         if claim.outcome != "new":
             await self._answer_again(scope, send, claim.fingerprint == print_, claim.response)
             return
+        scope.setdefault("state", {})[STATE_KEY] = (caller, key)
         await self._run(scope, replay_body(body, receive), send, store, caller, key)
 
     async def _answer_again(
@@ -161,9 +188,11 @@ class IdempotencyMiddleware:
     ) -> None:
         status = 500
         kept_headers: list[tuple[str, str]] = []
-        chunks: list[bytes] = []
+        messages: list[Message] = []
 
         async def capture(message: Message) -> None:
+            # Held back, not sent: the answer is stored before the client can see it,
+            # so a retry sent the moment it arrives is replayed, never told to wait.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
@@ -172,18 +201,23 @@ class IdempotencyMiddleware:
                     for k, v in message.get("headers", [])
                     if k.lower() in KEPT_HEADERS
                 )
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
+            messages.append(message)
 
         try:
             await self.app(scope, receive, capture)
         except BaseException:
             await run_in_threadpool(store.release, caller, key)
             raise
-        body = b"".join(chunks)
-        if _kept(status, body):
-            response = StoredResponse(status, tuple(kept_headers), body)
-            await run_in_threadpool(store.complete, caller, key, response)
-        else:
-            await run_in_threadpool(store.release, caller, key)
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        try:
+            if _kept(status, body):
+                response = StoredResponse(status, tuple(kept_headers), body)
+                await run_in_threadpool(store.complete, caller, key, response)
+            else:
+                await run_in_threadpool(store.release, caller, key)
+        except Exception:
+            # The command's outcome stands (it may be committed): the client gets it,
+            # and the key stays in progress until its lease ends (the crash window).
+            logger.exception("could not keep the answer of idempotency key %s", key)
+        for message in messages:
+            await send(message)

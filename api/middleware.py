@@ -74,6 +74,12 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        method = scope.get("method")
+        head = method == "HEAD"
+        if head:
+            # RFC 9110: HEAD is answered on every GET route, in this one place: as the
+            # GET (same status and headers, Content-Length included), without the body.
+            scope = {**scope, "method": "GET"}
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -84,6 +90,8 @@ class RequestContextMiddleware:
                     *[(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"],
                     (b"x-request-id", request_id.encode()),
                 ]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
@@ -132,7 +140,7 @@ class RequestContextMiddleware:
                 )
         finally:
             fields: dict[str, object] = {
-                "method": scope.get("method"),
+                "method": method,
                 "path": printable_path(str(scope.get("path", ""))),
                 "status": status,
                 "durationMs": round((time.perf_counter() - started) * 1000, 2),

@@ -248,6 +248,12 @@ class Event(_Out):
 
 class EventList(_Out):
     events: list[Event]
+    total: int = Field(
+        description=(
+            "How many events (with the status asked for) there are in all pages. On DynamoDB "
+            "it is counted from an index, which may lag a write by about a second."
+        )
+    )
     next_token: str | None = Field(description="Pass back as nextToken for the next page.")
 
 
@@ -371,6 +377,19 @@ class AuditEntry(_Out):
     occurred_at: str | None = Field(description="ISO 8601 UTC with microseconds and `Z`.")
     data: dict[str, Any] = Field(description="The payload as recorded, keys in camelCase.")
     metadata: EntryMetadata
+    # Only on an event whose stored state cannot be decoded (altered in the store).
+    undecodable: bool | None = Field(
+        default=None,
+        description=(
+            "Present (true) only when the stored state cannot be decoded (altered in the "
+            "store; /audit/verify names it): `data` is then empty, `occurredAt` and "
+            "`metadata` null, and `raw` holds the stored bytes."
+        ),
+    )
+    raw: str | None = Field(
+        default=None,
+        description="Base64 of the stored bytes; only with `undecodable`.",
+    )
 
 
 class AuditLogPage(_Out):
@@ -422,6 +441,19 @@ class Projection(_Out):
                     "state": "failed",
                     "error": "StoreUnavailableError: the read tables cannot be reached",
                 },
+                {
+                    "name": "read-tables",
+                    "position": 1200,
+                    "head": 1200,
+                    "lag": 0,
+                    "lagSeconds": 0.0,
+                    "state": "interrupted",
+                    "progress": 0.25,
+                    "resume": (
+                        "POST /admin/projections/read-tables/rebuild (or `regsvc rebuild`, "
+                        "or start a server) resumes it from its position"
+                    ),
+                },
             ]
         }
     )
@@ -433,16 +465,20 @@ class Projection(_Out):
     lag_seconds: float = Field(
         description="Age of the oldest event not folded yet (0 when there is none)."
     )
-    state: Literal["live", "rebuilding", "failed"]
+    state: Literal["live", "rebuilding", "interrupted", "failed"]
     progress: float | None = Field(
         default=None,
         description=(
-            "While rebuilding: 0-1, how much of the log the new tables hold (the live "
-            "tables keep serving meanwhile, at `position`)."
+            "While rebuilding (or interrupted): 0-1, how much of the log the new tables hold "
+            "(the live tables keep serving meanwhile, at `position`)."
         ),
     )
     error: str | None = Field(
         default=None, description="When failed: what went wrong (a new rebuild resumes it)."
+    )
+    resume: str | None = Field(
+        default=None,
+        description="When interrupted (its process died, its lease lapsed): how to resume it.",
     )
 
 

@@ -103,3 +103,8 @@ class ProjectionNotFoundError(RegistrationDomainError):
 
 class RebuildInProgressError(RegistrationDomainError):
     """Raised when a projection's rebuild is asked for while one is running."""
+
+
+class UndecodableEventError(RegistrationDomainError):
+    """Raised when a state must be replayed through a stored event whose bytes can no
+    longer be decoded (altered in the store; ``/audit/verify`` names it)."""

@@ -6,15 +6,22 @@ edge then runs the request and either ``complete``s the record with the
 response to replay, or ``release``s it (an outcome not worth replaying: a
 validation error, 401/403, a 5xx), so that a corrected or later retry runs.
 Records are kept at least ``ttl`` (24 hours by default), in the store, so they
-persist across restarts and are shared by every server process.
+persist across restarts and are shared by every server process. A record past
+its time to live counts as absent; deleting it is not the requests' work:
+DynamoDB's TTL deletes them, and on SQLite an ``ExpirySweeper`` thread deletes
+them in bounded batches, outside any request.
 
 Implementations: ``infra/sqlite/idempotency.py``, ``infra/dynamodb/idempotency.py``.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,4 +56,69 @@ class IdempotencyStore(Protocol):
         """Forgets the key (its request's outcome is not replayed)."""
         ...
 
+    def sweep(self, limit: int) -> int:
+        """Deletes up to ``limit`` records past their time to live, in one short
+        transaction; returns how many (0 where the store deletes them itself)."""
+        ...
+
     def close(self) -> None: ...
+
+
+# One batch: a short write (about a millisecond per hundred rows on SQLite),
+# so a write waiting for the lock meanwhile waits at most that long.
+SWEEP_BATCH = 500
+SWEEP_INTERVAL_SECONDS = 60.0
+# Between two batches of one round: the write lock is free for others.
+SWEEP_PAUSE_SECONDS = 0.01
+
+
+class ExpirySweeper:
+    """Deletes expired idempotency records in a thread of its own: every
+    ``interval`` seconds, in batches of at most ``batch`` until none is left."""
+
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        *,
+        interval: float = SWEEP_INTERVAL_SECONDS,
+        batch: int = SWEEP_BATCH,
+    ) -> None:
+        self.store = store
+        self.interval = interval
+        self.batch = batch
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep(self) -> int:
+        """One round: batches until one comes back short; returns how many it deleted."""
+        deleted = 0
+        while not self._stopping.is_set():
+            swept = self.store.sweep(self.batch)
+            deleted += swept
+            if swept < self.batch:
+                break
+            self._stopping.wait(SWEEP_PAUSE_SECONDS)
+        return deleted
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                deleted = self.sweep()
+            except Exception:  # a busy or unreachable store: the next round retries
+                logger.warning("sweeping expired idempotency keys failed", exc_info=True)
+            else:
+                if deleted:
+                    logger.info("expired idempotency keys deleted", extra={"deleted": deleted})
+            self._stopping.wait(self.interval)
+
+    def start(self) -> None:
+        self._stopping.clear()
+        thread = threading.Thread(target=self._run, name="idempotency-sweeper", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()

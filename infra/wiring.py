@@ -24,7 +24,7 @@ from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
-from infra.idempotency import IdempotencyStore
+from infra.idempotency import ExpirySweeper, IdempotencyStore
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
@@ -89,6 +89,8 @@ class Container:
     indexer: ShardPoller | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
+    sweeper: ExpirySweeper | None = None
+    """Deletes expired idempotency keys in bounded batches (run by ``start``)."""
 
     @staticmethod
     def known_projection(name: str) -> None:
@@ -105,6 +107,7 @@ class Container:
             self.read_model,
             self.service.mapper.to_domain_event,
             self.rebuilder.state(),
+            lease_seconds=self.rebuilder.lease_seconds,
         )
 
     def check(
@@ -126,6 +129,9 @@ class Container:
         )
         if self.indexer is not None and self.settings.dynamodb_indexer:
             self.indexer.start()
+        if self.sweeper is None:
+            self.sweeper = ExpirySweeper(self.idempotency)
+            self.sweeper.start()
         self.rebuilder.resume_if_interrupted()
 
     def _batching_loop(self) -> asyncio.AbstractEventLoop | None:
@@ -145,6 +151,9 @@ class Container:
         self.service.stop_batching()
         if self.indexer is not None:
             self.indexer.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
+            self.sweeper = None
         self.idempotency.close()
         self.read_model.close()
         self.service.close()

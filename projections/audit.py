@@ -15,8 +15,10 @@ version 1, where ``body`` is the entry without ``position`` (assigned later on
 DynamoDB) and without ``metadata.hash``, and ``canonical`` is JSON with sorted
 keys and no spaces. Every event is stored with its digest (``metadata.hash``),
 so altering, removing or reordering any stored event breaks its stream's chain
-at that point; anyone holding an export of the feed can recompute the chains
-from the entries alone (``link``).
+at that point; anyone holding an export of the feed (``regsvc export``: the
+entries as sealed) can recompute the chains from the entries alone (``link``).
+The API serves them through ``Presenter``: without storage details in
+``data``, and with ``eventId`` on every entry of a registration.
 
 Events recorded before the service sealed its events have no stored digest:
 the chain runs through them (their digests are computed), so the first sealed
@@ -25,6 +27,7 @@ event after them seals them too; verify counts them as ``unsealed``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -174,6 +177,96 @@ def link(previous: str, sealed: Mapping[str, Any]) -> str:
     return hashlib.sha256(previous.encode() + canonical(sealed)).hexdigest()
 
 
+def undecodable_entry(position: int | None, stored: StoredEvent) -> dict[str, Any]:
+    """The entry of a stored event whose state cannot be decoded (altered in the
+    store): what can still be said of it, its stored bytes (base64) and the marker
+    ``undecodable`` (verify names it as a broken link)."""
+    return {
+        "position": position,
+        "stream": str(stored.originator_id),
+        "version": stored.originator_version,
+        "type": type_name(stored.topic),
+        "occurredAt": None,
+        "data": {},
+        "metadata": {"requestId": None, "actor": None, "hash": None},
+        "undecodable": True,
+        "raw": base64.b64encode(stored.state).decode("ascii"),
+    }
+
+
+def served(position: int | None, stored: StoredEvent, decode: Decode) -> dict[str, Any]:
+    """A stored event's entry as sealed (what ``regsvc export`` writes: its chain can
+    be recomputed from it), or its undecodable entry."""
+    try:
+        return entry(position, *sealed(stored, decode(stored)))
+    except Exception:  # altered bytes can fail to decode in any way (as in verify)
+        return undecodable_entry(position, stored)
+
+
+# How the event store keeps a payload, not what happened: left out of the API's
+# entries (they stay in the sealed body, and in the export, which the chain covers).
+STORAGE_KEYS = frozenset({"originatorTopic", "classVersion"})
+REGISTRATION_TYPES = frozenset(
+    TYPE_NAMES[cls]
+    for cls in (
+        Registration.Created,
+        Registration.Confirmed,
+        Registration.Waitlisted,
+        Registration.Promoted,
+        Registration.Withdrawn,
+    )
+)
+MAX_KNOWN_REGISTRATIONS = 100_000
+
+
+class Presenter:
+    """Entries as the API serves them: ``data`` without storage details, and every
+    entry of a registration naming the event (gathering) it is about (only its
+    creation records ``eventId``; a withdrawal, say, records the user alone)."""
+
+    def __init__(self, read_stream: ReadStream, decode: Decode) -> None:
+        self.read_stream = read_stream
+        self.decode = decode
+        # A registration stream's gathering never changes: stream -> eventId.
+        self._events: dict[str, str] = {}
+
+    def learn(self, stream: UUID | str, event_id: str) -> None:
+        if len(self._events) > MAX_KNOWN_REGISTRATIONS:
+            self._events.clear()
+        self._events[str(stream)] = event_id
+
+    def present(self, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        for found in entries:
+            if found["type"] == TYPE_NAMES[Registration.Created] and "eventId" in found["data"]:
+                self.learn(found["stream"], str(found["data"]["eventId"]))
+        return [self._present(found) for found in entries]
+
+    def _present(self, found: dict[str, Any]) -> dict[str, Any]:
+        if found.get("undecodable"):
+            return found
+        data = {k: v for k, v in found["data"].items() if k not in STORAGE_KEYS}
+        if found["type"] in REGISTRATION_TYPES and "eventId" not in data:
+            event_id = self._event_of(found["stream"])
+            if event_id is not None:
+                data["eventId"] = event_id
+        return {**found, "data": data}
+
+    def _event_of(self, stream: str) -> str | None:
+        """The gathering a registration stream is about (from its creation, version 1)."""
+        known = self._events.get(stream)
+        if known is not None:
+            return known
+        try:
+            first = self.read_stream(UUID(stream), lte=1, limit=1)
+            event_id = self.decode(first[0]).get("gathering_id") if first else None
+        except Exception:  # an undecodable creation names nothing (verify names it)
+            return None
+        if not isinstance(event_id, str):
+            return None
+        self.learn(stream, event_id)
+        return event_id
+
+
 def entry(position: int | None, sealed: Mapping[str, Any], digest: str | None) -> dict[str, Any]:
     """The entry as served: the body, its position, and its stored digest."""
     return {
@@ -267,6 +360,8 @@ class CopiedLog(Protocol):
 
 Decode = Callable[[StoredEvent], dict[str, Any]]
 """The mapper's ``decode_state``: a stored event's state as stored."""
+ReadStream = Callable[..., Sequence[StoredEvent]]
+"""``recorder.select_events``: (originator_id, gt=, lte=, desc=, limit=)."""
 
 VERIFY_PAGE = 500
 
@@ -277,15 +372,16 @@ class AuditLog:
     def __init__(self, recorder: ApplicationRecorder, decode: Decode) -> None:
         self.recorder = recorder
         self.decode = decode
+        self.presenter = Presenter(recorder.select_events, decode)
 
     def _sealed(self, notification: Notification) -> tuple[dict[str, Any], str | None]:
         return sealed(notification, self.decode(notification))
 
     def page(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-        """Up to ``limit`` entries after position ``after``, and the ``after`` of the
-        next page (None once this page reaches the head)."""
+        """Up to ``limit`` entries after position ``after`` (as the API serves them),
+        and the ``after`` of the next page (None once this page reaches the head)."""
         notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
-        entries = [entry(n.id, *self._sealed(n)) for n in notifications]
+        entries = self.presenter.present([served(n.id, n, self.decode) for n in notifications])
         if not entries:
             return [], None
         last = entries[-1]["position"]
@@ -293,9 +389,10 @@ class AuditLog:
         return entries, (last if last < head else None)
 
     def entries(self, after: int = 0, until: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every entry after position ``after`` (up to ``until``), in log order."""
+        """Every entry after position ``after`` (up to ``until``), in log order, as
+        sealed (the export: the chains can be recomputed from it)."""
         for notification in self.notifications(after, until):
-            yield entry(notification.id, *self._sealed(notification))
+            yield served(notification.id, notification, self.decode)
 
     def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
         """Every notification after ``after`` (up to ``until``), read in pages."""
@@ -383,16 +480,25 @@ class History:
         self.decode = decode
         self.registered_event_ids = registered_event_ids
         self.settle = settle
+        self.presenter = Presenter(self._first_events, decode)
 
-    def _entry(self, stored: StoredEvent, position: int | None) -> dict[str, Any]:
-        return entry(position, *sealed(stored, self.decode(stored)))
+    def _first_events(
+        self, stream: UUID, *, lte: int | None = None, limit: int | None = None
+    ) -> list[StoredEvent]:
+        rows = self.log.stream_notifications(stream, limit=limit)
+        return [stored for stored, _ in rows if lte is None or stored.originator_version <= lte]
+
+    def _entries(self, rows: Sequence[tuple[StoredEvent, int | None]]) -> list[dict[str, Any]]:
+        return self.presenter.present(
+            [served(position, stored, self.decode) for stored, position in rows]
+        )
 
     def of_event(
         self, event_id: str, limit: int, token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the event's history and the token of the next (None at the end).
         Still readable after the event's deletion."""
-        after = int(decode_token(token, {"v": int})["v"]) if token else 0  # type: ignore[call-overload]
+        after = int(decode_token(token, {"v": int})["v"]) if token is not None else 0  # type: ignore[call-overload]
         self.settle()
         rows = self.log.stream_notifications(
             gathering_aggregate_id(event_id), gt=after, limit=limit + 1
@@ -404,14 +510,14 @@ class History:
         following = (
             encode_token({"v": page[-1][0].originator_version}) if len(rows) > limit else None
         )
-        return [self._entry(*row) for row in page], following
+        return self._entries(page), following
 
     def of_user(
         self, user_id: str, limit: int, token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the user's history (ordered by position, so that a page never
         moves: what is appended later goes after it)."""
-        skip = int(decode_token(token, {"n": int})["n"]) if token else 0  # type: ignore[call-overload]
+        skip = int(decode_token(token, {"n": int})["n"]) if token is not None else 0  # type: ignore[call-overload]
         self.settle()
         account = self.log.stream_notifications(user_aggregate_id(user_id))
         if not account:
@@ -419,7 +525,9 @@ class History:
             raise UserNotFoundError(msg)
         rows = list(account)
         for event_id in self.registered_event_ids(user_id):
-            rows += self.log.stream_notifications(registration_aggregate_id(event_id, user_id))
+            stream = registration_aggregate_id(event_id, user_id)
+            self.presenter.learn(stream, event_id)
+            rows += self.log.stream_notifications(stream)
         rows.sort(
             key=lambda r: (
                 r[1] is None,
@@ -430,4 +538,4 @@ class History:
         )
         page = rows[skip : skip + limit]
         following = encode_token({"n": skip + limit}) if len(rows) > skip + limit else None
-        return [self._entry(*row) for row in page], following
+        return self._entries(page), following

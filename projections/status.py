@@ -5,7 +5,10 @@ events each user ever registered for). Appends fold into it inline, so it is
 ``live`` at the log's head. While a rebuild fills its replacement it is
 ``rebuilding``, with the share of the log the new tables hold (the live ones
 keep serving, at their own position); a rebuild stopped by an error is
-``failed``, with the error, until the next rebuild resumes it.
+``failed``, with the error, until the next rebuild resumes it. A rebuild whose
+process died (its lease lapsed, or its process is gone from this host) is
+``interrupted``, with how to resume it: nothing runs it until it is asked for
+again or a server starts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
@@ -30,9 +34,16 @@ class ProjectionStatus:
     head: int
     lag: int
     lag_seconds: float
-    state: Literal["live", "rebuilding", "failed"]
+    state: Literal["live", "rebuilding", "interrupted", "failed"]
     progress: float | None = None
     error: str | None = None
+    resume: str | None = None
+
+
+RESUME = (
+    "POST /admin/projections/read-tables/rebuild (or `regsvc rebuild`, or start a server) "
+    "resumes it from its position"
+)
 
 
 def read_tables_status(
@@ -41,6 +52,8 @@ def read_tables_status(
     decode: Callable[[StoredEvent], Any],
     rebuild: RebuildState | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    lease_seconds: float = 30.0,
 ) -> ProjectionStatus:
     """The read tables' position (None from a store folding inline at the head),
     the log's head, the lag in events and the age of the oldest event not folded."""
@@ -53,23 +66,14 @@ def read_tables_status(
         (oldest,) = recorder.select_notifications(start=position + 1, limit=1)
         occurred = decode(oldest).timestamp
         lag_seconds = max((now() - occurred).total_seconds(), 0.0)
+    at = partial(ProjectionStatus, READ_TABLES, position, head, lag, lag_seconds)
     if rebuild is not None:
         done = min(rebuild.position / head, 1.0) if head else 1.0
         if rebuild.state == "failed":
-            return ProjectionStatus(
-                READ_TABLES, position, head, lag, lag_seconds, "failed", error=rebuild.error
-            )
-        return ProjectionStatus(
-            READ_TABLES, position, head, lag, lag_seconds, "rebuilding", progress=done
-        )
+            return at("failed", error=rebuild.error)
+        if not rebuild.held(lease_seconds):
+            return at("interrupted", progress=done, resume=RESUME)
+        return at("rebuilding", progress=done)
     if lag:
-        return ProjectionStatus(
-            READ_TABLES,
-            position,
-            head,
-            lag,
-            lag_seconds,
-            "rebuilding",
-            progress=position / head if head else 1.0,
-        )
+        return at("rebuilding", progress=position / head if head else 1.0)
     return ProjectionStatus(READ_TABLES, position, head, 0, 0.0, "live")

@@ -18,7 +18,12 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
-from domain.errors import GatheringNotFoundError, InvalidCommandError, UserNotFoundError
+from domain.errors import (
+    GatheringNotFoundError,
+    InvalidCommandError,
+    UndecodableEventError,
+    UserNotFoundError,
+)
 from domain.model import gathering_aggregate_id, user_aggregate_id
 from projections.fold import fold
 from projections.memory import MemoryTables
@@ -77,7 +82,18 @@ class TimeTravel:
 
     def _facts(self, stored: Iterable[StoredEvent]) -> Iterable[Aggregate.Event]:
         for event in stored:
-            yield self.decode(event)
+            try:
+                fact = self.decode(event)
+            except Exception as error:  # altered bytes can fail to decode in any way
+                # Its time is unknown too: a state at any moment it might precede is
+                # refused, never replayed past it as if it were not there.
+                msg = (
+                    f"Version {event.originator_version} of stream {event.originator_id} "
+                    "cannot be decoded: the state cannot be replayed past it "
+                    "(see /audit/verify)"
+                )
+                raise UndecodableEventError(msg) from error
+            yield fact
 
     def event(self, event_id: str, moment: Moment) -> EventRow:
         """The event as ``GET /events/{id}`` showed it then (404 before its creation

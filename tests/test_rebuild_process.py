@@ -85,7 +85,10 @@ def test_a_rebuild_killed_mid_way_resumes_in_a_new_process_and_ends_as_a_clean_f
     assert killed is not None
     assert killed.state == "rebuilding"
     assert 0 < killed.position < head
-    assert busy.projection("read-tables").state == "rebuilding"
+    # Its process is gone: not shown as running, but as interrupted, with how to resume.
+    shown = busy.projection("read-tables")
+    assert (shown.state, shown.progress) == ("interrupted", killed.position / head)
+    assert shown.resume is not None
 
     # The service kept serving and writing on the live tables meanwhile.
     busy.service.create_user("after", "After")

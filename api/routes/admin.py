@@ -34,8 +34,10 @@ ProjectionName = Annotated[
         "the lag in events and in seconds (the age of the oldest event not folded yet, 0 "
         "when none), and its state: `live` (every write folds into it in its own "
         "transaction), `rebuilding` (a rebuild is filling its replacement from the log; "
-        "`progress` 0-1, while the live tables keep serving) or `failed` (a rebuild stopped "
-        "on `error`; the live tables keep serving). Needs an API key with role `admin`."
+        "`progress` 0-1, while the live tables keep serving), `interrupted` (the process "
+        "running a rebuild died and its lease lapsed: `resume` says how to resume it) or "
+        "`failed` (a rebuild stopped on `error`; the live tables keep serving). Needs an API "
+        "key with role `admin`."
     ),
     responses=errors("FORBIDDEN"),
 )

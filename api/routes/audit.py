@@ -16,12 +16,18 @@ from projections.time_travel import Moment
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
+# Positions are counted from 1 and never come near it; a larger `after` is refused
+# (400), not carried into a store's 64-bit integers (where `after + 1` overflowed: 500).
+MAX_POSITION = 2**53
+
 ROLES = " Needs an API key with role `auditor` or `admin` (`Authorization: Bearer <key>`)."
 
 
 @router.get(
     "/log",
     response_model=AuditLogPage,
+    # `undecodable` and `raw` only on the entries that have them.
+    response_model_exclude_unset=True,
     summary="The ordered feed",
     description=(
         "Every domain event of the service in log order, from position `after` + 1. "
@@ -34,7 +40,10 @@ ROLES = " Needs an API key with role `auditor` or `admin` (`Authorization: Beare
 def audit_log(
     container: ContainerDep,
     _caller: Auditor,
-    after: Annotated[int, Query(ge=0, description="Last position already read (0: start).")] = 0,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_POSITION, description="Last position already read (0: start)."),
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size (1-1000).")] = 100,
 ) -> dict[str, Any]:
     entries, following = container.audit.page(after, limit)
@@ -67,6 +76,7 @@ HISTORY = (
 @router.get(
     "/events/{eventId}/history",
     response_model=History,
+    response_model_exclude_unset=True,
     summary="An event's history",
     description=(
         "Every domain event about the event: its creation and changes, each seat taken or "
@@ -90,6 +100,7 @@ def event_history(
 @router.get(
     "/users/{userId}/history",
     response_model=History,
+    response_model_exclude_unset=True,
     summary="A user's history",
     description=(
         "Every domain event about the user: their account and each of their registrations "
@@ -136,7 +147,9 @@ TIME_TRAVEL = (
         "1; past the latest: the current state); neither: as it is now. Before its creation "
         "or after its deletion: 404 EVENT_NOT_FOUND." + TIME_TRAVEL + ROLES
     ),
-    responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND", "FORBIDDEN"),
+    responses=errors(
+        "VALIDATION_ERROR", "EVENT_NOT_FOUND", "STORED_EVENT_UNDECODABLE", "FORBIDDEN"
+    ),
 )
 def event_state(
     event_id: EventIdPath,
@@ -162,7 +175,7 @@ def event_state(
         "date as they were then) at `asOf`; without it, now. Before the user's creation: 404 "
         "USER_NOT_FOUND." + TIME_TRAVEL + ROLES
     ),
-    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"),
+    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "STORED_EVENT_UNDECODABLE", "FORBIDDEN"),
 )
 def user_state(
     user_id: UserIdPath, container: ContainerDep, _caller: Auditor, as_of: AS_OF = None

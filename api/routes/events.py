@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import (
@@ -17,6 +16,7 @@ from api.deps import (
     ServiceDep,
     perform,
 )
+from api.idempotency import generated_id
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import Event, EventCreate, EventList, EventUpdate, RegistrationList, Status
@@ -46,9 +46,11 @@ def _current(state: GatheringState, read_model: ReadModel, service: ServiceDep) 
     summary="Create an event",
     description=(
         "Creates an event with a capacity (an integer of at least 1) and an optional FIFO "
-        "waitlist. eventId follows the userId pattern and is a UUID when absent; ids of "
-        "deleted events are never reused (409 DUPLICATE_EVENT). `date` is an ISO 8601 date or "
-        "date-time string; `status` defaults to `active`. registeredCount starts at 0."
+        "waitlist. eventId follows the userId pattern and is a UUID when absent (with an "
+        "Idempotency-Key, derived from the caller and the key, so a retry draws the same "
+        "one); ids of deleted events are never reused (409 DUPLICATE_EVENT). `date` is an "
+        "ISO 8601 date or date-time string; `status` defaults to `active`. registeredCount "
+        "starts at 0."
     ),
     openapi_extra=IDEMPOTENT,
     responses=errors(*IDEMPOTENCY, "VALIDATION_ERROR", "DUPLICATE_EVENT", "PAYLOAD_TOO_LARGE"),
@@ -57,11 +59,12 @@ async def create_event(
     body: EventCreate,
     service: ServiceDep,
     read_model: ReadModelDep,
+    request: Request,
     response: Response,
 ) -> Event:
     spec = GatheringSpec(
         **body.model_dump(exclude={"event_id", "status"}),
-        gathering_id=body.event_id or str(uuid.uuid4()),
+        gathering_id=body.event_id or generated_id(request.state),
         status=GatheringStatus(body.status),
     )
     state = await perform(service, service.create_gathering_command(spec))
@@ -76,7 +79,7 @@ async def create_event(
     description=(
         "Lists events in eventId order, optionally only those with the given status. "
         "Pages hold `limit` events (default 50, at most 500); `nextToken` is set while more "
-        "remain."
+        "remain; `total` counts all pages."
     ),
     responses=errors("VALIDATION_ERROR"),
 )
@@ -87,7 +90,11 @@ def list_events(
     next_token: NextToken = None,
 ) -> EventList:
     page = read_model.list_events(status_filter, limit, next_token)
-    return EventList(events=[presenters.event(r) for r in page.items], next_token=page.next_token)
+    return EventList(
+        events=[presenters.event(r) for r in page.items],
+        total=page.total,
+        next_token=page.next_token,
+    )
 
 
 @router.get(

@@ -152,5 +152,11 @@ class DynamoDBIdempotencyStore:
         except BotoCoreError as error:
             raise _unavailable(error) from error
 
+    def sweep(self, limit: int) -> int:
+        """Nothing to do: the table's TTL (``expiresAt``) deletes expired records, in
+        the background and at no write cost, and ``claim`` treats one not deleted
+        yet as absent."""
+        return 0
+
     def close(self) -> None:
         """The client is the read model's; nothing to release here."""

@@ -38,11 +38,16 @@ class SQLiteIdempotencyStore:
         now = time.time()
         # One claimant at a time, across processes: the write lock is taken first.
         with self._connections.transaction(immediate=True) as db:
-            db.execute("DELETE FROM idempotency WHERE expires_at < ?", (now,))
             row = db.execute(
                 "SELECT * FROM idempotency WHERE scope = ? AND key = ?", (scope, key)
             ).fetchone()
-            if row is not None and not (row["state"] == "in_progress" and row["lease_until"] < now):
+            # Replaced: a record past its time to live (left for ``sweep``: no request
+            # deletes other keys), or an in-progress one whose lease ran out.
+            if (
+                row is not None
+                and row["expires_at"] >= now
+                and not (row["state"] == "in_progress" and row["lease_until"] < now)
+            ):
                 return _claim_of(row)
             db.execute(
                 "INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, state, lease_until, "
@@ -70,6 +75,17 @@ class SQLiteIdempotencyStore:
             "DELETE FROM idempotency WHERE scope = ? AND key = ? AND state = 'in_progress'",
             (scope, key),
         )
+
+    def sweep(self, limit: int) -> int:
+        """Deletes up to ``limit`` expired records (oldest first, through the expiry
+        index) in one short write transaction."""
+        with self._connections.transaction(immediate=True) as db:
+            deleted = db.execute(
+                "DELETE FROM idempotency WHERE (scope, key) IN (SELECT scope, key FROM "
+                "idempotency WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
+                (time.time(), limit),
+            ).rowcount
+        return int(deleted)
 
     def close(self) -> None:
         self._connections.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -116,19 +119,25 @@ def test_a_rebuild_is_accepted_shows_rebuilding_at_once_and_ends_live_and_equal(
     assert (report["ok"], report["differences"], report["truncated"]) == (True, [], False)
 
 
-def test_a_second_rebuild_while_one_runs_is_409(
+def test_a_second_rebuild_while_one_runs_is_409_and_not_replayed_once_it_ends(
     admin_app: tuple[TestClient, Container],
 ) -> None:
     client, container = admin_app
     create_user(client)
     container.rebuilder.begin()  # a rebuild holds the lease (as another process would)
+    keyed = {**ADMIN, "Idempotency-Key": f"rebuild-{uuid.uuid4().hex}"}
 
-    refused = client.post("/admin/projections/read-tables/rebuild", headers=ADMIN)
+    refused = client.post("/admin/projections/read-tables/rebuild", headers=keyed)
 
     error_of(refused, 409, "REBUILD_IN_PROGRESS")
     (projection,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
     assert projection["state"] == "rebuilding"
     container.rebuilder.run()
+    assert wait_until_live(client)["state"] == "live"
+    # The refusal said "not now": a retry with the same key runs the rebuild.
+    retried = client.post("/admin/projections/read-tables/rebuild", headers=keyed)
+    assert retried.status_code == 202, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
     assert wait_until_live(client)["state"] == "live"
 
 
@@ -210,3 +219,45 @@ def test_the_check_is_exact_while_writes_continue(
         writer.join()
     assert [r["differences"] for r in reports] == [[], [], []]
     assert reports[-1]["position"] > reports[0]["position"]  # the writes went on meanwhile
+
+
+def a_dead_process_id() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_a_rebuild_whose_process_died_shows_interrupted_and_how_to_resume(
+    admin_app: tuple[TestClient, Container],
+) -> None:
+    client, container = admin_app
+    create_user(client)
+    wait_until_logged(container.service.recorder)
+    dead = f"{socket.gethostname()}:{a_dead_process_id()}:{uuid.uuid4().hex[:8]}"
+    container.rebuilder.target.claim(dead, container.rebuilder.lease_seconds)
+
+    (projection,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
+
+    assert projection["state"] == "interrupted"
+    assert projection["progress"] == 0
+    assert "POST /admin/projections/read-tables/rebuild" in projection["resume"]
+    resumed = client.post("/admin/projections/read-tables/rebuild", headers=ADMIN)
+    assert resumed.status_code == 202, resumed.text
+    assert wait_until_live(client)["state"] == "live"
+
+
+def test_a_rebuild_whose_lease_lapsed_on_another_host_shows_interrupted(
+    admin_app: tuple[TestClient, Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, container = admin_app
+    create_user(client)
+    container.rebuilder.target.claim("another-host:1:abcdef12", container.rebuilder.lease_seconds)
+    (held,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
+    assert held["state"] == "rebuilding"  # its lease is fresh: it may still run
+
+    monkeypatch.setattr(container.rebuilder, "lease_seconds", 0.0)  # and now it has lapsed
+    (lapsed,) = json_of(client.get("/admin/projections", headers=ADMIN), 200)["projections"]
+
+    assert lapsed["state"] == "interrupted"
+    assert "resume" in lapsed

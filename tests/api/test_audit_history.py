@@ -208,3 +208,39 @@ def test_a_bad_history_token_or_limit_is_a_validation_error(
     assert "limit" in validation_fields(keyed_client.get(f"{path}?limit=501", headers=AUDITOR))
     response = keyed_client.get(f"{path}?nextToken=forged", headers=AUDITOR)
     assert "nextToken" in validation_fields(response)
+
+
+@pytest.mark.parametrize("kind", ["events", "users"])
+def test_an_empty_history_token_is_refused_as_the_lists_refuse_it(
+    keyed_client: TestClient, story: dict[str, str], kind: str
+) -> None:
+    subject = story["event"] if kind == "events" else story["ada"]
+    response = keyed_client.get(f"/audit/{kind}/{subject}/history?nextToken=", headers=AUDITOR)
+    assert validation_fields(response) == ["nextToken"]
+    listed = keyed_client.get("/events?nextToken=")
+    assert validation_fields(listed) == ["nextToken"]
+
+
+def test_entries_hold_what_happened_not_how_it_is_stored(
+    keyed_client: TestClient, story: dict[str, str]
+) -> None:
+    entries = history(keyed_client, f"/audit/events/{story['event']}/history") + history(
+        keyed_client, f"/audit/users/{story['bob']}/history"
+    )
+    assert {"GatheringCreated", "UserCreated", "RegistrationCreated"} <= {
+        e["type"] for e in entries
+    }
+    for entry in entries:
+        assert not {"classVersion", "originatorTopic"} & set(entry["data"]), entry
+
+
+def test_every_entry_of_a_registration_names_its_event(
+    keyed_client: TestClient, story: dict[str, str]
+) -> None:
+    ada = history(keyed_client, f"/audit/users/{story['ada']}/history")
+    withdrawn = [e for e in ada if e["type"] == "RegistrationWithdrawn"]
+    assert [e["data"]["eventId"] for e in withdrawn] == [story["event"]]
+    bob = history(keyed_client, f"/audit/users/{story['bob']}/history")
+    registration = [e for e in bob if e["type"].startswith("Registration")]
+    assert registration
+    assert {e["data"]["eventId"] for e in registration} == {story["event"]}

@@ -154,3 +154,34 @@ def test_commands_decided_together_keep_each_their_own_request_and_actor(
         n = int(entry["data"]["userId"].removeprefix("user-"))
         assert entry["metadata"]["requestId"] == f"request-{n}"
         assert entry["metadata"]["actor"] == f"caller-{n % 3}"
+
+
+def test_an_after_beyond_any_position_is_a_validation_error_not_a_500(
+    keyed_client: TestClient,
+) -> None:
+    for after in (2**63 - 1, 2**63, 2**53 + 1):
+        response = keyed_client.get(f"/audit/log?after={after}", headers=AUDITOR)
+        assert "after" in validation_fields(response)
+    assert feed(keyed_client, after=2**53)["entries"] == []
+
+
+def test_a_withdrawal_in_the_feed_names_its_event_and_no_storage_details(
+    keyed_client: TestClient,
+) -> None:
+    start = settled(keyed_client)
+    event_id = create_event(keyed_client, capacity=1)["eventId"]
+    user_id = unique("user")
+    keyed_client.post("/users", json={"userId": user_id, "name": "Ada"})
+    register(keyed_client, user_id, event_id)
+    before_leaving = settled(keyed_client)
+    keyed_client.delete(f"/users/{user_id}/registrations/{event_id}")
+    settled(keyed_client)
+    # Read one entry a page, without its registration's creation on any page read.
+    alone = [
+        *feed(keyed_client, after=before_leaving, limit=1)["entries"],
+        *feed(keyed_client, after=before_leaving + 1, limit=1)["entries"],
+    ]
+    (withdrawn,) = [e for e in alone if e["type"] == "RegistrationWithdrawn"]
+    assert withdrawn["data"] == {"userId": user_id, "eventId": event_id}
+    for entry in everything_after(keyed_client, start):
+        assert not {"classVersion", "originatorTopic"} & set(entry["data"]), entry

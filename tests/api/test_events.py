@@ -245,7 +245,7 @@ def list_all(client: TestClient, query: dict[str, Any]) -> tuple[list[str], int]
     params = dict(query)
     while True:
         body = json_of(client.get("/events", params=params), 200)
-        assert set(body) == {"events", "nextToken"}
+        assert set(body) == {"events", "total", "nextToken"}
         pages += 1
         seen.extend(event["eventId"] for event in body["events"])
         if body["nextToken"] is None:
@@ -255,7 +255,19 @@ def list_all(client: TestClient, query: dict[str, Any]) -> tuple[list[str], int]
 
 
 def test_listing_no_events_answers_an_empty_page_without_next_token(client: TestClient) -> None:
-    assert json_of(client.get("/events"), 200) == {"events": [], "nextToken": None}
+    assert json_of(client.get("/events"), 200) == {"events": [], "total": 0, "nextToken": None}
+
+
+def test_every_page_of_the_listing_says_how_many_events_there_are_in_all(
+    client: TestClient,
+) -> None:
+    for _ in range(3):
+        create_event(client)
+    create_event(client, status="draft")
+    first = json_of(client.get("/events", params={"limit": 2}), 200)
+    rest = json_of(client.get("/events", params={"limit": 2, "nextToken": first["nextToken"]}), 200)
+    drafts = json_of(client.get("/events", params={"status": "draft"}), 200)
+    assert (first["total"], rest["total"], drafts["total"]) == (4, 4, 1)
 
 
 def test_listed_events_have_the_same_fields_as_a_get(client: TestClient) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 
+from api import idempotency
+from api.idempotency import fingerprint
 from api.main import create_app
 from infra.settings import Settings
 from tests.api.conftest import ADMIN_KEY, CLIENT_KEY, bearer
@@ -109,8 +112,6 @@ def test_a_retry_while_the_first_runs_is_told_to_wait(keyed_client: TestClient) 
     key = unique("key")
     body = b'{"userId": "someone-else", "name": "Busy"}'
     store = keyed_client.app.state.container.idempotency  # type: ignore[attr-defined]
-    from api.idempotency import fingerprint
-
     claim = store.claim("anonymous", key, fingerprint("POST", "/users", body), lease_seconds=60)
     assert claim.outcome == "new"
     busy = keyed_client.post(
@@ -160,3 +161,63 @@ def test_keys_survive_a_restart_and_serve_every_process(settings: Settings) -> N
     assert first.status_code == meanwhile.status_code == later.status_code == 201
     assert first.json() == meanwhile.json() == later.json()
     assert len(listed["events"]) == 1
+
+
+def test_the_answer_is_kept_before_the_client_sees_it(settings: Settings) -> None:
+    """A retry sent the moment the first answer arrives is replayed, never told to wait."""
+    app = create_app(settings)
+    key = unique("key")
+    body = b'{"title": "Kept first", "date": "2025-03-01", "capacity": 5}'
+    seen_when_answered: list[str] = []
+
+    async def watching(scope: Scope, receive: Receive, send: Send) -> None:
+        async def observe(message: Message) -> None:
+            if message["type"] == "http.response.start" and scope["path"] == "/events":
+                store = app.state.container.idempotency
+                print_ = fingerprint("POST", "/events", body)
+                claim = store.claim("anonymous", key, print_, lease_seconds=60)
+                seen_when_answered.append(claim.outcome)
+            await send(message)
+
+        await app(scope, receive, observe)
+
+    with TestClient(watching) as client:
+        first = client.post(
+            "/events", content=body, headers=keyed(key, **{"Content-Type": "application/json"})
+        )
+    assert first.status_code == 201, first.text
+    assert seen_when_answered == ["done"]
+
+
+def test_a_retry_after_a_crash_before_the_answer_was_kept_makes_no_second_event(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between the command's commit and keeping its answer; once
+    the claim's lease has lapsed, the retry runs again but cannot create a second
+    event: the generated id derives from the caller and the key."""
+    store = client.app.state.container.idempotency  # type: ignore[attr-defined]
+
+    def dies(scope: str, key: str, response: object) -> None:
+        raise RuntimeError("the process died before keeping the answer")
+
+    monkeypatch.setattr(store, "complete", dies)
+    monkeypatch.setattr(idempotency, "LEASE_SECONDS", -1.0)  # lapsed by the retry
+    key = unique("key")
+    body = {"title": "Once only", "date": "2025-03-01", "capacity": 5}
+    first = client.post("/events", json=body, headers=keyed(key))
+    assert first.status_code == 201, first.text
+    retry = client.post("/events", json=body, headers=keyed(key))
+    error_of(retry, 409, "DUPLICATE_EVENT")
+    events = json_of(client.get("/events"), 200)["events"]
+    assert [e["eventId"] for e in events] == [first.json()["eventId"]]
+
+
+def test_generated_ids_differ_by_caller_and_by_key(keyed_client: TestClient) -> None:
+    key = unique("key")
+    body = {"title": "Mine", "date": "2025-03-01", "capacity": 5}
+    mine = keyed_client.post("/events", json=body, headers=keyed(key, **bearer(CLIENT_KEY)))
+    theirs = keyed_client.post("/events", json=body, headers=keyed(key, **bearer(ADMIN_KEY)))
+    another = keyed_client.post("/events", json=body, headers=keyed(unique("key")))
+    unkeyed = keyed_client.post("/events", json=body)
+    ids = {r.json()["eventId"] for r in (mine, theirs, another, unkeyed)}
+    assert len(ids) == 4

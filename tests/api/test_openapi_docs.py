@@ -56,8 +56,18 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
         "FORBIDDEN",
     },
     ("get", "/audit/users/{userId}/history"): {"VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"},
-    ("get", "/audit/events/{eventId}/state"): {"VALIDATION_ERROR", "EVENT_NOT_FOUND", "FORBIDDEN"},
-    ("get", "/audit/users/{userId}/state"): {"VALIDATION_ERROR", "USER_NOT_FOUND", "FORBIDDEN"},
+    ("get", "/audit/events/{eventId}/state"): {
+        "VALIDATION_ERROR",
+        "EVENT_NOT_FOUND",
+        "STORED_EVENT_UNDECODABLE",
+        "FORBIDDEN",
+    },
+    ("get", "/audit/users/{userId}/state"): {
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "STORED_EVENT_UNDECODABLE",
+        "FORBIDDEN",
+    },
     ("get", "/admin/projections"): {"FORBIDDEN"},
     ("post", "/admin/projections/{name}/rebuild"): {
         "VALIDATION_ERROR",
@@ -92,6 +102,7 @@ STATUS_OF = {
     "FORBIDDEN": "403",
     "PROJECTION_NOT_FOUND": "404",
     "REBUILD_IN_PROGRESS": "409",
+    "STORED_EVENT_UNDECODABLE": "409",
     "INTERNAL_ERROR": "500",
     "SERVICE_UNAVAILABLE": "503",
 }
