@@ -16,6 +16,7 @@ from api.deps import (
     ReadModelDep,
     ServiceDep,
     perform,
+    reads,
 )
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
@@ -80,6 +81,7 @@ async def create_event(
     ),
     responses=errors("VALIDATION_ERROR"),
 )
+@reads
 def list_events(
     read_model: ReadModelDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
@@ -97,6 +99,7 @@ def list_events(
     description="Returns the event with its counts and its waitlist (FIFO), or 404.",
     responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND"),
 )
+@reads
 def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
     row = read_model.get_event(event_id)
     if row is None:
@@ -191,6 +194,7 @@ async def delete_event(event_id: EventIdPath, service: ServiceDep) -> Response:
     ),
     responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND"),
 )
+@reads
 def list_event_registrations(
     event_id: EventIdPath,
     read_model: ReadModelDep,
