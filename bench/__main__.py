@@ -1,7 +1,7 @@
 """``python -m bench``: the service beside a state-based twin and a bare endpoint.
 
 For each store (SQLite, then DynamoDB Local, which this command starts itself
-with ``infra.devtools.dynamodb_local``), each scenario (spread, hot, churn) runs
+with ``infra.devtools.dynamodb_local``), each scenario (spread, hot, churn, reads) runs
 against three servers, one process each: the service, the state-based baseline
 (``bench/baseline.py``) and the bare endpoint (``bench/bare.py``). Every run
 checks its own results; the command prints one table of medians per store
@@ -55,7 +55,7 @@ from bench.servers import BASELINE, KINDS, Server, ServerError
 from infra.devtools.dynamodb_local import DynamoDBLocal, install
 
 STORES = ("sqlite", "dynamodb")
-SCENARIOS = ("spread", "hot", "churn")
+SCENARIOS = ("spread", "hot", "churn", "reads")
 SERVERS = ("service", "state-based", "bare")
 
 # DynamoDB Local answers tens to a few hundred requests per second (the
@@ -69,6 +69,10 @@ SIZES = {
         hot_capacity=150,
         hot_registrants=600,
         churn_ops=400,
+        reads_ops=1_500,
+        reads_events=20,
+        reads_users=150,
+        reads_prefill=300,
     ),
 }
 QUICK_SIZES = {
@@ -78,6 +82,10 @@ QUICK_SIZES = {
         hot_capacity=100,
         hot_registrants=400,
         churn_ops=400,
+        reads_ops=1_000,
+        reads_events=20,
+        reads_users=100,
+        reads_prefill=200,
         bare_warmup=100,
     ),
     "dynamodb": Sizes(
@@ -86,6 +94,10 @@ QUICK_SIZES = {
         hot_capacity=50,
         hot_registrants=200,
         churn_ops=150,
+        reads_ops=400,
+        reads_events=10,
+        reads_users=60,
+        reads_prefill=100,
         bare_warmup=100,
     ),
 }
@@ -333,8 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             _warm_up(store, scratch, endpoint)
                         shift = (run - 1) % len(servers)
                         for server in servers[shift:] + servers[:shift]:
-                            if server == "bare" and scenario == "churn":
-                                continue  # no state to churn
+                            if server == "bare" and scenario in ("churn", "reads"):
+                                continue  # no state to churn or read
                             result = _run_one(
                                 store, scenario, server, run, sizes[store], scratch, endpoint
                             )

@@ -18,6 +18,12 @@ Three scenarios; only the registration phase is timed (setup and checks are not)
   free seat while someone waits, ``registeredCount`` and the waitlist agree with
   every user's registration list; then everyone leaves (untimed) and every
   event must drain to zero.
+- ``reads``: a registration site's read-heavy day: on events prefilled with
+  registrations (some full, with waitlists), a mix of 60% ``GET
+  /events/{id}``, 15% ``GET /events?status=active&limit=20``, 15% ``GET
+  /users/{id}/registrations`` and 10% new registrations. Checks: every read
+  answers 200, every registration 201; afterwards each event's
+  ``registeredCount`` and waitlist agree with what was sent.
 
 ``bare=True`` (for the bare endpoint, which stores nothing) skips setup and
 checks other than "every POST answered 201", after an untimed warm-up.
@@ -63,6 +69,12 @@ class Sizes:
     churn_capacity: int = 5
     churn_clients: int = 32
     churn_register_ratio: float = 0.55
+    reads_ops: int = 4_000
+    reads_events: int = 50
+    reads_users: int = 400
+    reads_prefill: int = 800
+    reads_capacity: int = 20
+    reads_clients: int = 32
     bare_warmup: int = 200
     # Clients for the untimed setup (users, events) when more than the
     # scenario's own: a one-client run need not create its users one by one.
@@ -191,6 +203,7 @@ class Runner:
             "spread": self.sizes.spread_clients,
             "hot": self.sizes.hot_clients,
             "churn": self.sizes.churn_clients,
+            "reads": self.sizes.reads_clients,
         }[scenario]
         self.concurrency = concurrency
         self._open(max(concurrency, self.sizes.setup_clients))
@@ -199,6 +212,8 @@ class Runner:
                 return await self.spread()
             if scenario == "hot":
                 return await self.hot()
+            if scenario == "reads":
+                return await self.reads()
             return await self.churn()
         finally:
             await asyncio.gather(*(c.aclose() for c in self.clients))
@@ -404,6 +419,78 @@ class Runner:
             if views[u].get(event_id) != ("confirmed" if u in confirmed else "waitlist")
         ]
         outcome.check("user_views_match_sample", not wrong, wrong[:5])
+        return outcome
+
+    async def reads(self) -> Outcome:
+        s = self.sizes
+        users = [f"{self.run_id}-r{i}" for i in range(s.reads_users)]
+        events = [f"{self.run_id}-re{j}" for j in range(s.reads_events)]
+        for event_id in events:
+            await self.make_event(event_id, s.reads_capacity, waitlist=True)
+        await self.make_users(users)
+        rng = random.Random(self.seed)
+        pairs = [(u, e) for u in users for e in events]
+        rng.shuffle(pairs)
+        n_writes = s.reads_ops // 10
+        prefill, writes = pairs[: s.reads_prefill], pairs[s.reads_prefill :][:n_writes]
+        sent: Counter[str] = Counter()
+
+        async def register(client: httpx.AsyncClient, pair: tuple[str, str]) -> None:
+            path = f"/users/{pair[0]}/registrations"
+            status, reply, _ = await _request(client, "POST", path, {"eventId": pair[1]})
+            if status != 201:
+                msg = f"POST {path} -> {status} {str(reply)[:300]}"
+                raise SetupError(msg)
+            sent[pair[1]] += 1
+
+        await _pool(self.clients, prefill, register)
+        ops: list[tuple[str, str]] = [("POST", f"{u} {e}") for u, e in writes]
+        n_reads = s.reads_ops - len(ops)
+        for _ in range(n_reads):
+            x = rng.random()
+            if x < 0.6 / 0.9:
+                ops.append(("GET", f"/events/{rng.choice(events)}"))
+            elif x < 0.75 / 0.9:
+                ops.append(("GET", "/events?status=active&limit=20"))
+            else:
+                ops.append(("GET", f"/users/{rng.choice(users)}/registrations"))
+        rng.shuffle(ops)
+        outcome = Outcome("reads")
+        refused: list[dict[str, Any]] = []
+
+        async def one(client: httpx.AsyncClient, op: tuple[str, str]) -> None:
+            method, target = op
+            if method == "POST":
+                user_id, event_id = target.split(" ")
+                path, body = f"/users/{user_id}/registrations", {"eventId": event_id}
+            else:
+                path, body = target, None
+            status, reply, elapsed = await _request(client, method, path, body)
+            outcome.latencies.append(elapsed)
+            kind = "register" if method == "POST" else "read"
+            outcome.statuses[f"{kind} {status}"] += 1
+            if status != (201 if method == "POST" else 200):
+                refused.append({"op": op, "status": status, "body": str(reply)[:200]})
+            elif method == "POST":
+                sent[target.split(" ")[1]] += 1
+
+        before = await self.capacity_probe(self.client)
+        started = time.perf_counter()
+        await _pool(self.clients[: self.concurrency], ops, one)
+        outcome.wall_s = time.perf_counter() - started
+        after = await self.capacity_probe(self.client)
+        outcome.requests = len(ops)
+        if before is not None and after is not None:
+            outcome.rcu = after[0] - before[0]
+            outcome.wcu = after[1] - before[1]
+        outcome.check("only_expected_answers", not refused, refused[:5])
+        wrong = []
+        for event_id in events:
+            event = await self.get_event(event_id)
+            held = event.get("registeredCount", 0) + len(event.get("waitlist") or [])
+            if held != sent[event_id] or event.get("registeredCount", 0) > s.reads_capacity:
+                wrong.append({"eventId": event_id, "held": held, "sent": sent[event_id]})
+        outcome.check("event_counts_match", not wrong, wrong[:5])
         return outcome
 
     def _check_fifo(self, outcome: Outcome, waitlist: list[str], confirmed: set[str]) -> None:

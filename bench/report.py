@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.load import Outcome, Sizes
 
 STORE_TITLES = {"sqlite": "SQLite", "dynamodb": "DynamoDB Local"}
-SCENARIO_ORDER = ("spread", "hot", "churn")
+SCENARIO_ORDER = ("spread", "hot", "churn", "reads")
 SERVER_ORDER = ("service", "state-based", "bare")
 HEAD = (
     "scenario",
@@ -183,7 +183,11 @@ def sizes_lines(sizes: dict[str, Sizes]) -> list[str]:
             f"registrants for {s.hot_capacity} seats (waitlist on), {s.hot_clients} clients; "
             f"churn {s.churn_ops:,} operations ({s.churn_register_ratio:.0%} registrations, the "
             f"rest leaves) by {s.churn_users} users on {s.churn_events} events of "
-            f"{s.churn_capacity} seats, {s.churn_clients} clients."
+            f"{s.churn_capacity} seats, {s.churn_clients} clients; reads {s.reads_ops:,} "
+            f"requests (60% event, 15% event list, 15% a user's registrations, 10% new "
+            f"registrations) on {s.reads_events} events of {s.reads_capacity} seats prefilled "
+            f"with {s.reads_prefill:,} registrations by {s.reads_users} users, "
+            f"{s.reads_clients} clients."
         )
     return out
 
@@ -227,6 +231,12 @@ the checks, are not):
   event, `registeredCount <= capacity`, no free seat while someone waits, and the
   counts and waitlist agree with every user's registration list; then everyone
   leaves and every event must drain to zero. (The bare endpoint has no state to churn.)
+- **reads**: a registration site's read-heavy mix on events prefilled with
+  registrations (some full, with waitlists): 60% `GET /events/{id}`, 15% `GET
+  /events?status=active&limit=20`, 15% `GET /users/{id}/registrations`, 10% new
+  registrations; the whole mix is timed. Checks: every read 200, every
+  registration 201, and each event's confirmed count plus waitlist equals what was
+  sent to it. (The bare endpoint has nothing to read.)
 
 Columns: req/s = timed requests / wall time of the timed phase (median, and
 range over runs); vs state-based = median req/s over the state-based server's;

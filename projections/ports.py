@@ -67,6 +67,12 @@ Commit = Sequence[Change]
 class ReadModel(Protocol):
     """The Users, Events and Registrations read tables plus their tracking position."""
 
+    local: bool
+    """Whether a query is answered from this machine's storage without waiting on
+    anyone (SQLite in WAL mode: readers never wait for the writer), so a request
+    may run it on the event loop; False where each query is a network round
+    trip (DynamoDB), run in a worker thread instead."""
+
     def position(self) -> int | None:
         """The last notification id whose effects the tables hold (0 when empty);
         None when appends fold into them inline and so they hold the log's head."""

@@ -15,6 +15,7 @@ from api.deps import (
     ReadModelDep,
     ServiceDep,
     perform,
+    reads,
 )
 from api.idempotency import generated_id
 from api.routes import presenters
@@ -83,6 +84,7 @@ async def create_event(
     ),
     responses=errors("VALIDATION_ERROR"),
 )
+@reads
 def list_events(
     read_model: ReadModelDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
@@ -104,6 +106,7 @@ def list_events(
     description="Returns the event with its counts and its waitlist (FIFO), or 404.",
     responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND"),
 )
+@reads
 def get_event(event_id: EventIdPath, read_model: ReadModelDep) -> Event:
     row = read_model.get_event(event_id)
     if row is None:
@@ -198,6 +201,7 @@ async def delete_event(event_id: EventIdPath, service: ServiceDep) -> Response:
     ),
     responses=errors("VALIDATION_ERROR", "EVENT_NOT_FOUND"),
 )
+@reads
 def list_event_registrations(
     event_id: EventIdPath,
     read_model: ReadModelDep,

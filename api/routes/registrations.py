@@ -13,6 +13,7 @@ from api.deps import (
     ServiceDep,
     UserIdPath,
     perform,
+    reads,
 )
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
@@ -72,6 +73,7 @@ async def register(
     ),
     responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND"),
 )
+@reads
 def list_registrations(
     user_id: UserIdPath,
     read_model: ReadModelDep,
@@ -96,6 +98,7 @@ def list_registrations(
     description="The user's registration for the event, or 404 REGISTRATION_NOT_FOUND.",
     responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "REGISTRATION_NOT_FOUND"),
 )
+@reads
 def get_registration(
     user_id: UserIdPath, event_id: EventIdPath, read_model: ReadModelDep
 ) -> Registration:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import IDEMPOTENT, ReadModelDep, ServiceDep, UserIdPath, perform
+from api.deps import IDEMPOTENT, ReadModelDep, ServiceDep, UserIdPath, perform, reads
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import User, UserCreate
@@ -40,6 +40,7 @@ async def create_user(body: UserCreate, service: ServiceDep, response: Response)
     description="Returns the user, or 404 USER_NOT_FOUND.",
     responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND"),
 )
+@reads
 def get_user(user_id: UserIdPath, read_model: ReadModelDep) -> User:
     row = read_model.get_user(user_id)
     if row is None:

@@ -82,6 +82,8 @@ def ensure_read_tables(client: DynamoDBClient, specs: Sequence[TableSpec]) -> No
 class DynamoDBReadModel(ReadQueries):
     """The read tables on DynamoDB (real AWS or DynamoDB Local)."""
 
+    local = False  # every query is a round trip: see ReadModel.local
+
     def __init__(
         self,
         client: DynamoDBClient,

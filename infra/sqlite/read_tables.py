@@ -239,6 +239,8 @@ class SQLiteWriter(ReadTableWriter):
 class SQLiteReadModel:
     """The read tables, in the event store's SQLite file (WAL mode, safe across processes)."""
 
+    local = True  # a read takes no lock in WAL mode: see ReadModel.local
+
     def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
         self.path = path
         self.lock_timeout = lock_timeout
@@ -372,9 +374,28 @@ class SQLiteReadModel:
                 f"SELECT COUNT(*) AS n FROM events {total_where}",
                 () if status is None else (status,),
             ).fetchone()["n"]
-            items = [self._event_row(c, row) for row in rows[:limit]]
+            waitlists = self._waitlists(c, [str(row["event_id"]) for row in rows[:limit]])
+            items = [
+                self._event_row(c, row, waitlist=waitlists.get(str(row["event_id"]), ()))
+                for row in rows[:limit]
+            ]
         next_token = encode_token({"e": items[-1].event_id}) if len(rows) > limit else None
         return Page(items=items, next_token=next_token, total=int(total))
+
+    @staticmethod
+    def _waitlists(c: sqlite3.Cursor, event_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """The waitlists of a page of events in one query (not one per event)."""
+        if not event_ids:
+            return {}
+        found: dict[str, list[str]] = {}
+        marks = ", ".join("?" * len(event_ids))
+        for r in c.execute(
+            f"SELECT event_id, user_id FROM registrations WHERE event_id IN ({marks}) "
+            "AND status = 'waitlist' ORDER BY event_id, sort_key",
+            event_ids,
+        ):
+            found.setdefault(str(r["event_id"]), []).append(str(r["user_id"]))
+        return {event_id: tuple(users) for event_id, users in found.items()}
 
     def list_user_registrations(
         self, user_id: str, limit: int, token: str | None
@@ -441,19 +462,29 @@ class SQLiteReadModel:
         return Page(items=items, next_token=next_token, total=int(counts["n"]) if counts else 0)
 
     @staticmethod
-    def _event_row(c: sqlite3.Cursor, row: sqlite3.Row, *, with_waitlist: bool = True) -> EventRow:
-        waitlist = (
-            tuple(
-                str(r["user_id"])
-                for r in c.execute(
-                    "SELECT user_id FROM registrations WHERE event_id = ? AND status = 'waitlist' "
-                    "ORDER BY sort_key",
-                    (row["event_id"],),
-                ).fetchall()
+    def _event_row(
+        c: sqlite3.Cursor,
+        row: sqlite3.Row,
+        *,
+        with_waitlist: bool = True,
+        waitlist: tuple[str, ...] | None = None,
+    ) -> EventRow:
+        """The row with its waitlist: ``waitlist`` when the caller read it
+        (a list page reads its events' waitlists at once), else read here
+        unless ``with_waitlist`` is False."""
+        if waitlist is None:
+            waitlist = (
+                tuple(
+                    str(r["user_id"])
+                    for r in c.execute(
+                        "SELECT user_id FROM registrations "
+                        "WHERE event_id = ? AND status = 'waitlist' ORDER BY sort_key",
+                        (row["event_id"],),
+                    ).fetchall()
+                )
+                if with_waitlist
+                else ()
             )
-            if with_waitlist
-            else ()
-        )
         values = {name: row[name] for name in EVENT_COLUMNS}
         return EventRow(
             **values
