@@ -434,10 +434,14 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
         }
 
         def wanted(items: Sequence[ItemOut]) -> list[ItemOut]:
-            events = [event for item in items for event in expand(item)]
+            events = [
+                event
+                for item in items
+                for event in (reversed(expand(item)) if desc else expand(item))
+            ]
             return [
                 event
-                for event in (reversed(events) if desc else events)
+                for event in events
                 if (gt is None or int(event[EVENT_SK]["N"]) > gt)
                 and (lte is None or int(event[EVENT_SK]["N"]) <= lte)
             ]
