@@ -127,9 +127,14 @@ def expand(item: Mapping[str, Any]) -> list[Item]:
     return events
 
 
+def event_count(item: Mapping[str, Any]) -> int:
+    """The number of events an item holds."""
+    return 1 + len(item.get(EVENTS, {}).get("L", []))
+
+
 def last_version(item: Mapping[str, Any]) -> int:
     """The highest version an item holds."""
-    return int(item[EVENT_SK]["N"]) + len(item.get(EVENTS, {}).get("L", []))
+    return int(item[EVENT_SK]["N"]) + event_count(item) - 1
 
 
 def item_holding(client: DynamoDBClient, table: str, key: Key, *, consistent: bool) -> Item | None:
