@@ -52,6 +52,7 @@ from infra.dynamodb.capacity import (
     write_cost,
     write_hooks,
 )
+from infra.dynamodb.packing import event_count
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -69,7 +70,7 @@ class Command:
     label: str  # kind with its outcome, e.g. "register (waitlisted)"
     gathering: str | None = None
     user: str | None = None
-    events: int = 0  # domain events it appended (event items written)
+    events: int = 0  # domain events it appended (in the event items it wrote)
     wcu: float = 0.0  # request path, by the rule, GSI writes included
     rcu: float = 0.0  # as DynamoDB reports its reads
     promoted: int = 0  # people a leave or capacity raise promoted
@@ -211,7 +212,7 @@ class WriteRecorder:
             command = self.commands[self.current]
             command.wcu += cost.total
             if table == EVENTS_TABLE and write.action == "Put":
-                command.events += 1
+                command.events += event_count(write.key)  # a stream's events of the commit
 
     def _add(self, path: str, table: str, index: str | None, key: str, units: float) -> None:
         slot = (path, table, index, key)
