@@ -216,11 +216,18 @@ class LogReader:
         if not keys:
             return {}
         # An event item never changes once written: any copy found is it.
-        found = fetch_events(self.client, self.events_table, keys, consistent=False, likely=likely)
+        wanted = (TOPIC, STATE)
+        found = fetch_events(
+            self.client, self.events_table, keys, consistent=False, likely=likely, attributes=wanted
+        )
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing:
             # Not yet visible to an eventually consistent read: ask the leader.
-            found.update(fetch_events(self.client, self.events_table, missing, consistent=True))
+            found.update(
+                fetch_events(
+                    self.client, self.events_table, missing, consistent=True, attributes=wanted
+                )
+            )
         lost = [key for key in dict.fromkeys(keys) if key not in found]
         if lost:
             msg = f"The index references events missing from the events table: {lost[:5]}"

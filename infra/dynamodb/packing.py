@@ -55,7 +55,7 @@ from infra.dynamodb.layout import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -137,20 +137,46 @@ def last_version(item: Mapping[str, Any]) -> int:
     return int(item[EVENT_SK]["N"]) + event_count(item) - 1
 
 
-def item_holding(client: DynamoDBClient, table: str, key: Key, *, consistent: bool) -> Item | None:
+def _projection(attributes: Sequence[str]) -> dict[str, Any]:
+    """A read's projection of ``attributes`` (none: every attribute), always with
+    what expanding an item needs."""
+    if not attributes:
+        return {}
+    names = list(dict.fromkeys([EVENT_PK, EVENT_SK, EVENTS, *attributes]))
+    return {
+        "ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(names))),
+        "ExpressionAttributeNames": {f"#a{i}": name for i, name in enumerate(names)},
+    }
+
+
+def item_holding(
+    client: DynamoDBClient,
+    table: str,
+    key: Key,
+    *,
+    consistent: bool,
+    attributes: Sequence[str] = (),
+) -> Item | None:
     """The item holding version ``key[1]`` of stream ``key[0]`` (None: none does):
     the stream's newest item keyed at or below it, if it reaches the version."""
     oid, ver = key
+    projection = _projection(attributes)
+    query: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "#oid = :oid AND #ver <= :v",
+        "ExpressionAttributeValues": {":oid": s_(oid), ":v": n_(ver)},
+        "ScanIndexForward": False,
+        "Limit": 1,
+        "ConsistentRead": consistent,
+        **projection,
+    }
+    query["ExpressionAttributeNames"] = {
+        "#oid": EVENT_PK,
+        "#ver": EVENT_SK,
+        **projection.get("ExpressionAttributeNames", {}),
+    }
     with translate_errors():
-        response = client.query(
-            TableName=table,
-            KeyConditionExpression="#oid = :oid AND #ver <= :v",
-            ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK},
-            ExpressionAttributeValues={":oid": s_(oid), ":v": n_(ver)},
-            ScanIndexForward=False,
-            Limit=1,
-            ConsistentRead=consistent,
-        )
+        response = client.query(**query)
     items = response.get("Items", [])
     if not items or last_version(items[0]) < ver:
         return None
@@ -174,9 +200,10 @@ def fetch_events(
     *,
     consistent: bool,
     likely: Iterable[Key] = (),
-    back_off: Callable[[int], None] | None = None,
+    attributes: Sequence[str] = (),
 ) -> dict[Key, Item]:
-    """The events of ``keys`` that exist, each as an item of one event.
+    """The events of ``keys`` that exist, each as an item of one event (with
+    ``attributes`` only, when given).
 
     ``likely``: keys the caller expects to be item keys (a commit's first
     version of each stream), asked first; then the first version of every run
@@ -186,9 +213,7 @@ def fetch_events(
     pending = set(wanted)
     found: dict[Key, Item] = {}
     probed: set[Key] = set()
-    read: dict[str, Any] = {"ConsistentRead": consistent}
-    if back_off is not None:
-        read["back_off"] = back_off
+    read: dict[str, Any] = {"ConsistentRead": consistent, **_projection(attributes)}
 
     def absorb(item: Mapping[str, Any]) -> None:
         for event in expand(item):
@@ -215,7 +240,7 @@ def fetch_events(
         for key in _run_starts(pending):
             if key not in pending:
                 continue
-            holder = item_holding(client, table, key, consistent=consistent)
+            holder = item_holding(client, table, key, consistent=consistent, attributes=attributes)
             if holder is not None:
                 absorb(holder)
             pending.discard(key)  # found, or missing

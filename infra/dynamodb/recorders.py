@@ -360,6 +360,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             self.events_table_name,
             [(self.encode_originator_id(oid), version) for oid, version in keys],
             consistent=True,
+            attributes=(STATE,),
         )
         return {key: bytes(item[STATE]["B"]) for key, item in found.items()}
 
