@@ -84,6 +84,12 @@ def test_a_commit_writes_one_item_per_stream_keyed_by_its_first_version(
         (gathering, 4),
     ]
     assert [n.state for n in notifications[1:]] == [s.state for s in commit]
+    # From the middle of a commit: the events of an item keyed below the start.
+    middle = recorder.select_notifications(4, 2)
+    assert [(n.id, n.originator_version, n.state) for n in middle] == [
+        (4, 3, commit[2].state),
+        (5, 4, commit[3].state),
+    ]
     positions = recorder.stream_notifications(gathering)
     assert [(s.originator_version, p) for s, p in positions] == [(1, 1), (2, 2), (3, 4), (4, 5)]
 
