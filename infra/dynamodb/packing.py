@@ -22,7 +22,8 @@ same argument as the index's pages (:mod:`infra.dynamodb.indexer`). The
 condition is exact iff every writer keys its item by its first new version:
 an insert of a version that some item holds in ``e`` without having read it
 (never done by an application, whose versions follow what it loaded) is not
-refused by DynamoDB (``tests/dynamodb/test_packing.py`` shows both).
+refused by DynamoDB (``tests/dynamodb/test_packing.py`` shows the race and
+this precondition).
 
 **Reading.** A stream's Query expands each item into its events. A version
 that is not a key lies in the item keyed below it: a Query of ``ver <= v``,

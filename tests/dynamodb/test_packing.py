@@ -133,6 +133,19 @@ def test_two_writers_that_read_the_same_version_race_for_one_key_and_one_wins(
     assert versions_held(recorder, a) == [1, 2, 3, 4, 5, 6]
 
 
+def test_the_condition_is_exact_only_for_writers_that_key_their_first_new_version(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    """The precondition, shown: a version inside an item (2 of the item keyed 1)
+    written again by a writer that never read it is not refused, since its key
+    is free. An application never does that: it appends the version after the
+    last one it loaded, which is always an item's end."""
+    a = uuid4()
+    recorder.insert_events([ev(a, 1), ev(a, 2)])
+    recorder.insert_events([ev(a, 2, b"blind")])
+    assert versions_held(recorder, a) == [1, 2, 2]
+
+
 def test_writers_that_append_after_what_they_read_keep_each_version_in_one_item(
     recorder: DynamoDBApplicationRecorder,
 ) -> None:
