@@ -377,8 +377,15 @@ def raw_client(endpoint: str) -> DynamoDBClient:
     )
 
 
-def run_service(endpoint: str, workload: Workload, *, get_event: bool = False) -> WriteRecorder:
-    """Runs ``workload`` through the service on fresh tables; returns the recorder."""
+#: Sends commands to a running service: (its container, the recorder, send).
+Drive = Callable[[Any, WriteRecorder, Send], None]
+
+
+def run_service(
+    endpoint: str, workload: Workload, *, get_event: bool = False, drive: Drive | None = None
+) -> WriteRecorder:
+    """Runs ``workload`` through the service on fresh tables (or ``drive``,
+    when given, sends what it likes); returns the recorder."""
     from fastapi.testclient import TestClient
 
     from api.main import create_app
@@ -423,7 +430,10 @@ def run_service(endpoint: str, workload: Workload, *, get_event: bool = False) -
                     return response.json() if response.content else None
 
                 metered = PROCESS_TOTALS.totals()["writeUnits"]
-                run_commands(workload, recorder, send, get_event=get_event)
+                if drive is None:
+                    run_commands(workload, recorder, send, get_event=get_event)
+                else:
+                    drive(container, recorder, send)
             log = container.service.recorder
             assert isinstance(log, DynamoDBApplicationRecorder)
             # The poller was off while the commands ran; this process indexes
