@@ -15,7 +15,7 @@ WCU over the whole run divided by the events it indexed, times the command's
 events), their total, and the baseline's WCU; and for ``get event`` the RCU
 DynamoDB reports. A capacity raise is shown per person it promoted.
 
-    python -m bench.dynamodb_capacity [--gatherings 10] [--registrations 200]
+    python -m bench.dynamodb_capacity [--gatherings 10] [--registrations 200] [--hot-clients 32]
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ import os
 import statistics
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from bench.dynamodb_census import (
+    Command,
     Workload,
     WriteRecorder,
     endpoint,
@@ -123,6 +125,41 @@ def measure_hot(url: str, workload: Workload = HOT) -> dict[str, Row]:
         "service": per_registration(run_service(url, workload)),
         "state-based": per_registration(run_baseline(url, workload, get_event=False)),
     }
+
+
+def measure_hot_concurrent(url: str, clients: int, workload: Workload = HOT) -> Row:
+    """The service's mean registration cost on one hot gathering when
+    ``clients`` send the registrations at once (the command batcher then
+    commits several in one transaction, the gathering's events of a commit in
+    one item): one command recorded over all of them."""
+    users = [f"hot-{i:04d}" for i in range(workload.registrations)]
+
+    def drive(container: Any, recorder: WriteRecorder, send: Any) -> None:
+        send(
+            "POST",
+            "/events",
+            {
+                "eventId": "hot",
+                "title": "Hot",
+                "date": "2027-06-01",
+                "capacity": workload.small_capacity,
+                "waitlistEnabled": True,
+            },
+        )
+        for user in users:
+            send("POST", "/users", {"userId": user, "name": user})
+        with (
+            recorder.command(Command("register", "register (concurrent)")),
+            ThreadPoolExecutor(clients) as pool,
+        ):
+            list(pool.map(lambda user: container.service.register(user, "hot"), users))
+
+    recorder = run_service(url, workload, drive=drive)
+    (command,) = [c for c in recorder.commands if c.kind == "register"]
+    indexer_wcu = sum(p.wcu for p in recorder.partitions.values() if p.path == "indexer")
+    events = sum(c.events for c in recorder.commands)
+    per_event = indexer_wcu / events if events else 0.0
+    return Row(command.wcu / len(users), command.events * per_event / len(users), len(users))
 
 
 def hot_line(hot: Mapping[str, Row], workload: Workload = HOT) -> str:
@@ -256,15 +293,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gatherings", type=int, default=WORKLOAD.gatherings)
     parser.add_argument("--registrations", type=int, default=WORKLOAD.registrations)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--hot-clients",
+        type=int,
+        default=0,
+        help="also the hot gathering's registrations sent by this many clients at once",
+    )
     args = parser.parse_args(argv)
     workload = Workload(gatherings=args.gatherings, registrations=args.registrations)
     with endpoint() as url:
         measured = measure_both(url, workload)
         hot = measure_hot(url)
+        concurrent = measure_hot_concurrent(url, args.hot_clients) if args.hot_clients else None
     print(caption(workload))
     print(table(measured, markdown=args.markdown))
     print()
     print(hot_line(hot))
+    if concurrent is not None:
+        ratio = concurrent.total / hot["state-based"].total
+        print()
+        print(
+            f"The same {HOT.registrations} registrations sent by {args.hot_clients} clients at "
+            f"once (the service only; the command batcher commits several per transaction): "
+            f"{concurrent.total:.2f} WCU per registration ({concurrent.request:.2f} on the "
+            f"request path, {concurrent.indexer:.3f} the indexer's), x{ratio:.2f} "
+            "the state-based design's one-at-a-time figure."
+        )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from infra.dynamodb.capacity import (
     write_cost,
     write_hooks,
 )
+from infra.dynamodb.packing import event_count
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -69,7 +70,7 @@ class Command:
     label: str  # kind with its outcome, e.g. "register (waitlisted)"
     gathering: str | None = None
     user: str | None = None
-    events: int = 0  # domain events it appended (event items written)
+    events: int = 0  # domain events it appended (in the event items it wrote)
     wcu: float = 0.0  # request path, by the rule, GSI writes included
     rcu: float = 0.0  # as DynamoDB reports its reads
     promoted: int = 0  # people a leave or capacity raise promoted
@@ -211,7 +212,7 @@ class WriteRecorder:
             command = self.commands[self.current]
             command.wcu += cost.total
             if table == EVENTS_TABLE and write.action == "Put":
-                command.events += 1
+                command.events += event_count(write.key)  # a stream's events of the commit
 
     def _add(self, path: str, table: str, index: str | None, key: str, units: float) -> None:
         slot = (path, table, index, key)
@@ -376,8 +377,15 @@ def raw_client(endpoint: str) -> DynamoDBClient:
     )
 
 
-def run_service(endpoint: str, workload: Workload, *, get_event: bool = False) -> WriteRecorder:
-    """Runs ``workload`` through the service on fresh tables; returns the recorder."""
+#: Sends commands to a running service: (its container, the recorder, send).
+Drive = Callable[[Any, WriteRecorder, Send], None]
+
+
+def run_service(
+    endpoint: str, workload: Workload, *, get_event: bool = False, drive: Drive | None = None
+) -> WriteRecorder:
+    """Runs ``workload`` through the service on fresh tables (or ``drive``,
+    when given, sends what it likes); returns the recorder."""
     from fastapi.testclient import TestClient
 
     from api.main import create_app
@@ -422,7 +430,10 @@ def run_service(endpoint: str, workload: Workload, *, get_event: bool = False) -
                     return response.json() if response.content else None
 
                 metered = PROCESS_TOTALS.totals()["writeUnits"]
-                run_commands(workload, recorder, send, get_event=get_event)
+                if drive is None:
+                    run_commands(workload, recorder, send, get_event=get_event)
+                else:
+                    drive(container, recorder, send)
             log = container.service.recorder
             assert isinstance(log, DynamoDBApplicationRecorder)
             # The poller was off while the commands ran; this process indexes

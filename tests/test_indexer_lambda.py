@@ -47,6 +47,7 @@ from infra.cdk.design import (
     WRITE_ACTIONS,
 )
 from infra.dynamodb import DynamoDBApplicationRecorder
+from infra.dynamodb.commits import key_of, lead_of, manifest_of
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -237,11 +238,12 @@ def lambda_event(stream_arn: str, records: list[dict[str, Any]]) -> dict[str, An
 
 
 def keys_of(records: list[dict[str, Any]]) -> list[Key]:
-    return [
-        (r["dynamodb"]["Keys"]["oid"]["S"], int(r["dynamodb"]["Keys"]["ver"]["N"]))
-        for r in records
-        if r["eventName"] == "INSERT"
-    ]
+    """The events the records hold: each commit's, in its manifest's order (one
+    record per stream a commit touches), commits in the order of their first
+    record."""
+    images = [r["dynamodb"]["NewImage"] for r in records if r["eventName"] == "INSERT"]
+    manifests = {key_of(image): manifest_of(image) for image in images if "l" not in image}
+    return [key for lead in dict.fromkeys(map(lead_of, images)) for key in manifests[lead]]
 
 
 # --- the handler, configured like the Lambda -----------------------------------

@@ -18,7 +18,8 @@ from domain.application import GatheringChanges, GatheringSpec
 from domain.model import Gathering, gathering_aggregate_id
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.errors import NotificationLogCorruptedError
-from infra.dynamodb.layout import EVENT_PK, EVENT_SK, STATE
+from infra.dynamodb.layout import EVENT_PK, EVENT_SK, EVENTS, STATE
+from infra.dynamodb.packing import item_holding
 from infra.wiring import Container
 from projections.audit import GENESIS, META, AuditLog, body, link
 from projections.catch_up import wait_until_logged
@@ -59,11 +60,18 @@ def overwrite(container: Container, stream: UUID, version: int, state: bytes) ->
     (on DynamoDB in the events table: the feed references it)."""
     recorder = container.service.recorder
     if isinstance(recorder, DynamoDBApplicationRecorder):
+        # The item holding the version: keyed by it, or by an earlier version
+        # of the same commit, which holds it in its list of further events.
+        holder = item_holding(
+            recorder.client, recorder.events_table_name, (str(stream), version), consistent=True
+        )
+        assert holder is not None
+        offset = version - int(holder[EVENT_SK]["N"])
         recorder.client.update_item(
             TableName=recorder.events_table_name,
-            Key={EVENT_PK: {"S": str(stream)}, EVENT_SK: {"N": str(version)}},
-            UpdateExpression="SET #s = :s",
-            ExpressionAttributeNames={"#s": STATE},
+            Key={EVENT_PK: holder[EVENT_PK], EVENT_SK: holder[EVENT_SK]},
+            UpdateExpression="SET #s = :s" if offset == 0 else f"SET #e[{offset - 1}][1] = :s",
+            ExpressionAttributeNames={"#s": STATE} if offset == 0 else {"#e": EVENTS},
             ExpressionAttributeValues={":s": {"B": state}},
         )
         return
@@ -124,6 +132,31 @@ def test_an_altered_event_is_named_as_the_first_broken_link(container: Container
     assert report["firstBroken"]["version"] == 3
     assert report["firstBroken"]["position"] == position
     assert report["checked"] == container.service.recorder.max_notification_id()
+
+
+def test_an_event_committed_with_others_of_its_stream_is_checked_on_its_own(
+    container: Container,
+) -> None:
+    """ada's leave promotes cy: SeatReleased (v5) and Promoted (v6) are one
+    commit of the gathering (on DynamoDB one item); altering the second is
+    caught, at its own version and position."""
+    gathering_id = a_gathering_with_history(container)
+    stream = gathering_aggregate_id(gathering_id)
+    original = stored_event(container, stream, 6)
+    assert original.topic.endswith("Promoted")
+    position = position_of(container, stream, 6)
+    recorder = container.service.recorder
+    if isinstance(recorder, DynamoDBApplicationRecorder):
+        holder = item_holding(
+            recorder.client, recorder.events_table_name, (str(stream), 6), consistent=True
+        )
+        assert holder is not None
+        assert holder[EVENT_SK]["N"] == "5"
+    overwrite(container, stream, 6, altered(original.state, lambda s: s.update(user_id="mallory")))
+    assert stored_event(container, stream, 5).topic.endswith("SeatReleased")  # untouched
+    report = audit_of(container).verify().report()
+    assert report["firstBroken"]["version"] == 6
+    assert report["firstBroken"]["position"] == position
 
 
 def test_an_event_altered_with_a_recomputed_digest_breaks_its_successor(

@@ -10,15 +10,19 @@ Table design
 
 Attribute names and item shapes: :mod:`infra.dynamodb.layout`.
 
-``<app>_events`` (and ``<app>_snapshots``): one item per stored event.
-    pk ``oid`` (S, originator id), sk ``ver`` (N, originator version);
-    ``topic`` (S), ``state`` (B). An aggregate's events are one item
-    collection, so ``select_events`` is a single ConsistentRead Query (gt/lte
-    become key conditions, desc is ScanIndexForward=False, limit is Limit plus
-    paging). The application recorder's events table has a DynamoDB Stream of
-    new images, and links the events of each commit: the first (lead) event
-    carries the manifest ``m`` (every event's key, in append order), the
-    others ``l`` (the lead's key).
+``<app>_events``: one item per stream a commit touches (``<app>_snapshots``,
+    and events appended before packing: one per event).
+    pk ``oid`` (S, originator id), sk ``ver`` (N, the stream's first version
+    in the commit); ``topic`` (S), ``state`` (B) of that event, ``e`` the
+    stream's further events of the commit (:mod:`infra.dynamodb.packing`).
+    An aggregate's events are one item collection, so ``select_events`` is a
+    single ConsistentRead Query (gt/lte become key conditions, plus the item
+    holding ``gt + 1`` when it is keyed below it; desc is
+    ScanIndexForward=False, limit is Limit plus paging), its items expanded.
+    The application recorder's events table has a DynamoDB Stream of new
+    images, and links the items of each commit: the first (lead) item carries
+    the manifest ``m`` (every event's key, in append order), the others ``l``
+    (the lead's key).
 
 ``<app>_notifications``: the index, written by the stream indexer only.
     pk ``p`` (S), sk ``id`` (N): the notification log as pages of references
@@ -33,11 +37,13 @@ Attribute names and item shapes: :mod:`infra.dynamodb.layout`.
 Appending (``insert_events``)
 =============================
 
-One TransactWriteItems (all or nothing) with a Put of each event item on
-``attribute_not_exists(oid)`` (stream version uniqueness), plus the read-table
+One TransactWriteItems (all or nothing) with a Put of each item on
+``attribute_not_exists(oid)`` (stream version uniqueness: exact because every
+writer keys its item by the version after the last one it read, see
+:mod:`infra.dynamodb.packing`), plus the read-table
 rows of the append (``inline``) and, for the process recorder, the tracking
 item (on condition that the stored position is absent or lower); a single
-event with nothing else is one conditional PutItem. Nothing else: no item is
+item with nothing else is one conditional PutItem. Nothing else: no item is
 shared by every append, so appends to different streams never contend. A
 failed event or tracking condition raises IntegrityError (nothing was
 written); transient cancellations (TransactionConflict, throttling) are retried

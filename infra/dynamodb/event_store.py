@@ -1,6 +1,7 @@
-"""The event store's appends and stream reads on DynamoDB: one item per event,
-keyed by (oid, ver), each put on its own version's absence (see the package
-docstring for the table design)."""
+"""The event store's appends and stream reads on DynamoDB: one item per stream
+and commit (:mod:`infra.dynamodb.packing`; snapshots, and events appended
+before packing, one per event), keyed by (oid, ver), each put on its own key's
+absence (see the package docstring for the table design)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
+from infra.dynamodb.packing import expand, item_holding
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -345,7 +347,10 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
     def streams_advanced(self, versions: Mapping[UUID, int]) -> set[str]:
         """The originators of ``versions`` holding an event after the given
         version: one key-only, consistent BatchGetItem per 100 streams, of each
-        stream's next version."""
+        stream's next version. A version read as a stream's current one is the
+        last its item holds (a commit's events of a stream are one item, or
+        more, each read whole), so the next version, if any, is an item's key
+        (:mod:`infra.dynamodb.packing`)."""
         keys = [
             {EVENT_PK: _s(self.encode_originator_id(oid)), EVENT_SK: n_(version + 1)}
             for oid, version in versions.items()
@@ -392,20 +397,23 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> list[ItemOut]:
-        """A stream's event items (all attributes), following ``LastEvaluatedKey``."""
+        """A stream's events, each as an item of one event (all attributes):
+        its items expanded (:mod:`infra.dynamodb.packing`), following
+        ``LastEvaluatedKey``. An item keyed at or below ``gt`` may hold events
+        above it: when the events read do not start at ``gt + 1``, the item
+        holding ``gt + 1`` is read too."""
         if limit is not None and limit <= 0:
             return []
+        if gt is not None and lte is not None and gt + 1 > lte:
+            return []
+        oid = self.encode_originator_id(originator_id)
         key_condition = "#oid = :oid"
-        values: dict[str, AttributeValueTypeDef] = {
-            ":oid": _s(self.encode_originator_id(originator_id))
-        }
+        values: dict[str, AttributeValueTypeDef] = {":oid": _s(oid)}
         names = {"#oid": EVENT_PK}
         if gt is not None and lte is not None:
             key_condition += " AND #ver BETWEEN :lo AND :hi"
             values[":lo"] = _n(gt + 1)
             values[":hi"] = _n(lte)
-            if gt + 1 > lte:
-                return []
         elif gt is not None:
             key_condition += " AND #ver > :gt"
             values[":gt"] = _n(gt)
@@ -424,15 +432,39 @@ class DynamoDBAggregateRecorder(DynamoDBRecorder, AggregateRecorder):
             # acknowledged write.
             "ConsistentRead": True,
         }
+
+        def wanted(items: Sequence[ItemOut]) -> list[ItemOut]:
+            events = [
+                event
+                for item in items
+                for event in (reversed(expand(item)) if desc else expand(item))
+            ]
+            return [
+                event
+                for event in events
+                if (gt is None or int(event[EVENT_SK]["N"]) > gt)
+                and (lte is None or int(event[EVENT_SK]["N"]) <= lte)
+            ]
+
         results: list[ItemOut] = []
         with translate_errors():
             while True:
                 if limit is not None:
+                    # Each item holds one event or more.
                     query["Limit"] = limit - len(results)
                 response = self.client.query(**query)
-                results.extend(response.get("Items", []))
+                results.extend(wanted(response.get("Items", [])))
                 last_key = response.get("LastEvaluatedKey")
                 if not last_key or (limit is not None and len(results) >= limit):
                     break
                 query["ExclusiveStartKey"] = last_key
-        return results
+        lowest = min((int(event[EVENT_SK]["N"]) for event in results), default=None)
+        enough = desc and limit is not None and len(results) >= limit
+        if gt is not None and lowest != gt + 1 and not enough:
+            holder = item_holding(
+                self.client, self.events_table_name, (oid, gt + 1), consistent=True
+            )
+            if holder is not None:
+                earlier = wanted([holder])
+                results = results + earlier if desc else earlier + results
+        return results if limit is None else results[:limit]

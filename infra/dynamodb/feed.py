@@ -48,6 +48,7 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
+from infra.dynamodb.packing import Item, fetch_events
 from infra.dynamodb.pages import (
     first_page,
     last_page,
@@ -133,7 +134,7 @@ class LogReader:
                 return results
             lo = legacy + 1
         topic_set = frozenset(topics)
-        wanted: list[tuple[int, Key]] = []
+        wanted: list[tuple[int, Key, bool]] = []
         entries = self._entries(lo, hi)
         for entry in entries:
             if entry is None:
@@ -148,14 +149,14 @@ class LogReader:
         results.extend(self._notifications(wanted, topic_set))
         return results[:limit]
 
-    def _entries(self, lo: int, hi: int) -> Iterator[tuple[int, Key] | None]:
-        """(id, event key) of ids lo..hi from the pages; a None means the pages
-        read do not tile the range."""
-        for position, key, _ in self._page_entries(lo, hi):
-            if position < 0:
+    def _entries(self, lo: int, hi: int) -> Iterator[tuple[int, Key, bool] | None]:
+        """(id, event key, ends a commit) of ids lo..hi from the pages; a None
+        means the pages read do not tile the range."""
+        for entry in self._page_entries(lo, hi):
+            if entry[0] < 0:
                 yield None
                 return
-            yield position, key
+            yield entry
 
     def _page_entries(self, lo: int, hi: int) -> Iterator[tuple[int, Key, bool]]:
         """(id, key, ends a commit) for ids lo..hi; (-1, ..) when a gap shows."""
@@ -180,11 +181,21 @@ class LogReader:
             yield gap
 
     def _notifications(
-        self, wanted: Sequence[tuple[int, Key]], topics: frozenset[str]
+        self, wanted: Sequence[tuple[int, Key, bool]], topics: frozenset[str]
     ) -> list[Notification]:
-        items = self.events([key for _, key in wanted])
+        # Each stream's first version in a commit keys the item holding the
+        # stream's events of that commit (infra.dynamodb.packing).
+        likely: list[Key] = []
+        streams: set[str] = set()
+        for _, (oid, ver), end in wanted:
+            if oid not in streams:
+                streams.add(oid)
+                likely.append((oid, ver))
+            if end:
+                streams = set()
+        items = self.events([key for _, key, _ in wanted], likely)
         found: list[Notification] = []
-        for position, key in wanted:
+        for position, key, _ in wanted:
             item = items[key]
             if topics and item[TOPIC]["S"] not in topics:
                 continue
@@ -199,32 +210,24 @@ class LogReader:
             )
         return found
 
-    def events(self, keys: Sequence[Key]) -> dict[Key, Mapping[str, Any]]:
-        """The event items of ``keys``, every one of them."""
+    def events(self, keys: Sequence[Key], likely: Sequence[Key] = ()) -> dict[Key, Item]:
+        """The events of ``keys``, every one of them (``likely``: those expected
+        to key their items, see :func:`infra.dynamodb.packing.fetch_events`)."""
         if not keys:
             return {}
-        projection: dict[str, Any] = {
-            "ProjectionExpression": "#oid, #ver, #topic, #state",
-            "ExpressionAttributeNames": {
-                "#oid": EVENT_PK,
-                "#ver": EVENT_SK,
-                "#topic": TOPIC,
-                "#state": STATE,
-            },
-        }
-        requested = [{EVENT_PK: s_(oid), EVENT_SK: n_(ver)} for oid, ver in dict.fromkeys(keys)]
         # An event item never changes once written: any copy found is it.
-        found: dict[Key, Mapping[str, Any]] = {
-            key_of(item): item
-            for item in batch_get(self.client, self.events_table, requested, **projection)
-        }
-        missing = [key for key in requested if key_of(key) not in found]
+        wanted = (TOPIC, STATE)
+        found = fetch_events(
+            self.client, self.events_table, keys, consistent=False, likely=likely, attributes=wanted
+        )
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing:
             # Not yet visible to an eventually consistent read: ask the leader.
-            for item in batch_get(
-                self.client, self.events_table, missing, ConsistentRead=True, **projection
-            ):
-                found[key_of(item)] = item
+            found.update(
+                fetch_events(
+                    self.client, self.events_table, missing, consistent=True, attributes=wanted
+                )
+            )
         lost = [key for key in dict.fromkeys(keys) if key not in found]
         if lost:
             msg = f"The index references events missing from the events table: {lost[:5]}"

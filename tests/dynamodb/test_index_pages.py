@@ -205,7 +205,7 @@ def old_commit(
 ) -> tuple[Commit, list[dict[str, Any]]]:
     """A commit appended as writers before pages did: no ``h`` on its items."""
     commit = [StoredEvent(oid, ver, "t", f"{oid}/{ver}".encode()) for oid, ver in events]
-    items = recorder._commit_items(commit)
+    items = recorder._linked_items(commit)
     for item in items:
         del item["h"]
         recorder.client.put_item(TableName=recorder.events_table_name, Item=item)
