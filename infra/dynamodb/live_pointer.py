@@ -108,6 +108,11 @@ class LivePointer:
         live, fenced = self.current()
         return live == generation and not fenced
 
+    def expire(self) -> None:
+        """Forgets this process's copy: the next look reads the item."""
+        with self._lock:
+            self._valid_until = 0.0
+
     def write(self, live: str, *, fenced: bool, expected: tuple[str, bool]) -> None:
         """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise)."""
         values: dict[str, Any] = {"pk": POINTER_KEY, "live": live, "fenced": fenced}

@@ -8,21 +8,25 @@ that generation's ``projection_state`` (with the lease: owner and heartbeat),
 so a killed rebuild resumes from its last batch.
 
 The switch cannot take one lock over every process as SQLite's does (no item
-is shared by all appends, by design), so it fences instead:
+is shared by all appends, by design), and it assumes nothing about how long
+an append's request may take to land. It:
 
-1. the pointer is marked *fenced*: appends that see it wait, reads ask for
-   the pointer on each request;
-2. the rebuild waits for every process's copy of the pointer to expire (its
-   time to live) and for requests sent before to land (``grace_seconds``):
-   every HTTP send of an append, botocore's retries included, goes out only
-   while its process's copy is fresh (a ``before-send`` hook in
-   ``infra/dynamodb/recorders.py``);
-3. it folds the rest of the log (every append is now in it) into the new
-   generation and points the pointer at it, unfenced.
+1. marks the pointer *fenced*: appends that see it wait (so few land in the
+   old generation meanwhile), reads ask for the pointer on each request;
+2. folds the rest of the log, up to its head now, into the new generation
+   and points the pointer at it, unfenced;
+3. repairs, in the new generation, every stream of the commits indexed since
+   that head (``infra/dynamodb/repair.py``).
 
-Appends wait from 1 to 3 (about the pointer's time to live plus the grace,
-seconds); reads never stop. The old generation keeps its rows until the next
-rebuild empties it.
+An append already built for the old generation may still land there, at any
+time: its event items carry that tag (``g``), and it is repaired either by
+step 3 (indexed before the pointer moved), by the indexer (which reads the
+pointer after indexing it), or by the stream's next append (whose version
+guard on the new rows fails). ``grace_seconds`` (default 0) waits after
+fencing for requests already sent: fewer repairs, nothing more.
+
+Appends wait from 1 to 2; reads never stop. The old generation keeps its rows
+until the next rebuild empties it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from infra.dynamodb.read_tables import (
 from projections.ports import Commit
 from projections.rebuild import RebuildState
 
-SWITCH_GRACE_SECONDS = 5.0
+#: Not needed for correctness (see above): a pause that saves repairs.
+SWITCH_GRACE_SECONDS = 0.0
 
 
 IN_PROGRESS = "Projection 'read-tables' is being rebuilt"
@@ -86,10 +91,19 @@ def _state(item: dict[str, Any] | None) -> RebuildState | None:
 class DynamoDBRebuildTarget:
     """The read tables' rebuild on DynamoDB (``projections.rebuild.RebuildTarget``)."""
 
-    def __init__(self, live: DynamoDBReadModel, *, grace_seconds: float = SWITCH_GRACE_SECONDS):
+    def __init__(
+        self,
+        live: DynamoDBReadModel,
+        *,
+        grace_seconds: float = SWITCH_GRACE_SECONDS,
+        repair_since: Callable[[int, str], object] | None = None,
+    ):
+        """``repair_since(position, generation)``: repairs in ``generation`` the
+        streams of every commit indexed after ``position`` (step 3)."""
         self.live = live
         self.client = live.client
         self.grace_seconds = grace_seconds
+        self.repair_since = repair_since
         self._model: DynamoDBReadModel | None = None
 
     def close(self) -> None:
@@ -207,7 +221,8 @@ class DynamoDBRebuildTarget:
             pointer.write(live, fenced=False, expected=(live, True))
         pointer.write(live, fenced=True, expected=(live, False))
         try:
-            time.sleep(pointer.ttl + self.grace_seconds)
+            if self.grace_seconds:
+                time.sleep(self.grace_seconds)
             state = self.state()
             if state is None or state.owner != owner:
                 raise RebuildInProgressError(TAKEN_OVER)
@@ -234,6 +249,8 @@ class DynamoDBRebuildTarget:
             if current == (live, True):
                 pointer.write(live, fenced=False, expected=(live, True))
             raise
+        if self.repair_since is not None:
+            self.repair_since(head, model.generation or "blue")
         return head
 
     def fail(self, owner: str, error: str) -> None:
