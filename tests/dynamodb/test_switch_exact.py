@@ -1,0 +1,221 @@
+"""A rebuild's switch on DynamoDB is exact without any timing assumption: an
+append whose request is held on the wire until after the switch has pointed at
+the new tables lands in the replaced ones, and is repaired into the live ones
+(by the indexer, by the switch, or by the stream's next append)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from domain.application import GatheringSpec
+from domain.errors import RegistrationDomainError
+from infra.dynamodb import DynamoDBApplicationRecorder
+from infra.dynamodb.read_tables import DynamoDBReadModel
+from infra.dynamodb.rebuild import DynamoDBRebuildTarget
+from infra.dynamodb.repair import RepairingIndexer
+from infra.wiring import Container
+
+
+class HeldSend:
+    """A botocore before-send hook that holds the first TransactWriteItems whose
+    body names ``marker`` until released: the request has passed the live
+    pointer's own check and is delayed on its way to DynamoDB."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker.encode()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.armed = False
+
+    def __call__(self, request: Any, **_: Any) -> None:
+        body = request.body if isinstance(request.body, bytes) else b""
+        if self.armed and self.marker in body:
+            self.armed = False
+            self.holding.set()
+            assert self.release.wait(60), "the held send was never released"
+
+
+@pytest.fixture
+def recorder(container: Container) -> DynamoDBApplicationRecorder:
+    found = container.service.recorder
+    assert isinstance(found, DynamoDBApplicationRecorder)
+    return found
+
+
+@pytest.fixture
+def held(recorder: DynamoDBApplicationRecorder) -> Iterator[HeldSend]:
+    recorder.read_tables()  # the live pointer's before-send check comes first
+    hook = HeldSend('"held-gathering"')
+    events = recorder.client.meta.events
+    events.register_last("before-send.dynamodb.TransactWriteItems", hook, unique_id="held")
+    yield hook
+    hook.release.set()
+    events.unregister("before-send.dynamodb.TransactWriteItems", unique_id="held")
+
+
+def generation_model(container: Container, generation: str) -> DynamoDBReadModel:
+    live = container.read_model
+    assert isinstance(live, DynamoDBReadModel)
+    return DynamoDBReadModel(live.client, live.prefix, create_tables=False, generation=generation)
+
+
+def register_past_the_switch(container: Container, held: HeldSend) -> list[object]:
+    """Registers ``late`` at the held gathering, its request held until a whole
+    rebuild (fence, fold, point) has run; returns the registration's outcome."""
+    service = container.service
+    outcome: list[object] = []
+    held.armed = True
+    registering = threading.Thread(
+        target=lambda: outcome.append(service.register("late", "held-gathering"))
+    )
+    registering.start()
+    assert held.holding.wait(30), "the registration's append was never sent"
+    container.rebuilder.begin()
+    container.rebuilder.run()
+    assert generation_model(container, "blue").pointer.read() == ("green", False)
+    held.release.set()
+    registering.join(30)
+    assert not registering.is_alive()
+    return outcome
+
+
+def setup_held_gathering(container: Container) -> None:
+    service = container.service
+    service.create_gathering(GatheringSpec("held-gathering", "Held", "2030-04-04", 5))
+    service.create_user("late", "Late")
+    service.create_user("next", "Next")
+
+
+def without_repairs_after_the_fact(
+    container: Container, recorder: DynamoDBApplicationRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexer and the switch repair nothing (appends still do)."""
+    core = recorder.indexer().indexer
+    assert isinstance(core, RepairingIndexer)
+    monkeypatch.setattr(core, "on_indexed", lambda tagged: None)
+    target = container.rebuilder.target
+    assert isinstance(target, DynamoDBRebuildTarget)
+    monkeypatch.setattr(target, "repair_since", None)
+
+
+def test_an_append_held_on_the_wire_past_the_switch_is_repaired_into_the_live_tables(
+    container: Container, recorder: DynamoDBApplicationRecorder, held: HeldSend
+) -> None:
+    setup_held_gathering(container)
+
+    outcome = register_past_the_switch(container, held)
+
+    assert [getattr(o, "status", o) for o in outcome] == ["confirmed"]
+    # It landed in the replaced tables, which the switch had folded without it...
+    assert generation_model(container, "blue").get_registration("late", "held-gathering")
+    report = container.check("read-tables")  # waits until the log holds it
+    # ...and the live tables hold its rows all the same.
+    assert report.ok, report.report()
+    live = container.read_model
+    assert live.get_registration("late", "held-gathering") is not None
+    gathering = live.get_event("held-gathering")
+    assert gathering is not None
+    assert gathering.registered_count == 1
+    assert recorder.repairs is not None
+    assert recorder.repairs.repaired_events >= 1
+
+
+def test_the_streams_next_append_repairs_what_the_held_one_left_behind(
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    held: HeldSend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the indexer's and the switch's repairs off, the next registration at
+    the gathering finds the live row behind its stream (its version guard
+    fails), repairs it from the event store and then applies its own."""
+    setup_held_gathering(container)
+    without_repairs_after_the_fact(container, recorder, monkeypatch)
+    register_past_the_switch(container, held)
+    live = container.read_model
+    assert live.get_registration("late", "held-gathering") is None  # left behind
+    recorder.read_tables().pointer.expire()  # as its time to live would: green is live
+
+    assert container.service.register("next", "held-gathering").status == "confirmed"
+
+    assert live.get_registration("late", "held-gathering") is not None
+    gathering = live.get_event("held-gathering")
+    assert gathering is not None
+    assert gathering.registered_count == 2
+    report = container.check("read-tables")
+    assert report.ok, report.report()
+
+
+def test_without_any_repair_the_held_append_is_lost_from_the_live_tables(
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    held: HeldSend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The control: what the two tests above would see if nothing repaired."""
+    setup_held_gathering(container)
+    without_repairs_after_the_fact(container, recorder, monkeypatch)
+
+    register_past_the_switch(container, held)
+
+    report = container.check("read-tables")
+    assert not report.ok
+    assert {d.table for d in report.differences} >= {"registrations", "events"}
+
+
+def test_drift_check_passes_after_racing_appends_and_switches(container: Container) -> None:
+    """A few rounds of registrations and leaves from two threads, each round
+    racing a whole rebuild; every DynamoDB write is delayed a little at random
+    (so some land after a fence or a switch)."""
+    service = container.service
+    gatherings = [f"race-{n}" for n in range(3)]
+    users = [f"racer-{n}" for n in range(8)]
+    for gathering in gatherings:
+        service.create_gathering(GatheringSpec(gathering, "Race", "2030-04-04", 3))
+    for user in users:
+        service.create_user(user, user)
+    recorder = service.recorder
+    assert isinstance(recorder, DynamoDBApplicationRecorder)
+    rng = random.Random(18)
+
+    def delay(**_: Any) -> None:
+        time.sleep(rng.uniform(0, 0.03))
+
+    events = recorder.client.meta.events
+    events.register_last("before-send.dynamodb.TransactWriteItems", delay, unique_id="delay")
+    try:
+        for _ in range(3):
+            stop = threading.Event()
+
+            def race(seed: int, stop: threading.Event = stop) -> None:
+                own = random.Random(seed)
+                while not stop.is_set():
+                    user, gathering = own.choice(users), own.choice(gatherings)
+                    try:
+                        if own.random() < 0.6:
+                            service.register(user, gathering)
+                        else:
+                            service.leave(user, gathering)
+                    except RegistrationDomainError:
+                        pass  # already registered, not registered, a conflict
+
+            racers = [threading.Thread(target=race, args=(seed,)) for seed in range(2)]
+            for racer in racers:
+                racer.start()
+            time.sleep(0.2)
+            container.rebuilder.begin()
+            container.rebuilder.run()
+            time.sleep(0.2)
+            stop.set()
+            for racer in racers:
+                racer.join(30)
+            report = container.check("read-tables")
+            assert report.ok, report.report()
+    finally:
+        events.unregister("before-send.dynamodb.TransactWriteItems", unique_id="delay")
