@@ -352,7 +352,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 assert generation is not None
                 pointer = self.read_tables().pointer
                 if pointer.read() == (generation, False):
-                    self.repairs.repair_all(map(UUID, behind.streams), generation)
+                    # In a context of its own: its requests are not this append's.
+                    Context().run(self.repairs.repair_all, map(UUID, behind.streams), generation)
                 else:
                     pointer.expire()  # switching: build the rows for the live set
             except _RetryAppendError as e:
@@ -370,9 +371,11 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                     self.append_retries += 1
                 self._retry_sleep(attempt)
             else:
-                return
+                break
             finally:
                 _SENDING.reset(sending)
+        if generation is not None and self.repairs is not None:  # sent as no longer _SENDING
+            self.repairs.after_append(self.read_tables().pointer, items, generation)
 
     def stored_states(self, keys: Sequence[tuple[UUID, int]]) -> dict[tuple[str, int], bytes]:
         """The state of each (stream, version) as the events table holds it, for

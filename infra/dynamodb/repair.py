@@ -136,6 +136,23 @@ class ReadRowRepair:
     def repair_all(self, stream_ids: Iterable[UUID], generation: str) -> int:
         return sum(self.repair(stream_id, generation) for stream_id in dict.fromkeys(stream_ids))
 
+    def after_append(
+        self, pointer: LivePointer, items: Sequence[tuple[Any, StoredEvent]], generation: str
+    ) -> None:
+        """An append's own part, once it committed: when this process's copy of
+        the pointer (fresh within its time to live) already names another live
+        generation, repairs the append's streams there before it answers, so
+        a read after its response sees it. Not needed for exactness (the
+        indexer and the switch repair it too); a failure is only logged: the
+        command committed."""
+        live, fenced = pointer.current()
+        if fenced or live == generation:
+            return
+        try:
+            self.repair_all((UUID(str(s.originator_id)) for _, s in items), live)
+        except Exception:
+            logger.warning("an append's repair after a switch failed", exc_info=True)
+
     def _apply(self, model: DynamoDBReadModel, facts: Sequence[Aggregate.Event]) -> bool:
         """Folds ``facts`` (one stream's, in order) in guarded transactions of at
         most ``MAX_ITEMS_PER_CHUNK`` items; False when a guard failed."""

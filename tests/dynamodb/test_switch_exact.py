@@ -16,6 +16,7 @@ import pytest
 from domain.application import GatheringSpec
 from domain.errors import RegistrationDomainError
 from infra.dynamodb import DynamoDBApplicationRecorder
+from infra.dynamodb.live_pointer import LivePointer
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
 from infra.dynamodb.repair import RepairingIndexer
@@ -92,22 +93,42 @@ def setup_held_gathering(container: Container) -> None:
     service.create_user("next", "Next")
 
 
-def without_repairs_after_the_fact(
-    container: Container, recorder: DynamoDBApplicationRecorder, monkeypatch: pytest.MonkeyPatch
+def without_repairs(
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    by: tuple[str, ...],
 ) -> None:
-    """The indexer and the switch repair nothing (appends still do)."""
-    core = recorder.indexer().indexer
-    assert isinstance(core, RepairingIndexer)
-    monkeypatch.setattr(core, "on_indexed", lambda tagged: None)
-    target = container.rebuilder.target
-    assert isinstance(target, DynamoDBRebuildTarget)
-    monkeypatch.setattr(target, "repair_since", None)
+    """Turns off the repairs made by ``by``: "indexer", "switch" (its repair
+    after pointing), "answer" (the append's own, before it answers). The one
+    made by a stream's next append (its version guard) stays."""
+    if "indexer" in by:
+        core = recorder.indexer().indexer
+        assert isinstance(core, RepairingIndexer)
+        monkeypatch.setattr(core, "on_indexed", lambda tagged: None)
+    if "switch" in by:
+        target = container.rebuilder.target
+        assert isinstance(target, DynamoDBRebuildTarget)
+        monkeypatch.setattr(target, "repair_since", None)
+    if "answer" in by:
+        assert recorder.repairs is not None
+        monkeypatch.setattr(recorder.repairs, "after_append", lambda *args: None)
+
+
+AFTER_THE_FACT = ("indexer", "switch", "answer")
 
 
 def test_an_append_held_on_the_wire_past_the_switch_is_repaired_into_the_live_tables(
-    container: Container, recorder: DynamoDBApplicationRecorder, held: HeldSend
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    held: HeldSend,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """By the indexer: the held commit lands after the switch's own repair, and
+    its process's copy of the pointer is not asked (the answer's repair off)."""
     setup_held_gathering(container)
+    without_repairs(container, recorder, monkeypatch, by=("answer",))
 
     outcome = register_past_the_switch(container, held)
 
@@ -136,7 +157,7 @@ def test_the_streams_next_append_repairs_what_the_held_one_left_behind(
     the gathering finds the live row behind its stream (its version guard
     fails), repairs it from the event store and then applies its own."""
     setup_held_gathering(container)
-    without_repairs_after_the_fact(container, recorder, monkeypatch)
+    without_repairs(container, recorder, monkeypatch, by=AFTER_THE_FACT)
     register_past_the_switch(container, held)
     live = container.read_model
     assert live.get_registration("late", "held-gathering") is None  # left behind
@@ -160,13 +181,53 @@ def test_without_any_repair_the_held_append_is_lost_from_the_live_tables(
 ) -> None:
     """The control: what the two tests above would see if nothing repaired."""
     setup_held_gathering(container)
-    without_repairs_after_the_fact(container, recorder, monkeypatch)
+    without_repairs(container, recorder, monkeypatch, by=AFTER_THE_FACT)
 
     register_past_the_switch(container, held)
 
     report = container.check("read-tables")
     assert not report.ok
     assert {d.table for d in report.differences} >= {"registrations", "events"}
+
+
+def test_an_append_that_sees_the_switch_when_it_commits_repairs_before_answering(
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    held: HeldSend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its process's copy of the pointer, read again once the held commit
+    landed, names green: the append repairs its streams there before it
+    answers, so a read right after its response sees it."""
+    setup_held_gathering(container)
+    without_repairs(container, recorder, monkeypatch, by=("indexer", "switch"))
+    pointer = recorder.read_tables().pointer
+    monkeypatch.setattr(held, "release", ExpiringRelease(held.release, pointer))
+
+    register_past_the_switch(container, held)
+
+    live = container.read_model
+    assert live.get_registration("late", "held-gathering") is not None
+    gathering = live.get_event("held-gathering")
+    assert gathering is not None
+    assert gathering.registered_count == 1
+
+
+class ExpiringRelease:
+    """The held send's release that also lets the pointer's copy expire (as its
+    time to live would, had the send been held for longer)."""
+
+    def __init__(self, release: threading.Event, pointer: LivePointer) -> None:
+        self.release = release
+        self.pointer = pointer
+
+    def wait(self, timeout: float) -> bool:
+        released = self.release.wait(timeout)
+        self.pointer.expire()
+        return released
+
+    def set(self) -> None:
+        self.release.set()
 
 
 def test_drift_check_passes_after_racing_appends_and_switches(container: Container) -> None:
