@@ -11,21 +11,25 @@ The switch cannot take one lock over every process as SQLite's does (no item
 is shared by all appends, by design), and it assumes nothing about how long
 an append's request may take to land. It:
 
-1. marks the pointer *fenced*: appends that see it wait (so few land in the
-   old generation meanwhile), reads ask for the pointer on each request;
-2. folds the rest of the log, up to its head now, into the new generation
+1. marks the pointer *fenced*: appends that see it wait, reads ask for the
+   pointer on each request;
+2. waits for every process's copy of the pointer to expire (its time to
+   live), plus ``grace_seconds`` (default 0) for requests already sent;
+3. folds the rest of the log, up to its head now, into the new generation
    and points the pointer at it, unfenced;
-3. repairs, in the new generation, every stream of the commits indexed since
+4. repairs, in the new generation, every stream of the commits indexed since
    that head (``infra/dynamodb/repair.py``).
 
-An append already built for the old generation may still land there, at any
-time: its event items carry that tag (``g``), and it is repaired either by
-step 3 (indexed before the pointer moved), by the indexer (which reads the
-pointer after indexing it), or by the stream's next append (whose version
-guard on the new rows fails). ``grace_seconds`` (default 0) waits after
-fencing for requests already sent: fewer repairs, nothing more.
+Step 2 is not needed for exactness: it makes every process see the fence, so
+that appends after the switch write the new tables and a read after their
+response sees them. An append already built for the old generation may still
+land there, at any time: its event items carry that tag (``g``), and it is
+repaired either by step 4 (indexed before the pointer moved), by the indexer
+(which reads the pointer after indexing it), by the append itself (when its
+process's copy of the pointer names the new generation once it committed), or
+by the stream's next append (whose version guard on the new rows fails).
 
-Appends wait from 1 to 2; reads never stop. The old generation keeps its rows
+Appends wait from 1 to 3; reads never stop. The old generation keeps its rows
 until the next rebuild empties it.
 """
 
@@ -50,7 +54,7 @@ from infra.dynamodb.read_tables import (
 from projections.ports import Commit
 from projections.rebuild import RebuildState
 
-#: Not needed for correctness (see above): a pause that saves repairs.
+#: Not needed for correctness (see above): a longer pause saves repairs.
 SWITCH_GRACE_SECONDS = 0.0
 
 
@@ -99,7 +103,7 @@ class DynamoDBRebuildTarget:
         repair_since: Callable[[int, str], object] | None = None,
     ):
         """``repair_since(position, generation)``: repairs in ``generation`` the
-        streams of every commit indexed after ``position`` (step 3)."""
+        streams of every commit indexed after ``position`` (step 4)."""
         self.live = live
         self.client = live.client
         self.grace_seconds = grace_seconds
@@ -221,8 +225,9 @@ class DynamoDBRebuildTarget:
             pointer.write(live, fenced=False, expected=(live, True))
         pointer.write(live, fenced=True, expected=(live, False))
         try:
-            if self.grace_seconds:
-                time.sleep(self.grace_seconds)
+            # Not for exactness (repairs give it): so that every process sees
+            # the fence and appends after the switch write the new tables.
+            time.sleep(pointer.ttl + self.grace_seconds)
             state = self.state()
             if state is None or state.owner != owner:
                 raise RebuildInProgressError(TAKEN_OVER)
