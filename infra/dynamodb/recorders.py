@@ -462,10 +462,12 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         from infra.dynamodb.repair import RepairingIndexer, repair_late
 
         tables = (self.client, self.events_table_name, self.notifications_table_name)
-        repairs, pointer = self.repairs, self.read_tables().pointer
+        repairs = self.repairs
         if repairs is None:
             return StreamIndexer(*tables)
-        return RepairingIndexer(*tables, on_indexed=lambda t: repair_late(repairs, pointer, t))
+        return RepairingIndexer(
+            *tables, on_indexed=lambda t: repair_late(repairs, self.read_tables().pointer, t)
+        )
 
     def wait_until_indexed(self, timeout: float = 60.0) -> None:
         """Returns once every event written before the call is in the
