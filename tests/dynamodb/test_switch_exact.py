@@ -147,6 +147,32 @@ def test_an_append_held_on_the_wire_past_the_switch_is_repaired_into_the_live_ta
     assert recorder.repairs.repaired_events >= 1
 
 
+def test_a_gathering_deleted_by_a_held_append_is_gone_from_the_live_tables(
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    held: HeldSend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its stream name keeps the version that deleted it, so the repair knows
+    the stream is complete (and nothing can resurrect the row)."""
+    setup_held_gathering(container)
+    without_repairs(container, recorder, monkeypatch, by=("answer",))
+    deleting = threading.Thread(target=lambda: container.service.delete_gathering("held-gathering"))
+    held.armed = True
+    deleting.start()
+    assert held.holding.wait(30), "the deletion's append was never sent"
+    container.rebuilder.begin()
+    container.rebuilder.run()
+    held.release.set()
+    deleting.join(30)
+
+    report = container.check("read-tables")
+
+    assert report.ok, report.report()
+    assert container.read_model.get_event("held-gathering") is None
+    assert not container.read_model.event_exists("held-gathering")
+
+
 def test_the_streams_next_append_repairs_what_the_held_one_left_behind(
     container: Container,
     recorder: DynamoDBApplicationRecorder,
