@@ -39,9 +39,10 @@ class LivePointer:
 
     Each process caches it for ``ttl`` seconds from the moment it asked. A
     rebuild's switch first *fences* it (the live generation stays, appends
-    wait), waits until every process's cached copy has expired and every
-    append sent before has landed, folds the rest of the log into the other
-    generation and then points at it. While fenced, every read asks again, so
+    wait), waits until every process's cached copy has expired, folds the
+    rest of the log into the other generation and then points at it; an
+    append that lands in the old generation later is repaired
+    (``infra/dynamodb/repair.py``). While fenced, every read asks again, so
     no process reads the old generation after the switch.
     """
 
