@@ -284,7 +284,12 @@ def build_container(settings: Settings) -> Container:
         indexer = service.recorder.indexer()
     logger.info("service wired", extra={"store": settings.store})
     recorder = service.recorder
-    audit = AuditLog(recorder, service.mapper.decode_state)
+    audit = AuditLog(
+        recorder,
+        service.mapper.decode_state,
+        # A verify right after another process's write must count it.
+        settle=lambda: wait_until_logged(recorder, every_process=True),
+    )
     assert isinstance(recorder, StreamLog), recorder
     history = History(
         recorder,

@@ -469,25 +469,25 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             *tables, on_indexed=lambda t: repair_late(repairs, self.read_tables().pointer, t)
         )
 
-    def wait_until_indexed(self, timeout: float = 60.0) -> None:
+    def wait_until_indexed(self, timeout: float = 60.0, *, every_process: bool = False) -> None:
         """Returns once every event written before the call is in the
         notification log. Raises TimeoutError after ``timeout`` seconds.
 
-        Drains the stream (every shard to its tip as of the call, following
-        empty pages: :meth:`ShardPoller.drain` says what evidence of a tip the
-        stream gives), until also every commit this process appended (the
-        newest ``UNSEEN_COMMITS``) is seen indexed: a stream may show a write a
-        moment after it committed, so a drained stream alone does not prove
-        that the log holds it. Writes of other processes are covered as far as
-        the stream shows them by then.
-
-        Where another indexes (``index_in_process`` False: the API Lambda, whose
-        role may not read the stream nor write the index), it only reads the
-        index until every commit this process appended is in it.
+        Drains the stream (every shard to its tip as of the call:
+        :meth:`ShardPoller.drain`), until also every commit this process
+        appended (the newest ``UNSEEN_COMMITS``) is seen indexed: a stream may
+        show a write a moment after it committed. ``every_process``: and every
+        commit whose version the live read tables hold (``barrier.py``), so
+        other processes' writes too. Where another indexes (``index_in_process``
+        False: the API Lambda) it only reads the index until they are in it.
         """
         deadline = time.monotonic() + timeout
         with self._stats_lock:
             written = list(self._unseen)  # not what is written while this waits
+        if every_process:
+            from infra.dynamodb.barrier import committed_leads
+
+            written = list(dict.fromkeys(written + committed_leads(self)))
         if not self.index_in_process:
             while written:
                 indexed = self.log.indexed(written)

@@ -545,6 +545,8 @@ READ_MODEL_SOURCES = [
         "read_changes.py",
         "read_queries.py",
         "live_pointer.py",
+        # Scans the read tables' versions for wait_until_indexed(every_process).
+        "barrier.py",
     )
 ]
 #: The one table-creation path (every table: event store, read tables,
