@@ -64,6 +64,39 @@ class LivePointer:
             raise unavailable(error) from error
         return plain(found.get("Item") or {})
 
+    def pending_repair(self) -> tuple[str, int] | None:
+        """(generation, head) when a switch pointed at ``generation`` and has
+        not yet repaired the commits indexed after ``head`` (a consistent read):
+        whoever sees it does that repair (``repair.py``)."""
+        live, _, head = self.look()
+        return None if head is None else (live, head)
+
+    def look(self) -> tuple[str, bool, int | None]:
+        """The live generation, whether it is fenced, and the head a pending
+        repair starts from (None: none), in one consistent read."""
+        item = self._item()
+        owed = item.get("repaired_from")
+        live, fenced = str(item.get("live", "blue")), bool(item.get("fenced", False))
+        return live, fenced, None if owed is None else int(owed)
+
+    def repaired(self, live: str, head: int) -> None:
+        """Clears the pending repair (once it is done)."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": POINTER_KEY}},
+                UpdateExpression="REMOVE #r",
+                # Only the repair it names: not one a later switch recorded.
+                ConditionExpression="#l = :l AND #r = :r",
+                ExpressionAttributeNames={"#l": "live", "#r": "repaired_from"},
+                ExpressionAttributeValues={":l": {"S": live}, ":r": {"N": str(head)}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise unavailable(error) from error
+        except BotoCoreError as error:
+            raise unavailable(error) from error
+
     def read(self) -> tuple[str, bool]:
         """The live generation and whether a switch has fenced it, as stored (a
         consistent read)."""
@@ -114,9 +147,22 @@ class LivePointer:
         with self._lock:
             self._valid_until = 0.0
 
-    def write(self, live: str, *, fenced: bool, expected: tuple[str, bool]) -> None:
-        """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise)."""
-        values: dict[str, Any] = {"pk": POINTER_KEY, "live": live, "fenced": fenced}
+    def write(
+        self,
+        live: str,
+        *,
+        fenced: bool,
+        expected: tuple[str, bool],
+        repaired_from: int | None = None,
+    ) -> None:
+        """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise);
+        ``repaired_from``: a repair the switch owes (``pending_repair``)."""
+        values: dict[str, Any] = {
+            "pk": POINTER_KEY,
+            "live": live,
+            "fenced": fenced,
+            "repaired_from": repaired_from,
+        }
         if fenced:
             values["until"] = int(time.time() + FENCE_LEASE_SECONDS)
         condition = "attribute_not_exists(pk)" if expected == ("blue", False) else None

@@ -220,6 +220,7 @@ class DynamoDBRebuildTarget:
     def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
         model = self._idle()
         pointer = self.live.pointer
+        self._owed_repair()  # of a switch that died before it made it
         live, fenced = pointer.read()
         if fenced:  # a switch that died between fencing and pointing: unfence first
             pointer.write(live, fenced=False, expected=(live, True))
@@ -248,15 +249,27 @@ class DynamoDBRebuildTarget:
                     ExpressionAttributeNames={"#o": "owner"},
                     ExpressionAttributeValues={":owner": {"S": owner}},
                 )
-            pointer.write(model.generation or "blue", fenced=False, expected=(live, True))
+            # The repair after pointing is recorded with the move: whoever
+            # reads the pointer next (an indexer, a switch) does it if this
+            # process dies first.
+            owed = head if self.repair_since is not None else None
+            new = model.generation or "blue"
+            pointer.write(new, fenced=False, expected=(live, True), repaired_from=owed)
         except BaseException:
             current = pointer.read()
             if current == (live, True):
                 pointer.write(live, fenced=False, expected=(live, True))
             raise
-        if self.repair_since is not None:
-            self.repair_since(head, model.generation or "blue")
+        self._owed_repair()
         return head
+
+    def _owed_repair(self) -> None:
+        """Step 4, for this switch or one whose process died before doing it."""
+        owed = self.live.pointer.pending_repair()
+        if owed is not None and self.repair_since is not None:
+            generation, head = owed
+            self.repair_since(head, generation)
+            self.live.pointer.repaired(generation, head)
 
     def fail(self, owner: str, error: str) -> None:
         values = {":s": {"S": "failed"}, ":e": {"S": error[:500]}}

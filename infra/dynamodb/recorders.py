@@ -458,16 +458,9 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def stream_indexer(self) -> StreamIndexer:
         """An indexer of this recorder's tables; it repairs the read tables
         after commits a rebuild's switch left behind when repairs are on."""
-        from infra.dynamodb.indexer import StreamIndexer
-        from infra.dynamodb.repair import RepairingIndexer, repair_late
+        from infra.dynamodb.repair import repairing_indexer
 
-        tables = (self.client, self.events_table_name, self.notifications_table_name)
-        repairs = self.repairs
-        if repairs is None:
-            return StreamIndexer(*tables)
-        return RepairingIndexer(
-            *tables, on_indexed=lambda t: repair_late(repairs, self.read_tables().pointer, t)
-        )
+        return repairing_indexer(self)
 
     def wait_until_indexed(self, timeout: float = 60.0, *, every_process: bool = False) -> None:
         """Returns once every event written before the call is in the

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from infra.dynamodb.event_store import DynamoDBAggregateRecorder
+    from infra.dynamodb.recorders import DynamoDBApplicationRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -221,16 +222,37 @@ class RepairingIndexer(StreamIndexer):
 
 
 def repair_late(
-    repairs: ReadRowRepair, pointer: LivePointer, tagged: Sequence[tuple[str, int, str]]
+    repairs: ReadRowRepair,
+    pointer: LivePointer,
+    tagged: Sequence[tuple[str, int, str]],
+    log: ApplicationRecorder | None = None,
 ) -> int:
     """The indexer's part: repairs, in the live generation, the streams of the
     commits just indexed whose rows went to another. The pointer is read now
     (ConsistentRead), after the pages were written: if it still names the
     tag's generation, fenced or not, the switch has not pointed yet and its
-    own repair after pointing covers these commits (they are indexed by then)."""
-    live, _ = pointer.read()
+    own repair after pointing covers these commits (they are indexed by then).
+    That repair, if its switch died before making it, is made here (``log``)."""
+    live, _, owed = pointer.look()
+    if owed is not None and log is not None:
+        repair_since(repairs, log, owed, live)
+        pointer.repaired(live, owed)
     late = [UUID(oid) for oid, _, generation in tagged if generation != live]
     return repairs.repair_all(late, live) if late else 0
+
+
+def repairing_indexer(recorder: DynamoDBApplicationRecorder) -> StreamIndexer:
+    """The stream indexer of ``recorder``'s tables: repairing once repairs are
+    enabled (``DynamoDBApplicationRecorder.enable_repairs``)."""
+    tables = (recorder.client, recorder.events_table_name, recorder.notifications_table_name)
+    repairs = recorder.repairs
+    if repairs is None:
+        return StreamIndexer(*tables)
+
+    def on_indexed(tagged: list[tuple[str, int, str]]) -> None:
+        repair_late(repairs, recorder.read_tables().pointer, tagged, recorder)
+
+    return RepairingIndexer(*tables, on_indexed=on_indexed)
 
 
 def repair_since(

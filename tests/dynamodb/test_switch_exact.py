@@ -15,6 +15,7 @@ import pytest
 
 from domain.application import GatheringSpec
 from domain.errors import RegistrationDomainError
+from domain.model import registration_aggregate_id
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.live_pointer import LivePointer
 from infra.dynamodb.read_tables import DynamoDBReadModel
@@ -306,3 +307,58 @@ def test_drift_check_passes_after_racing_appends_and_switches(container: Contain
             assert report.ok, report.report()
     finally:
         events.unregister("before-send.dynamodb.TransactWriteItems", unique_id="delay")
+
+
+@pytest.mark.parametrize("repaired_by", ["the switch", "the indexer, the switch having died"])
+def test_a_commit_indexed_while_the_switch_was_fenced_is_repaired_after_it_points(
+    container: Container,
+    recorder: DynamoDBApplicationRecorder,
+    held: HeldSend,
+    monkeypatch: pytest.MonkeyPatch,
+    repaired_by: str,
+) -> None:
+    """The held commit lands, and is indexed, after the switch read the head it
+    folds up to and before it points: the indexer saw the pointer still at the
+    tag's generation (fenced) and left it. The switch records, with the
+    pointer's move, that it owes a repair from that head; if it dies before
+    making it, the next indexer batch makes it."""
+    setup_held_gathering(container)
+    target = container.rebuilder.target
+    assert isinstance(target, DynamoDBRebuildTarget)
+    projector = container.rebuilder.projector
+    rest = projector.rest
+
+    def rest_then_let_the_held_commit_land(position: int) -> Any:
+        folded = rest(position)
+        held.release.set()
+        deadline = time.monotonic() + 30
+        while not recorder.stream_exists(registration_aggregate_id("held-gathering", "late")):
+            assert time.monotonic() < deadline, "the held commit never landed"
+            time.sleep(0.01)
+        recorder.wait_until_indexed()  # the indexer sees the fence: no repair
+        return folded
+
+    monkeypatch.setattr(projector, "rest", rest_then_let_the_held_commit_land)
+    if repaired_by != "the switch":
+        monkeypatch.setattr(target, "_owed_repair", lambda: None)  # dies after pointing
+    without_repairs(container, recorder, monkeypatch, by=("answer",))
+    held.armed = True
+    registering = threading.Thread(
+        target=lambda: container.service.register("late", "held-gathering")
+    )
+    registering.start()
+    assert held.holding.wait(30)
+    container.rebuilder.begin()
+    container.rebuilder.run()
+    registering.join(30)
+    pointer = generation_model(container, "blue").pointer
+    if repaired_by != "the switch":
+        assert pointer.pending_repair() is not None
+        assert container.read_model.get_registration("late", "held-gathering") is None
+        container.service.create_user("trigger", "Trigger")  # a batch for the indexer
+
+    report = container.check("read-tables")
+
+    assert report.ok, report.report()
+    assert pointer.pending_repair() is None
+    assert container.read_model.get_registration("late", "held-gathering") is not None
