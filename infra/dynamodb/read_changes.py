@@ -77,7 +77,13 @@ class ReadTableChanges(ReadTableWriter):
         names: TableSet | None = None,
         *,
         guarded: bool = False,
+        skip: Mapping[UUID, int] | None = None,
     ) -> None:
+        """``guarded``: condition each events row on its version (see above).
+        ``skip``: per stream, the version its rows already hold here (a
+        rebuild's fill that found a row ahead of the log: a commit landed in
+        these tables while they were being filled); its events up to that
+        version write nothing."""
         self.model = model
         self.names = names or model.tables()
         self.known_streams = streams or {}
@@ -90,6 +96,8 @@ class ReadTableChanges(ReadTableWriter):
         # the same commit.
         self.noted: set[tuple[str, str]] = set()
         self.guarded = guarded
+        self.skip = skip or {}
+        self._skipping = False
         # The stream and version of the domain event being folded.
         self._at: tuple[UUID, int] | None = None
         # Each events row written: its stream, and the first and last version
@@ -101,6 +109,7 @@ class ReadTableChanges(ReadTableWriter):
 
     def folding(self, stream_id: UUID, version: int) -> None:
         self._at = (stream_id, version)
+        self._skipping = version <= self.skip.get(stream_id, 0)
 
     def _stamp(self, event_id: str) -> None:
         """Notes that the event being folded changes ``event_id``'s row."""
@@ -124,6 +133,8 @@ class ReadTableChanges(ReadTableWriter):
         )
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None:
+        if self._skipping:
+            return
         stamp = at.isoformat()
         self.users[user_id] = {
             "userId": user_id,
@@ -134,6 +145,8 @@ class ReadTableChanges(ReadTableWriter):
         }
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
+        if self._skipping:
+            return
         self._stamp(row.event_id)
         self.streams[stream_id.hex] = row.event_id
         self.events[row.event_id] = {
@@ -166,6 +179,8 @@ class ReadTableChanges(ReadTableWriter):
         return current
 
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
+        if self._skipping:
+            return
         names = {"waitlist_enabled": "waitlistEnabled"}
         change = self._event_change(event_id)
         values = {names.get(k, k): v for k, v in fields.items()} | {"updatedAt": at.isoformat()}
@@ -175,6 +190,8 @@ class ReadTableChanges(ReadTableWriter):
             change.update(values)
 
     def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
+        if self._skipping:
+            return
         change = self._event_change(event_id)
         if isinstance(change, _Update):
             change.adds["registeredCount"] = change.adds.get("registeredCount", 0) + registered
@@ -186,6 +203,8 @@ class ReadTableChanges(ReadTableWriter):
             change["updatedAt"] = at.isoformat()
 
     def delete_event(self, event_id: str) -> None:
+        if self._skipping:
+            return
         self._stamp(event_id)
         self.events[event_id] = None
         if self._at is not None:
@@ -194,6 +213,8 @@ class ReadTableChanges(ReadTableWriter):
     def put_registration(
         self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
     ) -> None:
+        if self._skipping:
+            return
         self.registrations[(user_id, event_id)] = {
             "userId": user_id,
             "eventId": event_id,
@@ -204,6 +225,8 @@ class ReadTableChanges(ReadTableWriter):
         }
 
     def promote_registration(self, user_id: str, event_id: str, sort_key: int) -> None:
+        if self._skipping:
+            return
         values = {
             "status": "confirmed",
             "sortKey": sort_key,
@@ -216,6 +239,8 @@ class ReadTableChanges(ReadTableWriter):
             self.registrations[(user_id, event_id)] = _Update(sets=values)
 
     def delete_registration(self, user_id: str, event_id: str) -> None:
+        if self._skipping:
+            return
         # The row stays as the user's history: withdrawn, and without the
         # sort attribute of ORDER_GSI, so it leaves the event's lists.
         values: dict[str, Any] = {"status": WITHDRAWN, "eventOrder": None}
@@ -229,6 +254,8 @@ class ReadTableChanges(ReadTableWriter):
             self.registrations[(user_id, event_id)] = _Update(sets=values)
 
     def note_registration(self, user_id: str, event_id: str) -> None:
+        if self._skipping:
+            return
         # The registrations row is the history: nothing to write when this
         # writer writes the row (the fold puts it in the same commit).
         self.noted.add((user_id, event_id))
