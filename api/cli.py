@@ -113,7 +113,7 @@ def export(container: Container, after: int, until: int | None, output: TextIO) 
 
 def verify(container: Container) -> dict[str, object]:
     """Recomputes every stream's hash chain over the whole log."""
-    wait_until_logged(container.service.recorder)
+    wait_until_logged(container.service.recorder, every_process=True)
     head = container.service.recorder.max_notification_id() or 0
     bar, update = _progress_bar(head, "verifying chains")
     with bar:

@@ -60,9 +60,7 @@ def build_stream_indexer(settings: Settings) -> StreamIndexer:
     if not isinstance(recorder, DynamoDBApplicationRecorder):  # pragma: no cover - wiring
         msg = f"Expected the DynamoDB application recorder, got {type(recorder).__name__}"
         raise TypeError(msg)
-    return StreamIndexer(
-        recorder.client, recorder.events_table_name, recorder.notifications_table_name
-    )
+    return recorder.stream_indexer()
 
 
 @cache

@@ -50,6 +50,9 @@ class StoredRegistrationService(RegistrationService):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self.mapper.read_stream = self.recorder.select_events
+        enable_repairs = getattr(self.recorder, "enable_repairs", None)
+        if enable_repairs is not None:  # DynamoDB: rows a rebuild's switch left behind
+            enable_repairs(self.mapper.to_domain_event)
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Every event is stored with its request id, actor and chain digest."""

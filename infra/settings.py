@@ -160,12 +160,13 @@ class Settings(BaseSettings):
         ),
     )
     rebuild_switch_grace_seconds: float = Field(
-        default=5.0,
+        default=0.0,
         ge=0,
         le=300,
         description=(
-            "DynamoDB: how long a rebuild's switch waits, after every process's copy of the "
-            "live pointer expired, for appends already sent to land (writes pause meanwhile)."
+            "DynamoDB: how long a rebuild's switch waits, once it fenced appends, for those "
+            "already sent to land (writes pause meanwhile). Not needed for correctness: an "
+            "append that lands in the replaced tables later is repaired; this only saves repairs."
         ),
     )
     rebuild_batch_size: int = Field(

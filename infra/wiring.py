@@ -14,7 +14,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
+
+from eventsourcing.persistence import ApplicationRecorder
 
 from domain.errors import ProjectionNotFoundError
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
@@ -24,6 +27,7 @@ from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
+from infra.dynamodb.repair import repair_since
 from infra.idempotency import ExpirySweeper, IdempotencyStore
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
@@ -251,10 +255,17 @@ def build_idempotency_store(settings: Settings, read_model: ReadModel) -> Idempo
     )
 
 
-def build_rebuild_target(settings: Settings, read_model: ReadModel) -> RebuildTarget:
+def build_rebuild_target(
+    settings: Settings, read_model: ReadModel, recorder: ApplicationRecorder | None = None
+) -> RebuildTarget:
     if isinstance(read_model, DynamoDBReadModel):
+        # After the switch points, the streams of commits indexed since the
+        # head it folded are repaired in the new tables (infra/dynamodb/repair.py).
+        repair = None
+        if isinstance(recorder, DynamoDBApplicationRecorder) and recorder.repairs is not None:
+            repair = partial(repair_since, recorder.repairs, recorder)
         return DynamoDBRebuildTarget(
-            read_model, grace_seconds=settings.rebuild_switch_grace_seconds
+            read_model, grace_seconds=settings.rebuild_switch_grace_seconds, repair_since=repair
         )
     return SQLiteRebuildTarget(settings.event_store_path, lock_timeout=settings.sqlite_lock_timeout)
 
@@ -282,7 +293,12 @@ def build_container(settings: Settings) -> Container:
         indexer = service.recorder.indexer()
     logger.info("service wired", extra={"store": settings.store})
     recorder = service.recorder
-    audit = AuditLog(recorder, service.mapper.decode_state)
+    audit = AuditLog(
+        recorder,
+        service.mapper.decode_state,
+        # A verify right after another process's write must count it.
+        settle=lambda: wait_until_logged(recorder, every_process=True),
+    )
     assert isinstance(recorder, StreamLog), recorder
     history = History(
         recorder,
@@ -300,7 +316,7 @@ def build_container(settings: Settings) -> Container:
     rebuilder = Rebuilder(
         recorder,
         service.mapper,
-        build_rebuild_target(settings, read_model),
+        build_rebuild_target(settings, read_model, recorder),
         lease_seconds=settings.rebuild_lease_seconds,
         batch_size=settings.rebuild_batch_size,
     )

@@ -369,10 +369,18 @@ VERIFY_PAGE = 500
 class AuditLog:
     """The feed of every stored domain event in log order, and its verification."""
 
-    def __init__(self, recorder: ApplicationRecorder, decode: Decode) -> None:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        decode: Decode,
+        settle: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``settle``: returns once the log holds every write made before the
+        call, in any process (a log indexed after the appends)."""
         self.recorder = recorder
         self.decode = decode
         self.presenter = Presenter(recorder.select_events, decode)
+        self.settle = settle
 
     def _sealed(self, notification: Notification) -> tuple[dict[str, Any], str | None]:
         return sealed(notification, self.decode(notification))
@@ -409,6 +417,7 @@ class AuditLog:
     def verify(self, on_progress: Callable[[int, int], None] | None = None) -> ChainCheck:
         """Recomputes every stream's chain over the whole log (and, where the log
         holds copies, checks each copy against its stream's event)."""
+        self.settle()
         head = self.recorder.max_notification_id() or 0
         check = ChainCheck()
         batch: list[Notification] = []

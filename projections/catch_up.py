@@ -43,15 +43,17 @@ class IndexedLog(Protocol):
     DynamoDB, by the stream indexer), so a reader that needs every event
     written so far must first wait for them to be indexed."""
 
-    def wait_until_indexed(self, timeout: float = 60.0) -> None:
-        """Returns once every event written before the call is in the log."""
+    def wait_until_indexed(self, timeout: float = 60.0, *, every_process: bool = False) -> None:
+        """Returns once every event written before the call is in the log: by
+        this process, or (``every_process``) by any."""
 
 
-def wait_until_logged(recorder: ApplicationRecorder) -> None:
+def wait_until_logged(recorder: ApplicationRecorder, *, every_process: bool = False) -> None:
     """Returns once ``recorder``'s log holds every event written so far (at
-    once for logs written with the events themselves)."""
+    once for logs written with the events themselves); ``every_process``: also
+    what other processes wrote (a drift check, an audit, a rebuild's switch)."""
     if isinstance(recorder, IndexedLog):
-        recorder.wait_until_indexed()
+        recorder.wait_until_indexed(every_process=every_process)
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class CatchUpProjector:
     def rest(self, position: int) -> tuple[list[Commit], int]:
         """Every commit after ``position`` up to the log's head, read now, and that
         head: what a rebuild folds while it holds off appends."""
-        wait_until_logged(self.recorder)
+        wait_until_logged(self.recorder, every_process=True)
         head = self.recorder.max_notification_id() or 0
         if head <= position:
             return [], position

@@ -195,10 +195,10 @@ def check_drift(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> DriftReport:
     """Compares the live read tables with a fresh fold of the whole log."""
-    wait_until_logged(recorder)
+    wait_until_logged(recorder, every_process=True)
     before = recorder.max_notification_id() or 0
     live = read_model.dump()
-    wait_until_logged(recorder)
+    wait_until_logged(recorder, every_process=True)
     after = recorder.max_notification_id() or 0
 
     fold = _Fold(watch_from=before)

@@ -123,6 +123,7 @@ def fold(fact: Aggregate.Event, writer: ReadTableWriter) -> None:
     """Applies one domain event to the read tables."""
     handler = HANDLERS.get(type(fact))
     if handler is not None:
+        writer.folding(fact.originator_id, fact.originator_version)
         handler(fact, writer)
 
 

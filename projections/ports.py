@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 class ReadTableWriter(Protocol):
     """Row changes made inside one read-model transaction."""
 
+    def folding(self, stream_id: UUID, version: int) -> None:
+        """Called before the rows of each domain event: the stream and version
+        it comes from (a store that keeps, on each row, the version of the
+        stream that last changed it notes them; others ignore them)."""
+        return
+
     def put_user(self, user_id: str, name: str, at: datetime) -> None: ...
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None: ...

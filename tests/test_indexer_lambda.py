@@ -39,6 +39,7 @@ from infra.cdk.design import (
     INDEX_TABLE,
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
+    INDEXER_READ_TABLE_ACTIONS,
     READ_MODEL_ACTIONS,
     READ_MODEL_INDEX_ACTIONS,
     READ_TABLES,
@@ -119,6 +120,7 @@ def indexer_grants(prefix: str) -> dict[str, tuple[str, ...]]:
     return {
         EVENTS_TABLE.table_name(prefix): INDEXER_EVENT_TABLE_ACTIONS,
         INDEX_TABLE.table_name(prefix): INDEXER_INDEX_TABLE_ACTIONS,
+        **{design.table_name(prefix): INDEXER_READ_TABLE_ACTIONS for design in READ_TABLES},
     }
 
 

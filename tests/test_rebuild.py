@@ -93,7 +93,7 @@ class _LateLog:
         stop = self._visible if stop is None else min(stop, self._visible)
         return self._recorder.select_notifications(start, limit, stop, **kw)
 
-    def wait_until_indexed(self, timeout: float = 60.0) -> None:
+    def wait_until_indexed(self, timeout: float = 60.0, *, every_process: bool = False) -> None:
         self._visible = self._recorder.max_notification_id() or 0
 
 

@@ -235,3 +235,15 @@ INDEXER_INDEX_TABLE_ACTIONS: tuple[str, ...] = (
     "dynamodb:PutItem",
     "dynamodb:Query",
 )
+
+#: The indexer on the read tables (both generations): after indexing a batch it
+#: reads the live pointer (GetItem), and repairs the rows of commits a
+#: rebuild's switch left in the replaced generation (infra/dynamodb/repair.py):
+#: it reads a stream's rows (GetItem) and writes them in transactions of Put,
+#: Update and Delete items.
+INDEXER_READ_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+)

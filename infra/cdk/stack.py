@@ -75,6 +75,7 @@ from infra.cdk.design import (
     INDEX_TABLE,
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
+    INDEXER_READ_TABLE_ACTIONS,
     INDEXER_STREAM_ACTIONS,
     READ_MODEL_ACTIONS,
     READ_MODEL_INDEX_ACTIONS,
@@ -97,6 +98,7 @@ __all__ = [
     "IDEMPOTENCY_TABLE",
     "INDEXER_EVENT_TABLE_ACTIONS",
     "INDEXER_INDEX_TABLE_ACTIONS",
+    "INDEXER_READ_TABLE_ACTIONS",
     "INDEXER_STREAM_ACTIONS",
     "READ_MODEL_ACTIONS",
     "READ_MODEL_INDEX_ACTIONS",
@@ -325,6 +327,12 @@ class RegistrationServiceStack(Stack):
                             effect=iam.Effect.ALLOW,
                             actions=list(INDEXER_INDEX_TABLE_ACTIONS),
                             resources=_table_arns([self.index_table]),
+                        ),
+                        iam.PolicyStatement(
+                            sid="IndexerReadTables",
+                            effect=iam.Effect.ALLOW,
+                            actions=list(INDEXER_READ_TABLE_ACTIONS),
+                            resources=_table_arns(list(self.read_tables.values())),
                         ),
                     ]
                 )

@@ -85,7 +85,8 @@ from infra.dynamodb.errors import (
 )
 from infra.dynamodb.event_store import DynamoDBAggregateRecorder
 from infra.dynamodb.factory import DynamoDBFactory
-from infra.dynamodb.recorders import DynamoDBApplicationRecorder, DynamoDBSubscription
+from infra.dynamodb.recorders import DynamoDBApplicationRecorder
+from infra.dynamodb.subscription import DynamoDBSubscription
 from infra.dynamodb.tracking import DynamoDBProcessRecorder, DynamoDBTrackingRecorder
 
 Factory = DynamoDBFactory

@@ -93,6 +93,16 @@ class _RetryAppendError(Exception):
         self.reason = reason
 
 
+class _RowsBehindError(Exception):
+    """Internal: an append's read-table rows were refused because the live
+    generation does not hold every earlier commit of these streams (hex ids):
+    one landed in the generation a rebuild replaced. Nothing was written."""
+
+    def __init__(self, streams: list[str]) -> None:
+        super().__init__(", ".join(streams))
+        self.streams = streams
+
+
 class DynamoDBRecorder(Recorder):
     def __init__(self, datastore: DynamoDBDatastore) -> None:
         assert isinstance(datastore, DynamoDBDatastore)
@@ -131,8 +141,10 @@ class DynamoDBRecorder(Recorder):
         """Runs one TransactWriteItems and interprets a cancellation.
 
         ``kinds`` has one (kind, label) per item, kind being one of "event",
-        "tracking" or "read". Raises IntegrityError, DataError,
-        OperationalError, or _RetryAppendError for transient contention.
+        "tracking", "read" or "guard" (a read-table row conditioned on its
+        stream's version; label: the stream). Raises IntegrityError, DataError,
+        OperationalError, _RowsBehindError, or _RetryAppendError for transient
+        contention.
         """
         try:
             self.client.transact_write_items(
@@ -153,6 +165,7 @@ class DynamoDBRecorder(Recorder):
     def _raise_for_cancellation(e: ClientError, kinds: list[tuple[str, str]]) -> None:
         reasons = cancellation_reasons(e)
         conflicts: list[str] = []
+        behind: list[str] = []
         transient = False
         for (kind, label), reason in zip(kinds, reasons, strict=False):
             code = reason.get("Code") or "None"
@@ -161,6 +174,8 @@ class DynamoDBRecorder(Recorder):
             if code in CONDITION_FAILED_CODES:
                 if kind in ("event", "tracking"):
                     conflicts.append(label)
+                elif kind == "guard":
+                    behind.append(label)
                 elif kind == "read":
                     msg = (
                         f"Read table row {label} is not as the log says it should be; "
@@ -178,6 +193,8 @@ class DynamoDBRecorder(Recorder):
         if conflicts:
             msg = "Conflicting records already exist: " + ", ".join(conflicts)
             raise IntegrityError(msg) from e
+        if behind:
+            raise _RowsBehindError(behind) from e
         if transient or not reasons:
             raise _RetryAppendError("transaction conflict") from e
         msg = f"DynamoDB cancelled the transaction: {e}"  # pragma: no cover

@@ -20,6 +20,8 @@ indexer), one item per stream a commit touches (older items: one per event):
 ``h``       N     on every item of a commit: the end of an index page its
                   writer read before the append (0: none seen), a lower bound
                   of the index's head at append time
+``g``       S     on every event of a commit that wrote read-table rows: the
+                  generation (blue, green) they went to (``repair.py``)
 ==========  ====  ==========================================================
 
 Index table (``<app>_notifications``, no stream), key ``p`` (S) + ``id`` (N):
@@ -61,6 +63,7 @@ EVENTS = "e"  # (L of [S, B]) a stream's further events of the commit (packing.p
 COMMIT_MANIFEST = "m"  # (L of [S, N]) on a commit's lead event item
 COMMIT_LEAD = "l"  # ([S, N]) on the other event items of a commit: the lead's key
 HEAD_HINT = "h"  # (N) on every event item of a commit: a lower bound of the index's head
+GENERATION = "g"  # (S) on every event item of a commit with read-table rows: their generation
 NID = "nid"  # notification id (N), on tracking items
 LOG_PK = "p"  # (S) partition key of the index table
 LOG_SK = "id"  # (N) sort key of the index table: the notification id

@@ -39,9 +39,10 @@ class LivePointer:
 
     Each process caches it for ``ttl`` seconds from the moment it asked. A
     rebuild's switch first *fences* it (the live generation stays, appends
-    wait), waits until every process's cached copy has expired and every
-    append sent before has landed, folds the rest of the log into the other
-    generation and then points at it. While fenced, every read asks again, so
+    wait), waits until every process's cached copy has expired, folds the
+    rest of the log into the other generation and then points at it; an
+    append that lands in the old generation later is repaired
+    (``infra/dynamodb/repair.py``). While fenced, every read asks again, so
     no process reads the old generation after the switch.
     """
 
@@ -62,6 +63,39 @@ class LivePointer:
         except (ClientError, BotoCoreError) as error:
             raise unavailable(error) from error
         return plain(found.get("Item") or {})
+
+    def pending_repair(self) -> tuple[str, int] | None:
+        """(generation, head) when a switch pointed at ``generation`` and has
+        not yet repaired the commits indexed after ``head`` (a consistent read):
+        whoever sees it does that repair (``repair.py``)."""
+        live, _, head = self.look()
+        return None if head is None else (live, head)
+
+    def look(self) -> tuple[str, bool, int | None]:
+        """The live generation, whether it is fenced, and the head a pending
+        repair starts from (None: none), in one consistent read."""
+        item = self._item()
+        owed = item.get("repaired_from")
+        live, fenced = str(item.get("live", "blue")), bool(item.get("fenced", False))
+        return live, fenced, None if owed is None else int(owed)
+
+    def repaired(self, live: str, head: int) -> None:
+        """Clears the pending repair (once it is done)."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": POINTER_KEY}},
+                UpdateExpression="REMOVE #r",
+                # Only the repair it names: not one a later switch recorded.
+                ConditionExpression="#l = :l AND #r = :r",
+                ExpressionAttributeNames={"#l": "live", "#r": "repaired_from"},
+                ExpressionAttributeValues={":l": {"S": live}, ":r": {"N": str(head)}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise unavailable(error) from error
+        except BotoCoreError as error:
+            raise unavailable(error) from error
 
     def read(self) -> tuple[str, bool]:
         """The live generation and whether a switch has fenced it, as stored (a
@@ -108,9 +142,27 @@ class LivePointer:
         live, fenced = self.current()
         return live == generation and not fenced
 
-    def write(self, live: str, *, fenced: bool, expected: tuple[str, bool]) -> None:
-        """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise)."""
-        values: dict[str, Any] = {"pk": POINTER_KEY, "live": live, "fenced": fenced}
+    def expire(self) -> None:
+        """Forgets this process's copy: the next look reads the item."""
+        with self._lock:
+            self._valid_until = 0.0
+
+    def write(
+        self,
+        live: str,
+        *,
+        fenced: bool,
+        expected: tuple[str, bool],
+        repaired_from: int | None = None,
+    ) -> None:
+        """Moves the pointer from ``expected`` (ConditionalCheckFailed otherwise);
+        ``repaired_from``: a repair the switch owes (``pending_repair``)."""
+        values: dict[str, Any] = {
+            "pk": POINTER_KEY,
+            "live": live,
+            "fenced": fenced,
+            "repaired_from": repaired_from,
+        }
         if fenced:
             values["until"] = int(time.time() + FENCE_LEASE_SECONDS)
         condition = "attribute_not_exists(pk)" if expected == ("blue", False) else None

@@ -8,6 +8,19 @@ per item, because a transaction may not touch an item twice.
 A registration that is withdrawn keeps its row (``status = "withdrawn"``, its
 ``eventOrder`` removed so it leaves the sparse ``eventId-order-index``): the
 row is the user's registration history, so no separate item records it.
+
+Stream versions on rows (``v``): an events row carries the version of its
+gathering's stream that last changed it (every gathering event changes the
+row, so ``v`` is the version of the stream its rows hold: the events row and
+the gathering's registration rows, all written by the same transactions); a
+users row carries its user stream's version. A deleted gathering's row goes,
+and its stream-name row (``stream#<uuid>`` in ``projection_state``) keeps
+``deleted`` = the version that deleted it. A *guarded* writer (an append's
+inline rows, a repair: ``infra/dynamodb/repair.py``) conditions the events
+row on ``v`` being the version before the first it folds; the rows are then
+the fold of their stream up to ``v``, each commit applied once, in stream
+order, and a generation that missed a commit refuses the next one instead of
+applying it on top of the gap.
 """
 
 from __future__ import annotations
@@ -62,7 +75,15 @@ class ReadTableChanges(ReadTableWriter):
         model: StreamNames,
         streams: Mapping[UUID, str] | None = None,
         names: TableSet | None = None,
+        *,
+        guarded: bool = False,
+        skip: Mapping[UUID, int] | None = None,
     ) -> None:
+        """``guarded``: condition each events row on its version (see above).
+        ``skip``: per stream, the version its rows already hold here (a
+        rebuild's fill that found a row ahead of the log: a commit landed in
+        these tables while they were being filled); its events up to that
+        version write nothing."""
         self.model = model
         self.names = names or model.tables()
         self.known_streams = streams or {}
@@ -74,6 +95,29 @@ class ReadTableChanges(ReadTableWriter):
         # writer does not write: normally none, since the fold puts the row in
         # the same commit.
         self.noted: set[tuple[str, str]] = set()
+        self.guarded = guarded
+        self.skip = skip or {}
+        self._skipping = False
+        # The stream and version of the domain event being folded.
+        self._at: tuple[UUID, int] | None = None
+        # Each events row written: its stream, and the first and last version
+        # of that stream folded here.
+        self.versions: dict[str, tuple[UUID, int, int]] = {}
+        self.user_versions: dict[str, int] = {}
+        # Stream-name rows of gatherings deleted here: stream hex -> version.
+        self.deleted: dict[str, int] = {}
+
+    def folding(self, stream_id: UUID, version: int) -> None:
+        self._at = (stream_id, version)
+        self._skipping = version <= self.skip.get(stream_id, 0)
+
+    def _stamp(self, event_id: str) -> None:
+        """Notes that the event being folded changes ``event_id``'s row."""
+        if self._at is None:
+            return
+        stream, version = self._at
+        found = self.versions.get(event_id)
+        self.versions[event_id] = (stream, found[1] if found else version, version)
 
     def _history_only(self) -> list[tuple[str, str]]:
         return sorted(self.noted - self.registrations.keys())
@@ -84,19 +128,26 @@ class ReadTableChanges(ReadTableWriter):
             + len(self.events)
             + len(self.registrations)
             + len(self.streams)
+            + len(self.deleted.keys() - self.streams.keys())
             + len(self._history_only())
         )
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None:
+        if self._skipping:
+            return
         stamp = at.isoformat()
         self.users[user_id] = {
             "userId": user_id,
             "name": name,
             "createdAt": stamp,
             "updatedAt": stamp,
+            "v": None if self._at is None else self._at[1],
         }
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
+        if self._skipping:
+            return
+        self._stamp(row.event_id)
         self.streams[stream_id.hex] = row.event_id
         self.events[row.event_id] = {
             "eventId": row.event_id,
@@ -121,12 +172,15 @@ class ReadTableChanges(ReadTableWriter):
         return found if found is not None else self.model.event_id_for(stream_id)
 
     def _event_change(self, event_id: str) -> dict[str, Any] | _Update:
+        self._stamp(event_id)
         current = self.events.get(event_id)
         if current is None:
             current = self.events[event_id] = _Update()
         return current
 
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
+        if self._skipping:
+            return
         names = {"waitlist_enabled": "waitlistEnabled"}
         change = self._event_change(event_id)
         values = {names.get(k, k): v for k, v in fields.items()} | {"updatedAt": at.isoformat()}
@@ -136,6 +190,8 @@ class ReadTableChanges(ReadTableWriter):
             change.update(values)
 
     def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
+        if self._skipping:
+            return
         change = self._event_change(event_id)
         if isinstance(change, _Update):
             change.adds["registeredCount"] = change.adds.get("registeredCount", 0) + registered
@@ -147,11 +203,18 @@ class ReadTableChanges(ReadTableWriter):
             change["updatedAt"] = at.isoformat()
 
     def delete_event(self, event_id: str) -> None:
+        if self._skipping:
+            return
+        self._stamp(event_id)
         self.events[event_id] = None
+        if self._at is not None:
+            self.deleted[self._at[0].hex] = self._at[1]
 
     def put_registration(
         self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
     ) -> None:
+        if self._skipping:
+            return
         self.registrations[(user_id, event_id)] = {
             "userId": user_id,
             "eventId": event_id,
@@ -162,6 +225,8 @@ class ReadTableChanges(ReadTableWriter):
         }
 
     def promote_registration(self, user_id: str, event_id: str, sort_key: int) -> None:
+        if self._skipping:
+            return
         values = {
             "status": "confirmed",
             "sortKey": sort_key,
@@ -174,6 +239,8 @@ class ReadTableChanges(ReadTableWriter):
             self.registrations[(user_id, event_id)] = _Update(sets=values)
 
     def delete_registration(self, user_id: str, event_id: str) -> None:
+        if self._skipping:
+            return
         # The row stays as the user's history: withdrawn, and without the
         # sort attribute of ORDER_GSI, so it leaves the event's lists.
         values: dict[str, Any] = {"status": WITHDRAWN, "eventOrder": None}
@@ -187,20 +254,72 @@ class ReadTableChanges(ReadTableWriter):
             self.registrations[(user_id, event_id)] = _Update(sets=values)
 
     def note_registration(self, user_id: str, event_id: str) -> None:
+        if self._skipping:
+            return
         # The registrations row is the history: nothing to write when this
         # writer writes the row (the fold puts it in the same commit).
         self.noted.add((user_id, event_id))
 
     def operations(self) -> Iterator[TransactWriteItemTypeDef]:
+        return (operation for operation, _ in self.labelled())
+
+    def labelled(self) -> Iterator[tuple[TransactWriteItemTypeDef, str | None]]:
+        """Each operation, with the stream (hex) whose version it is conditioned
+        on (a guarded writer's events rows), else None."""
+        for operation in self._unguarded():
+            yield operation, None
+        yield from self._events_rows()
+        for operation in self._registration_rows():
+            yield operation, None
+
+    def _unguarded(self) -> Iterator[TransactWriteItemTypeDef]:
         m = self.names
         for values in self.users.values():
             yield {"Put": {"TableName": m.users, "Item": item(values)}}
         for stream, event_id in self.streams.items():
-            name = {"pk": f"stream#{stream}", "eventId": event_id}
+            name = {
+                "pk": f"stream#{stream}",
+                "eventId": event_id,
+                "deleted": self.deleted.get(stream),
+            }
             yield {"Put": {"TableName": m.state, "Item": item(name)}}
+        for event_id, (stream_id, _, version) in self.versions.items():
+            stream = stream_id.hex
+            if stream in self.deleted and stream not in self.streams:
+                # The deleted gathering's stream name keeps the version that
+                # deleted it: the row is gone, its stream's place is not.
+                yield {
+                    "Update": {
+                        "TableName": m.state,
+                        "Key": {"pk": {"S": f"stream#{stream}"}},
+                        "UpdateExpression": "SET #e = :e, #d = :d",
+                        "ExpressionAttributeNames": {"#e": "eventId", "#d": "deleted"},
+                        "ExpressionAttributeValues": {
+                            ":e": {"S": event_id},
+                            ":d": {"N": str(version)},
+                        },
+                    }
+                }
+
+    def _events_rows(self) -> Iterator[tuple[TransactWriteItemTypeDef, str | None]]:
         for event_id, change in self.events.items():
             key = {"eventId": {"S": event_id}}
-            yield self._operation(m.events, key, change)
+            found = self.versions.get(event_id)
+            if found is None:
+                yield self._operation(self.names.events, key, change), None
+                continue
+            stream, first, last = found
+            if isinstance(change, dict):
+                change["v"] = last
+            elif isinstance(change, _Update):
+                change.sets["v"] = last
+            if not self.guarded:
+                yield self._operation(self.names.events, key, change), None
+                continue
+            yield self._operation(self.names.events, key, change, after=first - 1), stream.hex
+
+    def _registration_rows(self) -> Iterator[TransactWriteItemTypeDef]:
+        m = self.names
         for (user_id, event_id), change in self.registrations.items():
             key = {"userId": {"S": user_id}, "eventId": {"S": event_id}}
             yield self._operation(m.registrations, key, change)
@@ -220,13 +339,48 @@ class ReadTableChanges(ReadTableWriter):
             }
 
     @staticmethod
+    def _guard(operation: dict[str, Any], after: int, exists: str) -> None:
+        """Conditions a row's write on the row holding its stream up to ``after``.
+
+        WHY: the row is exactly the fold of its stream up to its ``v``, so a
+        commit (or a repair) whose first version is ``after + 1`` applies only
+        on top of ``after``: once, and in stream order. A generation that
+        missed a commit refuses the next (the writer repairs it from the event
+        store, then retries). ``after = 0``: the stream starts here, so the row
+        must not exist. A row of the layout before versions (no ``v``) passes.
+        """
+        names = operation.setdefault("ExpressionAttributeNames", {})
+        if after == 0:
+            names["#k"] = exists
+            operation["ConditionExpression"] = "attribute_not_exists(#k)"
+            return
+        names |= {"#k": exists, "#v": "v"}
+        values = operation.setdefault("ExpressionAttributeValues", {})
+        values[":after"] = {"N": str(after)}
+        operation["ConditionExpression"] = (
+            "attribute_exists(#k) AND (#v = :after OR attribute_not_exists(#v))"
+        )
+
+    @classmethod
     def _operation(
-        table: str, key: dict[str, Any], change: dict[str, Any] | _Update | None
+        cls,
+        table: str,
+        key: dict[str, Any],
+        change: dict[str, Any] | _Update | None,
+        *,
+        after: int | None = None,
     ) -> TransactWriteItemTypeDef:
+        exists = next(iter(key))
         if change is None:
-            return {"Delete": {"TableName": table, "Key": key}}
+            delete: dict[str, Any] = {"TableName": table, "Key": key}
+            if after is not None:
+                cls._guard(delete, after, exists)
+            return {"Delete": delete}  # type: ignore[typeddict-item]
         if isinstance(change, dict):
-            return {"Put": {"TableName": table, "Item": item(change)}}
+            put: dict[str, Any] = {"TableName": table, "Item": item(change)}
+            if after is not None:
+                cls._guard(put, after, exists)
+            return {"Put": put}  # type: ignore[typeddict-item]
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         sets, removes, adds = [], [], []
@@ -257,8 +411,10 @@ class ReadTableChanges(ReadTableWriter):
             "ExpressionAttributeNames": names,
             # Only rows the projector created earlier are updated: a missing
             # row means the history is inconsistent, which must not pass silently.
-            "ConditionExpression": f"attribute_exists({next(iter(key))})",
+            "ConditionExpression": f"attribute_exists({exists})",
         }
         if values:
             update["ExpressionAttributeValues"] = values
+        if after is not None:
+            cls._guard(update, after, exists)
         return {"Update": update}  # type: ignore[typeddict-item]

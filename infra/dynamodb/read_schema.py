@@ -2,9 +2,11 @@
 
 Tables (names carry the configured prefix; twice, see ``GENERATIONS``):
 
-- ``users``: key ``userId``.
+- ``users``: key ``userId``; ``v``, its user stream's version.
 - ``events``: key ``eventId``; details and the counters ``registeredCount``
-  and ``waitlistCount``. Every row carries ``listing = "event"``: GSI
+  and ``waitlistCount``; ``v``, the version of the gathering's stream its rows
+  (this one and the gathering's registrations) hold (``read_changes.py``).
+  Every row carries ``listing = "event"``: GSI
   ``EVENTS_GSI`` (``listing``, ``eventId``, projecting ``status`` only) lists
   all events in eventId order (``GET /events``, filtered by status).
 - ``registrations``: key (``userId``, ``eventId``); ``status`` (``confirmed``,
@@ -16,7 +18,8 @@ Tables (names carry the configured prefix; twice, see ``GENERATIONS``):
   registrations confirmed first, then the waitlist FIFO.
 - ``projection_state``: ``pk = "position#read-tables"`` holds a catch-up's
   tracking position; ``pk = "stream#<uuid>"`` maps a gathering's stream to its
-  eventId; in blue's only, the live pointer (``live_pointer.py``).
+  eventId (and, once it is deleted, ``deleted``: the version that deleted
+  it); in blue's only, the live pointer (``live_pointer.py``).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from domain.errors import StoreUnavailableError
 from infra.dynamodb.live_pointer import LivePointer
 from infra.dynamodb.read_changes import ROWS_PER_CHANGE, ReadTableChanges
 from infra.dynamodb.read_queries import ReadQueries
@@ -69,6 +70,17 @@ __all__ = [
 # the tracking item: within DynamoDB's 100 items per transaction. One commit
 # (an append) never changes more rows than its own transaction held.
 MAX_ITEMS_PER_CHUNK = 98
+# Rounds of a fill's chunk finding rows ahead of the log before giving up.
+MAX_SKIP_ROUNDS = 10
+
+
+class _RowsAheadError(Exception):
+    """Internal: a fill's events rows (stream, eventId) already hold more of
+    their stream than the chunk expected (see ``_commit_chunk``)."""
+
+    def __init__(self, rows: list[tuple[UUID, str]]) -> None:
+        super().__init__(str(rows))
+        self.rows = rows
 
 
 def ensure_read_tables(client: DynamoDBClient, specs: Sequence[TableSpec]) -> None:
@@ -164,7 +176,9 @@ class DynamoDBReadModel(ReadQueries):
         lease_owner: str | None = None,
     ) -> bool:
         """``lease_owner``: on a rebuild's tables, the holder of its lease."""
-        writer = ReadTableChanges(self)
+        guarded = lease_owner is not None
+        writer = ReadTableChanges(self, guarded=guarded)
+        chunk: list[Commit] = []
         committed_up_to = expected
         for n, commit in enumerate(commits):
             # Cut only between commits, so readers never see half of a command;
@@ -173,18 +187,58 @@ class DynamoDBReadModel(ReadQueries):
             bound = writer.size() + ROWS_PER_CHANGE * len(commit)
             if n and writer.size() and bound > MAX_ITEMS_PER_CHUNK:
                 last = commits[n - 1][-1].position
-                if not self._commit(writer, committed_up_to, last, lease_owner):
+                if not self._commit_chunk(writer, chunk, committed_up_to, last, lease_owner):
                     return False
                 committed_up_to = last
-                writer = ReadTableChanges(self)
+                writer = ReadTableChanges(self, guarded=guarded)
+                chunk = []
+            chunk.append(commit)
             for change in commit:
                 change.write(writer)
-        return self._commit(writer, committed_up_to, new_position, lease_owner)
+        return self._commit_chunk(writer, chunk, committed_up_to, new_position, lease_owner)
+
+    def _commit_chunk(
+        self,
+        writer: ReadTableChanges,
+        chunk: Sequence[Commit],
+        expected: int,
+        position: int,
+        lease_owner: str | None,
+    ) -> bool:
+        """Commits ``writer`` (``chunk`` folded). A rebuild's fill conditions each
+        events row on its version (``read_changes.py``): an append built for
+        these tables when they were live before may land while they are being
+        filled again, once the fill passed its stream's previous version; its
+        rows are then here already and must not be applied twice. A row found
+        ahead is read and the chunk folded again without what it holds."""
+        skip: dict[UUID, int] = {}
+        for _ in range(MAX_SKIP_ROUNDS):
+            try:
+                return self._commit(writer, expected, position, lease_owner)
+            except _RowsAheadError as ahead:
+                for stream, event_id in ahead.rows:
+                    skip[stream] = self._held(stream, event_id)
+            writer = ReadTableChanges(self, guarded=writer.guarded, skip=skip)
+            for commit in chunk:
+                for change in commit:
+                    change.write(writer)
+        msg = "Rows of the tables being rebuilt kept moving ahead of the log"
+        raise StoreUnavailableError(msg)
+
+    def _held(self, stream: UUID, event_id: str) -> int:
+        """The version of ``stream`` its rows here hold (a deleted gathering's:
+        the version that deleted it)."""
+        row = self._get(self.events_table, {"eventId": {"S": event_id}})
+        if row is not None:
+            return int(row.get("v", 0))
+        name = self._get(self.state_table, {"pk": {"S": f"stream#{stream.hex}"}})
+        return int(name.get("deleted", 0)) if name else 0
 
     def _commit(
         self, writer: ReadTableChanges, expected: int, position: int, lease_owner: str | None
     ) -> bool:
-        items = list(writer.operations())
+        labelled = list(writer.labelled())
+        items = [item for item, _ in labelled]
         tracking: TransactWriteItemTypeDef = {
             "Update": {
                 "TableName": self.state_table,
@@ -219,6 +273,15 @@ class DynamoDBReadModel(ReadQueries):
             reasons = error.response.get("CancellationReasons", [])
             if reasons and reasons[-1].get("Code") == "ConditionalCheckFailed":
                 return False
+            ahead = [
+                (stream, event_id)
+                for (_, stream), reason in zip(labelled, reasons, strict=False)
+                if stream and reason.get("Code") == "ConditionalCheckFailed"
+                for event_id, (row_stream, _, _) in writer.versions.items()
+                if row_stream.hex == stream
+            ]
+            if ahead:
+                raise _RowsAheadError([(UUID(hex=s), e) for s, e in ahead]) from error
             raise unavailable(error) from error
         except BotoCoreError as error:
             raise unavailable(error) from error

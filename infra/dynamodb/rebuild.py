@@ -8,21 +8,29 @@ that generation's ``projection_state`` (with the lease: owner and heartbeat),
 so a killed rebuild resumes from its last batch.
 
 The switch cannot take one lock over every process as SQLite's does (no item
-is shared by all appends, by design), so it fences instead:
+is shared by all appends, by design), and it assumes nothing about how long
+an append's request may take to land. It:
 
-1. the pointer is marked *fenced*: appends that see it wait, reads ask for
-   the pointer on each request;
-2. the rebuild waits for every process's copy of the pointer to expire (its
-   time to live) and for requests sent before to land (``grace_seconds``):
-   every HTTP send of an append, botocore's retries included, goes out only
-   while its process's copy is fresh (a ``before-send`` hook in
-   ``infra/dynamodb/recorders.py``);
-3. it folds the rest of the log (every append is now in it) into the new
-   generation and points the pointer at it, unfenced.
+1. marks the pointer *fenced*: appends that see it wait, reads ask for the
+   pointer on each request;
+2. waits for every process's copy of the pointer to expire (its time to
+   live), plus ``grace_seconds`` (default 0) for requests already sent;
+3. folds the rest of the log, up to its head now, into the new generation
+   and points the pointer at it, unfenced;
+4. repairs, in the new generation, every stream of the commits indexed since
+   that head (``infra/dynamodb/repair.py``).
 
-Appends wait from 1 to 3 (about the pointer's time to live plus the grace,
-seconds); reads never stop. The old generation keeps its rows until the next
-rebuild empties it.
+Step 2 is not needed for exactness: it makes every process see the fence, so
+that appends after the switch write the new tables and a read after their
+response sees them. An append already built for the old generation may still
+land there, at any time: its event items carry that tag (``g``), and it is
+repaired either by step 4 (indexed before the pointer moved), by the indexer
+(which reads the pointer after indexing it), by the append itself (when its
+process's copy of the pointer names the new generation once it committed), or
+by the stream's next append (whose version guard on the new rows fails).
+
+Appends wait from 1 to 3; reads never stop. The old generation keeps its rows
+until the next rebuild empties it.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ from infra.dynamodb.read_tables import (
 from projections.ports import Commit
 from projections.rebuild import RebuildState
 
-SWITCH_GRACE_SECONDS = 5.0
+#: Not needed for correctness (see above): a longer pause saves repairs.
+SWITCH_GRACE_SECONDS = 0.0
 
 
 IN_PROGRESS = "Projection 'read-tables' is being rebuilt"
@@ -86,10 +95,19 @@ def _state(item: dict[str, Any] | None) -> RebuildState | None:
 class DynamoDBRebuildTarget:
     """The read tables' rebuild on DynamoDB (``projections.rebuild.RebuildTarget``)."""
 
-    def __init__(self, live: DynamoDBReadModel, *, grace_seconds: float = SWITCH_GRACE_SECONDS):
+    def __init__(
+        self,
+        live: DynamoDBReadModel,
+        *,
+        grace_seconds: float = SWITCH_GRACE_SECONDS,
+        repair_since: Callable[[int, str], object] | None = None,
+    ):
+        """``repair_since(position, generation)``: repairs in ``generation`` the
+        streams of every commit indexed after ``position`` (step 4)."""
         self.live = live
         self.client = live.client
         self.grace_seconds = grace_seconds
+        self.repair_since = repair_since
         self._model: DynamoDBReadModel | None = None
 
     def close(self) -> None:
@@ -202,11 +220,14 @@ class DynamoDBRebuildTarget:
     def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
         model = self._idle()
         pointer = self.live.pointer
+        self._owed_repair()  # of a switch that died before it made it
         live, fenced = pointer.read()
         if fenced:  # a switch that died between fencing and pointing: unfence first
             pointer.write(live, fenced=False, expected=(live, True))
         pointer.write(live, fenced=True, expected=(live, False))
         try:
+            # Not for exactness (repairs give it): so that every process sees
+            # the fence and appends after the switch write the new tables.
             time.sleep(pointer.ttl + self.grace_seconds)
             state = self.state()
             if state is None or state.owner != owner:
@@ -228,13 +249,27 @@ class DynamoDBRebuildTarget:
                     ExpressionAttributeNames={"#o": "owner"},
                     ExpressionAttributeValues={":owner": {"S": owner}},
                 )
-            pointer.write(model.generation or "blue", fenced=False, expected=(live, True))
+            # The repair after pointing is recorded with the move: whoever
+            # reads the pointer next (an indexer, a switch) does it if this
+            # process dies first.
+            owed = head if self.repair_since is not None else None
+            new = model.generation or "blue"
+            pointer.write(new, fenced=False, expected=(live, True), repaired_from=owed)
         except BaseException:
             current = pointer.read()
             if current == (live, True):
                 pointer.write(live, fenced=False, expected=(live, True))
             raise
+        self._owed_repair()
         return head
+
+    def _owed_repair(self) -> None:
+        """Step 4, for this switch or one whose process died before doing it."""
+        owed = self.live.pointer.pending_repair()
+        if owed is not None and self.repair_since is not None:
+            generation, head = owed
+            self.repair_since(head, generation)
+            self.live.pointer.repaired(generation, head)
 
     def fail(self, owner: str, error: str) -> None:
         values = {":s": {"S": "failed"}, ":e": {"S": error[:500]}}

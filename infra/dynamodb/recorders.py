@@ -9,14 +9,14 @@ import logging
 import time
 from collections import OrderedDict
 from contextvars import Context, ContextVar
-from threading import Event, Lock, Thread
+from threading import Lock
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    DataError,
     IntegrityError,
-    ListenNotifySubscription,
     Notification,
     OperationalError,
     PersistenceError,
@@ -37,6 +37,7 @@ from infra.dynamodb.event_store import (
     DynamoDBAggregateRecorder,
     _describe,
     _RetryAppendError,
+    _RowsBehindError,
     _was_retried,
 )
 from infra.dynamodb.feed import HeadHint, LogReader
@@ -45,6 +46,7 @@ from infra.dynamodb.layout import (
     COMMIT_MANIFEST,
     EVENT_PK,
     EVENT_SK,
+    GENERATION,
     HEAD_HINT,
     LOG_PK,
     LOG_SK,
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
         TransactWriteItemTypeDef,
     )
 
+    from infra.dynamodb.indexer import StreamIndexer
+    from infra.dynamodb.repair import Decode, ReadRowRepair
     from infra.dynamodb.shards import ShardPoller
 
     Item = dict[str, AttributeValueTypeDef]
@@ -139,6 +143,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         self.append_retries = 0
         self._stats_lock = Lock()
         self._read_tables: DynamoDBReadModel | None = None
+        # Re-derives rows a rebuild's switch left behind (enable_repairs).
+        self.repairs: ReadRowRepair | None = None
         self._poller: ShardPoller | None = None
         self._unseen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.log = LogReader(
@@ -197,6 +203,13 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             )
         return self._read_tables
 
+    def enable_repairs(self, decode: Decode) -> None:
+        """Lets appends and this process's indexer repair the read tables
+        (``infra/dynamodb/repair.py``); ``decode``: the application's mapper's."""
+        from infra.dynamodb.repair import ReadRowRepair
+
+        self.repairs = ReadRowRepair(self, self.datastore.table_name(""), decode)
+
     def _inline_items(
         self, inline: InlineChanges | None
     ) -> tuple[list[tuple[TransactWriteItemTypeDef, tuple[str, str]]], str | None]:
@@ -206,9 +219,12 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
             return [], None
         model = self.read_tables()
         names = model.tables_for_append()
-        writer = ReadTableChanges(model, inline.streams, names)
+        writer = ReadTableChanges(model, inline.streams, names, guarded=True)
         inline.write(writer)
-        items = [(item, ("read", _describe(item))) for item in writer.operations()]
+        items = [
+            (item, ("guard", stream) if stream else ("read", _describe(item)))
+            for item, stream in writer.labelled()
+        ]
         return items, names.generation if items else None
 
     def _inline_still_live(self, generation: str) -> bool:
@@ -312,6 +328,11 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 extras = self._extra_items(tracking) + inline_items
                 transact_items = transact_items[:k] + [item for item, _ in extras]
                 kinds = kinds[:k] + [kind for _, kind in extras]
+            for put in transact_items[:k]:  # the tag: which generation its rows go to
+                event: Any = put["Put"]["Item"]
+                event.pop(GENERATION, None)
+                if generation is not None:
+                    event[GENERATION] = _s(generation)
             sending = _SENDING.set(
                 None if generation is None else (self.read_tables().pointer, generation)
             )
@@ -332,6 +353,19 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                 # transaction may have committed. Answer with what the table says.
                 self._unless_recorded(items[0][0], error)
                 return
+            except _RowsBehindError as behind:
+                # The live rows miss an earlier commit of these streams (one
+                # landed in the generation a switch replaced): repair, retry.
+                attempt += 1
+                if self.repairs is None or attempt >= self.datastore.max_append_attempts:
+                    raise DataError(f"Read table rows behind their streams: {behind}") from behind
+                assert generation is not None
+                pointer = self.read_tables().pointer
+                if pointer.read() == (generation, False):
+                    # In a context of its own: its requests are not this append's.
+                    Context().run(self.repairs.repair_all, map(UUID, behind.streams), generation)
+                else:
+                    pointer.expire()  # switching: build the rows for the live set
             except _RetryAppendError as e:
                 # Only transient cancellations get here (TransactionConflict:
                 # another transaction held one of these items; throttling).
@@ -347,9 +381,11 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
                     self.append_retries += 1
                 self._retry_sleep(attempt)
             else:
-                return
+                break
             finally:
                 _SENDING.reset(sending)
+        if generation is not None and self.repairs is not None:  # sent as no longer _SENDING
+            self.repairs.after_append(self.read_tables().pointer, items, generation)
 
     def stored_states(self, keys: Sequence[tuple[UUID, int]]) -> dict[tuple[str, int], bytes]:
         """The state of each (stream, version) as the events table holds it, for
@@ -417,34 +453,37 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         (made on first use; :meth:`ShardPoller.start` runs it in a thread)."""
         with self._stats_lock:
             if self._poller is None:
-                from infra.dynamodb.indexer import StreamIndexer
                 from infra.dynamodb.shards import ShardPoller
 
-                core = StreamIndexer(
-                    self.client, self.events_table_name, self.notifications_table_name
-                )
-                self._poller = ShardPoller(core, self.datastore.streams_client)
+                self._poller = ShardPoller(self.stream_indexer(), self.datastore.streams_client)
             return self._poller
 
-    def wait_until_indexed(self, timeout: float = 60.0) -> None:
+    def stream_indexer(self) -> StreamIndexer:
+        """An indexer of this recorder's tables; it repairs the read tables
+        after commits a rebuild's switch left behind when repairs are on."""
+        from infra.dynamodb.repair import repairing_indexer
+
+        return repairing_indexer(self)
+
+    def wait_until_indexed(self, timeout: float = 60.0, *, every_process: bool = False) -> None:
         """Returns once every event written before the call is in the
         notification log. Raises TimeoutError after ``timeout`` seconds.
 
-        Drains the stream (every shard to its tip as of the call, following
-        empty pages: :meth:`ShardPoller.drain` says what evidence of a tip the
-        stream gives), until also every commit this process appended (the
-        newest ``UNSEEN_COMMITS``) is seen indexed: a stream may show a write a
-        moment after it committed, so a drained stream alone does not prove
-        that the log holds it. Writes of other processes are covered as far as
-        the stream shows them by then.
-
-        Where another indexes (``index_in_process`` False: the API Lambda, whose
-        role may not read the stream nor write the index), it only reads the
-        index until every commit this process appended is in it.
+        Drains the stream (every shard to its tip as of the call:
+        :meth:`ShardPoller.drain`), until also every commit this process
+        appended (the newest ``UNSEEN_COMMITS``) is seen indexed: a stream may
+        show a write a moment after it committed. ``every_process``: and every
+        commit whose version the live read tables hold (``barrier.py``), so
+        other processes' writes too. Where another indexes (``index_in_process``
+        False: the API Lambda) it only reads the index until they are in it.
         """
         deadline = time.monotonic() + timeout
         with self._stats_lock:
             written = list(self._unseen)  # not what is written while this waits
+        if every_process:
+            from infra.dynamodb.barrier import committed_leads
+
+            written = list(dict.fromkeys(written + committed_leads(self)))
         if not self.index_in_process:
             while written:
                 indexed = self.log.indexed(written)
@@ -552,47 +591,6 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
+        from infra.dynamodb.subscription import DynamoDBSubscription
+
         return DynamoDBSubscription(recorder=self, gt=gt, topics=topics)
-
-
-class DynamoDBSubscription(ListenNotifySubscription[DynamoDBApplicationRecorder]):
-    """Polls the index's head (one small ConsistentRead GetItem per interval)
-    and pulls new notifications when it has moved. It follows the log as the
-    indexer writes it: it does not run the indexer itself.
-    """
-
-    def __init__(
-        self,
-        recorder: DynamoDBApplicationRecorder,
-        gt: int | None = None,
-        topics: Sequence[str] = (),
-    ) -> None:
-        assert isinstance(recorder, DynamoDBApplicationRecorder)
-        self._stopping = Event()
-        self._poll_interval = recorder.datastore.poll_interval
-        super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._poll_thread = Thread(target=self._poll, daemon=True)
-        self._poll_thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        super().stop()
-
-    def __exit__(self, *args: object, **kwargs: Any) -> None:
-        try:
-            super().__exit__(*args, **kwargs)
-        finally:
-            self._poll_thread.join()
-
-    def _poll(self) -> None:
-        seen: int | None = None
-        try:
-            while not self._stopping.wait(self._poll_interval):
-                current = self._recorder.max_notification_id()
-                if current != seen:
-                    seen = current
-                    self._has_been_notified.set()
-        except BaseException as e:
-            if self._thread_error is None:
-                self._thread_error = e
-            self.stop()

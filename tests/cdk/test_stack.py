@@ -46,6 +46,7 @@ from infra.cdk.design import (
     IDEMPOTENCY_ACTIONS,
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
+    INDEXER_READ_TABLE_ACTIONS,
     INDEXER_STREAM_ACTIONS,
     TRANSACT_ITEM_ACTIONS,
     WRITE_ACTIONS,
@@ -544,6 +545,8 @@ READ_MODEL_SOURCES = [
         "read_changes.py",
         "read_queries.py",
         "live_pointer.py",
+        # Scans the read tables' versions for wait_until_indexed(every_process).
+        "barrier.py",
     )
 ]
 #: The one table-creation path (every table: event store, read tables,
@@ -884,6 +887,17 @@ def test_indexer_role_may_read_and_write_items_of_the_index_table_only(
     assert statement["Resource"] == table_arn(resources, INDEX_TABLE_NAME)
 
 
+def test_indexer_role_may_repair_the_read_tables_rows_only(
+    resources: dict[str, Resource],
+) -> None:
+    """It reads the live pointer and repairs rows a rebuild's switch left
+    behind (infra/dynamodb/repair.py): item reads and writes, no scan."""
+    statement = statement_with_sid(resources, "IndexerReadTables")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(INDEXER_READ_TABLE_ACTIONS)
+    assert "dynamodb:Scan" not in statement["Action"]
+
+
 def test_each_role_holds_exactly_its_own_dynamodb_statements(
     resources: dict[str, Resource],
 ) -> None:
@@ -903,8 +917,9 @@ def test_each_role_holds_exactly_its_own_dynamodb_statements(
         "IndexerEventsStream",
         "IndexerEventsTableRead",
         "IndexerIndexTable",
+        "IndexerReadTables",
     ]
-    assert len(dynamodb_statements(resources)) == 8  # no statement anywhere else
+    assert len(dynamodb_statements(resources)) == 9  # no statement anywhere else
 
 
 def test_no_iam_policy_is_attached_beside_the_roles_own(template: Template) -> None:
