@@ -1,4 +1,4 @@
-"""The one mapping from errors to HTTP statuses and the seed's error envelope."""
+"""The one mapping from errors to HTTP statuses and the API's error envelope."""
 
 from __future__ import annotations
 

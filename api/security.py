@@ -6,7 +6,7 @@ compared with every configured digest in constant time (``hmac.compare_digest``
 on each, no early exit), so neither the answer's timing nor any log line says
 anything about a key.
 
-- No ``Authorization`` header: the caller is ``anonymous``; the open (seed
+- No ``Authorization`` header: the caller is ``anonymous``; the open (public
   contract) routes serve it, /audit and /admin answer 401.
 - A malformed or unknown ``Authorization`` header: 401 on every route.
 - A known key: its name is the actor (recorded on the events its requests

@@ -10,8 +10,8 @@ evenly over them, and sets each against AWS's published limits:
   and 1,000 write units per second", DynamoDB developer guide, "Best practices
   for designing and using partition keys effectively"). A GSI partition key is
   held to the same limits;
-- a DynamoDB Stream shard is read at most at 1,000 records/s and 2 MB/s (the
-  figures issue 18 states, Kinesis Data Streams' per-shard limits, which
+- a DynamoDB Stream shard is read at most at 1,000 records/s and 2 MB/s (Kinesis
+  Data Streams' per-shard limits, which
   DynamoDB Streams' shards are read under through the Kinesis adapter);
 - the indexer writes one index page at a time, one round trip each, a page
   holding at most ``page_events`` events.

@@ -1,4 +1,4 @@
-"""The capacity and waitlist invariants of a gathering (seed task 8.1)."""
+"""The capacity and waitlist invariants of a gathering."""
 
 from __future__ import annotations
 

@@ -60,6 +60,9 @@ OPEN_STATUSES = frozenset({GatheringStatus.ACTIVE, GatheringStatus.PUBLISHED})
 
 
 class RegistrationStatus(StrEnum):
+    PENDING = "pending"
+    """Created but not yet admitted: only between a version-1 history's
+    ``Created`` and the ``Confirmed`` or ``Waitlisted`` after it."""
     CONFIRMED = "confirmed"
     WAITLIST = "waitlist"
     LEFT = "left"
@@ -374,7 +377,7 @@ class Registration(Aggregate):
     ) -> None:
         self.gathering_id = gathering_id
         self.user_id = user_id
-        self.status = RegistrationStatus.LEFT
+        self.status = RegistrationStatus.PENDING
         self.ticket: int | None = None
         if admitted:
             self._hold(ticket)
@@ -387,7 +390,7 @@ class Registration(Aggregate):
 
     @property
     def is_active(self) -> bool:
-        return self.status != RegistrationStatus.LEFT
+        return self.status in (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLIST)
 
     def ensure_not_active(self) -> None:
         """Refuses a second registration while this one holds a seat or a waitlist place."""

@@ -572,3 +572,14 @@ def test_a_refused_revision_leaves_no_trace(env: dict[str, str]) -> None:
         True,
         3,
     )
+
+
+def test_a_registration_created_by_an_old_history_is_pending_until_admitted_not_left() -> None:
+    """A version-1 history wrote ``Created`` then ``Confirmed`` or ``Waitlisted``:
+    between the two the registration holds nothing yet, and it has not left."""
+    registration = Registration(gathering_id="g", user_id="u")
+
+    assert registration.status == RegistrationStatus.PENDING
+    assert not registration.is_active
+    registration.admitted(None)
+    assert registration.status == RegistrationStatus.CONFIRMED

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS user_events{t} (
 #: generation (``events_by_status_<generation>``).
 INDEXES = {
     "events_by_status": ("events", "status, event_id"),
-    # The lookup by event (what the seed did with a GSI), ordered as the API
+    # The lookup by event (a GSI on DynamoDB), ordered as the API
     # lists it: confirmed by seat order, then the waitlist FIFO.
     "registrations_by_event": ("registrations", "event_id, status, sort_key"),
 }

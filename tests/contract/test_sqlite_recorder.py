@@ -42,7 +42,7 @@ class TestInlineSQLiteApplicationRecorder(
         return recorder
 
 
-# -- durability: what issue 6 asks of the event store ------------------------
+# -- durability: what the event store promises ------------------------------
 
 
 def append_pragmas(settings: Settings, threads: int = 4) -> set[tuple[int, str]]:
