@@ -295,6 +295,11 @@ class Runner:
             outcome.statuses[f"{kind} {status}{' ' + code if code else ''}"] += 1
             record(op, status, reply)
 
+        await self._measure(outcome, ops, one)
+
+    async def _measure(self, outcome: Outcome, ops: Sequence[Any], one: Any) -> None:
+        """Sends ``ops`` through ``one(client, op)`` from the scenario's clients,
+        timing the whole and taking the server's consumed capacity around it."""
         before = await self.capacity_probe(self.client)
         started = time.perf_counter()
         await _pool(self.clients[: self.concurrency], ops, one)
@@ -474,15 +479,7 @@ class Runner:
             elif method == "POST":
                 sent[target.split(" ")[1]] += 1
 
-        before = await self.capacity_probe(self.client)
-        started = time.perf_counter()
-        await _pool(self.clients[: self.concurrency], ops, one)
-        outcome.wall_s = time.perf_counter() - started
-        after = await self.capacity_probe(self.client)
-        outcome.requests = len(ops)
-        if before is not None and after is not None:
-            outcome.rcu = after[0] - before[0]
-            outcome.wcu = after[1] - before[1]
+        await self._measure(outcome, ops, one)
         outcome.check("only_expected_answers", not refused, refused[:5])
         wrong = []
         for event_id in events:

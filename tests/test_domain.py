@@ -582,4 +582,4 @@ def test_a_registration_created_by_an_old_history_is_pending_until_admitted_not_
     assert registration.status == RegistrationStatus.PENDING
     assert not registration.is_active
     registration.admitted(None)
-    assert registration.status == RegistrationStatus.CONFIRMED
+    assert registration.is_active
