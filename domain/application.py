@@ -55,6 +55,7 @@ from domain.errors import (
     WriteConflictError,
 )
 from domain.invariants import gathering_violations
+from domain.lanes import WriterLanes
 from domain.model import (
     WAITLIST_PAGE_SIZE,
     Gathering,
@@ -350,12 +351,14 @@ class CommandBatcher:
     commands queue; the next batch takes all of them (up to ``max_batch``).
     """
 
-    def __init__(self, service: RegistrationService, *, max_batch: int = 128) -> None:
+    def __init__(
+        self, service: RegistrationService, *, max_batch: int = 128, name: str = "command-batcher"
+    ) -> None:
         self.service = service
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._carry: list[_Job] = []
-        self._thread = threading.Thread(target=self._run, name="command-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: _Job) -> Future[Any]:
@@ -568,7 +571,7 @@ class RegistrationService(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._locks = tuple(threading.Lock() for _ in range(64))
-        self._batcher: CommandBatcher | LoopBatcher | None = None
+        self._batcher: CommandBatcher | LoopBatcher | WriterLanes | None = None
         # Every cached aggregate reflects the log up to this notification id.
         self._cache_clean_at: int | None = None
         self._cache_lock = threading.Lock()
@@ -581,15 +584,22 @@ class RegistrationService(Application[UUID]):
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         linger: float = 0.0,
+        lanes: int = 1,
     ) -> None:
         """Commands from now on are decided in batches and group-committed: on
         ``loop`` when given (call this from that loop; ``linger``: see
-        ``LoopBatcher``), else in a writer thread."""
-        if self._batcher is None:
-            self._batcher = (
-                CommandBatcher(self, max_batch=max_batch)
-                if loop is None
-                else LoopBatcher(self, loop, max_batch=max_batch, linger=linger)
+        ``LoopBatcher``), else in a writer thread, or in ``lanes`` writer
+        threads that save at the same time (``domain/lanes.py``)."""
+        if self._batcher is not None:
+            return
+        if loop is not None:
+            self._batcher = LoopBatcher(self, loop, max_batch=max_batch, linger=linger)
+        elif lanes == 1:
+            self._batcher = CommandBatcher(self, max_batch=max_batch)
+        else:
+            self._batcher = WriterLanes(
+                lambda n: CommandBatcher(self, max_batch=max_batch, name=f"command-batcher-{n}"),
+                lanes,
             )
 
     def stop_batching(self) -> None:
@@ -677,17 +687,19 @@ class RegistrationService(Application[UUID]):
             except RegistrationDomainError as error:
                 if uow.changed_since(mark) or isinstance(error, InvariantViolationError):
                     # A rule broke after something was recorded: nothing of this
-                    # batch can be trusted; every command runs on its own.
+                    # batch can be trusted; every command runs on its own (up to
+                    # one that runs alone anyway: it and those after it are left
+                    # for the next batch).
                     self._evict(uow)
-                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
-                    return []
+                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:solo])
+                    return jobs[solo:]
                 # Decided on cached state that may be stale: checked after the
                 # save (and decided again on fresh state if a stream moved on).
                 decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
             except Exception:
                 self._evict(uow)
-                self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
-                return []
+                self._run_each_alone([j for j, _, _ in decided] + jobs[n:solo])
+                return jobs[solo:]
             else:
                 uow.claim(job.context)
                 decided.append((job, outcome, None))
@@ -726,11 +738,13 @@ class RegistrationService(Application[UUID]):
         """After a batch failed (its save conflicted, or a rule broke part-way):
         each command again, alone, on state read afresh from the store."""
         for job in jobs:
-            decide = job.decide
-            assert decide is not None
-            self._resolve(
-                job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
-            )
+            if job.solo is not None:  # a command that saves in steps runs as it always does
+                self._resolve(job, partial(job.context.run, job.solo))
+            else:
+                decide = cast("Decide[Any]", job.decide)
+                self._resolve(
+                    job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
+                )
 
     @staticmethod
     def _resolve(job: _Job, run: Callable[[], Any]) -> None:

@@ -123,6 +123,7 @@ class Container:
             self.settings.max_batch,
             loop=self._batching_loop(),
             linger=self.settings.batch_linger_ms / 1000,
+            lanes=self.settings.lanes,
         )
         if self.indexer is not None and self.settings.dynamodb_indexer:
             self.indexer.start()
@@ -163,8 +164,8 @@ CACHE = {
     # Recently used aggregates stay in memory; a load then only reads the
     # events saved since (by any process), not a snapshot and its tail.
     "AGGREGATE_CACHE_MAXSIZE": "10000",
-    # The command side mutates the cached aggregate itself (one writer thread
-    # decides per process); a failed batch evicts what it touched. Cached
+    # The command side mutates the cached aggregate itself (one writer lane
+    # decides each gathering's commands); a failed batch evicts what it touched. Cached
     # aggregates still fast-forward past events other processes saved, so a
     # decision (even a refusal) is never taken on stale state.
     "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
