@@ -78,6 +78,21 @@ T = TypeVar("T")
 # leave that promotes one person: six events and their rows).
 COMMAND_WEIGHT = 30
 
+
+@dataclass(frozen=True)
+class SaveWeights:
+    """How ``UnitOfWork.weight`` bounds the rows one save writes, for a store
+    that bounds a transaction (``RegistrationService.max_save_weight``). The
+    default assumes each event writes itself, a log entry and a read-table
+    row, and each gathering two rows more."""
+
+    per_event: int = 3
+    per_aggregate: int = 0
+    per_gathering: int = 2
+    command: int = COMMAND_WEIGHT
+    """Room a batch leaves under the bound for one more ordinary command."""
+
+
 # When more notifications than this arrived from other processes since the
 # cache was last clean, the whole cache is dropped instead of read through.
 CACHE_INVALIDATION_WINDOW = 1_000
@@ -288,13 +303,14 @@ class UnitOfWork:
         return self.mark() != mark
 
     def weight(self) -> int:
-        """An upper bound of the rows a save writes: each event and its log entry,
-        the read-table row it changes, one event row per gathering, and a counter."""
+        """An upper bound of the rows a save writes, counted as the store says
+        (``RegistrationService.save_weights``), plus one for a counter."""
+        weights = self.service.save_weights
         rows = 1
         for aggregate in self.changed():
-            rows += 3 * len(aggregate.pending_events)
+            rows += weights.per_event * len(aggregate.pending_events) + weights.per_aggregate
             if isinstance(aggregate, Gathering):
-                rows += 2
+                rows += weights.per_gathering
         return rows
 
     def loaded_ids(self) -> list[UUID]:
@@ -558,6 +574,7 @@ class RegistrationService(Application[UUID]):
     # capacity raise owing more promotions saves them in several steps.
     max_save_weight: int | None = None
     max_promotions_per_save: int | None = None
+    save_weights: SaveWeights = SaveWeights()
     #: True where the log cannot tell which cached aggregates other processes
     #: changed (a log indexed after the appends, as on DynamoDB). Commands then
     #: still decide on the cache without asking the store: every save is
@@ -678,7 +695,7 @@ class RegistrationService(Application[UUID]):
                 return jobs[n + 1 :]
             assert job.decide is not None
             bound = self.max_save_weight
-            if bound is not None and decided and uow.weight() > bound - COMMAND_WEIGHT:
+            if bound is not None and decided and uow.weight() > bound - self.save_weights.command:
                 self._commit_batch(uow, decided)
                 return jobs[n:]
             mark = uow.mark()
