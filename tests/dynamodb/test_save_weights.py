@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from domain.application import Command, GatheringChanges, GatheringSpec, UnitOfWork
+from infra.dynamodb import DynamoDBFactory
 from infra.dynamodb.layout import MAX_TRANSACT_ITEMS
 from infra.wiring import Container
 from tests.support import unique
@@ -46,7 +47,9 @@ class Saves:
 
         monkeypatch.setattr(service, "_save", weighed_save)
         monkeypatch.setattr(service, "_run_each_alone", counted_alone)
-        service.factory.datastore.client.meta.events.register(
+        factory = service.factory
+        assert isinstance(factory, DynamoDBFactory)
+        factory.datastore.client.meta.events.register(
             "provide-client-params.dynamodb.TransactWriteItems", sent
         )
 
