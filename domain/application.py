@@ -12,9 +12,10 @@ on the event loop, or a ``CommandBatcher`` in a writer thread, or one per
 writer lane, ``domain/lanes.py``), the commands that arrive together are
 decided one after another, in arrival order, on one shared unit of work,
 and saved in ONE transaction (one fsync for many requests). Each keeps its
-own outcome: a command refused by a rule fails alone. If the shared save fails (a concurrent process won a race),
-every command of the batch re-runs on its own. The waitlist's FIFO order is
-the order of decisions, which is the order of arrival.
+own outcome: a command refused by a rule fails alone. If the shared save
+fails (a concurrent process won a race), every command of the batch re-runs
+on its own. The waitlist's FIFO order is the order of decisions, which is
+the order of arrival.
 
 Storage maps its own "unique version" failure onto ``WriteConflictError``
 (see ``infra/service.py``), so this module imports nothing but the standard
