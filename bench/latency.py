@@ -16,6 +16,9 @@ designs separate by how many round trips their requests take in turn:
   service at least 2x the baseline's req/s (its group commit pays one round trip
   for many commands; the baseline pays one or more per request).
 
+With ``--without-delay``, also spread (16 clients) and hot with no simulated
+delay, both servers (target: the service at least 1x the baseline's req/s).
+
 Every server run gets a fresh DynamoDB Local, warmed up untimed by a small run
 of the baseline without delay. Options: ``--runs N`` (medians; default 1),
 ``--quick`` (smaller sizes), ``--write PATH`` (replace this command's section of
@@ -53,6 +56,7 @@ HOT_LATENCY_MS = 10.0
 SPREAD_CLIENTS = (1, 16)
 SPREAD_TARGET = 4.0  # the service's 16 clients over its 1 client
 HOT_TARGET = 2.0  # the service over the state-based baseline
+UNDELAYED_TARGET = 1.0  # without delay, the service over the baseline (spread and hot)
 
 SIZES = Sizes(
     spread_registrations=320,
@@ -120,14 +124,19 @@ class CpuProbe:
         return engine, server
 
 
-def cases(sizes: Sizes) -> list[Case]:
+def cases(sizes: Sizes, *, without_delay: bool = False) -> list[Case]:
+    """The cases under delay; ``without_delay``: also spread (16 clients) and hot
+    with no simulated round trip, for both servers."""
     spread = [
         Case("spread", SPREAD_LATENCY_MS, server, clients)
         for server in (SERVICE, BASELINE)
         for clients in SPREAD_CLIENTS
     ]
     hot = [Case("hot", HOT_LATENCY_MS, server, sizes.hot_clients) for server in (SERVICE, BASELINE)]
-    return spread + hot
+    undelayed = [
+        Case("spread", 0.0, server, SPREAD_CLIENTS[-1]) for server in (SERVICE, BASELINE)
+    ] + [Case("hot", 0.0, server, sizes.hot_clients) for server in (SERVICE, BASELINE)]
+    return spread + hot + (undelayed if without_delay else [])
 
 
 def _sizes(case: Case, sizes: Sizes) -> Sizes:
@@ -179,13 +188,15 @@ def run_case(case: Case, sizes: Sizes, scratch: Path) -> Measured:
     return Measured(case, outcome, *probe.per_request(outcome.requests))
 
 
-def measure(sizes: Sizes, runs: int = 1, *, progress: bool = True) -> list[Measured]:
+def measure(
+    sizes: Sizes, runs: int = 1, *, progress: bool = True, without_delay: bool = False
+) -> list[Measured]:
     """Every case ``runs`` times, interleaved (run 1 of every case, then run 2...)."""
     install()
     measured: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         for run in range(1, runs + 1):
-            for case in cases(sizes):
+            for case in cases(sizes, without_delay=without_delay):
                 done = run_case(case, sizes, Path(tmp))
                 measured.append(done)
                 if progress:
@@ -229,13 +240,21 @@ def _x(value: float | None) -> str:
 def verdicts(measured: Sequence[Measured]) -> list[str]:
     """The targets, each as a sentence with its measured ratio."""
 
-    def rps(scenario: str, server: ServerKind, clients: int | None = None) -> float | None:
+    def rps(
+        scenario: str,
+        server: ServerKind,
+        clients: int | None = None,
+        latency_ms: float | None = None,
+    ) -> float | None:
+        latency = SPREAD_LATENCY_MS if scenario == "spread" else HOT_LATENCY_MS
+        latency = latency if latency_ms is None else latency_ms
         return _median(
             [
                 m.outcome.throughput
                 for m in measured
                 if m.case.scenario == scenario
                 and m.case.server is server
+                and m.case.latency_ms == latency
                 and (clients is None or m.case.clients == clients)
                 and m.outcome.ok
             ]
@@ -249,13 +268,26 @@ def verdicts(measured: Sequence[Measured]) -> list[str]:
         for server in (SERVICE, BASELINE)
     }
     hot = _ratio(rps("hot", SERVICE), rps("hot", BASELINE))
-    return [
+    lines = [
         f"spread, {SPREAD_LATENCY_MS:g} ms per call: the service's 16 clients "
         f"{_x(spread[SERVICE])} its one client ({reached(spread[SERVICE], SPREAD_TARGET)}); "
         f"the state-based baseline's {_x(spread[BASELINE])}",
         f"hot, {HOT_LATENCY_MS:g} ms per call: the service {_x(hot)} the state-based "
         f"baseline's req/s ({reached(hot, HOT_TARGET)})",
     ]
+    if any(m.case.latency_ms == 0 for m in measured):
+        clients = SPREAD_CLIENTS[-1]
+        for scenario, many in (("spread", clients), ("hot", None)):
+            ratio = _ratio(
+                rps(scenario, SERVICE, many, latency_ms=0.0),
+                rps(scenario, BASELINE, many, latency_ms=0.0),
+            )
+            who = f"{clients} clients, " if many else ""
+            lines.append(
+                f"{scenario}, no simulated delay ({who}DynamoDB Local as it is): the service "
+                f"{_x(ratio)} the state-based baseline's req/s ({reached(ratio, UNDELAYED_TARGET)})"
+            )
+    return lines
 
 
 def table(measured: Sequence[Measured]) -> str:
@@ -379,12 +411,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also the recorder beside a global counter (python -m bench.dynamodb_appends)",
     )
+    parser.add_argument(
+        "--without-delay",
+        action="store_true",
+        help="also spread (16 clients) and hot with no simulated delay, both servers",
+    )
     parser.add_argument("--write", type=Path, default=None, metavar="PATH")
     args = parser.parse_args(argv)
     sizes = QUICK_SIZES if args.quick else SIZES
     load_before = os.getloadavg()
     started = time.monotonic()
-    measured = measure(sizes, args.runs)
+    measured = measure(sizes, args.runs, without_delay=args.without_delay)
     appends = None
     if args.appends:
         from bench import dynamodb_appends

@@ -8,13 +8,14 @@ on fresh state a bounded number of times (with jittered back-off) before the
 client sees ``ConcurrentModificationError``.
 
 Group commit: with a batcher started (``start_batching``: a ``LoopBatcher``
-on the event loop, or a ``CommandBatcher`` in a writer thread), the
-commands that arrive together are decided one after another, in arrival
-order, on one shared unit of work, and saved in ONE transaction (one fsync
-for many requests). Each keeps its own outcome: a command refused by a rule
-fails alone. If the shared save fails (a concurrent process won a race),
-every command of the batch re-runs on its own. The waitlist's FIFO order is
-the order of decisions, which is the order of arrival.
+on the event loop, or a ``CommandBatcher`` in a writer thread, or one per
+writer lane, ``domain/lanes.py``), the commands that arrive together are
+decided one after another, in arrival order, on one shared unit of work,
+and saved in ONE transaction (one fsync for many requests). Each keeps its
+own outcome: a command refused by a rule fails alone. If the shared save
+fails (a concurrent process won a race), every command of the batch re-runs
+on its own. The waitlist's FIFO order is the order of decisions, which is
+the order of arrival.
 
 Storage maps its own "unique version" failure onto ``WriteConflictError``
 (see ``infra/service.py``), so this module imports nothing but the standard
@@ -55,6 +56,7 @@ from domain.errors import (
     WriteConflictError,
 )
 from domain.invariants import gathering_violations
+from domain.lanes import WriterLanes
 from domain.model import (
     WAITLIST_PAGE_SIZE,
     Gathering,
@@ -76,6 +78,21 @@ T = TypeVar("T")
 # Room a batch leaves under a store's bound for one more ordinary command (a
 # leave that promotes one person: six events and their rows).
 COMMAND_WEIGHT = 30
+
+
+@dataclass(frozen=True)
+class SaveWeights:
+    """How ``UnitOfWork.weight`` bounds the rows one save writes, for a store
+    that bounds a transaction (``RegistrationService.max_save_weight``). The
+    default assumes each event writes itself, a log entry and a read-table
+    row, and each gathering two rows more."""
+
+    per_event: int = 3
+    per_aggregate: int = 0
+    per_gathering: int = 2
+    command: int = COMMAND_WEIGHT
+    """Room a batch leaves under the bound for one more ordinary command."""
+
 
 # When more notifications than this arrived from other processes since the
 # cache was last clean, the whole cache is dropped instead of read through.
@@ -287,13 +304,14 @@ class UnitOfWork:
         return self.mark() != mark
 
     def weight(self) -> int:
-        """An upper bound of the rows a save writes: each event and its log entry,
-        the read-table row it changes, one event row per gathering, and a counter."""
+        """An upper bound of the rows a save writes, counted as the store says
+        (``RegistrationService.save_weights``), plus one for a counter."""
+        weights = self.service.save_weights
         rows = 1
         for aggregate in self.changed():
-            rows += 3 * len(aggregate.pending_events)
+            rows += weights.per_event * len(aggregate.pending_events) + weights.per_aggregate
             if isinstance(aggregate, Gathering):
-                rows += 2
+                rows += weights.per_gathering
         return rows
 
     def loaded_ids(self) -> list[UUID]:
@@ -350,12 +368,14 @@ class CommandBatcher:
     commands queue; the next batch takes all of them (up to ``max_batch``).
     """
 
-    def __init__(self, service: RegistrationService, *, max_batch: int = 128) -> None:
+    def __init__(
+        self, service: RegistrationService, *, max_batch: int = 128, name: str = "command-batcher"
+    ) -> None:
         self.service = service
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._carry: list[_Job] = []
-        self._thread = threading.Thread(target=self._run, name="command-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: _Job) -> Future[Any]:
@@ -555,6 +575,7 @@ class RegistrationService(Application[UUID]):
     # capacity raise owing more promotions saves them in several steps.
     max_save_weight: int | None = None
     max_promotions_per_save: int | None = None
+    save_weights: SaveWeights = SaveWeights()
     #: True where the log cannot tell which cached aggregates other processes
     #: changed (a log indexed after the appends, as on DynamoDB). Commands then
     #: still decide on the cache without asking the store: every save is
@@ -568,7 +589,7 @@ class RegistrationService(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._locks = tuple(threading.Lock() for _ in range(64))
-        self._batcher: CommandBatcher | LoopBatcher | None = None
+        self._batcher: CommandBatcher | LoopBatcher | WriterLanes | None = None
         # Every cached aggregate reflects the log up to this notification id.
         self._cache_clean_at: int | None = None
         self._cache_lock = threading.Lock()
@@ -581,15 +602,22 @@ class RegistrationService(Application[UUID]):
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         linger: float = 0.0,
+        lanes: int = 1,
     ) -> None:
         """Commands from now on are decided in batches and group-committed: on
         ``loop`` when given (call this from that loop; ``linger``: see
-        ``LoopBatcher``), else in a writer thread."""
-        if self._batcher is None:
-            self._batcher = (
-                CommandBatcher(self, max_batch=max_batch)
-                if loop is None
-                else LoopBatcher(self, loop, max_batch=max_batch, linger=linger)
+        ``LoopBatcher``), else in a writer thread, or in ``lanes`` writer
+        threads that save at the same time (``domain/lanes.py``)."""
+        if self._batcher is not None:
+            return
+        if loop is not None:
+            self._batcher = LoopBatcher(self, loop, max_batch=max_batch, linger=linger)
+        elif lanes == 1:
+            self._batcher = CommandBatcher(self, max_batch=max_batch)
+        else:
+            self._batcher = WriterLanes(
+                lambda n: CommandBatcher(self, max_batch=max_batch, name=f"command-batcher-{n}"),
+                lanes,
             )
 
     def stop_batching(self) -> None:
@@ -668,7 +696,7 @@ class RegistrationService(Application[UUID]):
                 return jobs[n + 1 :]
             assert job.decide is not None
             bound = self.max_save_weight
-            if bound is not None and decided and uow.weight() > bound - COMMAND_WEIGHT:
+            if bound is not None and decided and uow.weight() > bound - self.save_weights.command:
                 self._commit_batch(uow, decided)
                 return jobs[n:]
             mark = uow.mark()
@@ -677,17 +705,19 @@ class RegistrationService(Application[UUID]):
             except RegistrationDomainError as error:
                 if uow.changed_since(mark) or isinstance(error, InvariantViolationError):
                     # A rule broke after something was recorded: nothing of this
-                    # batch can be trusted; every command runs on its own.
+                    # batch can be trusted; every command runs on its own (up to
+                    # one that runs alone anyway: it and those after it are left
+                    # for the next batch).
                     self._evict(uow)
-                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
-                    return []
+                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:solo])
+                    return jobs[solo:]
                 # Decided on cached state that may be stale: checked after the
                 # save (and decided again on fresh state if a stream moved on).
                 decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
             except Exception:
                 self._evict(uow)
-                self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
-                return []
+                self._run_each_alone([j for j, _, _ in decided] + jobs[n:solo])
+                return jobs[solo:]
             else:
                 uow.claim(job.context)
                 decided.append((job, outcome, None))
@@ -726,11 +756,13 @@ class RegistrationService(Application[UUID]):
         """After a batch failed (its save conflicted, or a rule broke part-way):
         each command again, alone, on state read afresh from the store."""
         for job in jobs:
-            decide = job.decide
-            assert decide is not None
-            self._resolve(
-                job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
-            )
+            if job.solo is not None:  # a command that saves in steps runs as it always does
+                self._resolve(job, partial(job.context.run, job.solo))
+            else:
+                decide = cast("Decide[Any]", job.decide)
+                self._resolve(
+                    job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
+                )
 
     @staticmethod
     def _resolve(job: _Job, run: Callable[[], Any]) -> None:

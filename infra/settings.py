@@ -65,6 +65,10 @@ def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+DEFAULT_WRITER_LANES = {"sqlite": 1, "dynamodb": 8}
+"""Writer lanes when ``WRITER_LANES`` is unset, by store."""
+
+
 class Settings(BaseSettings):
     """Read from environment variables (names in upper case) and an optional ``.env``."""
 
@@ -91,6 +95,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_batch: int = Field(
         default=128, ge=1, le=1024, description="Most commands decided and committed together."
+    )
+    writer_lanes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "Writer threads that decide and save batches at the same time, each for its own "
+            "share of the gatherings (a command goes to the lane its gathering hashes to, so "
+            "one gathering's commands keep their order). Unset: 8 on DynamoDB, where a save "
+            "mostly waits for the network; 1 on SQLite, whose one write lock lets one save "
+            "through at a time. Ignored when commands are decided on the event loop."
+        ),
     )
     decide_on_event_loop: bool = Field(
         default=True,
@@ -224,6 +240,13 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         return parse_api_keys(value) if isinstance(value, str) else value
+
+    @property
+    def lanes(self) -> int:
+        """How many writer lanes (``writer_lanes``, or the store's default)."""
+        if self.writer_lanes is not None:
+            return self.writer_lanes
+        return DEFAULT_WRITER_LANES[self.store]
 
     @property
     def event_store_path(self) -> Path:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from eventsourcing.persistence import ApplicationRecorder
 
+from domain.application import SaveWeights
 from domain.errors import ProjectionNotFoundError
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
 from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, start_request_meter
@@ -130,6 +131,7 @@ class Container:
             self.settings.max_batch,
             loop=self._batching_loop(),
             linger=self.settings.batch_linger_ms / 1000,
+            lanes=self.settings.lanes,
         )
         if self.indexer is not None and self.settings.dynamodb_indexer:
             self.indexer.start()
@@ -163,21 +165,27 @@ class Container:
         self.service.close()
 
 
-# One DynamoDB transaction holds at most 100 items. A save writes about two
-# rows per domain event (the event, a read-table row), and the indexer writes
-# the save's events as one commit of one item each plus two: batches stop
-# growing past the bound the batcher estimates (three rows per event, which
-# keeps both well inside), and one save promotes at most 12 people (3 events
-# and 7 items each, plus the capacity change and the event row).
+# One DynamoDB transaction holds at most 100 items, and a save is one
+# transaction: one item per domain event, plus read-table rows: one per
+# registration or user changed, one for each gathering's row, and the
+# projection's state when a gathering is created (the indexer writes one page
+# item per index write, outside the save). So a save writes at most one item
+# per event, one per changed aggregate, one more per gathering, and one:
+# batches stop growing past that bound, less room for one more ordinary
+# command (a leave that promotes one person: 6 events of 5 aggregates, one a
+# gathering, 12). One save promotes at most 12 people (3 events and 1
+# registration row each, plus the capacity change and the gathering's pages).
+# tests/dynamodb/test_save_weights.py checks the count against what is sent.
 DYNAMODB_MAX_SAVE_WEIGHT = 100
+DYNAMODB_SAVE_WEIGHTS = SaveWeights(per_event=1, per_aggregate=1, per_gathering=1, command=16)
 DYNAMODB_MAX_PROMOTIONS_PER_SAVE = 12
 
 CACHE = {
     # Recently used aggregates stay in memory; a load then only reads the
     # events saved since (by any process), not a snapshot and its tail.
     "AGGREGATE_CACHE_MAXSIZE": "10000",
-    # The command side mutates the cached aggregate itself (one writer thread
-    # decides per process); a failed batch evicts what it touched. Cached
+    # The command side mutates the cached aggregate itself (one writer lane
+    # decides each gathering's commands); a failed batch evicts what it touched. Cached
     # aggregates still fast-forward past events other processes saved, so a
     # decision (even a refusal) is never taken on stale state.
     "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
@@ -283,6 +291,7 @@ def build_container(settings: Settings) -> Container:
         instrument(service.factory.datastore.client)
         service.max_save_weight = DYNAMODB_MAX_SAVE_WEIGHT
         service.max_promotions_per_save = DYNAMODB_MAX_PROMOTIONS_PER_SAVE
+        service.save_weights = DYNAMODB_SAVE_WEIGHTS
     read_model = build_read_model(settings)
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
     indexer = None

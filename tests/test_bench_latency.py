@@ -105,3 +105,27 @@ def test_make_bench_keeps_the_section_unless_it_measured_it_again() -> None:
     rewritten = keep_sections(PREVIOUS, again)
     assert rewritten.count(HEADING) == 1
     assert "old latency table" not in rewritten
+
+
+def test_without_delay_the_service_is_compared_with_the_baseline_at_no_delay_only() -> None:
+    def undelayed(scenario: str, server: ServerKind, clients: int, req_per_s: float) -> Measured:
+        outcome = Outcome(scenario, requests=int(req_per_s * 10), wall_s=10.0)
+        return Measured(Case(scenario, 0.0, server, clients), outcome)
+
+    lines = verdicts(
+        [
+            measured("spread", SERVICE, 16, 75.0),
+            measured("hot", SERVICE, 64, 130.0),
+            measured("hot", BASELINE, 64, 50.0),
+            undelayed("spread", SERVICE, 16, 90.0),
+            undelayed("spread", BASELINE, 16, 100.0),
+            undelayed("hot", SERVICE, 64, 120.0),
+            undelayed("hot", BASELINE, 64, 60.0),
+        ]
+    )
+
+    assert "x2.60 the state-based baseline's req/s (target >= x2: reached)" in lines[1]
+    assert "spread, no simulated delay" in lines[2]
+    assert "x0.90 the state-based baseline's req/s (target >= x1: NOT reached)" in lines[2]
+    assert "hot, no simulated delay" in lines[3]
+    assert "x2.00 the state-based baseline's req/s (target >= x1: reached)" in lines[3]

@@ -120,7 +120,7 @@ def _batcher_calls(service: Any) -> tuple[list[str], Callable[[], None]]:
     calls: list[str] = []
 
     def count(model: Any, **_: Any) -> None:
-        if threading.current_thread().name == "command-batcher":  # not the indexer's
+        if threading.current_thread().name.startswith("command-batcher"):  # a writer lane
             calls.append(model.name)
 
     client.meta.events.register("before-call.dynamodb", count)

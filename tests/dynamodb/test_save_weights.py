@@ -1,0 +1,98 @@
+"""A batch on DynamoDB grows as far as one transaction allows, and no further.
+
+The batcher stops adding commands to a batch when the rows its save would
+write, as ``UnitOfWork.weight`` counts them with the store's ``SaveWeights``,
+come near the bound (100 items per transaction). Counted too high, batches of
+a hot gathering stay small and each pays a round trip; counted too low, a
+save is refused for its size and every command of the batch runs again alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from domain.application import Command, GatheringChanges, GatheringSpec, UnitOfWork
+from infra.dynamodb import DynamoDBFactory
+from infra.dynamodb.layout import MAX_TRANSACT_ITEMS
+from infra.wiring import Container
+from tests.support import unique
+
+
+class Saves:
+    """Each transaction a save sends: (the batch's estimated weight, its items)."""
+
+    def __init__(self, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[tuple[int, int]] = []
+        self.alone = 0
+        self._weight = threading.local()
+        service = container.service
+        save, run_each_alone = service._save, service._run_each_alone
+
+        def weighed_save(uow: UnitOfWork) -> None:
+            self._weight.value = uow.weight()
+            save(uow)
+
+        def counted_alone(jobs: list[Any]) -> None:
+            self.alone += len(jobs)
+            run_each_alone(jobs)
+
+        def sent(params: dict[str, Any], **_: Any) -> None:
+            weight = getattr(self._weight, "value", None)
+            if weight is not None:
+                self.sent.append((weight, len(params["TransactItems"])))
+
+        monkeypatch.setattr(service, "_save", weighed_save)
+        monkeypatch.setattr(service, "_run_each_alone", counted_alone)
+        factory = service.factory
+        assert isinstance(factory, DynamoDBFactory)
+        factory.datastore.client.meta.events.register(
+            "provide-client-params.dynamodb.TransactWriteItems", sent
+        )
+
+
+def all_at_once(container: Container, gathering_id: str, commands: list[Command[Any]]) -> None:
+    """Submits ``commands`` while the gathering's lane is held, so that they
+    are decided in as few batches as the bound allows; waits for them all."""
+    service = container.service
+    gate: Future[None] = Future()
+    held = service.submit(Command(f"gathering/{gathering_id}", solo=gate.result))
+    futures = [service.submit(command) for command in commands]
+    gate.set_result(None)
+    held.result(timeout=120)
+    for future in futures:
+        future.result(timeout=120)
+
+
+def test_no_save_writes_more_items_than_its_batch_was_weighed_at(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = container.service
+    gathering = unique("gathering")
+    users = [unique("user") for _ in range(60)]
+    for user_id in users:
+        service.submit(service.create_user_command(user_id, user_id))
+    service.create_gathering(
+        GatheringSpec(
+            gathering_id=gathering,
+            title="Hot",
+            date="2030-01-01",
+            capacity=3,
+            waitlist_enabled=True,
+        )
+    )
+    saves = Saves(container, monkeypatch)
+
+    all_at_once(container, gathering, [service.register_command(u, gathering) for u in users])
+    # Seated people and the first few waiting leave: each seat freed promotes one.
+    all_at_once(container, gathering, [service.leave_command(u, gathering) for u in users[:10]])
+    service.revise_gathering(gathering, GatheringChanges(capacity=40))
+
+    assert saves.alone == 0, "a batch was refused and its commands ran again alone"
+    assert saves.sent, "no transaction was recorded"
+    assert all(items <= weight <= MAX_TRANSACT_ITEMS for weight, items in saves.sent), saves.sent
+    # The registrations were not cut into small batches: one save held most of 100 items.
+    assert max(items for _, items in saves.sent) > MAX_TRANSACT_ITEMS // 2, saves.sent
