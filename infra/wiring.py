@@ -165,19 +165,20 @@ class Container:
         self.service.close()
 
 
-# One DynamoDB transaction holds at most 100 items, and a save is one
-# transaction: one item per domain event, plus read-table rows: one per
-# registration or user changed, one for each gathering's row, and the
-# projection's state when a gathering is created (the indexer writes one page
-# item per index write, outside the save). So a save writes at most one item
-# per event, one per changed aggregate, one more per gathering, and one:
-# batches stop growing past that bound, less room for one more ordinary
-# command (a leave that promotes one person: 6 events of 5 aggregates, one a
-# gathering, 12). One save promotes at most 12 people (3 events and 1
-# registration row each, plus the capacity change and the gathering's pages).
-# tests/dynamodb/test_save_weights.py checks the count against what is sent.
+# A save is one commit, which holds at most 100 events
+# (``max_events_per_insert``), and one transaction, which holds at most 100
+# items: one per changed aggregate for its events (a stream's events of one
+# commit are packed in one item, infra/dynamodb/packing.py), plus read-table
+# rows: at most one per changed aggregate (a registration's, a user's, a
+# gathering's row; the projection's state when a gathering is created; the
+# indexer writes its page outside the save). Every changed aggregate has an
+# event, so one per event plus one per aggregate bounds both. Batches stop
+# growing past that bound, less room for one more ordinary command (a leave
+# that promotes one person: 6 events of 5 aggregates, 11). One save promotes
+# at most 12 people. tests/dynamodb/test_save_weights.py checks the count
+# against what is sent.
 DYNAMODB_MAX_SAVE_WEIGHT = 100
-DYNAMODB_SAVE_WEIGHTS = SaveWeights(per_event=1, per_aggregate=1, per_gathering=1, command=16)
+DYNAMODB_SAVE_WEIGHTS = SaveWeights(per_event=1, per_aggregate=1, per_gathering=0, command=16)
 DYNAMODB_MAX_PROMOTIONS_PER_SAVE = 12
 
 CACHE = {

@@ -1,10 +1,12 @@
-"""A batch on DynamoDB grows as far as one transaction allows, and no further.
+"""A batch on DynamoDB grows as far as one commit allows, and no further.
 
-The batcher stops adding commands to a batch when the rows its save would
-write, as ``UnitOfWork.weight`` counts them with the store's ``SaveWeights``,
-come near the bound (100 items per transaction). Counted too high, batches of
-a hot gathering stay small and each pays a round trip; counted too low, a
-save is refused for its size and every command of the batch runs again alone.
+The batcher stops adding commands to a batch when its weight, as
+``UnitOfWork.weight`` counts it with the store's ``SaveWeights``, comes near the
+bound: a commit holds at most 100 events and one transaction at most 100
+items (a stream's events of one commit are one item, so items are fewer than
+events plus aggregates). Counted too high, batches of a hot gathering stay
+small and each pays a round trip; counted too low, a save is refused for its
+size and every command of the batch runs again alone.
 """
 
 from __future__ import annotations
@@ -17,16 +19,31 @@ import pytest
 
 from domain.application import Command, GatheringChanges, GatheringSpec, UnitOfWork
 from infra.dynamodb import DynamoDBFactory
-from infra.dynamodb.layout import MAX_TRANSACT_ITEMS
+from infra.dynamodb.layout import EVENTS, MAX_TRANSACT_ITEMS
+from infra.dynamodb.recorders import DynamoDBApplicationRecorder
 from infra.wiring import Container
 from tests.support import unique
 
 
+def events_in(transact_items: list[dict[str, Any]]) -> int:
+    """The domain events a transaction writes: one per event item, and those
+    packed in its ``e``."""
+    return sum(
+        1 + len(put["Item"].get(EVENTS, {}).get("L", []))
+        for put in (t.get("Put") for t in transact_items)
+        if put is not None and "ver" in put["Item"]
+    )
+
+
+MAX_EVENTS_PER_COMMIT = DynamoDBApplicationRecorder.max_events_per_insert
+
+
 class Saves:
-    """Each transaction a save sends: (the batch's estimated weight, its items)."""
+    """Each transaction a save sends: (the batch's estimated weight, its items,
+    its events)."""
 
     def __init__(self, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent: list[tuple[int, int]] = []
+        self.sent: list[tuple[int, int, int]] = []
         self.alone = 0
         self._weight = threading.local()
         service = container.service
@@ -43,7 +60,8 @@ class Saves:
         def sent(params: dict[str, Any], **_: Any) -> None:
             weight = getattr(self._weight, "value", None)
             if weight is not None:
-                self.sent.append((weight, len(params["TransactItems"])))
+                items = params["TransactItems"]
+                self.sent.append((weight, len(items), events_in(items)))
 
         monkeypatch.setattr(service, "_save", weighed_save)
         monkeypatch.setattr(service, "_run_each_alone", counted_alone)
@@ -73,8 +91,9 @@ def test_no_save_writes_more_items_than_its_batch_was_weighed_at(
     service = container.service
     gathering = unique("gathering")
     users = [unique("user") for _ in range(60)]
-    for user_id in users:
-        service.submit(service.create_user_command(user_id, user_id))
+    created = [service.submit(service.create_user_command(u, u)) for u in users]
+    for future in created:
+        future.result(timeout=120)
     service.create_gathering(
         GatheringSpec(
             gathering_id=gathering,
@@ -93,6 +112,10 @@ def test_no_save_writes_more_items_than_its_batch_was_weighed_at(
 
     assert saves.alone == 0, "a batch was refused and its commands ran again alone"
     assert saves.sent, "no transaction was recorded"
-    assert all(items <= weight <= MAX_TRANSACT_ITEMS for weight, items in saves.sent), saves.sent
-    # The registrations were not cut into small batches: one save held most of 100 items.
-    assert max(items for _, items in saves.sent) > MAX_TRANSACT_ITEMS // 2, saves.sent
+    assert all(
+        items <= weight <= MAX_TRANSACT_ITEMS and events <= weight
+        for weight, items, events in saves.sent
+    ), saves.sent
+    # The registrations were not cut into small batches: one save held most of
+    # the 100 events a commit may hold.
+    assert max(events for _, _, events in saves.sent) > MAX_EVENTS_PER_COMMIT // 2, saves.sent
