@@ -179,7 +179,10 @@ class Store(Protocol):
     def get_user(self, user_id: str) -> Row: ...
     def create_event(self, body: EventCreate) -> Row: ...
     def get_event(self, event_id: str) -> Row: ...
-    def list_events(self, status: str | None, limit: int) -> list[Row]: ...
+    def list_events(self, status: str | None, limit: int) -> tuple[list[Row], int]:
+        """The first ``limit`` events (with ``status``) and how many there are in all."""
+        ...
+
     def update_event(self, event_id: str, body: EventUpdate) -> Row: ...
     def delete_event(self, event_id: str) -> None: ...
     def register(self, user_id: str, event_id: str) -> Row: ...
@@ -367,7 +370,7 @@ class SqliteStore:
         with self._transaction(write=False) as c:
             return self._event_view(c, event_id)
 
-    def list_events(self, status: str | None, limit: int) -> list[Row]:
+    def list_events(self, status: str | None, limit: int) -> tuple[list[Row], int]:
         STATS.bump("listEvents", requests=1)
         with self._transaction(write=False) as c:
             where, args = ("WHERE status = ?", (status, limit)) if status else ("", (limit,))
@@ -375,7 +378,8 @@ class SqliteStore:
                 f"SELECT event_id FROM events {where} ORDER BY event_id LIMIT ?",
                 args,
             ).fetchall()
-            return [self._event_view(c, r[0]) for r in rows]
+            total = c.execute(f"SELECT COUNT(*) FROM events {where}", args[:-1]).fetchone()[0]
+            return [self._event_view(c, r[0]) for r in rows], int(total)
 
     def update_event(self, event_id: str, body: EventUpdate) -> Row:
         STATS.bump("updateEvent", requests=1)
@@ -770,7 +774,7 @@ class DynamoStore:
         STATS.bump("getEvent", requests=1)
         return self._view(self._get_event("getEvent", event_id))
 
-    def list_events(self, status: str | None, limit: int) -> list[Row]:
+    def list_events(self, status: str | None, limit: int) -> tuple[list[Row], int]:
         STATS.bump("listEvents", requests=1)
         params: Row = {"TableName": self.events}
         if status:
@@ -787,7 +791,7 @@ class DynamoStore:
                 break
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         events.sort(key=lambda e: e["eventId"])
-        return [self._view(e) for e in events[:limit]]
+        return [self._view(e) for e in events[:limit]], len(events)
 
     def _promotions(self, event_id: str, heads: list[str], at: str) -> list[Row]:
         return [
@@ -1309,7 +1313,8 @@ def create_event(body: EventCreate, response: Response) -> Row:
 
 @app.get("/events", response_model=EventList)
 def list_events(status: str | None = None, limit: int = 50) -> Row:
-    return {"events": store().list_events(status, max(1, min(limit, 500))), "nextToken": None}
+    events, total = store().list_events(status, max(1, min(limit, 500)))
+    return {"events": events, "total": total, "nextToken": None}
 
 
 @app.get("/events/{event_id}", response_model=Event)
