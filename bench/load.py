@@ -251,6 +251,18 @@ class Runner:
             msg = f"POST /events -> {status} {str(reply)[:300]}"
             raise SetupError(msg)
 
+    async def make_waitlisted(
+        self, tag: str, n_users: int, n_events: int, capacity: int
+    ) -> tuple[list[str], list[str]]:
+        """``n_users`` users and ``n_events`` events of ``capacity`` seats with a
+        waitlist, their ids tagged ``tag`` (untimed setup)."""
+        users = [f"{self.run_id}-{tag}{i}" for i in range(n_users)]
+        events = [f"{self.run_id}-{tag}e{j}" for j in range(n_events)]
+        for event_id in events:
+            await self.make_event(event_id, capacity, waitlist=True)
+        await self.make_users(users)
+        return users, events
+
     async def get_event(self, event_id: str) -> dict[str, Any]:
         status, reply, _ = await _request(self.client, "GET", f"/events/{event_id}")
         if status != 200 or not isinstance(reply, dict):
@@ -428,11 +440,9 @@ class Runner:
 
     async def reads(self) -> Outcome:
         s = self.sizes
-        users = [f"{self.run_id}-r{i}" for i in range(s.reads_users)]
-        events = [f"{self.run_id}-re{j}" for j in range(s.reads_events)]
-        for event_id in events:
-            await self.make_event(event_id, s.reads_capacity, waitlist=True)
-        await self.make_users(users)
+        users, events = await self.make_waitlisted(
+            "r", s.reads_users, s.reads_events, s.reads_capacity
+        )
         rng = random.Random(self.seed)
         pairs = [(u, e) for u in users for e in events]
         rng.shuffle(pairs)
@@ -518,11 +528,9 @@ class Runner:
 
     async def churn(self) -> Outcome:
         s = self.sizes
-        users = [f"{self.run_id}-c{i}" for i in range(s.churn_users)]
-        events = [f"{self.run_id}-ce{j}" for j in range(s.churn_events)]
-        for event_id in events:
-            await self.make_event(event_id, s.churn_capacity, waitlist=True)
-        await self.make_users(users)
+        users, events = await self.make_waitlisted(
+            "c", s.churn_users, s.churn_events, s.churn_capacity
+        )
         rng = random.Random(self.seed)
         ops = [
             (
