@@ -13,9 +13,10 @@ writer lane, ``domain/lanes.py``), the commands that arrive together are
 decided one after another, in arrival order, on one shared unit of work,
 and saved in ONE transaction (one fsync for many requests). Each keeps its
 own outcome: a command refused by a rule fails alone. If the shared save
-fails (a concurrent process won a race), every command of the batch re-runs
-on its own. The waitlist's FIFO order is the order of decisions, which is
-the order of arrival.
+conflicts (a concurrent process won a race), every command of the batch re-runs
+on its own; if the store cannot take it (unreachable, its lock stayed taken),
+every command of the batch gets that one error. The waitlist's FIFO order is
+the order of decisions, which is the order of arrival.
 
 Storage maps its own "unique version" failure onto ``WriteConflictError``
 (see ``infra/service.py``), so this module imports nothing but the standard
@@ -429,7 +430,10 @@ class LoopBatcher:
     the two threads. Here the commands submitted during one turn of the loop
     are decided as one batch, and group-committed, in a callback of a later
     turn. The loop runs nothing else meanwhile, exactly as the GIL would let
-    it run nothing else, and the fsync blocks it once per batch.
+    it run nothing else, and the fsync blocks it once per batch. It never
+    waits for the store's write lock: a save on the loop that finds it taken
+    raises ``StoreBusyError``, and the batch is decided again in a thread
+    (``_decide_aside``) while the loop serves reads.
 
     Under concurrent load a batch *lingers*: while one of the last
     ``LONE_BATCHES`` batches held more than one command, the next is decided
@@ -568,8 +572,11 @@ class LoopBatcher:
                 self._aside_carry = self.service.decide_batch(batch)
             except BaseException as error:
                 _fail_undecided(batch, error)
-            with contextlib.suppress(RuntimeError):  # a closed loop: ``stop`` joined this
+            try:
                 self.loop.call_soon_threadsafe(self._back)
+            except RuntimeError:  # the loop is closed: nobody will decide the rest
+                for job in self._aside_carry:
+                    _refuse_shutting_down(job)
 
         self._aside = threading.Thread(target=run, name="command-batcher-aside", daemon=True)
         self._aside.start()
@@ -782,12 +789,12 @@ class RegistrationService(Application[UUID]):
             self._evict(uow)
             self._run_each_alone([job for job, _, _ in decided])
             return
-        except Exception as error:
+        except Exception as failure:
             # The store cannot take the save (its lock stayed taken, it is
             # unreachable): one answer for the batch, not one wait per command.
             self._evict(uow)
             for job, _, _ in decided:
-                job.future.set_exception(error)
+                job.future.set_exception(failure)
             return
         # What the batch changed, its save checked; the rest it only read.
         refusals_stand = unverified and self._still_current(read)
