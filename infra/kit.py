@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.persistence import ApplicationRecorder
 
@@ -93,6 +93,7 @@ Reindex = Callable[[Callable[[int], None]], tuple[int, int]]
 (events scanned, events newly indexed)."""
 
 
+@runtime_checkable
 class StoreKit(Protocol):
     """One store, as the service uses it. Building a kit opens nothing; the
     ``open_*`` methods open the store's tables (creating what is missing)."""

@@ -21,6 +21,7 @@ from infra.dynamodb.datastore import make_client
 from infra.dynamodb.factory import DynamoDBFactory
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller, StreamIndexer
+from infra.dynamodb.layout import MAX_TRANSACT_ITEMS
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
 from infra.dynamodb.recorders import DynamoDBApplicationRecorder
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 # at most 12 people. tests/dynamodb/test_save_weights.py checks the count
 # against what is sent.
 SAVE_LIMITS = SaveLimits(
-    max_save_weight=100,
+    max_save_weight=MAX_TRANSACT_ITEMS,
     max_promotions_per_save=12,
     weights=SaveWeights(per_event=1, per_aggregate=1, per_gathering=0, command=16),
 )
