@@ -32,7 +32,7 @@ def test_every_store_the_settings_allow_has_its_kit_in_the_wiring() -> None:
 
 @pytest.mark.parametrize("name", sorted(STORE_NAMES))
 def test_each_store_packages_kit_is_a_store_kit(name: str, tmp_path: Path) -> None:
-    kit: StoreKit = wiring.KITS[name](Settings(store=name, data_dir=tmp_path))  # type: ignore[arg-type]
+    kit: StoreKit = wiring.KITS[name](Settings(store=name, data_dir=tmp_path))
 
     assert isinstance(kit, StoreKit)
 
@@ -100,7 +100,8 @@ def test_the_wiring_names_each_store_once_as_the_key_of_its_kit() -> None:
     names = [
         node.value
         for node in ast.walk(ast.parse((ROOT / "infra" / "wiring.py").read_text()))
-        if isinstance(node, ast.Constant) and node.value in STORE_NAMES
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if node.value in STORE_NAMES
     ]
 
     assert sorted(names) == sorted(STORE_NAMES)
