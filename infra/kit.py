@@ -122,8 +122,9 @@ class StoreKit(Protocol):
     def open_read_model(self) -> ReadModel:
         """The read tables the API reads and every append folds into."""
 
-    def open_idempotency_store(self) -> IdempotencyStore:
-        """Where responses to keyed requests are kept for replays."""
+    def open_idempotency_store(self, read_model: ReadModel) -> IdempotencyStore:
+        """Where responses to keyed requests are kept for replays, beside
+        ``read_model`` (closed with it)."""
 
     def open_rebuild_target(
         self, read_model: ReadModel, recorder: ApplicationRecorder

@@ -208,7 +208,7 @@ def build_container(settings: Settings, kit: StoreKit | None = None) -> Containe
         audit,
         history,
         time_travel,
-        kit.open_idempotency_store(),
+        kit.open_idempotency_store(read_model),
         rebuilder,
         indexer,
     )

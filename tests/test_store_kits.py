@@ -19,6 +19,7 @@ from infra.dynamodb.layout import MAX_TRANSACT_ITEMS
 from infra.kit import SaveLimits, StoreKit
 from infra.settings import Settings
 from infra.sqlite import kit as sqlite_kit
+from tests.support import create_user
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE_NAMES = frozenset(get_args(Settings.model_fields["store"].annotation))
@@ -73,6 +74,18 @@ def test_an_app_build_picks_its_stores_kit_once_and_everything_asks_that_kit(
 
     assert calls == {settings.store: 1}
     assert container.kit is built[0]
+
+
+def test_an_app_stopped_and_started_again_opens_its_store_afresh(settings: Settings) -> None:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        create_user(client, "ada")
+    with TestClient(app) as client:
+        assert client.get("/users/ada").status_code == 200
+        created = client.post(
+            "/users", json={"userId": "bob", "name": "Bob"}, headers={"Idempotency-Key": "k1"}
+        )
+        assert created.status_code == 201, created.text
 
 
 def names_the_store(node: ast.AST) -> bool:

@@ -10,7 +10,7 @@ transaction's limits (``SAVE_LIMITS``).
 
 from __future__ import annotations
 
-from functools import cached_property, partial
+from functools import partial
 from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import ApplicationRecorder
@@ -109,9 +109,8 @@ class DynamoDBKit:
             # indexed only reads the index: no Streams call, no index write.
             service.recorder.index_in_process = self.settings.dynamodb_indexer
 
-    @cached_property
-    def client(self) -> DynamoDBClient:
-        """The client of the read tables and the idempotency records (metered)."""
+    def _new_client(self) -> DynamoDBClient:
+        """A new client for the read tables and the idempotency records (metered)."""
         settings = self.settings
         credentials = aws_credentials(settings)
         client = make_client(
@@ -127,11 +126,13 @@ class DynamoDBKit:
         return client
 
     def open_read_model(self) -> ReadModel:
-        return DynamoDBReadModel(self.client, self.settings.dynamodb_table_prefix)
+        return DynamoDBReadModel(self._new_client(), self.settings.dynamodb_table_prefix)
 
-    def open_idempotency_store(self) -> IdempotencyStore:
+    def open_idempotency_store(self, read_model: ReadModel) -> IdempotencyStore:
+        assert isinstance(read_model, DynamoDBReadModel), read_model
+        # The read model's client: closing the read model closes it.
         return DynamoDBIdempotencyStore(
-            self.client,
+            read_model.client,
             self.settings.dynamodb_table_prefix,
             ttl_seconds=self.settings.idempotency_ttl_hours * 3600.0,
         )

@@ -53,7 +53,7 @@ class SQLiteKit:
             self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
         )
 
-    def open_idempotency_store(self) -> IdempotencyStore:
+    def open_idempotency_store(self, read_model: ReadModel) -> IdempotencyStore:
         return SQLiteIdempotencyStore(
             self.settings.event_store_path,
             ttl_seconds=self.settings.idempotency_ttl_hours * 3600.0,
