@@ -24,7 +24,7 @@ from api.schemas import Event, EventCreate, EventUpdate
 from domain.application import GatheringChanges, GatheringSpec, GatheringState
 from domain.model import DETAIL_NAMES, Gathering, GatheringDetails, _details_defaulted
 from infra.dynamodb.read_schema import event_attributes, event_row
-from infra.sqlite.read_tables import create_read_tables
+from infra.sqlite.read_tables import TABLES_SCHEMA, create_read_tables
 from infra.wiring import Container
 from projections.views import EventRow
 from tests.api.helpers import json_of
@@ -72,6 +72,23 @@ def test_every_detail_is_a_column_of_the_sqlite_events_table() -> None:
     columns = {row["name"] for row in connection.execute("PRAGMA table_info(events)")}
     missing = set(DETAIL_NAMES) - columns
     assert not missing, f"the events table's DDL lacks {sorted(missing)}"
+
+
+def test_an_events_table_of_an_earlier_version_gains_a_new_detail_at_start() -> None:
+    """A table without a detail's column (created before the detail existed)
+    gets it when the read tables are opened; its rows hold NULL, read as None."""
+    connection = sqlite3.connect(":memory:")
+    earlier = TABLES_SCHEMA.replace("    organizer TEXT,\n", "").format(t="")
+    assert "organizer" not in earlier
+    connection.executescript(earlier)
+    connection.execute(
+        "INSERT INTO events (event_id, stream_id, title, description, date, status, capacity, "
+        "waitlist_enabled, registered_count, waitlist_count, created_at, updated_at) "
+        "VALUES ('e', 's', 'T', '', '2030-01-01', 'active', 1, 0, 0, 0, 'c', 'u')"
+    )
+    create_read_tables(connection.cursor())
+    assert connection.execute("SELECT organizer FROM events").fetchall() == [(None,)]
+    create_read_tables(connection.cursor())  # and again: nothing more to add
 
 
 def test_every_detail_is_an_attribute_of_the_dynamodb_item_and_reads_back() -> None:
