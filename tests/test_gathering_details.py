@@ -63,6 +63,8 @@ def test_every_detail_is_a_field_of_the_request_and_response_schemas() -> None:
     for schema in (EventCreate, EventUpdate, Event):
         missing = set(DETAIL_NAMES) - set(schema.model_fields)
         assert not missing, f"{schema.__name__} lacks {sorted(missing)}"
+    # The update route hands every field it was sent to the command by name.
+    assert set(EventUpdate.model_fields) == {*DETAIL_NAMES, "capacity"}
 
 
 def test_every_detail_is_a_column_of_the_sqlite_events_table() -> None:
