@@ -25,6 +25,7 @@ from domain.application import GatheringChanges, GatheringSpec, GatheringState
 from domain.model import DETAIL_NAMES, Gathering, GatheringDetails, _details_defaulted
 from infra.dynamodb.read_schema import event_attributes, event_row
 from infra.sqlite.read_tables import TABLES_SCHEMA, create_read_tables
+from infra.sqlite.rebuild import NEXT, SQLiteRebuildTarget
 from infra.wiring import Container
 from projections.views import EventRow
 from tests.api.helpers import json_of
@@ -91,6 +92,19 @@ def test_an_events_table_of_an_earlier_version_gains_a_new_detail_at_start() -> 
     create_read_tables(connection.cursor())
     assert connection.execute("SELECT organizer FROM events").fetchall() == [(None,)]
     create_read_tables(connection.cursor())  # and again: nothing more to add
+
+
+def test_a_rebuild_resumed_by_a_newer_version_gets_the_columns_it_adds(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    target = SQLiteRebuildTarget(path)
+    target.claim("older version", lease_seconds=30.0)
+    with sqlite3.connect(path) as connection:  # its tables lack a detail added since
+        connection.execute(f"ALTER TABLE events{NEXT} DROP COLUMN organizer")
+    target.claim("newer version", lease_seconds=0.0)  # the lease lapsed: taken over
+    with sqlite3.connect(path) as connection:
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info(events{NEXT})")}
+    target.close()
+    assert set(DETAIL_NAMES) <= columns
 
 
 def test_every_detail_is_an_attribute_of_the_dynamodb_item_and_reads_back() -> None:
