@@ -11,7 +11,7 @@ with. The old tables are then emptied a few thousand rows per transaction,
 and dropped.
 
 Indexes keep their names through a rename, so the new tables' indexes carry
-the rebuild's generation (``events_by_status_<generation>``) and are built as
+the rebuild's generation (``gatherings_by_status_<generation>``) and are built as
 the tables fill, not while appends wait.
 """
 
@@ -39,7 +39,7 @@ OLD = "__old"
 #: Each table's primary key, by which the replaced tables are emptied in chunks.
 KEYS = {
     "users": "user_id",
-    "events": "event_id",
+    "gatherings": "event_id",
     "streams": "stream_id",
     "registrations": "user_id, event_id",
     "user_events": "user_id, event_id",

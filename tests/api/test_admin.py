@@ -185,7 +185,7 @@ def alter_registered_count(container: Container, event_id: str, count: int) -> N
         )
         return
     with sqlite3.connect(container.settings.event_store_path) as db:
-        db.execute("UPDATE events SET registered_count = ? WHERE event_id = ?", (count, event_id))
+        db.execute("UPDATE gatherings SET registered_count = ? WHERE event_id = ?", (count, event_id))
 
 
 def test_the_check_is_exact_while_writes_continue(
