@@ -19,6 +19,7 @@ chunk advancing the position; a crash between chunks resumes after the last.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -66,6 +67,8 @@ __all__ = [
     "unavailable",
 ]
 
+logger = logging.getLogger(__name__)
+
 # A catch-up chunk holds whole commits of at most this many row changes, plus
 # the tracking item: within DynamoDB's 100 items per transaction. One commit
 # (an append) never changes more rows than its own transaction held.
@@ -75,7 +78,7 @@ MAX_SKIP_ROUNDS = 10
 
 
 class _RowsAheadError(Exception):
-    """Internal: a fill's events rows (stream, eventId) already hold more of
+    """Internal: a fill's gatherings rows (stream, eventId) already hold more of
     their stream than the chunk expected (see ``_commit_chunk``)."""
 
     def __init__(self, rows: list[tuple[UUID, str]]) -> None:
@@ -89,6 +92,26 @@ def ensure_read_tables(client: DynamoDBClient, specs: Sequence[TableSpec]) -> No
         ensure_tables(client, specs)
     except (ClientError, BotoCoreError, TableNotReadyError) as error:
         raise unavailable(error) from error
+
+
+def warn_of_earlier_tables(client: DynamoDBClient, prefix: str) -> None:
+    """Logs each read table of the earlier layout (the gatherings' table was
+    called ``events``, beside the event store's ``<app>_events``). DynamoDB
+    cannot rename a table: one ``regsvc rebuild`` fills the renamed tables from
+    the log, after which the earlier ones are no longer read and may be deleted."""
+    for generation in GENERATIONS:
+        names = table_set(prefix, generation)
+        earlier = names.gatherings.removesuffix("gatherings") + "events"
+        try:
+            client.describe_table(TableName=earlier)
+        except ClientError:
+            continue  # absent (or not ours to describe): nothing to say
+        logger.warning(
+            "read table %s is of the earlier layout and no longer read: run "
+            "`regsvc rebuild` once to fill %s from the log, then delete it",
+            earlier,
+            names.gatherings,
+        )
 
 
 class DynamoDBReadModel(ReadQueries):
@@ -117,6 +140,7 @@ class DynamoDBReadModel(ReadQueries):
             # a rebuild creates green when it first needs it (the CDK stack
             # defines both).
             ensure_read_tables(client, read_table_specs(prefix, ("blue",)))
+            warn_of_earlier_tables(client, prefix)
 
     def tables(self) -> TableSet:
         """The tables read: the bound generation's, or the live one's."""
@@ -206,7 +230,7 @@ class DynamoDBReadModel(ReadQueries):
         lease_owner: str | None,
     ) -> bool:
         """Commits ``writer`` (``chunk`` folded). A rebuild's fill conditions each
-        events row on its version (``read_changes.py``): an append built for
+        gatherings row on its version (``read_changes.py``): an append built for
         these tables when they were live before may land while they are being
         filled again, once the fill passed its stream's previous version; its
         rows are then here already and must not be applied twice. A row found
@@ -228,7 +252,7 @@ class DynamoDBReadModel(ReadQueries):
     def _held(self, stream: UUID, event_id: str) -> int:
         """The version of ``stream`` its rows here hold (a deleted gathering's:
         the version that deleted it)."""
-        row = self._get(self.events_table, {"eventId": {"S": event_id}})
+        row = self._get(self.gatherings_table, {"eventId": {"S": event_id}})
         if row is not None:
             return int(row.get("v", 0))
         name = self._get(self.state_table, {"pk": {"S": f"stream#{stream.hex}"}})
@@ -301,7 +325,7 @@ class DynamoDBReadModel(ReadQueries):
         """Deletes every row and stream name (not the tracking or pointer items)."""
         for table, keys in (
             (self.users_table, ("userId",)),
-            (self.events_table, ("eventId",)),
+            (self.gatherings_table, ("eventId",)),
             (self.registrations_table, ("userId", "eventId")),
         ):
             kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": ", ".join(keys)}
