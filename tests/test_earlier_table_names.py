@@ -9,19 +9,31 @@ keys and conditions").
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.cli import rebuild
 from api.main import create_app
+from infra.dynamodb.read_tables import (
+    DynamoDBReadModel,
+    read_table_specs,
+    warn_of_earlier_tables,
+)
+from infra.dynamodb.tables import ensure_tables
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from projections.status import READ_TABLES
 from tests.support import create_event, create_user, register
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 
 @contextmanager
@@ -112,6 +124,68 @@ def test_a_rebuild_of_a_renamed_sqlite_file_keeps_every_row(settings: Settings) 
     served = _write_a_gathering(settings)
     _as_the_earlier_sqlite_layout(settings)
     with _container(settings) as container:
+        rebuild(container)
+        assert container.check(READ_TABLES).differences == []
+    with _client(settings) as client:
+        assert client.get(f"/events/{served['eventId']}").json() == served
+
+
+def _as_the_earlier_dynamodb_layout(settings: Settings) -> None:
+    """Moves each generation's gatherings rows to a table called ``events`` and
+    deletes the gatherings table, as the earlier version left them."""
+    with _container(settings) as container:
+        model = container.read_model
+        assert isinstance(model, DynamoDBReadModel)
+        client, prefix = model.client, model.prefix
+    for spec in read_table_specs(prefix):
+        if not spec.name.endswith("gatherings") or not _exists(client, spec.name):
+            continue
+        earlier = replace(spec, name=spec.name.removesuffix("gatherings") + "events")
+        ensure_tables(client, [earlier])
+        pages = client.get_paginator("scan").paginate(TableName=spec.name, ConsistentRead=True)
+        for page in pages:
+            for found in page["Items"]:
+                client.put_item(TableName=earlier.name, Item=found)
+        client.delete_table(TableName=spec.name)
+        client.get_waiter("table_not_exists").wait(TableName=spec.name)
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _exists(client: DynamoDBClient, name: str) -> bool:
+    try:
+        client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+@pytest.mark.dynamodb_pass
+def test_dynamodb_tables_of_the_earlier_layout_serve_again_after_one_rebuild(
+    settings: Settings,
+) -> None:
+    served = _write_a_gathering(settings)
+    _as_the_earlier_dynamodb_layout(settings)
+
+    with _container(settings) as container:
+        model = container.read_model
+        assert isinstance(model, DynamoDBReadModel)
+        warnings = _Warnings()
+        logging.getLogger("infra.dynamodb.read_tables").addHandler(warnings)
+        try:
+            warn_of_earlier_tables(model.client, model.prefix)
+        finally:
+            logging.getLogger("infra.dynamodb.read_tables").removeHandler(warnings)
+        assert any(f"{model.prefix}events is of the earlier layout" in w for w in warnings.lines)
+        before = container.check(READ_TABLES).differences
+        assert {(d.table, d.key) for d in before} >= {("events", served["eventId"])}
         rebuild(container)
         assert container.check(READ_TABLES).differences == []
     with _client(settings) as client:
