@@ -529,7 +529,7 @@ def test_a_rebuild_never_shows_part_of_one_command() -> None:
             row = container.read_model.get_event("g")
             if row is not None:
                 seen.append((row.capacity, row.registered_count, row.waitlist_count))
-            if progress.position >= progress.head:
+            if progress.log_position >= progress.head:
                 break
         assert seen[-1] == (waiting + 1, waiting + 1, 0)
         assert all(count == 0 or capacity == registered for capacity, registered, count in seen), (

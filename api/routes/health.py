@@ -27,7 +27,7 @@ router = APIRouter(tags=["health"])
 )
 def health(container: ContainerDep) -> Health:
     head = container.service.recorder.max_notification_id() or 0
-    position = container.read_model.position()
+    log_position = container.read_model.log_position()
     feed = None
     metering = capacity_metering(container.settings)
     if container.indexer is not None and container.settings.dynamodb_indexer:
@@ -35,7 +35,7 @@ def health(container: ContainerDep) -> Health:
     return Health(
         status="ok",
         store=container.settings.store,
-        projection_position=head if position is None else position,
+        projection_position=head if log_position is None else log_position,
         event_store_position=head,
         feed=feed,
         consumed_capacity=None if metering is None else metering.process.totals(),

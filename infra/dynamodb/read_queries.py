@@ -281,7 +281,7 @@ class ReadQueries:
         )
 
     def _registration_rows(
-        self, items: list[dict[str, Any]], positions: dict[str, int] | None = None
+        self, items: list[dict[str, Any]], waitlist_positions: dict[str, int] | None = None
     ) -> list[RegistrationRow]:
         titles = self._titles({item["eventId"] for item in items})
         rows = []
@@ -289,11 +289,11 @@ class ReadQueries:
             if item["eventId"] not in titles or item["status"] == WITHDRAWN:
                 continue
             title, date = titles[item["eventId"]]
-            position = None
+            waitlist_position = None
             if item["status"] == "waitlist":
-                position = (
-                    positions[item["userId"]]
-                    if positions is not None
+                waitlist_position = (
+                    waitlist_positions[item["userId"]]
+                    if waitlist_positions is not None
                     else self._position_in_waitlist(item["eventId"], int(item["sortKey"]))
                 )
             rows.append(
@@ -304,7 +304,7 @@ class ReadQueries:
                     registered_at=datetime.fromisoformat(item["registeredAt"]),
                     event_title=title,
                     event_date=date,
-                    waitlist_position=position,
+                    waitlist_position=waitlist_position,
                 )
             )
         return rows
@@ -376,11 +376,11 @@ class ReadQueries:
             }
         items, more = self._limited(limit, **kwargs)
         waiting = [item for item in items if item["status"] == "waitlist"]
-        positions: dict[str, int] = {}
+        waitlist_positions: dict[str, int] = {}
         if waiting:
             first = self._position_in_waitlist(event_id, int(waiting[0]["sortKey"]))
-            positions = {item["userId"]: first + n for n, item in enumerate(waiting)}
-        rows = self._registration_rows(items, positions)
+            waitlist_positions = {item["userId"]: first + n for n, item in enumerate(waiting)}
+        rows = self._registration_rows(items, waitlist_positions)
         next_token = None
         if more and items:
             next_token = encode_token({"o": items[-1]["eventOrder"], "u": items[-1]["userId"]})

@@ -155,13 +155,13 @@ class DynamoDBReadModel(ReadQueries):
 
     # -- tracking and writes -------------------------------------------------
 
-    def position(self) -> int | None:
+    def log_position(self) -> int | None:
         """None while the tables are live (every append folds into them inline);
         during a rebuild, the notification id the rebuild has reached."""
         item = self._get(self.state_table, {"pk": {"S": POSITION_KEY}})
         return int(item["position"]) if item else None
 
-    def go_live(self, position: int) -> None:
+    def go_live(self, log_position: int) -> None:
         """Ends a rebuild that reached the log's head: appends fold inline again."""
         try:
             self.client.delete_item(
@@ -170,7 +170,7 @@ class DynamoDBReadModel(ReadQueries):
                 # Only the rebuild that got there ends it.
                 ConditionExpression="#p = :p",
                 ExpressionAttributeNames={"#p": "position"},
-                ExpressionAttributeValues={":p": {"N": str(position)}},
+                ExpressionAttributeValues={":p": {"N": str(log_position)}},
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -195,7 +195,7 @@ class DynamoDBReadModel(ReadQueries):
         self,
         expected: int,
         commits: Sequence[Commit],
-        new_position: int,
+        new_log_position: int,
         *,
         lease_owner: str | None = None,
     ) -> bool:
@@ -210,7 +210,7 @@ class DynamoDBReadModel(ReadQueries):
             # changes at most ROWS_PER_CHANGE rows per domain event).
             bound = writer.size() + ROWS_PER_CHANGE * len(commit)
             if n and writer.size() and bound > MAX_ITEMS_PER_CHUNK:
-                last = commits[n - 1][-1].position
+                last = commits[n - 1][-1].log_position
                 if not self._commit_chunk(writer, chunk, committed_up_to, last, lease_owner):
                     return False
                 committed_up_to = last
@@ -219,14 +219,14 @@ class DynamoDBReadModel(ReadQueries):
             chunk.append(commit)
             for change in commit:
                 change.write(writer)
-        return self._commit_chunk(writer, chunk, committed_up_to, new_position, lease_owner)
+        return self._commit_chunk(writer, chunk, committed_up_to, new_log_position, lease_owner)
 
     def _commit_chunk(
         self,
         writer: ReadTableChanges,
         chunk: Sequence[Commit],
         expected: int,
-        position: int,
+        log_position: int,
         lease_owner: str | None,
     ) -> bool:
         """Commits ``writer`` (``chunk`` folded). A rebuild's fill conditions each
@@ -238,7 +238,7 @@ class DynamoDBReadModel(ReadQueries):
         skip: dict[UUID, int] = {}
         for _ in range(MAX_SKIP_ROUNDS):
             try:
-                return self._commit(writer, expected, position, lease_owner)
+                return self._commit(writer, expected, log_position, lease_owner)
             except _RowsAheadError as ahead:
                 for stream, event_id in ahead.rows:
                     skip[stream] = self._held(stream, event_id)
@@ -259,7 +259,7 @@ class DynamoDBReadModel(ReadQueries):
         return int(name.get("deleted", 0)) if name else 0
 
     def _commit(
-        self, writer: ReadTableChanges, expected: int, position: int, lease_owner: str | None
+        self, writer: ReadTableChanges, expected: int, log_position: int, lease_owner: str | None
     ) -> bool:
         labelled = list(writer.labelled())
         items = [item for item, _ in labelled]
@@ -275,7 +275,7 @@ class DynamoDBReadModel(ReadQueries):
                 "ConditionExpression": "#p = :expected",
                 "ExpressionAttributeNames": {"#p": "position"},
                 "ExpressionAttributeValues": {
-                    ":new": {"N": str(position)},
+                    ":new": {"N": str(log_position)},
                     ":expected": {"N": str(expected)},
                 },
             }
@@ -345,11 +345,11 @@ class DynamoDBReadModel(ReadQueries):
             self._streams.clear()
         self._delete_stream_names()
 
-    def _put_position(self, position: int) -> None:
+    def _put_position(self, log_position: int) -> None:
         try:
             self.client.put_item(
                 TableName=self.state_table,
-                Item={"pk": {"S": POSITION_KEY}, "position": {"N": str(position)}},
+                Item={"pk": {"S": POSITION_KEY}, "position": {"N": str(log_position)}},
             )
         except (ClientError, BotoCoreError) as error:
             raise unavailable(error) from error

@@ -256,14 +256,14 @@ def repairing_indexer(recorder: DynamoDBApplicationRecorder) -> StreamIndexer:
 
 
 def repair_since(
-    repairs: ReadRowRepair, log: ApplicationRecorder, position: int, generation: str
+    repairs: ReadRowRepair, log: ApplicationRecorder, log_position: int, generation: str
 ) -> int:
     """The switch's part, once it has pointed at ``generation``: repairs there
     every stream of the commits indexed after ``position`` (the head it folded
     up to), the head read now."""
     head = log.max_notification_id() or 0
     streams: list[UUID] = []
-    start = position + 1
+    start = log_position + 1
     while start <= head:
         batch = log.select_notifications(start, limit=500, stop=head)
         if not batch:

@@ -302,7 +302,7 @@ class SQLiteReadModel:
 
     # -- tracking and writes -------------------------------------------------
 
-    def position(self) -> int:
+    def log_position(self) -> int:
         row = (
             self._connection()
             .execute("SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,))
@@ -310,10 +310,10 @@ class SQLiteReadModel:
         )
         return int(row["position"]) if row else 0
 
-    def go_live(self, position: int) -> None:
+    def go_live(self, log_position: int) -> None:
         """Nothing to do: appends fold inline whenever tracking is at their start."""
 
-    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
+    def apply(self, expected: int, commits: Sequence[Commit], new_log_position: int) -> bool:
         with self._transaction(immediate=True) as c:
             row = c.execute(
                 "SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,)
@@ -328,7 +328,7 @@ class SQLiteReadModel:
             c.execute(
                 "INSERT INTO tracking VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (TRACKING_NAME, new_position),
+                (TRACKING_NAME, new_log_position),
             )
             return True
 
@@ -493,8 +493,13 @@ class SQLiteReadModel:
                     "AND status = 'waitlist' AND sort_key < ?",
                     (event_id, waiting[0]["sort_key"]),
                 ).fetchone()["n"]
-        positions = {row["user_id"]: int(ahead) + n for n, row in enumerate(waiting, start=1)}
-        items = [self._registration_row(row, positions.get(row["user_id"])) for row in rows[:limit]]
+        waitlist_positions = {
+            row["user_id"]: int(ahead) + n for n, row in enumerate(waiting, start=1)
+        }
+        items = [
+            self._registration_row(row, waitlist_positions.get(row["user_id"]))
+            for row in rows[:limit]
+        ]
         next_token = None
         if len(rows) > limit:
             last = rows[limit - 1]

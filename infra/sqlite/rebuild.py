@@ -84,7 +84,7 @@ class SQLiteRebuildTarget:
     @staticmethod
     def _state(row: sqlite3.Row) -> RebuildState:
         return RebuildState(
-            position=int(row["position"]),
+            log_position=int(row["position"]),
             state=row["state"],
             error=row["error"],
             owner=row["owner"],
@@ -113,15 +113,15 @@ class SQLiteRebuildTarget:
                     "INSERT INTO rebuilds VALUES (?, ?, 0, ?, ?, 'rebuilding', NULL)",
                     (self.name, generation, owner, time.time()),
                 )
-                position = 0
+                log_position = 0
             else:
                 c.execute(
                     "UPDATE rebuilds SET owner = ?, heartbeat = ?, state = 'rebuilding', "
                     "error = NULL WHERE name = ?",
                     (owner, time.time(), self.name),
                 )
-                position = int(row["position"])
-        return position
+                log_position = int(row["position"])
+        return log_position
 
     def _held_row(self, c: sqlite3.Cursor, owner: str) -> sqlite3.Row:
         """The rebuild's row, while ``owner`` still holds its lease."""
@@ -132,7 +132,7 @@ class SQLiteRebuildTarget:
         return row
 
     def apply(
-        self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
+        self, owner: str, expected: int, commits: Sequence[Commit], new_log_position: int
     ) -> bool:
         with self._connections.transaction(immediate=True) as c:
             if int(self._held_row(c, owner)["position"]) != expected:
@@ -143,7 +143,7 @@ class SQLiteRebuildTarget:
                     change.write(writer)
             c.execute(
                 "UPDATE rebuilds SET position = ?, heartbeat = ? WHERE name = ?",
-                (new_position, time.time(), self.name),
+                (new_log_position, time.time(), self.name),
             )
         self._let_writers_in()
         return True
