@@ -34,7 +34,7 @@ class CommitLog(Protocol):
         """The last notification id of every commit that ends within ``lo..hi``, ascending."""
 
     def commit_end_after(self, log_position: int) -> int | None:
-        """The end of the commit holding ``position`` (None when the store never recorded it)."""
+        """The end of the commit holding ``log_position`` (None if the store never recorded it)."""
 
 
 @runtime_checkable
@@ -60,7 +60,7 @@ def wait_until_logged(recorder: ApplicationRecorder, *, every_process: bool = Fa
 class Progress:
     log_position: int
     head: int
-    # The log held nothing past ``position`` once every event written before
+    # The log held nothing past ``log_position`` once every event written before
     # the step was in it (a step that stops at a head read earlier may not be).
     settled: bool = False
 
@@ -106,7 +106,7 @@ class CatchUpProjector:
         return self._apply_up_to(log_position, head, head)
 
     def _apply_up_to(self, log_position: int, stop: int, head: int) -> Progress:
-        """Applies one batch after ``position``, not past ``stop`` (a commit's end)."""
+        """Applies one batch after ``log_position``, not past ``stop`` (a commit's end)."""
         notifications = list(
             self.recorder.select_notifications(
                 start=log_position + 1, limit=self.batch_size, stop=stop, topics=TOPICS
@@ -153,7 +153,7 @@ class CatchUpProjector:
                     return progress.log_position
 
     def rest(self, log_position: int) -> tuple[list[Commit], int]:
-        """Every commit after ``position`` up to the log's head, read now, and that
+        """Every commit after ``log_position`` up to the log's head, read now, and that
         head: what a rebuild folds while it holds off appends."""
         wait_until_logged(self.recorder, every_process=True)
         head = self.recorder.max_notification_id() or 0

@@ -176,7 +176,7 @@ class DriftReport:
     differences: list[Difference]
     truncated: bool = False
     events: tuple[str, ...] = ()
-    """The events (gathering ids) the log holds at ``position``, sorted."""
+    """The events (gathering ids) the log holds at ``log_position``, sorted."""
 
     def report(self) -> dict[str, object]:
         return {

@@ -84,10 +84,10 @@ class ReadModel(Protocol):
         None when appends fold into them inline and so they hold the log's head."""
 
     def go_live(self, log_position: int) -> None:
-        """Called when catch-up reached the log's head at ``position``."""
+        """Called when catch-up reached the log's head at ``log_position``."""
 
     def apply(self, expected: int, commits: Sequence[Commit], new_log_position: int) -> bool:
-        """Applies ``commits`` (in order) and records ``new_position``, exactly once.
+        """Applies ``commits`` (in order) and records ``new_log_position``, exactly once.
 
         A store that must apply them in several transactions cuts only between
         commits and advances the position with each, so a crash between them

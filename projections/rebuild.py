@@ -83,7 +83,7 @@ class RebuildTarget(Protocol):
         (renewing it). Raises RebuildInProgressError when another took it over."""
 
     def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
-        """Holding off appends, folds ``rest(position)`` (the commits up to the head)
+        """Holding off appends, folds ``rest(log_position)`` (the commits up to the head)
         into the new tables and puts them in place of the live ones, in one
         transaction; returns the head they hold."""
 

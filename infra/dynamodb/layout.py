@@ -138,7 +138,7 @@ def checkpoint_key(shard_id: str) -> Item:
 
 
 def index_item(event_item: Mapping[str, Any], log_position: int, *, end: bool) -> Item:
-    """The copy of an event item at ``position``, as deployments before pages
+    """The copy of an event item at ``log_position``, as deployments before pages
     wrote the log (kept to read and to test the old format)."""
     item: Item = {
         LOG_PK: s_(LOG_PARTITION),

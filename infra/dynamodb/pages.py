@@ -223,7 +223,7 @@ def first_page(client: DynamoDBClient, table: str) -> Page | None:
 
 
 def page_at(client: DynamoDBClient, table: str, log_position: int) -> Page | None:
-    """The page placing ``position`` or, when none does (it is above the head),
+    """The page placing ``log_position`` or, when none does (it is above the head),
     the last page below it."""
     query = _page_query(table, "#p = :p AND #id <= :at", {":at": n_(log_position)}, consistent=True)
     query["ScanIndexForward"] = False

@@ -102,7 +102,7 @@ class DynamoDBRebuildTarget:
         grace_seconds: float = SWITCH_GRACE_SECONDS,
         repair_since: Callable[[int, str], object] | None = None,
     ):
-        """``repair_since(position, generation)``: repairs in ``generation`` the
+        """``repair_since(log_position, generation)``: repairs in ``generation`` the
         streams of every commit indexed after ``position`` (step 4)."""
         self.live = live
         self.client = live.client

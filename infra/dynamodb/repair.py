@@ -259,7 +259,7 @@ def repair_since(
     repairs: ReadRowRepair, log: ApplicationRecorder, log_position: int, generation: str
 ) -> int:
     """The switch's part, once it has pointed at ``generation``: repairs there
-    every stream of the commits indexed after ``position`` (the head it folded
+    every stream of the commits indexed after ``log_position`` (the head it folded
     up to), the head read now."""
     head = log.max_notification_id() or 0
     streams: list[UUID] = []
