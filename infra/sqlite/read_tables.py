@@ -117,8 +117,7 @@ def rename_earlier_tables(c: sqlite3.Cursor) -> None:
             continue
         c.execute(f"ALTER TABLE {old} RENAME TO {new}")
         indexes = c.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
-            "AND name LIKE ?",
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name LIKE ?",
             (new, RENAMED_INDEX[0] + "%"),
         ).fetchall()
         for index in indexes:
