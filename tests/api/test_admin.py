@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -178,14 +179,16 @@ def alter_registered_count(container: Container, event_id: str, count: int) -> N
     read_model = container.read_model
     if isinstance(read_model, DynamoDBReadModel):
         read_model.client.update_item(
-            TableName=read_model.events_table,
+            TableName=read_model.gatherings_table,
             Key={"eventId": {"S": event_id}},
             UpdateExpression="SET registeredCount = :n",
             ExpressionAttributeValues={":n": {"N": str(count)}},
         )
         return
     with sqlite3.connect(container.settings.event_store_path) as db:
-        db.execute("UPDATE events SET registered_count = ? WHERE event_id = ?", (count, event_id))
+        db.execute(
+            "UPDATE gatherings SET registered_count = ? WHERE event_id = ?", (count, event_id)
+        )
 
 
 def test_the_check_is_exact_while_writes_continue(
