@@ -225,3 +225,28 @@ def test_places_in_a_users_list_come_from_the_cached_waitlist(
     assert not [params for _, params in calls if params.get("IndexName") == ORDER_GSI]
     page = model.list_user_registrations("cid", 10, None)
     assert [(row.event_id, row.waitlist_position) for row in page.items] == [("g", 2)]
+
+
+def test_an_index_still_showing_someone_at_the_place_they_left_is_refused(
+    full: Container, model: DynamoDBReadModel
+) -> None:
+    """bob left and joined again, behind cid: an index that still shows him at his
+    old ticket shows the same people, in another order."""
+    old_ticket = _ticket(model, "bob")
+    full.service.leave("bob", "g")
+    full.service.register("bob", "g")
+    assert _waitlist(model, "g") == ("cid", "bob")
+    model.waitlists = type(model.waitlists)()  # forget what was verified
+
+    model.client.update_item(
+        TableName=model.tables().registrations,
+        Key={"userId": {"S": "bob"}, "eventId": {"S": "g"}},
+        UpdateExpression="SET sortKey = :t, eventOrder = :o",
+        ExpressionAttributeValues={
+            ":t": {"N": str(old_ticket)},
+            ":o": {"S": order("waitlist", old_ticket)},
+        },
+    )
+
+    with pytest.raises(StoreUnavailableError):
+        model.get_event("g")
