@@ -2,7 +2,9 @@
 
 Reads of single items and of the base table use ``ConsistentRead``. Queries of
 the GSIs (the event listing, an event's waitlist and registration list) cannot:
-DynamoDB updates GSIs asynchronously, usually within a second. Rows of the
+DynamoDB updates GSIs asynchronously, usually within a second; an event's
+waitlist is served only when it matches its row's count and digest
+(``waitlists.py``), and cached by row version. Rows of the
 ``registrations`` table whose status is ``withdrawn`` are the users' history:
 every list, count and single read leaves them out, except
 ``registered_event_ids``, which is that history.
