@@ -48,6 +48,9 @@ SNAPSHOT_READ_ATTEMPTS = 5
 #: Before reading a row again whose waitlist the index did not show yet: this,
 #: doubled on each try (the index usually catches up within a second).
 SETTLE_PAUSE_S = 0.01
+#: A user's place in a longer waitlist not cached is counted on the index
+#: (one COUNT query) rather than read from the whole waitlist.
+PLACE_FROM_WHOLE_WAITLIST = 1_000
 
 
 def _holding(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -347,9 +350,14 @@ class ReadQueries:
     def _place(self, registration: dict[str, Any], event: dict[str, Any]) -> int:
         """The waiting ``registration``'s place in its event's waitlist: from the
         waitlist of the event's row as read (``_verified_waitlist``) when it
-        holds the user, else counted on the GSI."""
-        if int(event.get("waitlistCount", 0)) > 0:
-            waitlist = self._verified_waitlist(event)
+        holds the user (queried only for waitlists of at most
+        ``PLACE_FROM_WHOLE_WAITLIST``), else counted on the GSI."""
+        count = int(event.get("waitlistCount", 0))
+        key = cache_key(self.gatherings_table, event)
+        if count > 0 and key is not None:
+            waitlist = self.waitlists.get(key)
+            if waitlist is None and count <= PLACE_FROM_WHOLE_WAITLIST:
+                waitlist = self._verified_waitlist(event)
             if waitlist is not None and registration["userId"] in waitlist:
                 return waitlist.index(registration["userId"]) + 1
         return self._position_in_waitlist(registration["eventId"], int(registration["sortKey"]))
