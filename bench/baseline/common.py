@@ -84,7 +84,7 @@ def event_view(event: Row, waitlist: list[str]) -> Row:
 
 
 def registration_view(
-    user_id: str, event_id: str, status: str, at: str, event: Row, position: int | None
+    user_id: str, event_id: str, status: str, at: str, event: Row, waitlist_position: int | None
 ) -> Row:
     view = {
         "userId": user_id,
@@ -95,7 +95,7 @@ def registration_view(
         "eventDate": event["date"],
     }
     if status == "waitlist":
-        view["waitlistPosition"] = position
+        view["waitlistPosition"] = waitlist_position
     return view
 
 

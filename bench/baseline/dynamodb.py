@@ -463,8 +463,8 @@ class DynamoStore:
                 if any(r.get("Code") == "TransactionConflict" for r in reasons):
                     self._backoff(attempt)
                 continue  # the event moved on: read it again and decide again
-            position = len(waitlist) + 1 if status == "waitlist" else None
-            return registration_view(user_id, event_id, status, at, event, position)
+            waitlist_position = len(waitlist) + 1 if status == "waitlist" else None
+            return registration_view(user_id, event_id, status, at, event, waitlist_position)
         raise contention()
 
     def leave(self, user_id: str, event_id: str) -> None:
@@ -558,9 +558,9 @@ class DynamoStore:
         event = self._get_event(op, event_id)
         status = item["status"]["S"]
         waitlist = event["waitlist"]
-        position = waitlist.index(user_id) + 1 if user_id in waitlist else None
+        waitlist_position = waitlist.index(user_id) + 1 if user_id in waitlist else None
         return registration_view(
-            user_id, event_id, status, item["registeredAt"]["S"], event, position
+            user_id, event_id, status, item["registeredAt"]["S"], event, waitlist_position
         )
 
     def _titles(self, op: str, event_ids: list[str]) -> dict[str, Row]:

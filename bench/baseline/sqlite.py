@@ -131,7 +131,7 @@ class SqliteStore:
         return [r[0] for r in rows]
 
     @staticmethod
-    def _position(c: sqlite3.Connection, event_id: str, seq: int) -> int:
+    def _waitlist_position(c: sqlite3.Connection, event_id: str, seq: int) -> int:
         row = c.execute(
             "SELECT COUNT(*) FROM registrations WHERE event_id = ? AND status = 'waitlist' "
             "AND seq <= ?",
@@ -305,8 +305,10 @@ class SqliteStore:
                 "INSERT INTO registrations VALUES (?, ?, ?, ?, ?)",
                 (user_id, event_id, status, seq, at),
             )
-            position = self._position(c, event_id, seq) if status == "waitlist" else None
-        return registration_view(user_id, event_id, status, at, event, position)
+            waitlist_position = (
+                self._waitlist_position(c, event_id, seq) if status == "waitlist" else None
+            )
+        return registration_view(user_id, event_id, status, at, event, waitlist_position)
 
     def leave(self, user_id: str, event_id: str) -> None:
         STATS.bump("leave", requests=1)
@@ -338,8 +340,10 @@ class SqliteStore:
             if row is None:
                 raise registration_not_found()
             event = self._load_event(c, event_id)
-            position = self._position(c, event_id, row[1]) if row[0] == "waitlist" else None
-        return registration_view(user_id, event_id, row[0], row[2], event, position)
+            waitlist_position = (
+                self._waitlist_position(c, event_id, row[1]) if row[0] == "waitlist" else None
+            )
+        return registration_view(user_id, event_id, row[0], row[2], event, waitlist_position)
 
     def user_registrations(self, user_id: str) -> list[Row]:
         STATS.bump("userRegistrations", requests=1)
