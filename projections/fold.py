@@ -75,18 +75,21 @@ def _waitlist_joined(fact: Gathering.WaitlistJoined, w: ReadTableWriter) -> None
     # Waiting people are listed in ticket order, which is FIFO.
     w.put_registration(fact.user_id, event_id, "waitlist", fact.ticket, fact.timestamp)
     w.adjust_counts(event_id, 0, +1, fact.timestamp)
+    w.waitlist_changed(event_id, fact.user_id, fact.ticket, joined=True)
 
 
 def _waitlist_left(fact: Gathering.WaitlistLeft, w: ReadTableWriter) -> None:
     event_id = w.event_id_for(fact.originator_id)
     w.delete_registration(fact.user_id, event_id)
     w.adjust_counts(event_id, 0, -1, fact.timestamp)
+    w.waitlist_changed(event_id, fact.user_id, fact.ticket, joined=False)
 
 
 def _promoted(fact: Gathering.Promoted, w: ReadTableWriter) -> None:
     event_id = w.event_id_for(fact.originator_id)
     w.promote_registration(fact.user_id, event_id, fact.originator_version)
     w.adjust_counts(event_id, +1, -1, fact.timestamp)
+    w.waitlist_changed(event_id, fact.user_id, fact.ticket, joined=False)
 
 
 def _deleted(fact: Gathering.Deleted, w: ReadTableWriter) -> None:

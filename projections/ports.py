@@ -52,6 +52,13 @@ class ReadTableWriter(Protocol):
 
     def delete_registration(self, user_id: str, event_id: str) -> None: ...
 
+    def waitlist_changed(self, event_id: str, user_id: str, ticket: int, joined: bool) -> None:
+        """Called when ``user_id`` joins the event's waitlist with ``ticket``
+        (``joined``) or leaves it holding ``ticket`` (left, or promoted). A store
+        that keeps a digest of each waitlist on its row notes it (DynamoDB:
+        ``infra/dynamodb/waitlists.py``); others ignore it."""
+        return
+
     def note_registration(self, user_id: str, event_id: str) -> None:
         """Records that the user registered for the event at least once (kept when
         they leave: it is how their history finds their registrations)."""

@@ -41,6 +41,7 @@ from infra.dynamodb.read_schema import (
     order,
     serialize,
 )
+from infra.dynamodb.waitlists import DIGEST, DIGEST_KEPT, waiting_hash
 from projections.ports import ReadTableWriter
 from projections.views import EventRow
 
@@ -190,6 +191,16 @@ class ReadTableChanges(ReadTableWriter):
             change["waitlistCount"] += waitlisted
             change["updatedAt"] = at.isoformat()
 
+    def waitlist_changed(self, event_id: str, user_id: str, ticket: int, joined: bool) -> None:
+        if self._skipping:
+            return
+        change = self._event_change(event_id)
+        delta = waiting_hash(user_id, ticket) * (1 if joined else -1)
+        if isinstance(change, _Update):
+            change.adds[DIGEST] = change.adds.get(DIGEST, 0) + delta
+        else:
+            change[DIGEST] = change.get(DIGEST, 0) + delta
+
     def delete_event(self, event_id: str) -> None:
         if self._skipping:
             return
@@ -292,6 +303,11 @@ class ReadTableChanges(ReadTableWriter):
     def _gathering_rows(self) -> Iterator[tuple[TransactWriteItemTypeDef, str | None]]:
         for event_id, change in self.gatherings.items():
             key = {"eventId": {"S": event_id}}
+            if isinstance(change, dict):
+                # A whole row is a new gathering's: its waitlist digest starts
+                # here, and the marker says the row keeps it (waitlists.py).
+                change[DIGEST] = change.get(DIGEST, 0)
+                change[DIGEST_KEPT] = True
             found = self.versions.get(event_id)
             if found is None:
                 yield self._operation(self.names.gatherings, key, change), None

@@ -2,7 +2,9 @@
 
 Reads of single items and of the base table use ``ConsistentRead``. Queries of
 the GSIs (the event listing, an event's waitlist and registration list) cannot:
-DynamoDB updates GSIs asynchronously, usually within a second. Rows of the
+DynamoDB updates GSIs asynchronously, usually within a second; an event's
+waitlist is served only when it matches its row's count and digest
+(``waitlists.py``), and cached by row version. Rows of the
 ``registrations`` table whose status is ``withdrawn`` are the users' history:
 every list, count and single read leaves them out, except
 ``registered_event_ids``, which is that history.
@@ -11,6 +13,7 @@ every list, count and single read leaves them out, except
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +21,7 @@ from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from domain.errors import StoreUnavailableError
 from infra.dynamodb.read_schema import (
     EVENT_LISTING,
     EVENTS_GSI,
@@ -30,6 +34,7 @@ from infra.dynamodb.read_schema import (
     unavailable,
     user_row,
 )
+from infra.dynamodb.waitlists import Waiting, WaitlistCache, cache_key, verified
 from projections.memory import MemoryTables, StoredRegistration
 from projections.paging import decode_token, encode_token
 from projections.views import EventRow, Page, RegistrationRow, UserRow
@@ -40,6 +45,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_READ_ATTEMPTS = 5
+#: Before reading a row again whose waitlist the index did not show yet: this,
+#: doubled on each try (the index usually catches up within a second).
+SETTLE_PAUSE_S = 0.01
+#: A user's place in a longer waitlist not cached is counted on the index
+#: (one COUNT query) rather than read from the whole waitlist.
+PLACE_FROM_WHOLE_WAITLIST = 1_000
 
 
 def _holding(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +69,8 @@ class ReadQueries:
     """The queries of ``DynamoDBReadModel`` (``projections.ports.ReadModel``)."""
 
     client: DynamoDBClient
+    #: Verified waitlists by row version (``waitlists.py``).
+    waitlists: WaitlistCache
 
     def tables(self) -> TableSet:
         raise NotImplementedError
@@ -115,34 +128,82 @@ class ReadQueries:
         item = self._get(self.users_table, {"userId": {"S": user_id}})
         return None if item is None else user_row(item)
 
-    def _waitlist(self, event_id: str) -> tuple[str, ...]:
-        return tuple(
-            str(item["userId"])
+    def _waiting(self, event_id: str) -> list[Waiting]:
+        """The event's waitlist as ``ORDER_GSI`` shows it (in ticket order)."""
+        return [
+            Waiting(str(item["userId"]), int(item["sortKey"]))
             for item in self._query(
                 TableName=self.registrations_table,
                 IndexName=ORDER_GSI,
                 KeyConditionExpression="eventId = :e AND begins_with(eventOrder, :w)",
                 ExpressionAttributeValues={":e": {"S": event_id}, ":w": {"S": "1#"}},
-                ProjectionExpression="userId",
+                ProjectionExpression="userId, sortKey",
             )
-        )
+        ]
 
-    def _event_row(self, item: dict[str, Any]) -> EventRow:
-        """The row with its waitlist, as one consistent picture.
+    def _verified_waitlist(self, item: dict[str, Any]) -> tuple[str, ...] | None:
+        """The waitlist of the gatherings row ``item`` when it can be known for
+        sure in at most one query: from the cache, or a query of the index that
+        the row's digest verifies (then cached). None for a row that does not
+        keep the digest, or when the index does not (yet) show its waitlist."""
+        key = cache_key(self.gatherings_table, item)
+        if key is None:
+            return None
+        cached = self.waitlists.get(key)
+        if cached is not None:
+            return cached
+        found = verified(item, self._waiting(item["eventId"]))
+        if found is not None:
+            self.waitlists.put(key, found)
+        return found
+
+    def _event_row(self, item: dict[str, Any]) -> EventRow | None:
+        """The row with its waitlist, as one consistent picture (None: the row
+        was deleted meanwhile).
 
         The row (a consistent GetItem) and the waitlist (a GSI query) are two
         reads: a projector commit between them, or a GSI that lags its table,
-        could pair counts with a different waitlist. So the row is read again
-        after the query and the pair is kept only when the row is unchanged
-        and the waitlist has as many people as the row counts (a few tries).
-        A row that counts nobody waiting needs no second read.
+        could pair counts with a different waitlist. A row that counts nobody
+        waiting needs no second read.
         """
         if int(item["waitlistCount"]) == 0:
             # The row, read consistently, says nobody waits: its waitlist is
             # empty, whatever a lagging index still shows. One read, not three.
             return event_row(item, ())
+        if cache_key(self.gatherings_table, item) is None:
+            return self._reread_event_row(item)
+        return self._digested_event_row(item)
+
+    def _digested_event_row(self, item: dict[str, Any]) -> EventRow | None:
+        """A row that keeps its waitlist's digest (``waitlists.py``) is paired only
+        with a waitlist that matches its count and digest: cached for its
+        version, or queried and verified. While the index disagrees, the row is
+        read again and the index queried again (a few tries, pausing longer each
+        time), then the read fails as unavailable rather than serve a waitlist
+        that is not the row's."""
         key = {"eventId": {"S": item["eventId"]}}
-        waitlist = self._waitlist(item["eventId"])
+        for attempt in range(SNAPSHOT_READ_ATTEMPTS):
+            if attempt:
+                time.sleep(SETTLE_PAUSE_S * 2**attempt)
+                again = self._get(self.gatherings_table, key)
+                if again is None:
+                    return None
+                item = again
+                if int(item["waitlistCount"]) == 0:
+                    return event_row(item, ())
+            found = self._verified_waitlist(item)
+            if found is not None:
+                return event_row(item, found)
+        logger.warning("event %s: the index did not show the row's waitlist", item["eventId"])
+        msg = f"The waitlist of event {item['eventId']} could not be read; please retry"
+        raise StoreUnavailableError(msg)
+
+    def _reread_event_row(self, item: dict[str, Any]) -> EventRow:
+        """A row without the digest (tables filled before it existed) is read
+        again after the query and kept when unchanged and the waitlist has as
+        many people as it counts (a few tries)."""
+        key = {"eventId": {"S": item["eventId"]}}
+        waitlist = tuple(w.user_id for w in self._waiting(item["eventId"]))
         for _ in range(SNAPSHOT_READ_ATTEMPTS):
             again = self._get(self.gatherings_table, key)
             if again is None:
@@ -150,7 +211,7 @@ class ReadQueries:
             if again == item and len(waitlist) == int(item["waitlistCount"]):
                 break
             item = again
-            waitlist = self._waitlist(item["eventId"])
+            waitlist = tuple(w.user_id for w in self._waiting(item["eventId"]))
         else:
             logger.warning("event %s: waitlist and counts did not settle", item["eventId"])
         return event_row(item, waitlist)
@@ -235,7 +296,11 @@ class ReadQueries:
             }
         items, more = self._limited(limit, **kwargs)
         found = self._event_items({listed["eventId"] for listed in items})
-        rows = [self._event_row(found[e["eventId"]]) for e in items if e["eventId"] in found]
+        rows = [
+            row
+            for e in items
+            if e["eventId"] in found and (row := self._event_row(found[e["eventId"]])) is not None
+        ]
         next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
         return Page(items=rows, next_token=next_token, total=total)
 
@@ -259,13 +324,15 @@ class ReadQueries:
                 request = response.get("UnprocessedKeys") or None
         return found
 
-    def _titles(self, event_ids: set[str]) -> dict[str, tuple[str, str]]:
-        rows = self._event_items(
+    def _titles(self, event_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Each event's title and date, and what finds its waitlist (``waitlists.py``)."""
+        return self._event_items(
             event_ids,
-            ProjectionExpression="eventId, title, #d",
+            ProjectionExpression=(
+                "eventId, title, #d, v, waitlistCount, waitlistDigest, waitlistDigestKept"
+            ),
             ExpressionAttributeNames={"#d": "date"},
         )
-        return {event_id: (row["title"], row["date"]) for event_id, row in rows.items()}
 
     def _position_in_waitlist(self, event_id: str, sort_key: int) -> int:
         """1 + how many wait ahead of the ticket ``sort_key`` (counted on the GSI)."""
@@ -280,21 +347,36 @@ class ReadQueries:
             },
         )
 
+    def _place(self, registration: dict[str, Any], event: dict[str, Any]) -> int:
+        """The waiting ``registration``'s place in its event's waitlist: from the
+        waitlist of the event's row as read (``_verified_waitlist``) when it
+        holds the user (queried only for waitlists of at most
+        ``PLACE_FROM_WHOLE_WAITLIST``), else counted on the GSI."""
+        count = int(event.get("waitlistCount", 0))
+        key = cache_key(self.gatherings_table, event)
+        if count > 0 and key is not None:
+            waitlist = self.waitlists.get(key)
+            if waitlist is None and count <= PLACE_FROM_WHOLE_WAITLIST:
+                waitlist = self._verified_waitlist(event)
+            if waitlist is not None and registration["userId"] in waitlist:
+                return waitlist.index(registration["userId"]) + 1
+        return self._position_in_waitlist(registration["eventId"], int(registration["sortKey"]))
+
     def _registration_rows(
         self, items: list[dict[str, Any]], waitlist_positions: dict[str, int] | None = None
     ) -> list[RegistrationRow]:
-        titles = self._titles({item["eventId"] for item in items})
+        events = self._titles({item["eventId"] for item in items})
         rows = []
         for item in items:
-            if item["eventId"] not in titles or item["status"] == WITHDRAWN:
+            event = events.get(item["eventId"])
+            if event is None or item["status"] == WITHDRAWN:
                 continue
-            title, date = titles[item["eventId"]]
             waitlist_position = None
             if item["status"] == "waitlist":
                 waitlist_position = (
                     waitlist_positions[item["userId"]]
                     if waitlist_positions is not None
-                    else self._position_in_waitlist(item["eventId"], int(item["sortKey"]))
+                    else self._place(item, event)
                 )
             rows.append(
                 RegistrationRow(
@@ -302,8 +384,8 @@ class ReadQueries:
                     event_id=item["eventId"],
                     status=item["status"],
                     registered_at=datetime.fromisoformat(item["registeredAt"]),
-                    event_title=title,
-                    event_date=date,
+                    event_title=event["title"],
+                    event_date=event["date"],
                     waitlist_position=waitlist_position,
                 )
             )

@@ -44,6 +44,7 @@ from infra.dynamodb.read_schema import (
     unavailable,
 )
 from infra.dynamodb.tables import TableNotReadyError, TableSpec, ensure_tables
+from infra.dynamodb.waitlists import WaitlistCache
 from projections.ports import Commit
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class DynamoDBReadModel(ReadQueries):
         self.pointer = LivePointer(client, table_set(prefix, "blue").state)
         self._streams: dict[str, str] = {}
         self._streams_lock = threading.Lock()
+        self.waitlists = WaitlistCache()
         if create_tables:
             # Blue holds the live pointer and is live until a first rebuild;
             # a rebuild creates green when it first needs it (the CDK stack
