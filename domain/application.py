@@ -590,7 +590,7 @@ class RegistrationService(Application[UUID]):
     #: owing more saves them in further steps, and other commands run between
     #: steps (a step's work holds the event loop, or a writer lane, for a few
     #: milliseconds, not for the whole raise).
-    promotions_per_step: int = 100
+    promotions_per_step: int = 50
     #: True where the log cannot tell which cached aggregates other processes
     #: changed (a log indexed after the appends, as on DynamoDB). Commands then
     #: still decide on the cache without asking the store: every save is
