@@ -68,7 +68,7 @@ from domain.model import (
     registration_aggregate_id,
     user_aggregate_id,
 )
-from domain.notes import Change, Note, Promotion
+from domain.notes import Change, Note, Promotion, Violations
 from domain.waitlist import Waitlist
 
 logger = logging.getLogger(__name__)
@@ -1111,7 +1111,7 @@ class RegistrationService(Application[UUID]):
             # Seats owed to waiting people (a promotion step cut short) go first.
             waitlist.promote_due("seats owed", self.max_promotions_per_save)
             registration = waitlist.admit(user_id)
-            self._check_invariants(gathering)
+            self._check_invariants(uow, gathering)
             outcome = _registration_outcome(gathering, registration)
             status, position = str(outcome.status), outcome.waitlist_position
             uow.note(Change("register", gathering_id, user_id, status, position))
@@ -1136,7 +1136,7 @@ class RegistrationService(Application[UUID]):
             uow.note(Change("leave", gathering_id, user_id, f"left {previous}"))
             cause = f"'{user_id}' left"
             promoted = waitlist.promote_due(cause, self.max_promotions_per_save, before)
-            self._check_invariants(gathering)
+            self._check_invariants(uow, gathering)
             return LeaveOutcome(user_id, gathering_id, previous, promoted)
 
         return Command(f"gathering/{gathering_id}", decide)
@@ -1148,16 +1148,15 @@ class RegistrationService(Application[UUID]):
 
     # -- internals -----------------------------------------------------------
 
-    def _check_invariants(self, gathering: Gathering) -> None:
+    def _check_invariants(self, uow: UnitOfWork, gathering: Gathering) -> None:
+        """Refuses a decision that broke an invariant (an assertion), or, in
+        production (``invariant_violations_raise`` False), notes it for the log."""
         violations = gathering_violations(gathering)
         if not violations:
             return
         if self.invariant_violations_raise:
             raise InvariantViolationError("; ".join(violations))
-        logger.error(
-            "invariant violated",
-            extra={"eventId": gathering.gathering_id, "violations": violations},
-        )
+        uow.note(Violations(gathering.gathering_id, tuple(violations)))
 
 
 def _job(command: Command[Any]) -> _Job:
@@ -1185,6 +1184,12 @@ def _copy_outcome(done: Future[T], *, to: Future[T]) -> None:
 
 def _log(note: Note) -> None:
     """One "registration change" line of what a committed decision did."""
+    if isinstance(note, Violations):
+        logger.error(
+            "invariant violated",
+            extra={"eventId": note.gathering_id, "violations": list(note.violations)},
+        )
+        return
     if isinstance(note, Promotion):
         logger.info(
             "registration change",

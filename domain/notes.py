@@ -30,4 +30,12 @@ class Promotion:
     after: Counts
 
 
-Note = Change | Promotion
+@dataclass(frozen=True)
+class Violations:
+    """Invariants a committed decision broke (kept, not refused, in production)."""
+
+    gathering_id: str
+    violations: tuple[str, ...]
+
+
+Note = Change | Promotion | Violations
