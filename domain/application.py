@@ -385,17 +385,22 @@ class CommandBatcher:
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._carry: list[_Job] = []
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: _Job) -> Future[Any]:
-        self._queue.put(job)
+        if self._stopped:  # (a command's next step, say) nobody would decide it
+            _refuse_shutting_down(job)
+        else:
+            self._queue.put(job)
         return job.future
 
     def settle(self, future: Future[Any]) -> None:
         """Nothing to do: the writer thread decides ``future`` whoever waits."""
 
     def stop(self) -> None:
+        self._stopped = True
         self._queue.put(None)
         self._thread.join(timeout=30)
 

@@ -24,16 +24,24 @@ PROMOTED = 2_000
 
 
 class Promotions(logging.Handler):
-    """The promotions the server logs, one line per committed step."""
+    """The promotions the server logs, one line per committed step, and every
+    registration change in the order it was logged."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.steps: list[list[str]] = []
+        self.causes: list[str] = []
+        self.changes: list[tuple[str, Any]] = []
         self.first = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "operation", None) == "promote":
+        operation = getattr(record, "operation", None)
+        if operation is None:
+            return
+        self.changes.append((operation, record.__dict__.get("userId")))
+        if operation == "promote":
             self.steps.append(list(record.__dict__["userIds"]))
+            self.causes.append(record.__dict__["cause"])
             self.first.set()
 
 
@@ -116,3 +124,29 @@ def test_each_step_of_a_raise_promotes_at_most_the_step_bound(
 
     assert (body["registeredCount"], body["waitlistCount"]) == (8, 0)
     assert promotions.steps == [waiting[:3], waiting[3:6], waiting[6:]]
+
+
+def test_a_registration_for_the_event_being_raised_waits_for_the_last_step(
+    client: TestClient, promotions: Promotions
+) -> None:
+    service: StoredRegistrationService = client.app.state.container.service  # type: ignore[attr-defined]
+    event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
+    waiting = [create_user(client) for _ in range(30)]
+    for user_id in [create_user(client), *waiting]:
+        register(client, user_id, event_id)
+    newcomer = create_user(client)
+    service.promotions_per_step = 1
+
+    with ThreadPoolExecutor(1) as pool:
+        raised = pool.submit(client.put, f"/events/{event_id}", json={"capacity": 21})
+        assert promotions.first.wait(timeout=60), "no promotion step committed"
+        late = register(client, newcomer, event_id)
+        answer = raised.result(timeout=120)
+
+    body = json_of(late, 201)
+    assert (body["status"], body["waitlistPosition"]) == ("waitlist", 11)
+    assert json_of(answer, 200)["registeredCount"] == 21
+    # Every seat went to the raise, in FIFO order, before the newcomer was decided.
+    assert [user for step in promotions.steps for user in step] == waiting[:20]
+    assert set(promotions.causes) == {"capacity raised"}
+    assert promotions.changes[-1] == ("register", newcomer)
