@@ -30,6 +30,7 @@ import contextvars
 import logging
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,8 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from types import ModuleType
+from typing import Any, ClassVar, Generic, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Cache, LRUCache
@@ -1306,14 +1308,32 @@ def _gathering_state(gathering: Gathering, promoted: Sequence[str] = ()) -> Gath
     )
 
 
-if not TYPE_CHECKING:
+class _MovedToTheModel(ModuleType):
+    """This module, for code written when the waitlist lived here (a test that
+    shrinks the waitlist's pages, say): names of the domain model that this
+    module does not define are read, set and deleted on ``domain.model``."""
 
-    def __getattr__(name: str) -> object:
-        """Names of the domain model (the waitlist's page size among them) that
-        code written when the waitlist lived here still looks up here (PEP 562).
-        They are read from ``domain.model``; setting one here changes nothing."""
-        try:
+    def _forwards(self, name: str) -> bool:
+        return name not in self.__dict__ and name in _MODEL_NAMES
+
+    def __getattr__(self, name: str) -> object:
+        if name in _MODEL_NAMES:
             return getattr(model, name)
-        except AttributeError:
-            msg = f"module {__name__!r} has no attribute {name!r}"
-            raise AttributeError(msg) from None
+        msg = f"module {self.__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if self._forwards(name):
+            setattr(model, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self._forwards(name):
+            delattr(model, name)
+        else:
+            super().__delattr__(name)
+
+
+_MODEL_NAMES = frozenset(vars(model))
+sys.modules[__name__].__class__ = _MovedToTheModel
