@@ -44,6 +44,7 @@ DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.UndecodableEventError: (409, "STORED_EVENT_UNDECODABLE"),
     errors.WriteConflictError: (409, "CONCURRENT_MODIFICATION"),
     errors.StoreUnavailableError: (503, "SERVICE_UNAVAILABLE"),
+    errors.StoreBusyError: (503, "SERVICE_UNAVAILABLE"),
     errors.InvariantViolationError: (500, "INTERNAL_ERROR"),
 }
 

@@ -13,9 +13,10 @@ writer lane, ``domain/lanes.py``), the commands that arrive together are
 decided one after another, in arrival order, on one shared unit of work,
 and saved in ONE transaction (one fsync for many requests). Each keeps its
 own outcome: a command refused by a rule fails alone. If the shared save
-fails (a concurrent process won a race), every command of the batch re-runs
-on its own. The waitlist's FIFO order is the order of decisions, which is
-the order of arrival.
+conflicts (a concurrent process won a race), every command of the batch re-runs
+on its own; if the store cannot take it (unreachable, its lock stayed taken),
+every command of the batch gets that one error. The waitlist's FIFO order is
+the order of decisions, which is the order of arrival.
 
 Storage maps its own "unique version" failure onto ``WriteConflictError``
 (see ``infra/service.py``), so this module imports nothing but the standard
@@ -53,6 +54,7 @@ from domain.errors import (
     GatheringNotFoundError,
     InvariantViolationError,
     RegistrationDomainError,
+    StoreBusyError,
     UserNotFoundError,
     WriteConflictError,
 )
@@ -445,7 +447,10 @@ class LoopBatcher:
     the two threads. Here the commands submitted during one turn of the loop
     are decided as one batch, and group-committed, in a callback of a later
     turn. The loop runs nothing else meanwhile, exactly as the GIL would let
-    it run nothing else, and the fsync blocks it once per batch.
+    it run nothing else, and the fsync blocks it once per batch. It never
+    waits for the store's write lock: a save on the loop that finds it taken
+    raises ``StoreBusyError``, and the batch is decided again in a thread
+    (``_decide_aside``) while the loop serves reads.
 
     Under concurrent load a batch *lingers*: while one of the last
     ``LONE_BATCHES`` batches held more than one command, the next is decided
@@ -479,14 +484,18 @@ class LoopBatcher:
         self._due: asyncio.Handle | None = None  # the scheduled decision, if any
         self._lone_batches = self.LONE_BATCHES  # batches of one in a row
         self._stopped = False
+        # A batch decided in a thread because the store's write lock was taken.
+        self._aside: threading.Thread | None = None
+        self._aside_carry: list[_Job] = []
         # Built on the loop's own thread (the application's lifespan).
         self._loop_thread = threading.get_ident()
 
-    def _on_loop(self) -> bool:
+    def on_loop(self) -> bool:
+        """Whether this runs on the loop's thread (where no save waits for a lock)."""
         return threading.get_ident() == self._loop_thread
 
     def submit(self, job: _Job) -> Future[Any]:
-        if self._on_loop():
+        if self.on_loop():
             self._accept(job)
             return job.future
         try:
@@ -497,13 +506,16 @@ class LoopBatcher:
 
     def settle(self, future: Future[Any]) -> None:
         """On the loop, decides what is pending now, so ``future`` is resolved."""
-        while self._on_loop() and not future.done() and self._pending:
-            self._decide_next()
+        while self.on_loop() and not future.done() and (self._pending or self._aside):
+            if self._aside is not None:
+                self._back()  # the caller waits on the loop anyway
+            else:
+                self._decide_next()
 
     def stop(self) -> None:
         """Accepts nothing more, and decides what is pending."""
         self._stopped = True
-        if self._on_loop():
+        if self.on_loop():
             self._drain()
             return
         try:
@@ -514,8 +526,10 @@ class LoopBatcher:
             self._pending.clear()
 
     def _drain(self) -> None:
+        self._back()
         while self._pending:
             self._decide_next()
+            self._back()
 
     def _accept(self, job: _Job) -> None:
         if self._stopped:
@@ -543,6 +557,8 @@ class LoopBatcher:
     def _flush(self) -> None:
         """One batch per callback: its outcomes go out before the next."""
         self._due = None
+        if self._aside is not None:
+            return  # scheduled again when the batch aside is done
         if self._pending:
             self._decide_next()
         if self._pending:
@@ -554,10 +570,44 @@ class LoopBatcher:
         self._lone_batches = self._lone_batches + 1 if len(batch) == 1 else 0
         try:
             carry = self.service.decide_batch(batch)
+        except StoreBusyError:
+            self._decide_aside([job for job in batch if not job.future.done()])
+            return
         except BaseException as error:
             _fail_undecided(batch, error)
             return
         self._pending[:0] = carry
+
+    def _decide_aside(self, batch: list[_Job]) -> None:
+        """The store's write lock is taken (another process is writing), and
+        nothing of ``batch`` was saved: a thread decides it again, where its
+        save may wait for the lock (one lock timeout for the whole batch).
+        Meanwhile the loop decides nothing more and goes on serving reads."""
+
+        def run() -> None:
+            try:
+                self._aside_carry = self.service.decide_batch(batch)
+            except BaseException as error:
+                _fail_undecided(batch, error)
+            try:
+                self.loop.call_soon_threadsafe(self._back)
+            except RuntimeError:  # the loop is closed: nobody will decide the rest
+                for job in self._aside_carry:
+                    _refuse_shutting_down(job)
+
+        self._aside = threading.Thread(target=run, name="command-batcher-aside", daemon=True)
+        self._aside.start()
+
+    def _back(self) -> None:
+        """On the loop, after the batch aside is done: deciding goes on."""
+        if self._aside is None:
+            return
+        self._aside.join()
+        self._aside = None
+        self._pending[:0] = self._aside_carry
+        self._aside_carry = []
+        if self._pending and not self._stopped:
+            self._schedule(now=True)
 
 
 def _fail_undecided(batch: list[_Job], error: BaseException) -> None:
@@ -800,10 +850,20 @@ class RegistrationService(Application[UUID]):
         read = uow.read_positions() if unverified else {}
         try:
             self._save(uow)
-        except Exception:
-            # Typically another process saved one of these aggregates first.
+        except StoreBusyError:
+            self._evict(uow)
+            raise  # on the event loop: the batcher decides it again where it may wait
+        except WriteConflictError:
+            # Another process saved one of these aggregates first.
             self._evict(uow)
             self._run_each_alone([job for job, _, _ in decided])
+            return
+        except Exception as failure:
+            # The store cannot take the save (its lock stayed taken, it is
+            # unreachable): one answer for the batch, not one wait per command.
+            self._evict(uow)
+            for job, _, _ in decided:
+                job.future.set_exception(failure)
             return
         # What the batch changed, its save checked; the rest it only read.
         refusals_stand = unverified and self._still_current(read)
@@ -837,13 +897,19 @@ class RegistrationService(Application[UUID]):
     def _resolve(job: _Job, run: Callable[[], Any]) -> None:
         try:
             job.future.set_result(run())
+        except StoreBusyError:
+            raise  # nothing saved: the batcher runs it again where it may wait
         except BaseException as error:
             job.future.set_exception(error)
 
     def _save(self, uow: UnitOfWork) -> None:
         changed = uow.changed()
         if changed:
-            saved = self.save(*changed, origins=uow.origins)
+            # The event loop never waits for the store's write lock: a save there
+            # raises StoreBusyError instead (LoopBatcher).
+            on_loop = isinstance(self._batcher, LoopBatcher) and self._batcher.on_loop()
+            no_wait = {"wait_for_lock": False} if on_loop else {}
+            saved = self.save(*changed, origins=uow.origins, **no_wait)
             ids = [r.notification.id for r in saved if r.notification.id]
             cache = self.repository.cache
             if cache is not None:

@@ -80,6 +80,12 @@ class StoreUnavailableError(RegistrationDomainError):
     """Raised when the event store or read tables cannot be reached."""
 
 
+class StoreBusyError(StoreUnavailableError):
+    """Raised when a save told not to wait for the store's write lock finds it
+    taken (another process is writing). Internal: the save is made again where
+    it may wait (see ``LoopBatcher``)."""
+
+
 class InvariantViolationError(RegistrationDomainError):
     """Raised when a gathering breaks a capacity or waitlist invariant (dev and test)."""
 

@@ -101,7 +101,9 @@ class ExpirySweeper:
         return deleted
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
+        # The first round one interval after start: a starting service's first
+        # batches find the write lock free (the event loop never waits for it).
+        while not self._stopping.wait(self.interval):
             try:
                 deleted = self.sweep()
             except Exception:  # a busy or unreachable store: the next round retries
@@ -109,7 +111,6 @@ class ExpirySweeper:
             else:
                 if deleted:
                     logger.info("expired idempotency keys deleted", extra={"deleted": deleted})
-            self._stopping.wait(self.interval)
 
     def start(self) -> None:
         self._stopping.clear()

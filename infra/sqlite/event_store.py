@@ -28,12 +28,14 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteCursor,
     SQLiteDatastore,
 )
 
+from domain.errors import StoreBusyError
 from infra.sqlite.read_tables import TRACKING_NAME, SQLiteWriter, create_read_tables
 from projections.fold import InlineChanges
 
@@ -70,8 +72,12 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         inline: InlineChanges | None = None,
+        wait_for_lock: bool = True,
         **kwargs: Any,
     ) -> Sequence[int] | None:
+        """``wait_for_lock=False``: when another process holds the write lock,
+        raises ``StoreBusyError`` at once instead of waiting (up to the lock
+        timeout) for it; the event loop asks so (``LoopBatcher``)."""
         with self.datastore.get_connection(commit=True) as connection:
             cursor = connection.cursor()
             raw = cursor.sqlite_cursor
@@ -81,7 +87,10 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                     self.appending_connections.add(connection)
                 # IMMEDIATE takes the write lock first: two processes appending
                 # queue on SQLite's busy timeout instead of failing an upgrade.
-                raw.execute("BEGIN IMMEDIATE")
+                if wait_for_lock:
+                    raw.execute("BEGIN IMMEDIATE")
+                else:
+                    self._begin_without_waiting(raw)
                 try:
                     ids = self._insert_events(cursor, stored_events, **kwargs)
                     if ids:
@@ -100,6 +109,21 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 raise PersistenceError(error) from error
             finally:
                 raw.close()
+
+    def _begin_without_waiting(self, raw: sqlite3.Cursor) -> None:
+        """``BEGIN IMMEDIATE`` with no busy timeout; the connection's own is
+        restored after (other threads use it, and wait as usual)."""
+        raw.execute("PRAGMA busy_timeout = 0")
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            msg = "The event store's write lock is taken by another process"
+            raise StoreBusyError(msg) from error
+        finally:
+            timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+            raw.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
