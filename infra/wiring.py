@@ -19,8 +19,8 @@ from typing import Protocol
 
 from eventsourcing.persistence import ApplicationRecorder
 
-from domain.application import SaveWeights
 from domain.errors import ProjectionNotFoundError
+from domain.unit_of_work import SaveWeights
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
 from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, start_request_meter
 from infra.dynamodb.datastore import make_client

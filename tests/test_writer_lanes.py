@@ -11,18 +11,12 @@ from typing import Any
 
 import pytest
 
-from domain.application import (
-    Command,
-    GatheringChanges,
-    GatheringSpec,
-    GatheringState,
-    RegistrationOutcome,
-    UnitOfWork,
-    _Job,
-)
+from domain.application import GatheringChanges, GatheringSpec, GatheringState, RegistrationOutcome
+from domain.batching import Command, _Job
 from domain.errors import InvalidCommandError
 from domain.lanes import lane_of
 from domain.model import RegistrationStatus
+from domain.unit_of_work import UnitOfWork
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from tests.support import unique
