@@ -110,14 +110,20 @@ def test_a_raise_promoting_thousands_lets_other_requests_through_and_answers_whe
     assert gathering_violations(service.get_gathering(event_id)) == []
 
 
+def one_seated_and_waiting(client: TestClient, people: int) -> tuple[str, list[str]]:
+    """An event of one seat, taken, and ``people`` waiting for it (in order)."""
+    event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
+    waiting = [create_user(client) for _ in range(people)]
+    for user_id in [create_user(client), *waiting]:
+        register(client, user_id, event_id)
+    return event_id, waiting
+
+
 def test_each_step_of_a_raise_promotes_at_most_the_step_bound(
     client: TestClient, promotions: Promotions
 ) -> None:
     service: StoredRegistrationService = client.app.state.container.service  # type: ignore[attr-defined]
-    event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
-    waiting = [create_user(client) for _ in range(7)]
-    for user_id in [create_user(client), *waiting]:
-        register(client, user_id, event_id)
+    event_id, waiting = one_seated_and_waiting(client, 7)
     service.promotions_per_step = 3
 
     body = json_of(client.put(f"/events/{event_id}", json={"capacity": 8}), 200)
@@ -130,10 +136,7 @@ def test_a_registration_for_the_event_being_raised_waits_for_the_last_step(
     client: TestClient, promotions: Promotions
 ) -> None:
     service: StoredRegistrationService = client.app.state.container.service  # type: ignore[attr-defined]
-    event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
-    waiting = [create_user(client) for _ in range(30)]
-    for user_id in [create_user(client), *waiting]:
-        register(client, user_id, event_id)
+    event_id, waiting = one_seated_and_waiting(client, 30)
     newcomer = create_user(client)
     service.promotions_per_step = 1
 
