@@ -33,8 +33,6 @@ from api.schemas import Projection
 from domain.errors import RebuildInProgressError
 from domain.invariants import gathering_violations
 from domain.model import Gathering
-from infra.dynamodb import DynamoDBApplicationRecorder
-from infra.dynamodb.reindex import reindex
 from infra.logs import configure_logging, set_actor, set_request_id
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -196,8 +194,8 @@ def _create_tables(args: argparse.Namespace, container: Container) -> int:
 
 
 def _reindex(args: argparse.Namespace, container: Container) -> int:
-    recorder = container.service.recorder
-    if not isinstance(recorder, DynamoDBApplicationRecorder):
+    reindex = container.kit.reindexer(container.service.recorder)
+    if reindex is None:
         print("nothing to reindex: this store writes its log with the events")
         return 0
     bar: tqdm[Never] = tqdm(desc="scanning events", unit="event", disable=None)
@@ -207,7 +205,7 @@ def _reindex(args: argparse.Namespace, container: Container) -> int:
         bar.refresh()
 
     with bar:
-        scanned, indexed = reindex(recorder, on_progress=update)
+        scanned, indexed = reindex(update)
     print(f"scanned {scanned} events; {indexed} newly indexed")
     return 0
 

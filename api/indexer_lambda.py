@@ -3,10 +3,10 @@
 In production an event source mapping on the events table's DynamoDB Stream
 (``infra/cdk/stack.py``) invokes this function with one shard's records at a
 time, in stream order, as ``event["Records"]``. The handler hands them to
-:meth:`infra.dynamodb.indexer.StreamIndexer.index_records`, which gives each
-event its position in the notification log (the index table) exactly once,
-and logs one JSON line per batch: how many records came, how many events were
-newly indexed, the log's head.
+the DynamoDB kit's stream indexer (``StreamIndexer.index_records``), which
+gives each event its position in the notification log (the index table)
+exactly once, and logs one JSON line per batch: how many records came, how
+many events were newly indexed, the log's head.
 
 On failure the handler raises, and the mapping retries the batch (forever,
 splitting it in halves: see the stack). Why raise rather than return
@@ -23,8 +23,9 @@ splitting it in halves: see the stack). Why raise rather than return
   partial failure is a successful invocation and would hide it.
 
 The indexer is built once per execution environment (cold start) from the
-same settings and wiring as the API (:func:`build_stream_indexer`), and keeps
-what it learnt (the head, the pages it read) between invocations.
+same settings and wiring as the API (``infra.wiring.build_stream_indexer``,
+which asks the store's kit), and keeps what it learnt (the head, the pages
+it read) between invocations.
 """
 
 from __future__ import annotations
@@ -35,36 +36,18 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from infra.dynamodb import DynamoDBApplicationRecorder
-from infra.dynamodb.indexer import StreamIndexer
+from infra.kit import RecordIndexer
 from infra.logs import configure_logging, flush_logs
-from infra.service import StoredRegistrationService
 from infra.settings import Settings
-from infra.wiring import event_store_env
+from infra.wiring import build_stream_indexer
 
 logger = logging.getLogger(__name__)
 
-
-def build_stream_indexer(settings: Settings) -> StreamIndexer:
-    """A stream indexer for the tables the service uses under ``settings``.
-
-    The table names and the DynamoDB client come from the service's own
-    recorder, so they are the API's. Tables are not created (nor looked up):
-    the stack creates them, and the indexer's role may not describe them.
-    """
-    if settings.store != "dynamodb":
-        msg = f"The stream indexer runs on DynamoDB only, not STORE={settings.store}"
-        raise ValueError(msg)
-    service = StoredRegistrationService(env={**event_store_env(settings), "CREATE_TABLE": "n"})
-    recorder = service.recorder
-    if not isinstance(recorder, DynamoDBApplicationRecorder):  # pragma: no cover - wiring
-        msg = f"Expected the DynamoDB application recorder, got {type(recorder).__name__}"
-        raise TypeError(msg)
-    return recorder.stream_indexer()
+__all__ = ["build_stream_indexer", "handler"]
 
 
 @cache
-def _indexer() -> StreamIndexer:
+def _indexer() -> RecordIndexer:
     settings = Settings()
     configure_logging(settings.log_level)
     return build_stream_indexer(settings)

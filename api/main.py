@@ -27,7 +27,7 @@ from api.middleware import RequestContextMiddleware
 from api.routes import admin, audit, events, health, registrations, users
 from infra.logs import configure_logging
 from infra.settings import Settings
-from infra.wiring import Container, build_container, capacity_metering
+from infra.wiring import Container, build_container, store_kit
 from projections.paging import DEFAULT_TOKEN_KEY, set_token_key
 
 SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     itself (AWS Lambda, where the lifespan would run per invocation) passes it in.
     """
     resolved = container.settings if container is not None else settings or Settings()
+    # The store's kit, built once: it meters requests and the lifespan's container opens it.
+    kit = container.kit if container is not None else store_kit(resolved)
     # Every process sharing PAGE_TOKEN_SECRET accepts the others' page tokens.
     secret = resolved.page_token_secret
     set_token_key(secret.get_secret_value().encode() if secret else DEFAULT_TOKEN_KEY)
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             yield
             return
         configure_logging(resolved.log_level)
-        built = build_container(resolved)
+        built = build_container(resolved, kit)
         built.start()
         _tune_garbage_collection()
         app.state.container = built
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         RequestContextMiddleware,
         max_body_bytes=resolved.max_body_bytes,
         api_keys=resolved.api_keys,
-        metering=capacity_metering(resolved),
+        metering=kit.metering,
     )
     install_error_handlers(app)
     # The router tries its routes in this order (each inclusion costs a full

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import printable_path
 from api.security import WWW_AUTHENTICATE, authenticate
 from domain.errors import UnauthorizedError
+from infra.kit import CapacityMetering
 from infra.logs import current_request_id, set_actor, set_request_id
 from infra.settings import ApiKey
-from infra.wiring import CapacityMetering
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class RequestContextMiddleware:
         self.max_body_bytes = max_body_bytes
         self.api_keys = api_keys
         # The store's consumed capacity per request, in its log line (DynamoDB's;
-        # None on SQLite: ``infra.wiring.capacity_metering``).
+        # None on SQLite: ``StoreKit.metering``).
         self.metering = metering
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from types import ModuleType
@@ -31,9 +31,10 @@ from domain.errors import (
 )
 from domain.invariants import gathering_violations
 from domain.model import (
+    DETAIL_NAMES,
     Counts,
     Gathering,
-    GatheringStatus,
+    GatheringDetails,
     Registration,
     RegistrationStatus,
     User,
@@ -55,32 +56,35 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class GatheringSpec:
-    """What a new gathering is created with."""
-
+class _SpecHead:
     gathering_id: str
     title: str
     date: str
     capacity: int
-    description: str = ""
-    location: str | None = None
-    organizer: str | None = None
-    status: GatheringStatus = GatheringStatus.ACTIVE
-    waitlist_enabled: bool = False
 
 
 @dataclass(frozen=True)
-class GatheringChanges:
-    """A partial update of a gathering; None leaves a field as it is."""
+class GatheringSpec(GatheringDetails, _SpecHead):
+    """What a new gathering is created with: its id, capacity and details.
 
-    title: str | None = None
-    description: str | None = None
-    date: str | None = None
-    location: str | None = None
-    organizer: str | None = None
-    status: GatheringStatus | None = None
-    capacity: int | None = None
-    waitlist_enabled: bool | None = None
+    Fields in the order ``gathering_id, title, date, capacity``, then the
+    optional details (a base's field keeps its place when redeclared)."""
+
+
+@dataclass(frozen=True, init=False)
+class GatheringChanges:
+    """A partial update of a gathering: a capacity and details, by name
+    (``GatheringDetails``); what is not named, or None, stays as it is."""
+
+    capacity: int | None
+    details: Mapping[str, Any]
+
+    def __init__(self, capacity: int | None = None, **details: Any) -> None:
+        unknown = details.keys() - set(DETAIL_NAMES)
+        if unknown:
+            raise TypeError(f"Not details of a gathering: {sorted(unknown)}")
+        object.__setattr__(self, "capacity", capacity)
+        object.__setattr__(self, "details", details)
 
 
 @dataclass(frozen=True)
@@ -91,19 +95,12 @@ class UserState:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class GatheringState:
+@dataclass(frozen=True, kw_only=True)
+class GatheringState(GatheringDetails):
     """A gathering as a command left it (the waitlist itself lives in the read tables)."""
 
     gathering_id: str
-    title: str
-    description: str
-    date: str
-    location: str | None
-    organizer: str | None
-    status: GatheringStatus
     capacity: int
-    waitlist_enabled: bool
     registered_count: int
     waitlist_count: int
     created_at: datetime
@@ -197,7 +194,7 @@ class RegistrationService(CommandRunner):
             if uow.find(Gathering, gathering_aggregate_id(spec.gathering_id)) is not None:
                 # A deleted gathering's id stays retired: its history is kept.
                 raise DuplicateGatheringError(f"Event '{spec.gathering_id}' already exists")
-            gathering = uow.add(Gathering(**asdict(spec) | {"status": str(spec.status)}))
+            gathering = uow.add(Gathering.create(spec.gathering_id, spec.capacity, spec))
             return _gathering_state(gathering)
 
         return Command(f"gathering/{spec.gathering_id}", decide)
@@ -223,19 +220,7 @@ class RegistrationService(CommandRunner):
             before = gathering.counts()
             if changes.capacity is not None:
                 gathering.resize(changes.capacity)  # checks before anything is recorded
-            revision = {
-                "title": _changed(gathering.title, changes.title),
-                "description": _changed(gathering.description, changes.description),
-                "date": _changed(gathering.date, changes.date),
-                "location": _changed(gathering.location, changes.location),
-                "organizer": _changed(gathering.organizer, changes.organizer),
-                "status": _changed(
-                    str(gathering.status), None if changes.status is None else str(changes.status)
-                ),
-            }
-            waitlist_enabled = _changed(gathering.waitlist_enabled, changes.waitlist_enabled)
-            if waitlist_enabled is not None or any(v is not None for v in revision.values()):
-                gathering.revise(**revision, waitlist_enabled=waitlist_enabled)
+            gathering.amend(changes.details)  # records only the details that differ
             promoted = Waitlist(uow, gathering).promote_due("capacity raised", step, before)
             return _gathering_state(gathering, promoted)
 
@@ -398,10 +383,6 @@ def _existing_user(uow: UnitOfWork, user_id: str) -> User:
     return user
 
 
-def _changed(current: T, proposed: T | None) -> T | None:
-    return None if proposed is None or proposed == current else proposed
-
-
 def _registration_outcome(gathering: Gathering, registration: Registration) -> RegistrationOutcome:
     """What a registration just admitted holds: a seat, or the ticket at the tail."""
     return RegistrationOutcome(
@@ -428,15 +409,9 @@ def _user_state(user: User) -> UserState:
 
 def _gathering_state(gathering: Gathering, promoted: Sequence[str] = ()) -> GatheringState:
     return GatheringState(
+        **gathering.details.values(),
         gathering_id=gathering.gathering_id,
-        title=gathering.title,
-        description=gathering.description,
-        date=gathering.date,
-        location=gathering.location,
-        organizer=gathering.organizer,
-        status=GatheringStatus(gathering.status),
         capacity=gathering.capacity,
-        waitlist_enabled=gathering.waitlist_enabled,
         registered_count=gathering.registered_count,
         waitlist_count=gathering.waitlist_count,
         created_at=gathering.created_on,

@@ -28,9 +28,11 @@ Stored topics are a contract: never rename a class or an event here without
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -121,8 +123,71 @@ class User(Aggregate):
         self.name = name
 
 
+@dataclass(frozen=True)
+class GatheringDetails:
+    """What a gathering says about itself: the details a client sets, and may change.
+
+    This is the one list of them. The events that record them, the aggregate,
+    the read rows (``projections/views.py``), each store's row mapping and the
+    update route follow it by name; the API schemas and the SQLite DDL name
+    each detail, and a guard test checks that they do.
+
+    A new detail comes last, with a default (an optional detail), and is added
+    to ``Gathering.Created`` and ``Gathering.Revised`` (last, ``= None``): an
+    event stored before it lacks it and reads the default here
+    (``of_payload``). A snapshot stored before it is upcast by raising
+    ``Gathering.class_version`` (``_details_defaulted``).
+    """
+
+    title: str
+    date: str
+    description: str = ""
+    location: str | None = None
+    organizer: str | None = None
+    status: str = GatheringStatus.ACTIVE
+    waitlist_enabled: bool = False
+
+    @classmethod
+    def of_payload(cls, payload: Mapping[str, Any]) -> GatheringDetails:
+        """The details a stored event (or a snapshot) holds; a detail it lacks has its default."""
+        return cls(**{name: payload[name] for name in DETAIL_NAMES if name in payload})
+
+    def values(self) -> dict[str, Any]:
+        """The details by name (of a subclass too: only the details)."""
+        return {name: getattr(self, name) for name in DETAIL_NAMES}
+
+    def payload(self) -> dict[str, Any]:
+        """The details as an event stores them (plain JSON values)."""
+        return {name: _plain(value) for name, value in self.values().items()}
+
+
+#: The details' names, in order: snake_case in the domain and the read rows,
+#: camelCase on the wire and in DynamoDB items.
+DETAIL_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GatheringDetails))
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, StrEnum) else value
+
+
+def _details_defaulted(state: dict[str, Any]) -> None:
+    """Upcasts a gathering's snapshot stored before a detail existed: it gets the default."""
+    defaults = asdict(GatheringDetails(title="", date=""))
+    for name in DETAIL_NAMES:
+        state.setdefault(name, _plain(defaults[name]))
+
+
 class Gathering(Aggregate):
-    """A meetup or conference with a capacity and an optional FIFO waitlist."""
+    """A meetup or conference with a capacity and an optional FIFO waitlist.
+
+    Its details (``GatheringDetails``) are its attributes of the same names.
+    """
+
+    if TYPE_CHECKING:  # the details the rules read (all are set by ``set_details``)
+        title: str
+        date: str
+        status: GatheringStatus
+        waitlist_enabled: bool
 
     class Created(Aggregate.Created):
         gathering_id: str
@@ -135,7 +200,12 @@ class Gathering(Aggregate):
         capacity: int
         waitlist_enabled: bool
 
+        def apply(self, aggregate: Gathering) -> None:
+            aggregate.set_details(GatheringDetails.of_payload(vars(self)))
+
     class Revised(Aggregate.Event):
+        """Records the details that changed; None: that detail stayed as it was."""
+
         title: str | None
         description: str | None
         date: str | None
@@ -143,6 +213,10 @@ class Gathering(Aggregate):
         organizer: str | None
         status: str | None
         waitlist_enabled: bool | None
+
+        def apply(self, aggregate: Gathering) -> None:
+            changed = {name: value for name, value in vars(self).items() if name in DETAIL_NAMES}
+            aggregate.set_details(replace(aggregate.details, **_given(changed)))
 
     class CapacityChanged(Aggregate.Event):
         capacity: int
@@ -170,6 +244,7 @@ class Gathering(Aggregate):
 
     # Version 2 of the state (in snapshots) calls the confirmed seats
     # ``registered_count``, as the HTTP API does; version 1 said ``confirmed_count``.
+    # (A new detail raises it again, upcasting with ``_details_defaulted``.)
     class_version = 2
 
     @staticmethod
@@ -188,33 +263,34 @@ class Gathering(Aggregate):
             raise InvalidCommandError("capacity must be at least 1", field="capacity")
         return capacity
 
-    @event(Created)
-    def __init__(
-        self,
-        gathering_id: str,
-        title: str,
-        description: str,
-        date: str,
-        location: str | None,
-        organizer: str | None,
-        status: str,
-        capacity: int,
-        waitlist_enabled: bool,
-    ) -> None:
+    def __init__(self, gathering_id: str, capacity: int) -> None:
+        """Called as ``Created`` is applied; its ``apply`` then takes the details."""
         self.gathering_id = gathering_id
-        self.title = title
-        self.description = description
-        self.date = date
-        self.location = location
-        self.organizer = organizer
-        self.status = GatheringStatus(status)
         self.capacity = capacity
-        self.waitlist_enabled = waitlist_enabled
         self.registered_count = 0
         self.waitlist_count = 0
         self.next_ticket = 0
         self.head_ticket = 0
         self.deleted = False
+
+    @classmethod
+    def create(cls, gathering_id: str, capacity: int, details: GatheringDetails) -> Gathering:
+        """A new gathering; its capacity is at least 1."""
+        return cls._create(
+            cls.Created,
+            gathering_id=gathering_id,
+            capacity=cls.valid_capacity(capacity),
+            **details.payload(),
+        )
+
+    @property
+    def details(self) -> GatheringDetails:
+        return GatheringDetails(**{name: getattr(self, name) for name in DETAIL_NAMES})
+
+    def set_details(self, details: GatheringDetails) -> None:
+        """Holds ``details`` as attributes (as an event applies them)."""
+        vars(self).update(details.values())
+        self.status = GatheringStatus(details.status)
 
     @property
     def confirmed_count(self) -> int:
@@ -290,34 +366,27 @@ class Gathering(Aggregate):
             )
         self.delete()
 
+    def amend(self, proposed: Mapping[str, Any]) -> None:
+        """Records the proposed details that differ from the gathering's own,
+        in one event, or nothing when none does. None proposes nothing."""
+        current = self.details
+        wanted = replace(current, **_given(proposed))
+        changed = {
+            name: value
+            for name, value in wanted.payload().items()
+            if value != getattr(current, name)
+        }
+        if changed:
+            self.revise(**changed)
+
     # -- what happened ------------------------------------------------------
 
-    @event(Revised)
-    def revise(
-        self,
-        title: str | None,
-        description: str | None,
-        date: str | None,
-        location: str | None,
-        organizer: str | None,
-        status: str | None,
-        waitlist_enabled: bool | None,
-    ) -> None:
-        """Changes the given details; None leaves a detail as it was."""
-        if title is not None:
-            self.title = title
-        if description is not None:
-            self.description = description
-        if date is not None:
-            self.date = date
-        if location is not None:
-            self.location = location
-        if organizer is not None:
-            self.organizer = organizer
-        if status is not None:
-            self.status = GatheringStatus(status)
-        if waitlist_enabled is not None:
-            self.waitlist_enabled = waitlist_enabled
+    def revise(self, **changed: Any) -> None:
+        """Records ``Revised`` with the given details; the others as None (unchanged)."""
+        unknown = changed.keys() - set(DETAIL_NAMES)
+        if unknown:
+            raise TypeError(f"Not details of a gathering: {sorted(unknown)}")
+        self.trigger_event(self.Revised, **{name: changed.get(name) for name in DETAIL_NAMES})
 
     @event(CapacityChanged)
     def change_capacity(self, capacity: int) -> None:
@@ -350,6 +419,11 @@ class Gathering(Aggregate):
     @event(Deleted)
     def delete(self) -> None:
         self.deleted = True
+
+
+def _given(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The details named with a value (None names none)."""
+    return {name: value for name, value in details.items() if value is not None}
 
 
 class Registration(Aggregate):

@@ -1,5 +1,9 @@
 """The one place where the service, its store and its read tables are put together.
 
+The store is chosen here once (``store_kit``: ``KITS[settings.store]``); its
+kit (``infra/kit.py``, one per store package) provides the rest, and nothing
+else asks which store runs.
+
 The read tables are written inline by every append (``projections/fold.py``);
 the catch-up projector is only for start-up after an interrupted rebuild,
 rebuilds and audits. No thread polls the log. On DynamoDB the server process
@@ -12,70 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Protocol
-
-from eventsourcing.persistence import ApplicationRecorder
 
 from domain.errors import ProjectionNotFoundError
-from domain.unit_of_work import SaveWeights
-from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBFactory
-from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, start_request_meter
-from infra.dynamodb.datastore import make_client
-from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
-from infra.dynamodb.indexer import ShardPoller
-from infra.dynamodb.read_tables import DynamoDBReadModel
-from infra.dynamodb.rebuild import DynamoDBRebuildTarget
-from infra.dynamodb.repair import repair_since
+from infra.dynamodb import kit as dynamodb_kit
 from infra.idempotency import ExpirySweeper, IdempotencyStore
+from infra.kit import Indexer, RecordIndexer, StoreKit
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
-from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
-from infra.sqlite.idempotency import SQLiteIdempotencyStore
-from infra.sqlite.read_tables import SQLiteReadModel
-from infra.sqlite.rebuild import SQLiteRebuildTarget
+from infra.sqlite import kit as sqlite_kit
 from projections.audit import AuditLog, History, StreamLog
 from projections.catch_up import CatchUpProjector, wait_until_logged
 from projections.drift import DriftReport, check_drift
 from projections.ports import ReadModel
-from projections.rebuild import Rebuilder, RebuildTarget
+from projections.rebuild import Rebuilder
 from projections.status import READ_TABLES, ProjectionStatus, read_tables_status
 from projections.time_travel import TimeTravel
 
 logger = logging.getLogger(__name__)
 
 
-class CapacityMeter(Protocol):
-    """Capacity units a store's calls consumed, per table (DynamoDB's ``Capacity``)."""
-
-    @property
-    def read(self) -> Mapping[str, float]: ...
-
-    @property
-    def write(self) -> Mapping[str, float]: ...
-
-    def totals(self) -> dict[str, float]:
-        """``{"readUnits": ..., "writeUnits": ...}``"""
+# The one choice of store: every other part asks the kit.
+KITS: dict[str, Callable[[Settings], StoreKit]] = {
+    "sqlite": sqlite_kit.build_kit,
+    "dynamodb": dynamodb_kit.build_kit,
+}
 
 
-@dataclass(frozen=True)
-class CapacityMetering:
-    """How the HTTP app meters the store's consumed capacity without knowing the store."""
-
-    start_request: Callable[[], CapacityMeter]
-    """A fresh meter for the current request (and the threads it hands work to)."""
-    process: CapacityMeter
-    """Everything this process consumed since it started."""
-
-
-def capacity_metering(settings: Settings) -> CapacityMetering | None:
-    """DynamoDB's consumed-capacity meters; None on SQLite, where there is nothing
-    to meter (and a meter per request is not free)."""
-    if settings.store != "dynamodb":
-        return None
-    return CapacityMetering(start_request_meter, PROCESS_TOTALS)
+def store_kit(settings: Settings) -> StoreKit:
+    """The kit of the configured store (``settings.store``); opens nothing yet."""
+    return KITS[settings.store](settings)
 
 
 @dataclass
@@ -83,6 +54,7 @@ class Container:
     """Everything a running service holds; ``close`` releases it all."""
 
     settings: Settings
+    kit: StoreKit
     service: StoredRegistrationService
     read_model: ReadModel
     projector: CatchUpProjector
@@ -91,7 +63,7 @@ class Container:
     time_travel: TimeTravel
     idempotency: IdempotencyStore
     rebuilder: Rebuilder
-    indexer: ShardPoller | None = None
+    indexer: Indexer | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
     sweeper: ExpirySweeper | None = None
@@ -144,7 +116,7 @@ class Container:
         """The running event loop, where commands are decided (``LoopBatcher``)
         when the settings allow it; None: a writer thread decides them."""
         settings = self.settings
-        if settings.store != "sqlite" or settings.workers > 1 or not settings.decide_on_event_loop:
+        if not self.kit.local or settings.workers > 1 or not settings.decide_on_event_loop:
             return None
         try:
             return asyncio.get_running_loop()
@@ -165,22 +137,6 @@ class Container:
         self.service.close()
 
 
-# A save is one commit, which holds at most 100 events
-# (``max_events_per_insert``), and one transaction, which holds at most 100
-# items: one per changed aggregate for its events (a stream's events of one
-# commit are packed in one item, infra/dynamodb/packing.py), plus read-table
-# rows: at most one per changed aggregate (a registration's, a user's, a
-# gathering's row; the projection's state when a gathering is created; the
-# indexer writes its page outside the save). Every changed aggregate has an
-# event, so one per event plus one per aggregate bounds both. Batches stop
-# growing past that bound, less room for one more ordinary command (a leave
-# that promotes one person: 6 events of 5 aggregates, 11). One save promotes
-# at most 12 people. tests/dynamodb/test_save_weights.py checks the count
-# against what is sent.
-DYNAMODB_MAX_SAVE_WEIGHT = 100
-DYNAMODB_SAVE_WEIGHTS = SaveWeights(per_event=1, per_aggregate=1, per_gathering=0, command=16)
-DYNAMODB_MAX_PROMOTIONS_PER_SAVE = 12
-
 CACHE = {
     # Recently used aggregates stay in memory; a load then only reads the
     # events saved since (by any process), not a snapshot and its tail.
@@ -193,116 +149,29 @@ CACHE = {
 }
 
 
-def _aws_credentials(settings: Settings) -> dict[str, str]:
-    """Explicit credentials when configured; otherwise boto3's standard chain decides."""
-    if settings.aws_access_key_id and settings.aws_secret_access_key:
-        explicit = {
-            "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
-        }
-        if settings.aws_session_token:  # temporary credentials (AWS Lambda's role)
-            explicit["AWS_SESSION_TOKEN"] = settings.aws_session_token.get_secret_value()
-        return explicit
-    return {}
-
-
-def event_store_env(settings: Settings) -> dict[str, str]:
-    """The eventsourcing environment for the configured store."""
-    if settings.store == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "APPLICATION_RECORDER_TOPIC": (
-                "infra.sqlite.event_store:InlineSQLiteApplicationRecorder"
-            ),
-            "SQLITE_DBNAME": str(settings.event_store_path),
-            "SQLITE_LOCK_TIMEOUT": str(settings.sqlite_lock_timeout),
-            "CREATE_TABLE": "y",
-            **CACHE,
-        }
-    env = {
-        "PERSISTENCE_MODULE": "infra.dynamodb",
-        "DYNAMODB_TABLE_PREFIX": settings.dynamodb_table_prefix,
-        "DYNAMODB_MAX_ATTEMPTS": str(settings.dynamodb_max_attempts),
-        "AWS_DEFAULT_REGION": settings.aws_region,
-        "CREATE_TABLE": "y",
-        **_aws_credentials(settings),
-        **CACHE,
-    }
-    if settings.dynamodb_endpoint_url:
-        env["DYNAMODB_ENDPOINT_URL"] = settings.dynamodb_endpoint_url
-    if settings.dynamodb_simulated_latency_ms > 0:  # benchmarks only
-        env["DYNAMODB_SIMULATED_LATENCY_MS"] = str(settings.dynamodb_simulated_latency_ms)
-    return env
-
-
-def build_read_model(settings: Settings) -> ReadModel:
-    if settings.store == "sqlite":
-        return SQLiteReadModel(settings.event_store_path, lock_timeout=settings.sqlite_lock_timeout)
-    credentials = _aws_credentials(settings)
-    client = make_client(
-        endpoint_url=settings.dynamodb_endpoint_url,
-        region_name=settings.aws_region,
-        aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
-        max_attempts=settings.dynamodb_max_attempts,
-        simulated_latency_ms=settings.dynamodb_simulated_latency_ms,
-    )
-    instrument(client)
-    return DynamoDBReadModel(client, settings.dynamodb_table_prefix)
-
-
-def build_idempotency_store(settings: Settings, read_model: ReadModel) -> IdempotencyStore:
-    ttl = settings.idempotency_ttl_hours * 3600.0
-    if isinstance(read_model, DynamoDBReadModel):
-        return DynamoDBIdempotencyStore(
-            read_model.client, settings.dynamodb_table_prefix, ttl_seconds=ttl
-        )
-    return SQLiteIdempotencyStore(
-        settings.event_store_path, ttl_seconds=ttl, lock_timeout=settings.sqlite_lock_timeout
-    )
-
-
-def build_rebuild_target(
-    settings: Settings, read_model: ReadModel, recorder: ApplicationRecorder | None = None
-) -> RebuildTarget:
-    if isinstance(read_model, DynamoDBReadModel):
-        # After the switch points, the streams of commits indexed since the
-        # head it folded are repaired in the new tables (infra/dynamodb/repair.py).
-        repair = None
-        if isinstance(recorder, DynamoDBApplicationRecorder) and recorder.repairs is not None:
-            repair = partial(repair_since, recorder.repairs, recorder)
-        return DynamoDBRebuildTarget(
-            read_model, grace_seconds=settings.rebuild_switch_grace_seconds, repair_since=repair
-        )
-    return SQLiteRebuildTarget(settings.event_store_path, lock_timeout=settings.sqlite_lock_timeout)
+def event_store_env(kit: StoreKit) -> dict[str, str]:
+    """The eventsourcing environment of the kit's event store."""
+    return {**kit.event_store_env(), **CACHE}
 
 
 def _nothing() -> None:
     """Nothing to wait for."""
 
 
-def build_container(settings: Settings) -> Container:
-    service = StoredRegistrationService(env=event_store_env(settings))
-    if isinstance(service.recorder, InlineSQLiteApplicationRecorder):
-        service.recorder.synchronous = settings.sqlite_synchronous
+def build_container(settings: Settings, kit: StoreKit | None = None) -> Container:
+    """The service on the configured store; ``kit``: the store's kit when the
+    caller already built it (the HTTP app, which meters with it)."""
+    if kit is None:
+        kit = store_kit(settings)
+    service = StoredRegistrationService(env=event_store_env(kit))
     service.invariant_violations_raise = settings.environment != "production"
-    if isinstance(service.factory, DynamoDBFactory):
-        instrument(service.factory.datastore.client)
-        service.max_save_weight = DYNAMODB_MAX_SAVE_WEIGHT
-        service.max_promotions_per_save = DYNAMODB_MAX_PROMOTIONS_PER_SAVE
-        service.save_weights = DYNAMODB_SAVE_WEIGHTS
-    read_model = build_read_model(settings)
+    kit.save_limits.apply_to(service)
+    kit.prepare(service)
+    read_model = kit.open_read_model()
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
-    indexer = None
-    if isinstance(service.recorder, DynamoDBApplicationRecorder):
-        # Where another indexes (the API Lambda), waiting until something is
-        # indexed only reads the index: no Streams call, no index write.
-        service.recorder.index_in_process = settings.dynamodb_indexer
-        indexer = service.recorder.indexer()
-    logger.info("service wired", extra={"store": settings.store})
     recorder = service.recorder
+    indexer = kit.indexer(recorder)
+    logger.info("service wired", extra={"store": settings.store})
     audit = AuditLog(
         recorder,
         service.mapper.decode_state,
@@ -326,19 +195,38 @@ def build_container(settings: Settings) -> Container:
     rebuilder = Rebuilder(
         recorder,
         service.mapper,
-        build_rebuild_target(settings, read_model, recorder),
+        kit.open_rebuild_target(read_model, recorder),
         lease_seconds=settings.rebuild_lease_seconds,
         batch_size=settings.rebuild_batch_size,
     )
     return Container(
         settings,
+        kit,
         service,
         read_model,
         projector,
         audit,
         history,
         time_travel,
-        build_idempotency_store(settings, read_model),
+        kit.open_idempotency_store(read_model),
         rebuilder,
         indexer,
     )
+
+
+def build_stream_indexer(settings: Settings) -> RecordIndexer:
+    """An indexer of the change stream's records for the tables the service
+    uses under ``settings`` (the indexer Lambda's); ValueError on a store
+    whose log is written with the events.
+
+    The table names and the client come from the service's own recorder, so
+    they are the API's. Tables are not created (nor looked up): the stack
+    creates them, and the indexer's role may not describe them.
+    """
+    kit = store_kit(settings)
+    service = StoredRegistrationService(env={**event_store_env(kit), "CREATE_TABLE": "n"})
+    indexer = kit.stream_indexer(service.recorder)
+    if indexer is None:
+        msg = f"The stream indexer runs on DynamoDB only, not STORE={settings.store}"
+        raise ValueError(msg)
+    return indexer

@@ -22,9 +22,9 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.model import Gathering, Registration, User
+from domain.model import DETAIL_NAMES, Gathering, GatheringDetails, Registration, User
 from projections.ports import ReadTableWriter
-from projections.views import DETAIL_FIELDS, EventRow
+from projections.views import EventRow
 
 
 def _user_created(fact: User.Created, w: ReadTableWriter) -> None:
@@ -32,7 +32,6 @@ def _user_created(fact: User.Created, w: ReadTableWriter) -> None:
 
 
 def _gathering_created(fact: Gathering.Created, w: ReadTableWriter) -> None:
-    details = {name: getattr(fact, name) for name in DETAIL_FIELDS}
     w.put_event(
         fact.originator_id,
         EventRow(
@@ -42,13 +41,13 @@ def _gathering_created(fact: Gathering.Created, w: ReadTableWriter) -> None:
             waitlist_count=0,
             created_at=fact.timestamp,
             updated_at=fact.timestamp,
-            **details,
+            **GatheringDetails.of_payload(vars(fact)).payload(),
         ),
     )
 
 
 def _gathering_revised(fact: Gathering.Revised, w: ReadTableWriter) -> None:
-    details = {name: getattr(fact, name) for name in DETAIL_FIELDS}
+    details = {name: getattr(fact, name, None) for name in DETAIL_NAMES}
     changed = {name: value for name, value in details.items() if value is not None}
     w.update_event(w.event_id_for(fact.originator_id), changed, fact.timestamp)
 

@@ -6,18 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-T = TypeVar("T")
+from domain.model import GatheringDetails
 
-#: A gathering's descriptive fields, named alike in its domain events and the Events row.
-DETAIL_FIELDS = (
-    "title",
-    "description",
-    "date",
-    "location",
-    "organizer",
-    "status",
-    "waitlist_enabled",
-)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,19 +19,13 @@ class UserRow:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class EventRow:
-    """A gathering as the Events read table holds it (plus its waitlist, FIFO)."""
+@dataclass(frozen=True, kw_only=True)
+class EventRow(GatheringDetails):
+    """A gathering as the Events read table holds it (plus its waitlist, FIFO):
+    its details (``GatheringDetails``, a column each) and its counts."""
 
     event_id: str
-    title: str
-    description: str
-    date: str
-    location: str | None
-    organizer: str | None
-    status: str
     capacity: int
-    waitlist_enabled: bool
     registered_count: int
     waitlist_count: int
     created_at: datetime

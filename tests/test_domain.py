@@ -37,6 +37,7 @@ from domain.invariants import gathering_violations
 from domain.model import (
     WAITLIST_PAGE_SIZE,
     Gathering,
+    GatheringDetails,
     GatheringStatus,
     Registration,
     RegistrationStatus,
@@ -311,16 +312,8 @@ def test_state_survives_snapshots_of_every_aggregate(cache: bool) -> None:
 
 
 def sound_gathering() -> Gathering:
-    return Gathering(
-        gathering_id="g",
-        title="T",
-        description="",
-        date="2024-12-15",
-        location=None,
-        organizer=None,
-        status="active",
-        capacity=2,
-        waitlist_enabled=True,
+    return Gathering.create(
+        "g", 2, GatheringDetails(title="T", date="2024-12-15", waitlist_enabled=True)
     )
 
 

@@ -1,29 +1,28 @@
-"""The HTTP app imports no store package: it reaches the stores through the wiring.
+"""No edge of the service imports a store package: each reaches the stores through the wiring.
 
-``infra/wiring.py`` is the one place that knows the stores; the HTTP app
-(``api/*.py``, ``api/routes/*.py``) sees them through ``infra.wiring``,
-``infra.service`` and ``projections.ports``. The CLI and the Lambda handlers
-are edges of their own (the stream indexer's Lambda handler is DynamoDB's).
+``infra/wiring.py`` is the one place that picks a store (its kit,
+``infra/kit.py``); everything in ``api/`` (the HTTP app, health, the CLI, both
+Lambda handlers) sees the stores through ``infra.wiring``, ``infra.kit``,
+``infra.service`` and ``projections.ports``. The indexer Lambda, DynamoDB's
+own, gets its indexer from the DynamoDB kit through the wiring too.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 API = Path(__file__).resolve().parent.parent / "api"
 STORE_PACKAGES = ("infra.dynamodb", "infra.sqlite")
-NOT_THE_HTTP_APP = frozenset({"cli.py", "lambda_handler.py", "indexer_lambda.py"})
+# What `grep -rn "infra.sqlite\|infra.dynamodb" api/` finds (a dot there matches any character).
+NAMED = re.compile(r"infra.(sqlite|dynamodb)")
 
 
-def http_app_modules() -> list[Path]:
-    return sorted(
-        path
-        for path in [*API.glob("*.py"), *(API / "routes").glob("*.py")]
-        if path.parent != API or path.name not in NOT_THE_HTTP_APP
-    )
+def api_modules() -> list[Path]:
+    return sorted(API.rglob("*.py"))
 
 
 def store_imports(source: str) -> list[str]:
@@ -45,15 +44,32 @@ def store_imports(source: str) -> list[str]:
     return found
 
 
-def test_the_edges_left_out_are_there_and_the_rest_is_checked() -> None:
-    assert {p.name for p in API.glob("*.py")} >= NOT_THE_HTTP_APP
-    checked = {p.relative_to(API).as_posix() for p in http_app_modules()}
-    assert {"main.py", "middleware.py", "deps.py", "routes/health.py"} <= checked
+def test_every_edge_is_checked() -> None:
+    checked = {p.relative_to(API).as_posix() for p in api_modules()}
+    assert {
+        "main.py",
+        "middleware.py",
+        "deps.py",
+        "routes/health.py",
+        "cli.py",
+        "lambda_handler.py",
+        "indexer_lambda.py",
+    } <= checked
 
 
-@pytest.mark.parametrize("path", http_app_modules(), ids=lambda p: p.relative_to(API).as_posix())
-def test_the_http_app_imports_no_store_package(path: Path) -> None:
+@pytest.mark.parametrize("path", api_modules(), ids=lambda p: p.relative_to(API).as_posix())
+def test_no_module_of_the_api_imports_a_store_package(path: Path) -> None:
     assert store_imports(path.read_text()) == []
+
+
+@pytest.mark.parametrize("path", api_modules(), ids=lambda p: p.relative_to(API).as_posix())
+def test_no_line_of_the_api_names_a_store_package(path: Path) -> None:
+    named = [
+        f"{number}: {line.strip()}"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if NAMED.search(line)
+    ]
+    assert named == []
 
 
 @pytest.mark.parametrize(
@@ -63,11 +79,22 @@ def test_the_http_app_imports_no_store_package(path: Path) -> None:
         "from infra.dynamodb.capacity import PROCESS_TOTALS",
         "from infra import sqlite",
         "def f():\n    from infra.sqlite.read_tables import SQLiteReadModel",
+        "from infra.dynamodb.kit import build_kit",
     ],
 )
 def test_a_store_import_is_found_however_it_is_written(source: str) -> None:
     assert store_imports(source) != []
 
 
-def test_imports_of_the_wiring_are_not_store_imports() -> None:
-    assert store_imports("from infra.wiring import capacity_metering\nimport infra.dynamodbx") == []
+@pytest.mark.parametrize(
+    "line", ["from infra.sqlite.kit import build_kit", "# see infra/dynamodb/indexer.py"]
+)
+def test_a_store_package_is_found_however_it_is_named(line: str) -> None:
+    assert NAMED.search(line)
+
+
+def test_imports_of_the_wiring_and_the_kit_protocol_are_not_store_imports() -> None:
+    source = (
+        "from infra.wiring import store_kit\nfrom infra.kit import StoreKit\nimport infra.dynamodbx"
+    )
+    assert store_imports(source) == []

@@ -49,6 +49,7 @@ from infra.cdk.design import (
 )
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.commits import key_of, lead_of, manifest_of
+from infra.dynamodb.indexer import StreamIndexer
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.settings import Settings
 from infra.wiring import Container, build_container
@@ -272,6 +273,13 @@ def cold_start() -> None:
     indexer_lambda._indexer.cache_clear()
 
 
+def lambda_indexer() -> StreamIndexer:
+    """The indexer the handler uses (built at its cold start): DynamoDB's."""
+    indexer = indexer_lambda._indexer()
+    assert isinstance(indexer, StreamIndexer)
+    return indexer
+
+
 def batch_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "api.indexer_lambda"]
 
@@ -385,12 +393,12 @@ def test_the_handler_calls_only_what_the_indexer_role_grants(
     write_some_events(service)
     arn, records = stream_records(service)
     calls = Calls()
-    calls.record(indexer_lambda._indexer().client)  # the cold start, made here
+    calls.record(lambda_indexer().client)  # the cold start, made here
 
     indexer_lambda.handler(lambda_event(arn, records), None)
     cold_start()
     indexer_lambda.handler(lambda_event(arn, records[len(records) // 2 :]), None)
-    calls.record(indexer_lambda._indexer().client)
+    calls.record(lambda_indexer().client)
     indexer_lambda.handler(lambda_event(arn, records), None)
 
     assert calls.made, "no DynamoDB call recorded"

@@ -67,7 +67,7 @@ def test_only_the_waitlist_pages_know_their_size() -> None:
     ).stdout.split()
     naming = sorted(
         name
-        for name in tracked
+        for name in set(tracked)
         if not name.startswith("tests/")
         and (ROOT / name).is_file()
         and "WAITLIST_PAGE_SIZE" in (ROOT / name).read_text(errors="replace")

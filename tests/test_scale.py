@@ -16,6 +16,7 @@ from domain.application import RegistrationService
 from domain.model import (
     WAITLIST_PAGE_SIZE,
     Gathering,
+    GatheringDetails,
     Registration,
     RegistrationStatus,
     User,
@@ -66,16 +67,8 @@ def _seed(service: RegistrationService, batch: int, confirmed: int, waitlisted: 
     confirmed people's registration streams are separate streams that no
     decision about this event reads, so they are left out to keep the test fast.
     """
-    gathering = Gathering(
-        gathering_id="huge",
-        title="Huge",
-        description="",
-        date="2025-06-01",
-        location=None,
-        organizer=None,
-        status="active",
-        capacity=confirmed,
-        waitlist_enabled=True,
+    gathering = Gathering.create(
+        "huge", confirmed, GatheringDetails(title="Huge", date="2025-06-01", waitlist_enabled=True)
     )
     pending: list[Any] = []
     # Snapshots are taken once at the end rather than every 50 events while

@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from domain.application import GatheringChanges, GatheringSpec
-from domain.model import Gathering, gathering_aggregate_id
+from domain.model import Gathering, GatheringDetails, gathering_aggregate_id
 from infra.dynamodb import DynamoDBApplicationRecorder
 from infra.dynamodb.errors import NotificationLogCorruptedError
 from infra.dynamodb.layout import EVENT_PK, EVENT_SK, EVENTS, STATE
@@ -233,17 +233,7 @@ def test_a_history_recorded_before_sealing_stays_readable_and_is_sealed_by_what_
     chain runs through them, so the first sealed event after them seals them too."""
     service = container.service
     plain: Mapper[UUID] = Mapper(transcoder=service.mapper.transcoder)
-    old = Gathering(
-        gathering_id="legacy",
-        title="Old",
-        description="",
-        date="2020-01-01",
-        location=None,
-        organizer=None,
-        status="active",
-        capacity=5,
-        waitlist_enabled=False,
-    )
+    old = Gathering.create("legacy", 5, GatheringDetails(title="Old", date="2020-01-01"))
     old.revise(title="Older", description=None, date=None, location=None, organizer=None,
                status=None, waitlist_enabled=None)  # fmt: skip
     events = old.collect_events()

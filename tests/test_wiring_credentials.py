@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from infra import wiring
+from infra.dynamodb import kit as dynamodb_kit
 from infra.settings import Settings
-from infra.wiring import build_read_model, event_store_env
 
 
 @pytest.fixture
@@ -23,12 +22,15 @@ def test_the_session_token_goes_with_the_key_to_the_event_store_and_the_read_tab
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = Settings(store="dynamodb", dynamodb_endpoint_url="http://127.0.0.1:9")
+    kit = dynamodb_kit.build_kit(settings)
     made: list[Any] = []
     # The read tables are not opened here (no DynamoDB): only their client is looked at.
-    monkeypatch.setattr(wiring, "DynamoDBReadModel", lambda client, _prefix: made.append(client))
+    monkeypatch.setattr(
+        dynamodb_kit, "DynamoDBReadModel", lambda client, _prefix: made.append(client)
+    )
 
-    build_read_model(settings)
+    kit.open_read_model()
     credentials = made[0]._request_signer._credentials
 
-    assert event_store_env(settings)["AWS_SESSION_TOKEN"] == "session-token"
+    assert kit.event_store_env()["AWS_SESSION_TOKEN"] == "session-token"
     assert (credentials.access_key, credentials.token) == ("ASIAEXAMPLE", "session-token")

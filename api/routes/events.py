@@ -152,17 +152,7 @@ async def update_event(
         field = EventUpdate.model_fields[nulls[0]].alias or nulls[0]
         raise InvalidCommandError("must not be null", field=field)
     command = service.revise_gathering_command(
-        event_id,
-        GatheringChanges(
-            title=body.title,
-            description=body.description,
-            date=body.date,
-            location=body.location,
-            organizer=body.organizer,
-            status=None if body.status is None else GatheringStatus(body.status),
-            capacity=body.capacity,
-            waitlist_enabled=body.waitlist_enabled,
-        ),
+        event_id, GatheringChanges(**body.model_dump(exclude_unset=True))
     )
     state = await perform(service, command)
     return await run_in_threadpool(_current, state, read_model, service)

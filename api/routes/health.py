@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from api.deps import ContainerDep
 from api.routes.docs_helpers import errors
 from api.schemas import FeedLag, Health
-from infra.wiring import capacity_metering
 
 router = APIRouter(tags=["health"])
 
@@ -29,7 +28,7 @@ def health(container: ContainerDep) -> Health:
     head = container.service.recorder.max_notification_id() or 0
     position = container.read_model.position()
     feed = None
-    metering = capacity_metering(container.settings)
+    metering = container.kit.metering
     if container.indexer is not None and container.settings.dynamodb_indexer:
         feed = FeedLag.model_validate(container.indexer.lag(), from_attributes=True)
     return Health(

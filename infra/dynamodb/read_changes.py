@@ -35,6 +35,8 @@ from infra.dynamodb.read_schema import (
     EVENT_LISTING,
     WITHDRAWN,
     TableSet,
+    attribute_name,
+    event_attributes,
     item,
     order,
     serialize,
@@ -149,22 +151,9 @@ class ReadTableChanges(ReadTableWriter):
             return
         self._stamp(row.event_id)
         self.streams[stream_id.hex] = row.event_id
-        self.events[row.event_id] = {
-            "eventId": row.event_id,
+        self.events[row.event_id] = event_attributes(row) | {
             "listing": EVENT_LISTING,
             "streamId": stream_id.hex,
-            "title": row.title,
-            "description": row.description,
-            "date": row.date,
-            "location": row.location,
-            "organizer": row.organizer,
-            "status": row.status,
-            "capacity": row.capacity,
-            "waitlistEnabled": row.waitlist_enabled,
-            "registeredCount": row.registered_count,
-            "waitlistCount": row.waitlist_count,
-            "createdAt": row.created_at.isoformat(),
-            "updatedAt": row.updated_at.isoformat(),
         }
 
     def event_id_for(self, stream_id: UUID) -> str:
@@ -181,9 +170,8 @@ class ReadTableChanges(ReadTableWriter):
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
         if self._skipping:
             return
-        names = {"waitlist_enabled": "waitlistEnabled"}
         change = self._event_change(event_id)
-        values = {names.get(k, k): v for k, v in fields.items()} | {"updatedAt": at.isoformat()}
+        values = {attribute_name(k): v for k, v in fields.items()} | {"updatedAt": at.isoformat()}
         if isinstance(change, _Update):
             change.sets.update(values)
         else:

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, get_type_hints
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from pydantic.alias_generators import to_camel
 
 from domain.errors import StoreUnavailableError
 from infra.dynamodb.tables import IndexSpec, TableSpec
@@ -105,23 +106,54 @@ def user_row(found: dict[str, Any]) -> UserRow:
     )
 
 
+#: An events item's attributes: each field of ``EventRow`` (a gathering's
+#: details and its counts) in camelCase, by field name. A new detail is one
+#: more attribute; an item written before it lacks it and reads its default.
+EVENT_ATTRIBUTES = {f.name: to_camel(f.name) for f in fields(EventRow) if f.name != "waitlist"}
+_EVENT_TYPES = get_type_hints(EventRow)
+
+
+def attribute_name(field: str) -> str:
+    """An events item's attribute for ``field`` of ``EventRow``."""
+    return EVENT_ATTRIBUTES[field]
+
+
+def event_attributes(row: EventRow) -> dict[str, Any]:
+    """The attributes of ``row``'s events item (None values are left out when written)."""
+    return {
+        attribute: _attribute_value(getattr(row, name))
+        for name, attribute in EVENT_ATTRIBUTES.items()
+    }
+
+
+def _attribute_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def event_row(found: dict[str, Any], waitlist: tuple[str, ...]) -> EventRow:
-    return EventRow(
-        event_id=found["eventId"],
-        title=found["title"],
-        description=found.get("description", ""),
-        date=found["date"],
-        location=found.get("location"),
-        organizer=found.get("organizer"),
-        status=found["status"],
-        capacity=int(found["capacity"]),
-        waitlist_enabled=bool(found["waitlistEnabled"]),
-        registered_count=int(found["registeredCount"]),
-        waitlist_count=int(found["waitlistCount"]),
-        created_at=datetime.fromisoformat(found["createdAt"]),
-        updated_at=datetime.fromisoformat(found["updatedAt"]),
-        waitlist=waitlist,
-    )
+    values = {
+        name: _field_value(_EVENT_TYPES[name], found[attribute])
+        for name, attribute in EVENT_ATTRIBUTES.items()
+        if attribute in found  # absent: None when written, or older than the field
+    }
+    return EventRow(**_defaults_of_absent(values), waitlist=waitlist)
+
+
+def _field_value(kind: Any, value: Any) -> Any:
+    if kind is datetime:
+        return datetime.fromisoformat(value)
+    if kind is int or kind is bool:  # numbers arrive as Decimal
+        return kind(value)
+    return value
+
+
+def _defaults_of_absent(values: dict[str, Any]) -> dict[str, Any]:
+    """An attribute left out (a None value is not written) reads as the
+    field's default, or None when it has none."""
+    for f in fields(EventRow):
+        if f.name not in values and f.name in EVENT_ATTRIBUTES:
+            values[f.name] = None if f.default is MISSING else f.default
+    return values
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS stored_commits (
 );
 """
 
-#: Set by wiring from settings (``SQLITE_SYNCHRONOUS``); FULL unless told otherwise.
+#: Set by the SQLite kit from settings (``SQLITE_SYNCHRONOUS``); FULL unless told otherwise.
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 

@@ -13,6 +13,7 @@ Rows are read by column name (``sqlite3.Row``), never by index.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -97,10 +98,12 @@ READ_TABLES = ("users", "events", "streams", "registrations", "user_events")
 
 
 def create_read_tables(c: sqlite3.Cursor, suffix: str = "", generation: str = "") -> None:
-    """Creates a set of read tables and their indexes where missing (idempotent)."""
+    """Creates a set of read tables and their indexes where missing (idempotent),
+    and the columns an existing table lacks (``_add_missing_columns``)."""
     for statement in (TABLES_SCHEMA.format(t=suffix) + TRACKING_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
+            _add_missing_columns(c, statement)
     for name, (table, columns) in INDEXES.items():
         found = c.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name LIKE ?",
@@ -109,6 +112,25 @@ def create_read_tables(c: sqlite3.Cursor, suffix: str = "", generation: str = ""
         if found is None:
             index = f"{name}_{generation}" if generation else name
             c.execute(f"CREATE INDEX {index} ON {table}{suffix} ({columns})")
+
+
+_CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)", re.DOTALL)
+
+
+def _add_missing_columns(c: sqlite3.Cursor, statement: str) -> None:
+    """Adds each column the DDL names that a table created by an earlier
+    version lacks (a new detail): existing rows hold its ``DEFAULT``, or NULL,
+    which is what a fold of their history gives them (no stored event set it)."""
+    found = _CREATE_TABLE.search(statement)
+    if found is None:
+        return
+    table, body = found.groups()
+    present = {str(row[1]) for row in c.execute(f"PRAGMA table_info({table})")}
+    for line in body.splitlines():
+        definition = line.strip().rstrip(",")
+        name = definition.split(" ", 1)[0]
+        if definition and name.islower() and name not in present:
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
 
 
 EVENT_COLUMNS = frozenset(f.name for f in fields(EventRow)) - {"waitlist"}

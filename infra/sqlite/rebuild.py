@@ -115,6 +115,8 @@ class SQLiteRebuildTarget:
                 )
                 position = 0
             else:
+                # Resumed, maybe by a newer version: its tables get the columns it adds.
+                create_read_tables(c, NEXT, str(row["generation"]))
                 c.execute(
                     "UPDATE rebuilds SET owner = ?, heartbeat = ?, state = 'rebuilding', "
                     "error = NULL WHERE name = ?",

@@ -1,7 +1,7 @@
 """GET /health shows the capacity the process consumed: DynamoDB's units, nothing on SQLite.
 
-The HTTP app gets its meters from the wiring (``infra.wiring.capacity_metering``),
-not from a store package; each request's own share is in its log line
+The HTTP app gets its meters from the store's kit (``StoreKit.metering``, picked by
+the wiring), not from a store package; each request's own share is in its log line
 (tests/api/test_logging.py).
 """
 

@@ -67,6 +67,8 @@ from infra.cdk.stack import (
     RegistrationServiceStack,
 )
 from infra.dynamodb import factory as dynamodb_factory
+from infra.dynamodb import kit as dynamodb_kit
+from infra.dynamodb.indexer import StreamIndexer
 from infra.dynamodb.read_schema import RETIRED_EVENTS_GSI
 from infra.dynamodb.read_tables import EVENTS_GSI, ORDER_GSI, read_table_specs
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
@@ -290,9 +292,9 @@ def created_by_the_service(resources: dict[str, Resource]) -> dict[str, dict[str
         for name, value in lambda_environment(resources).items():
             patch.setenv(name, value)
         patch.setenv("AWS_REGION", DUMMY_ENV.region or "eu-west-1")
-        patch.setattr(wiring, "make_client", lambda **_: client)
+        patch.setattr(dynamodb_kit, "make_client", lambda **_: client)
         patch.setattr(dynamodb_factory, "make_client", lambda **_: client)
-        patch.setattr(wiring, "instrument", lambda _client: None)
+        patch.setattr(dynamodb_kit, "instrument", lambda _client: None)
         settings = Settings(_env_file=None)
         assert settings.store == "dynamodb"
         assert settings.environment == "production"
@@ -1044,6 +1046,7 @@ def test_indexer_lambda_indexes_the_stacks_events_table_into_its_index_table(
         indexer = indexer_lambda.build_stream_indexer(Settings(_env_file=None))
     # It creates no table: its role may not even describe one.
     assert client.created == {}
+    assert isinstance(indexer, StreamIndexer)
     assert indexer.events_table_name == EVENTS_TABLE_NAME
     assert indexer.index_table_name == INDEX_TABLE_NAME
 
