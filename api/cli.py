@@ -46,7 +46,7 @@ def _progress_bar(total: int, description: str) -> tuple[tqdm[Never], Callable[[
 
     def update(progress: Progress) -> None:
         bar.total = progress.head
-        bar.n = progress.position
+        bar.n = progress.log_position
         bar.refresh()
 
     return bar, update
@@ -212,11 +212,11 @@ def _reindex(args: argparse.Namespace, container: Container) -> int:
 
 def _rebuild(args: argparse.Namespace, container: Container) -> int:
     try:
-        position = rebuild(container)
+        log_position = rebuild(container)
     except RebuildInProgressError as error:
         print(f"regsvc rebuild: {error}", file=sys.stderr)
         return 2
-    print(f"read tables rebuilt up to notification {position}")
+    print(f"read tables rebuilt up to notification {log_position}")
     return 0
 
 
@@ -245,7 +245,7 @@ def _check(args: argparse.Namespace, container: Container) -> int:
     audit = check(container)
     print(
         f"checked {audit.drift.rows} rows against the log up to notification "
-        f"{audit.drift.position}, and {audit.gatherings_checked} events' invariants: "
+        f"{audit.drift.log_position}, and {audit.gatherings_checked} events' invariants: "
         f"{len(audit.problems)} problem(s)"
     )
     for problem in audit.problems:

@@ -459,7 +459,9 @@ class Projection(_Out):
     )
 
     name: str
-    position: int = Field(description="The last log position folded into it.")
+    position: int = Field(
+        validation_alias="log_position", description="The last log position folded into it."
+    )
     head: int = Field(description="The log's last position.")
     lag: int = Field(description="Events in the log not folded into it yet.")
     lag_seconds: float = Field(

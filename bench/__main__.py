@@ -3,7 +3,7 @@
 For each store (SQLite, then DynamoDB Local, which this command starts itself
 with ``infra.devtools.dynamodb_local``), each scenario (spread, hot, churn, reads) runs
 against three servers, one process each: the service, the state-based baseline
-(``bench/baseline.py``) and the bare endpoint (``bench/bare.py``). Every run
+(``bench/baseline/``) and the bare endpoint (``bench/bare.py``). Every run
 checks its own results; the command prints one table of medians per store
 (on DynamoDB also the capacity units per command, ``bench.dynamodb_capacity``)
 and exits 1 when any check failed or a server did not start.

@@ -198,7 +198,7 @@ Each table compares, in the same run on the same machine:
 - **service**: this repository's event-sourced service, `python -m api` (what
   `make run` serves), one uvicorn worker, `LOG_LEVEL=WARNING`,
   `ENVIRONMENT=production`;
-- **state-based**: `bench/baseline.py`, the same REST API on current-state rows
+- **state-based**: `bench/baseline/`, the same REST API on current-state rows
   with conditional updates and no events, written as a good team would: SQLite in
   WAL mode with `synchronous=FULL` and `BEGIN IMMEDIATE` write transactions; on
   DynamoDB, Users / Events / Registrations tables with one conditional

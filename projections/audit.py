@@ -177,12 +177,12 @@ def link(previous: str, sealed: Mapping[str, Any]) -> str:
     return hashlib.sha256(previous.encode() + canonical(sealed)).hexdigest()
 
 
-def undecodable_entry(position: int | None, stored: StoredEvent) -> dict[str, Any]:
+def undecodable_entry(log_position: int | None, stored: StoredEvent) -> dict[str, Any]:
     """The entry of a stored event whose state cannot be decoded (altered in the
     store): what can still be said of it, its stored bytes (base64) and the marker
     ``undecodable`` (verify names it as a broken link)."""
     return {
-        "position": position,
+        "position": log_position,
         "stream": str(stored.originator_id),
         "version": stored.originator_version,
         "type": type_name(stored.topic),
@@ -194,13 +194,13 @@ def undecodable_entry(position: int | None, stored: StoredEvent) -> dict[str, An
     }
 
 
-def served(position: int | None, stored: StoredEvent, decode: Decode) -> dict[str, Any]:
+def served(log_position: int | None, stored: StoredEvent, decode: Decode) -> dict[str, Any]:
     """A stored event's entry as sealed (what ``regsvc export`` writes: its chain can
     be recomputed from it), or its undecodable entry."""
     try:
-        return entry(position, *sealed(stored, decode(stored)))
+        return entry(log_position, *sealed(stored, decode(stored)))
     except Exception:  # altered bytes can fail to decode in any way (as in verify)
-        return undecodable_entry(position, stored)
+        return undecodable_entry(log_position, stored)
 
 
 # How the event store keeps a payload, not what happened: left out of the API's
@@ -267,10 +267,12 @@ class Presenter:
         return event_id
 
 
-def entry(position: int | None, sealed: Mapping[str, Any], digest: str | None) -> dict[str, Any]:
+def entry(
+    log_position: int | None, sealed: Mapping[str, Any], digest: str | None
+) -> dict[str, Any]:
     """The entry as served: the body, its position, and its stored digest."""
     return {
-        "position": position,
+        "position": log_position,
         **sealed,
         "data": json.loads(json.dumps(sealed["data"], default=_plain)),
         "metadata": {**sealed["metadata"], "hash": digest},
@@ -301,7 +303,7 @@ class ChainCheck:
         """The feed's digest: every entry's digest chained in log order."""
         return self._feed
 
-    def add(self, position: int, sealed: Mapping[str, Any], stored: str | None) -> None:
+    def add(self, log_position: int, sealed: Mapping[str, Any], stored: str | None) -> None:
         self.checked += 1
         stream, version = sealed["stream"], sealed["version"]
         last_version, previous = self._heads.get(stream, (0, GENESIS))
@@ -313,9 +315,9 @@ class ChainCheck:
         if self.first_broken is not None:
             return
         if version != last_version + 1:
-            self._broken(position, stream, version, f"follows version {last_version}")
+            self._broken(log_position, stream, version, f"follows version {last_version}")
         elif stored is not None and stored != digest:
-            self._broken(position, stream, version, "its digest does not match its content")
+            self._broken(log_position, stream, version, "its digest does not match its content")
 
     def undecodable(self, notification: Notification, error: Exception) -> None:
         """Counts an event whose stored state cannot even be decoded: a broken link."""
@@ -330,9 +332,9 @@ class ChainCheck:
                 f"its stored state cannot be decoded ({type(error).__name__})",
             )
 
-    def _broken(self, position: int, stream: str, version: int, reason: str) -> None:
+    def _broken(self, log_position: int, stream: str, version: int, reason: str) -> None:
         self.first_broken = {
-            "position": position,
+            "position": log_position,
             "stream": stream,
             "version": version,
             "reason": reason,
@@ -404,15 +406,15 @@ class AuditLog:
 
     def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
         """Every notification after ``after`` (up to ``until``), read in pages."""
-        position = after
-        while until is None or position < until:
+        log_position = after
+        while until is None or log_position < until:
             page = self.recorder.select_notifications(
-                start=position + 1, limit=VERIFY_PAGE, stop=until
+                start=log_position + 1, limit=VERIFY_PAGE, stop=until
             )
             if not page:
                 return
             yield from page
-            position = page[-1].id
+            log_position = page[-1].id
 
     def verify(self, on_progress: Callable[[int, int], None] | None = None) -> ChainCheck:
         """Recomputes every stream's chain over the whole log (and, where the log
@@ -499,7 +501,7 @@ class History:
 
     def _entries(self, rows: Sequence[tuple[StoredEvent, int | None]]) -> list[dict[str, Any]]:
         return self.presenter.present(
-            [served(position, stored, self.decode) for stored, position in rows]
+            [served(log_position, stored, self.decode) for stored, log_position in rows]
         )
 
     def of_event(

@@ -33,8 +33,8 @@ class CommitLog(Protocol):
     def commit_ends(self, lo: int, hi: int) -> Sequence[int]:
         """The last notification id of every commit that ends within ``lo..hi``, ascending."""
 
-    def commit_end_after(self, position: int) -> int | None:
-        """The end of the commit holding ``position`` (None when the store never recorded it)."""
+    def commit_end_after(self, log_position: int) -> int | None:
+        """The end of the commit holding ``log_position`` (None if the store never recorded it)."""
 
 
 @runtime_checkable
@@ -58,9 +58,9 @@ def wait_until_logged(recorder: ApplicationRecorder, *, every_process: bool = Fa
 
 @dataclass(frozen=True)
 class Progress:
-    position: int
+    log_position: int
     head: int
-    # The log held nothing past ``position`` once every event written before
+    # The log held nothing past ``log_position`` once every event written before
     # the step was in it (a step that stops at a head read earlier may not be).
     settled: bool = False
 
@@ -86,35 +86,35 @@ class CatchUpProjector:
         """Applies at most one batch (not past ``until``, a commit's end); returns
         the position reached and the log's head (which then holds every event
         written before the call)."""
-        position = self.read_model.position()
-        if position is None:  # live: appends fold into the tables inline
+        log_position = self.read_model.log_position()
+        if log_position is None:  # live: appends fold into the tables inline
             head = self.recorder.max_notification_id() or 0
             return Progress(head, head, settled=True)
         head = self.recorder.max_notification_id() or 0
         if until is not None and head > until:
-            if until <= position:
-                return Progress(position, head)
-            return self._apply_up_to(position, until, head)
-        if head <= position:
+            if until <= log_position:
+                return Progress(log_position, head)
+            return self._apply_up_to(log_position, until, head)
+        if head <= log_position:
             # Caught up with the log as it stands: on a log indexed after the
             # appends, wait for what is written but not yet indexed (once per
             # catch-up, not per batch) before saying so.
             wait_until_logged(self.recorder)
             head = self.recorder.max_notification_id() or 0
-            if head <= position:
-                return Progress(position, head, settled=True)
-        return self._apply_up_to(position, head, head)
+            if head <= log_position:
+                return Progress(log_position, head, settled=True)
+        return self._apply_up_to(log_position, head, head)
 
-    def _apply_up_to(self, position: int, stop: int, head: int) -> Progress:
-        """Applies one batch after ``position``, not past ``stop`` (a commit's end)."""
+    def _apply_up_to(self, log_position: int, stop: int, head: int) -> Progress:
+        """Applies one batch after ``log_position``, not past ``stop`` (a commit's end)."""
         notifications = list(
             self.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size, stop=stop, topics=TOPICS
+                start=log_position + 1, limit=self.batch_size, stop=stop, topics=TOPICS
             )
         )
         if len(notifications) < self.batch_size:
             # Every id up to ``stop`` is committed, and ``stop`` ends a commit.
-            new_position = stop
+            new_log_position = stop
         else:
             # A full batch may end inside a commit: take the rest of that commit too.
             last = notifications[-1].id
@@ -125,12 +125,12 @@ class CatchUpProjector:
                         start=last + 1, limit=end - last, stop=end, topics=TOPICS
                     )
                 )
-            new_position = end
-        commits = self._commits(notifications, position + 1, new_position)
-        applied = self.read_model.apply(position, commits, new_position)
+            new_log_position = end
+        commits = self._commits(notifications, log_position + 1, new_log_position)
+        applied = self.read_model.apply(log_position, commits, new_log_position)
         if applied:
-            return Progress(new_position, head)
-        reached = self.read_model.position()
+            return Progress(new_log_position, head)
+        reached = self.read_model.log_position()
         return Progress(head if reached is None else reached, head)
 
     def catch_up(
@@ -147,31 +147,31 @@ class CatchUpProjector:
                     # At the head as read before this step: events written
                     # before the call may still be on their way into the log.
                     continue
-                if progress.position >= target:
-                    if progress.position >= progress.head:
-                        self.read_model.go_live(progress.position)
-                    return progress.position
+                if progress.log_position >= target:
+                    if progress.log_position >= progress.head:
+                        self.read_model.go_live(progress.log_position)
+                    return progress.log_position
 
-    def rest(self, position: int) -> tuple[list[Commit], int]:
-        """Every commit after ``position`` up to the log's head, read now, and that
+    def rest(self, log_position: int) -> tuple[list[Commit], int]:
+        """Every commit after ``log_position`` up to the log's head, read now, and that
         head: what a rebuild folds while it holds off appends."""
         wait_until_logged(self.recorder, every_process=True)
         head = self.recorder.max_notification_id() or 0
-        if head <= position:
-            return [], position
+        if head <= log_position:
+            return [], log_position
         notifications = list(
             self.recorder.select_notifications(
-                start=position + 1, limit=head - position, stop=head, topics=TOPICS
+                start=log_position + 1, limit=head - log_position, stop=head, topics=TOPICS
             )
         )
-        return self._commits(notifications, position + 1, head), head
+        return self._commits(notifications, log_position + 1, head), head
 
-    def _commit_end_after(self, position: int) -> int:
+    def _commit_end_after(self, log_position: int) -> int:
         if isinstance(self.recorder, CommitLog):
-            end = self.recorder.commit_end_after(position)
+            end = self.recorder.commit_end_after(log_position)
             if end is not None:
                 return end
-        return position  # a log without commit records: each event on its own
+        return log_position  # a log without commit records: each event on its own
 
     def _commits(self, notifications: list[Notification], lo: int, hi: int) -> list[Commit]:
         ends: Sequence[int] = ()
@@ -198,4 +198,4 @@ class CatchUpProjector:
 
     def _change(self, notification: Notification) -> Change:
         fact: Aggregate.Event = self.mapper.to_domain_event(notification)  # type: ignore[assignment]
-        return Change(position=notification.id, write=lambda writer: fold(fact, writer))
+        return Change(log_position=notification.id, write=lambda writer: fold(fact, writer))

@@ -111,17 +111,17 @@ class _Fold:
     tables: MemoryTables = field(default_factory=MemoryTables)
     watch_from: int | None = None
     taken: dict[Key, list[object]] = field(default_factory=dict)
-    _position: int = 0
+    _log_position: int = 0
 
-    def position(self) -> int:
-        return self._position
+    def log_position(self) -> int:
+        return self._log_position
 
-    def go_live(self, position: int) -> None:
+    def go_live(self, log_position: int) -> None:
         """Nothing to do."""
 
-    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
+    def apply(self, expected: int, commits: Sequence[Commit], new_log_position: int) -> bool:
         for commit in commits:
-            if self.watch_from is None or commit[0].position <= self.watch_from:
+            if self.watch_from is None or commit[0].log_position <= self.watch_from:
                 for change in commit:
                     change.write(self.tables)
                 continue
@@ -131,7 +131,7 @@ class _Fold:
             for key in noting.touched:
                 values = self.taken.setdefault(key, [noting.before[key]])
                 values.append(_value(self.tables, key))
-        self._position = new_position
+        self._log_position = new_log_position
         return True
 
 
@@ -171,17 +171,17 @@ def _key_text(row_key: object) -> str:
 @dataclass(frozen=True)
 class DriftReport:
     ok: bool
-    position: int
+    log_position: int
     rows: int
     differences: list[Difference]
     truncated: bool = False
     events: tuple[str, ...] = ()
-    """The events (gathering ids) the log holds at ``position``, sorted."""
+    """The events (gathering ids) the log holds at ``log_position``, sorted."""
 
     def report(self) -> dict[str, object]:
         return {
             "ok": self.ok,
-            "position": self.position,
+            "position": self.log_position,
             "rows": self.rows,
             "differences": [d.report() for d in self.differences],
             "truncated": self.truncated,
@@ -205,7 +205,7 @@ def check_drift(
     projector = CatchUpProjector(recorder, mapper, fold)  # type: ignore[arg-type]
     projector.catch_up(
         until=after,
-        on_progress=None if on_progress is None else lambda p: on_progress(p.position, after),
+        on_progress=None if on_progress is None else lambda p: on_progress(p.log_position, after),
     )
     expected = fold.tables
     differences: list[Difference] = []
@@ -219,7 +219,7 @@ def check_drift(
             differences.append(Difference(key[0], _key_text(key[1]), held, _value(expected, key)))
     return DriftReport(
         ok=not differences,
-        position=after,
+        log_position=after,
         rows=sum(1 for _ in _keys(live)),
         differences=differences[:MAX_DIFFERENCES],
         truncated=len(differences) > MAX_DIFFERENCES,

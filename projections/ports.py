@@ -61,7 +61,7 @@ class ReadTableWriter(Protocol):
 class Change:
     """The row writes one domain event causes, at its notification id."""
 
-    position: int
+    log_position: int
     write: Callable[[ReadTableWriter], None]
 
 
@@ -79,15 +79,15 @@ class ReadModel(Protocol):
     may run it on the event loop; False where each query is a network round
     trip (DynamoDB), run in a worker thread instead."""
 
-    def position(self) -> int | None:
+    def log_position(self) -> int | None:
         """The last notification id whose effects the tables hold (0 when empty);
         None when appends fold into them inline and so they hold the log's head."""
 
-    def go_live(self, position: int) -> None:
-        """Called when catch-up reached the log's head at ``position``."""
+    def go_live(self, log_position: int) -> None:
+        """Called when catch-up reached the log's head at ``log_position``."""
 
-    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
-        """Applies ``commits`` (in order) and records ``new_position``, exactly once.
+    def apply(self, expected: int, commits: Sequence[Commit], new_log_position: int) -> bool:
+        """Applies ``commits`` (in order) and records ``new_log_position``, exactly once.
 
         A store that must apply them in several transactions cuts only between
         commits and advances the position with each, so a crash between them

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 class RebuildState:
     """A rebuild that started and has not switched yet."""
 
-    position: int
+    log_position: int
     state: Literal["rebuilding", "failed"]
     error: str | None
     owner: str
@@ -77,13 +77,13 @@ class RebuildTarget(Protocol):
         while another holder's lease is fresh."""
 
     def apply(
-        self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
+        self, owner: str, expected: int, commits: Sequence[Commit], new_log_position: int
     ) -> bool:
         """As ``ReadModel.apply``, on the new tables, for the lease's holder ``owner``
         (renewing it). Raises RebuildInProgressError when another took it over."""
 
     def switch(self, owner: str, rest: Callable[[int], tuple[list[Commit], int]]) -> int:
-        """Holding off appends, folds ``rest(position)`` (the commits up to the head)
+        """Holding off appends, folds ``rest(log_position)`` (the commits up to the head)
         into the new tables and puts them in place of the live ones, in one
         transaction; returns the head they hold."""
 
@@ -103,15 +103,15 @@ class _Held:
     target: RebuildTarget
     owner: str
 
-    def position(self) -> int | None:
+    def log_position(self) -> int | None:
         """The last notification folded into the new tables."""
         state = self.target.state()
-        return None if state is None else state.position
+        return None if state is None else state.log_position
 
-    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
-        return self.target.apply(self.owner, expected, commits, new_position)
+    def apply(self, expected: int, commits: Sequence[Commit], new_log_position: int) -> bool:
+        return self.target.apply(self.owner, expected, commits, new_log_position)
 
-    def go_live(self, position: int) -> None:
+    def go_live(self, log_position: int) -> None:
         """Nothing: a rebuild goes live through ``switch``."""
 
 
@@ -165,7 +165,7 @@ class Rebuilder:
     def _busy(self) -> str:
         state = self.target.state()
         head = self.recorder.max_notification_id() or 0
-        done = 0 if state is None or not head else min(state.position / head, 1.0)
+        done = 0 if state is None or not head else min(state.log_position / head, 1.0)
         return f"Projection 'read-tables' is being rebuilt ({done:.0%} done)"
 
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> int:
@@ -180,7 +180,7 @@ class Rebuilder:
                 progress = self.projector.step()
                 if on_progress is not None:
                     on_progress(progress)
-                if progress.head - progress.position <= self.projector.batch_size:
+                if progress.head - progress.log_position <= self.projector.batch_size:
                     head = self.target.switch(self.owner, self.projector.rest)
                     if on_progress is not None:
                         on_progress(Progress(head, head, settled=True))
@@ -220,7 +220,7 @@ class Rebuilder:
             self.start()
         except RebuildInProgressError:
             return False  # another process resumed it first
-        logger.info("resuming an interrupted rebuild", extra={"position": state.position})
+        logger.info("resuming an interrupted rebuild", extra={"position": state.log_position})
         return True
 
     def stop(self) -> None:

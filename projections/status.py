@@ -30,7 +30,7 @@ READ_TABLES = "read-tables"
 @dataclass(frozen=True)
 class ProjectionStatus:
     name: str
-    position: int
+    log_position: int
     head: int
     lag: int
     lag_seconds: float
@@ -58,22 +58,22 @@ def read_tables_status(
     """The read tables' position (None from a store folding inline at the head),
     the log's head, the lag in events and the age of the oldest event not folded."""
     head = recorder.max_notification_id() or 0
-    tracked = read_model.position()
-    position = head if tracked is None else min(tracked, head)
-    lag = head - position
+    tracked = read_model.log_position()
+    log_position = head if tracked is None else min(tracked, head)
+    lag = head - log_position
     lag_seconds = 0.0
     if lag:
-        (oldest,) = recorder.select_notifications(start=position + 1, limit=1)
+        (oldest,) = recorder.select_notifications(start=log_position + 1, limit=1)
         occurred = decode(oldest).timestamp
         lag_seconds = max((now() - occurred).total_seconds(), 0.0)
-    at = partial(ProjectionStatus, READ_TABLES, position, head, lag, lag_seconds)
+    at = partial(ProjectionStatus, READ_TABLES, log_position, head, lag, lag_seconds)
     if rebuild is not None:
-        done = min(rebuild.position / head, 1.0) if head else 1.0
+        done = min(rebuild.log_position / head, 1.0) if head else 1.0
         if rebuild.state == "failed":
             return at("failed", error=rebuild.error)
         if not rebuild.held(lease_seconds):
             return at("interrupted", progress=done, resume=RESUME)
         return at("rebuilding", progress=done)
     if lag:
-        return at("rebuilding", progress=position / head if head else 1.0)
-    return ProjectionStatus(READ_TABLES, position, head, 0, 0.0, "live")
+        return at("rebuilding", progress=log_position / head if head else 1.0)
+    return ProjectionStatus(READ_TABLES, log_position, head, 0, 0.0, "live")

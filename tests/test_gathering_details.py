@@ -68,16 +68,16 @@ def test_every_detail_is_a_field_of_the_request_and_response_schemas() -> None:
     assert set(EventUpdate.model_fields) == {*DETAIL_NAMES, "capacity"}
 
 
-def test_every_detail_is_a_column_of_the_sqlite_events_table() -> None:
+def test_every_detail_is_a_column_of_the_sqlite_gatherings_table() -> None:
     connection = sqlite3.connect(":memory:")
     connection.row_factory = sqlite3.Row
     create_read_tables(connection.cursor())
-    columns = {row["name"] for row in connection.execute("PRAGMA table_info(events)")}
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(gatherings)")}
     missing = set(DETAIL_NAMES) - columns
-    assert not missing, f"the events table's DDL lacks {sorted(missing)}"
+    assert not missing, f"the gatherings table's DDL lacks {sorted(missing)}"
 
 
-def test_an_events_table_of_an_earlier_version_gains_a_new_detail_at_start() -> None:
+def test_a_gatherings_table_of_an_earlier_version_gains_a_new_detail_at_start() -> None:
     """A table without a detail's column (created before the detail existed)
     gets it when the read tables are opened; its rows hold NULL, read as None."""
     connection = sqlite3.connect(":memory:")
@@ -85,12 +85,12 @@ def test_an_events_table_of_an_earlier_version_gains_a_new_detail_at_start() -> 
     assert "organizer" not in earlier
     connection.executescript(earlier)
     connection.execute(
-        "INSERT INTO events (event_id, stream_id, title, description, date, status, capacity, "
+        "INSERT INTO gatherings (event_id, stream_id, title, description, date, status, capacity, "
         "waitlist_enabled, registered_count, waitlist_count, created_at, updated_at) "
         "VALUES ('e', 's', 'T', '', '2030-01-01', 'active', 1, 0, 0, 0, 'c', 'u')"
     )
     create_read_tables(connection.cursor())
-    assert connection.execute("SELECT organizer FROM events").fetchall() == [(None,)]
+    assert connection.execute("SELECT organizer FROM gatherings").fetchall() == [(None,)]
     create_read_tables(connection.cursor())  # and again: nothing more to add
 
 
@@ -99,10 +99,11 @@ def test_a_rebuild_resumed_by_a_newer_version_gets_the_columns_it_adds(tmp_path:
     target = SQLiteRebuildTarget(path)
     target.claim("older version", lease_seconds=30.0)
     with sqlite3.connect(path) as connection:  # its tables lack a detail added since
-        connection.execute(f"ALTER TABLE events{NEXT} DROP COLUMN organizer")
+        connection.execute(f"ALTER TABLE gatherings{NEXT} DROP COLUMN organizer")
     target.claim("newer version", lease_seconds=0.0)  # the lease lapsed: taken over
     with sqlite3.connect(path) as connection:
-        columns = {row[1] for row in connection.execute(f"PRAGMA table_info(events{NEXT})")}
+        found = connection.execute(f"SELECT name FROM pragma_table_info('gatherings{NEXT}')")
+        columns = {name for (name,) in found}
     target.close()
     assert set(DETAIL_NAMES) <= columns
 

@@ -1,10 +1,10 @@
-"""Property tests for the seed's Properties 1-26, driven through the HTTP API.
+"""Property tests of the registration rules, driven through the HTTP API.
 
 Every test gets one real application (the ``client`` fixture, on a fresh
 SQLite store); the examples hypothesis runs inside a test share it and keep
 apart by using fresh ``unique()`` ids for the events and users they create.
-Where the seed's ``tasks.md`` and issue 2's REST contract differ, the issue
-wins (e.g. ``EVENT_NOT_OPEN`` and the order of the registration checks).
+The REST contract they check is the README's (e.g. ``EVENT_NOT_OPEN`` and the
+order of the registration checks).
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ def status_of(client: TestClient, user_id: str, event_id: str) -> str | None:
 
 
 def assert_conserved(event: dict[str, Any]) -> None:
-    """Property 25 and the issue's invariants, on one GET /events/{id} body."""
+    """The counts' invariants (seats conserved, waitlist counted and without
+    duplicates), on one GET /events/{id} body."""
     assert event["registeredCount"] + event["availableSpots"] == event["capacity"], event
     assert 0 <= event["registeredCount"] <= event["capacity"], event
     assert event["waitlistCount"] == len(event["waitlist"]), event
@@ -287,7 +288,7 @@ def pool(client: TestClient) -> list[str]:
 pool_index = st.integers(0, POOL_SIZE - 1)
 
 # --------------------------------------------------------------------------
-# Users: Properties 1-4
+# Users
 # --------------------------------------------------------------------------
 
 
@@ -295,7 +296,7 @@ pool_index = st.integers(0, POOL_SIZE - 1)
 def test_a_created_user_reads_back_exactly_as_sent(
     client: TestClient, name: str, tail: str
 ) -> None:
-    """Property 1: User creation round-trip.
+    """User creation round-trip.
 
     For any valid userId and any name of 1-200 Unicode characters that is not
     all whitespace, POST /users answers 201 with the user and GET /users/{id}
@@ -317,7 +318,7 @@ def test_a_created_user_reads_back_exactly_as_sent(
 
 @given(name=any_names)
 def test_any_non_blank_name_round_trips_byte_for_byte(client: TestClient, name: str) -> None:
-    """Property 1: User creation round-trip, for names of arbitrary characters.
+    """User creation round-trip, for names of arbitrary characters.
 
     Control characters, combining marks, emoji and private-use characters
     are stored and returned unchanged, as long as the name is not all
@@ -330,7 +331,7 @@ def test_any_non_blank_name_round_trips_byte_for_byte(client: TestClient, name: 
 
 
 def test_names_of_two_hundred_characters_pass_and_longer_ones_do_not(client: TestClient) -> None:
-    """Property 1 and 3: the name's bounds are 1 and 200 characters (code points)."""
+    """The name's bounds are 1 and 200 characters (code points)."""
     longest = "é" * 199 + "\U0001f600"
     assert client.post("/users", json={"userId": unique("u"), "name": longest}).status_code == 201
     for name in ("x" * 201, ""):
@@ -346,7 +347,7 @@ def test_names_of_two_hundred_characters_pass_and_longer_ones_do_not(client: Tes
 def test_a_second_user_with_the_same_id_is_refused_and_the_first_is_kept(
     client: TestClient, first: str, second: str
 ) -> None:
-    """Property 2: Duplicate userId rejection.
+    """Duplicate userId rejection.
 
     Creating a user whose userId exists answers 409 DUPLICATE_USER, whatever
     the new name, and the original user (name and timestamps) is unchanged.
@@ -362,7 +363,7 @@ def test_a_second_user_with_the_same_id_is_refused_and_the_first_is_kept(
 
 @given(name=whitespace_only)
 def test_a_name_of_only_whitespace_is_refused(client: TestClient, name: str) -> None:
-    """Property 3: Whitespace name rejection.
+    """Whitespace name rejection.
 
     A name made only of Unicode whitespace (spaces, tabs, newlines, U+3000,
     U+00A0, U+2028, ...) answers 400 VALIDATION_ERROR naming the field
@@ -378,7 +379,7 @@ def test_a_name_of_only_whitespace_is_refused(client: TestClient, name: str) -> 
 
 
 def test_the_whitespace_alphabet_is_all_whitespace() -> None:
-    """Property 3: the strategy's alphabet is exactly what 'whitespace' means here."""
+    """The strategy's alphabet is exactly what 'whitespace' means here."""
     assert all(ch.isspace() for ch in WHITESPACE)
     assert "\u3000" in WHITESPACE
     assert "\t" in WHITESPACE
@@ -389,7 +390,7 @@ def test_the_whitespace_alphabet_is_all_whitespace() -> None:
 def test_a_user_id_that_is_not_1_to_100_id_characters_is_refused(
     client: TestClient, user_id: Any
 ) -> None:
-    """Property 4: Whitespace (and otherwise invalid) userId rejection.
+    """Whitespace (and otherwise invalid) userId rejection.
 
     A userId that is empty, has whitespace or any character outside
     [A-Za-z0-9_-], is longer than 100 characters or is not a string answers
@@ -407,7 +408,7 @@ def test_a_user_id_that_is_not_1_to_100_id_characters_is_refused(
 def test_user_ids_that_differ_only_in_case_are_different_users(
     client: TestClient, tail: str
 ) -> None:
-    """Property 1 and 2: userIds are case-sensitive; 'Ab' and 'aB' are two users."""
+    """User ids are case-sensitive; 'Ab' and 'aB' are two users."""
     base = f"{unique('u')}-{tail}"[:100]
     first, second = base.lower(), base.upper()
     assert client.post("/users", json={"userId": first, "name": "Lower"}).status_code == 201
@@ -417,13 +418,13 @@ def test_user_ids_that_differ_only_in_case_are_different_users(
 
 
 def test_a_user_body_without_a_user_id_is_a_validation_error(client: TestClient) -> None:
-    """Property 4: a missing userId is a 400 VALIDATION_ERROR, never FastAPI's 422."""
+    """A missing userId is a 400 VALIDATION_ERROR, never FastAPI's 422."""
     error = assert_error(client.post("/users", json={"name": "A"}), 400, "VALIDATION_ERROR")
     assert "userId" in [d["field"] for d in error["details"]]
 
 
 # --------------------------------------------------------------------------
-# Capacity and waitlist: Properties 5-9, 13-15
+# Capacity and waitlist
 # --------------------------------------------------------------------------
 
 
@@ -431,7 +432,7 @@ def test_a_user_body_without_a_user_id_is_a_validation_error(client: TestClient)
 def test_confirmed_registrations_stop_at_capacity(
     client: TestClient, pool: list[str], capacity: int, count: int
 ) -> None:
-    """Property 5: Capacity enforcement.
+    """Capacity enforcement.
 
     Without a waitlist, the first ``capacity`` distinct users are confirmed
     and every later one is refused with 409 EVENT_FULL; registeredCount is
@@ -455,7 +456,7 @@ def test_confirmed_registrations_stop_at_capacity(
 def test_a_full_event_with_a_waitlist_accepts_newcomers_onto_the_waitlist(
     client: TestClient, pool: list[str], capacity: int, extra: int
 ) -> None:
-    """Property 6 and 13: Waitlist acceptance / addition when full.
+    """Waitlist acceptance / addition when full.
 
     Once an event with a waitlist is full, each further registration answers
     201 with status ``waitlist`` and its 1-based waitlistPosition, the user
@@ -484,7 +485,7 @@ def test_a_full_event_with_a_waitlist_accepts_newcomers_onto_the_waitlist(
 def test_a_full_event_without_a_waitlist_refuses_newcomers(
     client: TestClient, pool: list[str], capacity: int
 ) -> None:
-    """Property 7 and 14: Rejection when full without waitlist.
+    """Rejection when full without waitlist.
 
     A registration for a full event whose waitlist is disabled answers 409
     EVENT_FULL and changes nothing: not the counts, not the waitlist, not
@@ -508,7 +509,7 @@ def test_a_full_event_without_a_waitlist_refuses_newcomers(
 def test_registered_count_never_exceeds_capacity(
     client: TestClient, pool: list[str], capacity: int, waitlist: bool, attempts: list[int]
 ) -> None:
-    """Property 8: Registration capacity invariant.
+    """Registration capacity invariant.
 
     For any sequence of registrations (repeats included), registeredCount
     never exceeds capacity and every answer is what the reference model
@@ -528,7 +529,7 @@ def test_registered_count_never_exceeds_capacity(
 def test_registering_twice_for_a_seat_is_refused(
     client: TestClient, pool: list[str], capacity: int, waitlist: bool
 ) -> None:
-    """Property 9: Duplicate registration rejection.
+    """Duplicate registration rejection.
 
     A confirmed user registering again answers 409 ALREADY_REGISTERED,
     whether or not the event is full, and the event is unchanged.
@@ -546,7 +547,7 @@ def test_registering_twice_for_a_seat_is_refused(
 def test_registering_twice_for_the_waitlist_is_refused(
     client: TestClient, pool: list[str], capacity: int, waiting: int, disable_waitlist: bool
 ) -> None:
-    """Property 15: Duplicate waitlist rejection.
+    """Duplicate waitlist rejection.
 
     A waitlisted user registering again answers 409 ALREADY_ON_WAITLIST (also
     after the waitlist was disabled, since that check comes before
@@ -564,7 +565,7 @@ def test_registering_twice_for_the_waitlist_is_refused(
 
 
 # --------------------------------------------------------------------------
-# Registration round trip and missing entities: Properties 10-12
+# Registration round trip and missing entities
 # --------------------------------------------------------------------------
 
 
@@ -577,7 +578,7 @@ def test_a_registration_reads_back_exactly_as_the_post_answered(
     capacity: int,
     before: int,
 ) -> None:
-    """Property 10: Registration persistence round-trip.
+    """Registration persistence round-trip.
 
     The body of a 201 from POST /users/{id}/registrations equals the entry
     GET /users/{id}/registrations lists and GET
@@ -617,7 +618,7 @@ def test_a_registration_reads_back_exactly_as_the_post_answered(
 def test_registering_for_a_missing_event_is_refused(
     client: TestClient, pool: list[str], user_exists: bool
 ) -> None:
-    """Property 11: Non-existent event rejection.
+    """Non-existent event rejection.
 
     Registering an existing user for an eventId that was never created (or
     was deleted) answers 404 EVENT_NOT_FOUND; for a missing user the user
@@ -635,7 +636,7 @@ def test_registering_for_a_missing_event_is_refused(
 
 @given(capacity=st.integers(1, 3))
 def test_registering_a_missing_user_is_refused(client: TestClient, capacity: int) -> None:
-    """Property 12: Non-existent user rejection.
+    """Non-existent user rejection.
 
     Registering a userId that was never created answers 404 USER_NOT_FOUND
     and the event's counts do not move.
@@ -678,7 +679,7 @@ def registration_situations(draw: st.DrawFn) -> dict[str, Any]:
 def test_registration_checks_run_in_the_contracts_order(
     client: TestClient, pool: list[str], situation: dict[str, Any]
 ) -> None:
-    """Property 11 and 12: Non-existent entity rejection, in the issue's check order.
+    """Non-existent entity rejection, in the documented check order.
 
     Whatever combination of problems a registration has, the answer is the
     first that applies of: 400 VALIDATION_ERROR, 404 USER_NOT_FOUND, 404
@@ -733,7 +734,7 @@ def test_registration_checks_run_in_the_contracts_order(
 
 
 def test_a_malformed_user_id_in_the_path_is_a_validation_error(client: TestClient) -> None:
-    """Property 4 and 12: a path userId outside the id pattern is 400, before any lookup."""
+    """A path userId outside the id pattern is 400, before any lookup."""
     event_id = create_event(client)["eventId"]
     for bad in ("has%20space", "x" * 101, "%E2%80%83", "trailing-newline%0A"):
         assert_error(
@@ -744,7 +745,7 @@ def test_a_malformed_user_id_in_the_path_is_a_validation_error(client: TestClien
 
 
 # --------------------------------------------------------------------------
-# Waitlist order and promotion: Properties 16, 18, 21, 26
+# Waitlist order and promotion
 # --------------------------------------------------------------------------
 
 
@@ -752,7 +753,7 @@ def test_a_malformed_user_id_in_the_path_is_a_validation_error(client: TestClien
 def test_the_waitlist_is_served_first_in_first_out(
     client: TestClient, pool: list[str], capacity: int, waiting: int
 ) -> None:
-    """Property 16: Waitlist FIFO ordering.
+    """Waitlist FIFO ordering.
 
     The waitlist lists users in the order they registered, with positions
     1..n, and as confirmed users leave, seats go to them in that same order.
@@ -780,7 +781,7 @@ def test_the_waitlist_is_served_first_in_first_out(
 def test_leaving_a_seat_with_nobody_waiting_frees_it(
     client: TestClient, pool: list[str], capacity: int, data: st.DataObject
 ) -> None:
-    """Property 17: Unregistration capacity invariant.
+    """Unregistration capacity invariant.
 
     A confirmed user leaving an event with an empty waitlist lowers
     registeredCount by one and raises availableSpots by one.
@@ -807,7 +808,7 @@ def test_a_leaving_confirmed_user_hands_the_seat_to_the_head_of_the_waitlist(
     waiting: int,
     data: st.DataObject,
 ) -> None:
-    """Property 18: Automatic waitlist promotion.
+    """Automatic waitlist promotion.
 
     When a confirmed user leaves an event with a non-empty waitlist, the
     head of the waitlist becomes confirmed, everyone else moves up one
@@ -835,7 +836,7 @@ def test_a_leaving_confirmed_user_hands_the_seat_to_the_head_of_the_waitlist(
 def test_a_promotion_is_never_seen_half_done(
     client: TestClient, pool: list[str], capacity: int, waiting: int
 ) -> None:
-    """Property 26: Atomic waitlist promotion.
+    """Atomic waitlist promotion.
 
     As soon as the DELETE returns, the promoted user is confirmed and
     registeredCount is unchanged; and a reader polling the event during the
@@ -880,7 +881,7 @@ def test_leaving_the_waitlist_keeps_everyone_elses_order(
     waiting: int,
     data: st.DataObject,
 ) -> None:
-    """Property 21: Waitlist removal preserves order.
+    """Waitlist removal preserves order.
 
     A waitlisted user leaving is removed from the waitlist; the others keep
     their relative order and their positions close up (1..n-1); nobody is
@@ -902,7 +903,7 @@ def test_leaving_the_waitlist_keeps_everyone_elses_order(
 
 
 # --------------------------------------------------------------------------
-# Unregistration: Properties 19, 20
+# Unregistration
 # --------------------------------------------------------------------------
 
 
@@ -910,7 +911,7 @@ def test_leaving_the_waitlist_keeps_everyone_elses_order(
 def test_leaving_without_a_registration_is_refused(
     client: TestClient, pool: list[str], kind: str
 ) -> None:
-    """Property 19: Invalid unregistration rejection.
+    """Invalid unregistration rejection.
 
     DELETE /users/{id}/registrations/{eventId} for a user who never
     registered, already left, was refused, or registered only for another
@@ -933,7 +934,7 @@ def test_leaving_without_a_registration_is_refused(
 
 
 def test_leaving_names_the_first_missing_thing(client: TestClient) -> None:
-    """Property 19: a missing user is USER_NOT_FOUND, then a missing event EVENT_NOT_FOUND."""
+    """A missing user is USER_NOT_FOUND, then a missing event EVENT_NOT_FOUND."""
     user_id = create_user(client)
     event_id = create_event(client)["eventId"]
     assert_error(leave(client, unique("ghost"), unique("no-event")), 404, "USER_NOT_FOUND")
@@ -946,7 +947,7 @@ def test_leaving_names_the_first_missing_thing(client: TestClient) -> None:
 def test_a_left_registration_is_gone_everywhere(
     client: TestClient, pool: list[str], waitlisted: bool
 ) -> None:
-    """Property 20: Unregistration persistence round-trip.
+    """Unregistration persistence round-trip.
 
     After a 204 from DELETE, the registration is in neither the user's list
     nor the event's list, GET of it answers 404 REGISTRATION_NOT_FOUND, and a
@@ -969,7 +970,7 @@ def test_a_left_registration_is_gone_everywhere(
 
 
 # --------------------------------------------------------------------------
-# Listing registrations: Properties 22-24
+# Listing registrations
 # --------------------------------------------------------------------------
 
 
@@ -984,7 +985,7 @@ def test_a_left_registration_is_gone_everywhere(
 def test_a_users_list_holds_exactly_their_live_registrations(
     client: TestClient, pool: list[str], plans: list[str], limit: int | None
 ) -> None:
-    """Property 22, 23 and 24: Complete registration list, status inclusion and accuracy.
+    """Complete registration list, status inclusion and accuracy.
 
     GET /users/{id}/registrations lists every confirmed and every waitlisted
     registration of the user (over all pages of any ``limit``), each with the
@@ -1031,7 +1032,7 @@ def test_a_users_list_holds_exactly_their_live_registrations(
 
 
 def test_an_unknown_users_list_is_not_found_and_a_new_users_is_empty(client: TestClient) -> None:
-    """Property 22: an empty list is ``[]`` with total 0; an unknown user is 404."""
+    """An empty list is ``[]`` with total 0; an unknown user is 404."""
     user_id = create_user(client)
     response = client.get(f"/users/{user_id}/registrations")
     assert response.status_code == 200
@@ -1052,7 +1053,7 @@ def test_an_events_list_shows_confirmed_first_then_the_waitlist_in_order(
     joiners: list[int],
     limit: int | None,
 ) -> None:
-    """Property 22 and 24: GET /events/{id}/registrations is complete and ordered.
+    """GET /events/{id}/registrations is complete and ordered.
 
     Confirmed registrations come first, then the waitlist in FIFO order with
     positions 1..n, over all pages of any ``limit``; ``total`` equals
@@ -1075,7 +1076,7 @@ def test_an_events_list_shows_confirmed_first_then_the_waitlist_in_order(
 def test_title_and_date_changes_show_in_registration_lists(
     client: TestClient, pool: list[str], title: str, event_date: str, waitlisted: bool
 ) -> None:
-    """Property 24: Registration status accuracy, after the event's title and date change."""
+    """Registration status accuracy, after the event's title and date change."""
     event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
     if waitlisted:
         assert register(client, pool[0], event_id).status_code == 201
@@ -1088,7 +1089,7 @@ def test_title_and_date_changes_show_in_registration_lists(
 
 
 # --------------------------------------------------------------------------
-# Capacity changes, queue jumping, coming back: the issue's contract
+# Capacity changes, queue jumping, coming back
 # --------------------------------------------------------------------------
 
 
@@ -1096,7 +1097,7 @@ def test_title_and_date_changes_show_in_registration_lists(
 def test_raising_capacity_promotes_the_waitlist_in_fifo_order(
     client: TestClient, pool: list[str], capacity: int, waiting: int, raise_by: int
 ) -> None:
-    """Property 16 and 18 (issue: PUT): raising capacity fills the new seats from the
+    """Raising capacity fills the new seats from the
     head of the waitlist, FIFO.
 
     The PUT's own response already shows the promotions (read-your-writes).
@@ -1124,7 +1125,7 @@ def test_raising_capacity_promotes_the_waitlist_in_fifo_order(
 def test_capacity_cannot_drop_below_the_confirmed_count(
     client: TestClient, pool: list[str], capacity: int, data: st.DataObject
 ) -> None:
-    """Property 5 and 25 (issue: PUT): lowering capacity below registeredCount answers
+    """Lowering capacity below registeredCount answers
     409 CAPACITY_BELOW_REGISTERED.
 
     The event is unchanged; lowering to exactly registeredCount (or above)
@@ -1157,7 +1158,7 @@ def test_capacity_cannot_drop_below_the_confirmed_count(
 def test_a_newcomer_never_jumps_the_queue(
     client: TestClient, pool: list[str], capacity: int, waiting: int
 ) -> None:
-    """Property 16 (issue: no queue jumping): while anyone waits, a newcomer is
+    """While anyone waits, a newcomer is
     waitlisted at the tail.
 
     A seat freed by a leaving user goes to the head of the waitlist, not to
@@ -1181,7 +1182,7 @@ def test_a_newcomer_never_jumps_the_queue(
 def test_a_user_who_left_registers_again_as_a_newcomer(
     client: TestClient, pool: list[str], capacity: int, waiting: int, was_waiting: bool
 ) -> None:
-    """Property 20 (issue: coming back): a user who left may register again, as a
+    """A user who left may register again, as a
     newcomer: at the tail of any waitlist."""
     event_id = create_event(client, capacity=capacity, waitlistEnabled=True)["eventId"]
     model = EventModel(capacity, True)
@@ -1204,7 +1205,7 @@ def test_a_user_who_left_registers_again_as_a_newcomer(
 
 
 # --------------------------------------------------------------------------
-# Conservation over any history: Property 25
+# Conservation over any history
 # --------------------------------------------------------------------------
 
 operations = st.lists(
@@ -1227,7 +1228,7 @@ def test_counts_are_conserved_after_every_step(
     waitlist: bool,
     ops: list[tuple[str, Any]],
 ) -> None:
-    """Property 25: Capacity conservation invariant.
+    """Capacity conservation invariant.
 
     After every register, leave, capacity change and waitlist toggle,
     registeredCount + availableSpots == capacity, waitlistCount equals the

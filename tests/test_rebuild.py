@@ -46,7 +46,7 @@ def test_a_rebuild_after_a_hundred_capacity_only_updates_equals_the_live_tables(
     container.projector.catch_up()
 
     assert container.read_model.dump() == live
-    health = container.read_model.position()
+    health = container.read_model.log_position()
     assert health is None or health == service.recorder.max_notification_id()
 
 
@@ -235,7 +235,7 @@ def test_a_rebuild_whose_holder_stopped_writing_is_taken_over_where_it_stopped(
     first.begin()
     first.projector.step()
     first.projector.step()
-    reached = first.projector.read_model.position()
+    reached = first.projector.read_model.log_position()
     assert reached is not None
     assert reached > 0
 

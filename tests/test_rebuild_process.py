@@ -73,7 +73,7 @@ def test_a_rebuild_killed_mid_way_resumes_in_a_new_process_and_ends_as_a_clean_f
         deadline = time.monotonic() + 120
         while True:
             state = busy.rebuilder.state()
-            if state is not None and state.position >= head // 4:
+            if state is not None and state.log_position >= head // 4:
                 break
             assert process.poll() is None, "the rebuild ended before it could be killed"
             assert time.monotonic() < deadline
@@ -84,10 +84,10 @@ def test_a_rebuild_killed_mid_way_resumes_in_a_new_process_and_ends_as_a_clean_f
     killed = busy.rebuilder.state()
     assert killed is not None
     assert killed.state == "rebuilding"
-    assert 0 < killed.position < head
+    assert 0 < killed.log_position < head
     # Its process is gone: not shown as running, but as interrupted, with how to resume.
     shown = busy.projection("read-tables")
-    assert (shown.state, shown.progress) == ("interrupted", killed.position / head)
+    assert (shown.state, shown.progress) == ("interrupted", killed.log_position / head)
     assert shown.resume is not None
 
     # The service kept serving and writing on the live tables meanwhile.
@@ -102,7 +102,7 @@ def test_a_rebuild_killed_mid_way_resumes_in_a_new_process_and_ends_as_a_clean_f
     resumed_from = int(
         resumed.stderr.split("resuming the rebuild from notification ")[1].split()[0]
     )
-    assert resumed_from >= killed.position
+    assert resumed_from >= killed.log_position
     assert busy.read_model.dump() == live
     assert busy.rebuilder.state() is None
     assert busy.check("read-tables").ok

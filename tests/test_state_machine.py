@@ -491,7 +491,7 @@ TestRegistrationMachine = pytest.mark.slow(RegistrationMachine.TestCase)
 
 
 def test_a_rebuild_never_shows_part_of_one_command() -> None:
-    """Property 26 (read side): a capacity rise and all its promotions become
+    """On the read side, a capacity rise and all its promotions become
     visible in the read tables together, also while a rebuild folds the log
     in small batches (a batch, or a DynamoDB chunk, is only ever cut where a
     commit recorded with the events ends).
@@ -529,7 +529,7 @@ def test_a_rebuild_never_shows_part_of_one_command() -> None:
             row = container.read_model.get_event("g")
             if row is not None:
                 seen.append((row.capacity, row.registered_count, row.waitlist_count))
-            if progress.position >= progress.head:
+            if progress.log_position >= progress.head:
                 break
         assert seen[-1] == (waiting + 1, waiting + 1, 0)
         assert all(count == 0 or capacity == registered for capacity, registered, count in seen), (

@@ -26,7 +26,7 @@ router = APIRouter(tags=["health"])
 )
 def health(container: ContainerDep) -> Health:
     head = container.service.recorder.max_notification_id() or 0
-    position = container.read_model.position()
+    log_position = container.read_model.log_position()
     feed = None
     metering = container.kit.metering
     if container.indexer is not None and container.settings.dynamodb_indexer:
@@ -34,7 +34,7 @@ def health(container: ContainerDep) -> Health:
     return Health(
         status="ok",
         store=container.settings.store,
-        projection_position=head if position is None else position,
+        projection_position=head if log_position is None else log_position,
         event_store_position=head,
         feed=feed,
         consumed_capacity=None if metering is None else metering.process.totals(),

@@ -97,8 +97,8 @@ REGISTRATIONS_IN_EVENT_ORDER_INDEX = "eventId-order-index"
 BLUE_READ_TABLES: tuple[TableDesign, ...] = (
     TableDesign("UsersTable", "users", ("userId", "S")),
     TableDesign(
-        "EventsViewTable",
-        "events",
+        "GatheringsTable",
+        "gatherings",
         ("eventId", "S"),
         indexes=(
             IndexDesign(

@@ -11,7 +11,7 @@ separate by how many round trips they make in turn, and how many they share.
 
 A benchmark tool only: the service applies it when the setting
 ``DYNAMODB_SIMULATED_LATENCY_MS`` is above 0 (default 0), and so does the
-state-based baseline (``bench/baseline.py``) from the same environment variable.
+state-based baseline (``bench/baseline/dynamodb.py``) from the same environment variable.
 """
 
 from __future__ import annotations

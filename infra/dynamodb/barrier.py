@@ -5,7 +5,7 @@ process's commit shows in the events table's stream only a moment after it
 committed, so a drained stream does not prove that the log holds it. The read
 tables do: they are written in the same transaction as the events, and each
 row carries the version of its stream that it holds (``read_changes.py``).
-So a consistent scan of the live rows' ``v`` (events rows, users rows, and
+So a consistent scan of the live rows' ``v`` (gatherings rows, users rows, and
 the ``deleted`` version of a deleted gathering's stream name) gives, for
 every gathering and user stream, a version committed before the scan began;
 once the commit holding each of those versions is indexed, every earlier
@@ -57,7 +57,7 @@ def committed_versions(recorder: DynamoDBApplicationRecorder) -> dict[str, int]:
     the version its live rows hold."""
     names = recorder.read_tables().tables()
     found: dict[str, int] = {}
-    for row in _scan(recorder, names.events, "streamId", "v"):
+    for row in _scan(recorder, names.gatherings, "streamId", "v"):
         if "v" in row and "streamId" in row:
             stream = UUID(hex=row["streamId"]["S"])
             found[recorder.encode_originator_id(stream)] = int(row["v"]["N"])

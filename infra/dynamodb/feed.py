@@ -172,11 +172,11 @@ class LogReader:
                 yield gap
                 return
             expected = page.end + 1
-            for position, key, end in page.entries():
-                if position > hi:
+            for log_position, key, end in page.entries():
+                if log_position > hi:
                     return
-                if position >= lo:
-                    yield position, key, end
+                if log_position >= lo:
+                    yield log_position, key, end
         if expected <= hi:
             yield gap
 
@@ -195,13 +195,13 @@ class LogReader:
                 streams = set()
         items = self.events([key for _, key, _ in wanted], likely)
         found: list[Notification] = []
-        for position, key, _ in wanted:
+        for log_position, key, _ in wanted:
             item = items[key]
             if topics and item[TOPIC]["S"] not in topics:
                 continue
             found.append(
                 Notification(
-                    id=position,
+                    id=log_position,
                     originator_id=self.decode_oid(key[0]),
                     originator_version=key[1],
                     topic=item[TOPIC]["S"],
@@ -255,13 +255,13 @@ class LogReader:
             # Only the first end from lo: the page holding lo has one.
             page = page_at(self.client, self.index_table, lo)
             top = min(top, page.end) if page is not None else top
-        for position, _, end in self._page_entries(lo, top):
-            if position < 0:
+        for log_position, _, end in self._page_entries(lo, top):
+            if log_position < 0:
                 if hi is None:
                     break  # above the head: nothing ends there yet
                 return None
             if end:
-                found.append(position)
+                found.append(log_position)
                 if limit is not None and len(found) >= limit:
                     break
         return found

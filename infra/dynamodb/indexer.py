@@ -445,8 +445,8 @@ class StreamIndexer:
         self._learn(page)
 
     def _learn(self, page: Page) -> None:
-        for lead, position in page.leads():
-            self._where[lead] = position
+        for lead, log_position in page.leads():
+            self._where[lead] = log_position
         for keys in page.commits:
             for oid, ver in keys:
                 upto = self._stream_upto.get(oid)

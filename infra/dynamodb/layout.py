@@ -137,12 +137,12 @@ def checkpoint_key(shard_id: str) -> Item:
     return {LOG_PK: s_(CHECKPOINT_PREFIX + shard_id), LOG_SK: n_(0)}
 
 
-def index_item(event_item: Mapping[str, Any], position: int, *, end: bool) -> Item:
-    """The copy of an event item at ``position``, as deployments before pages
+def index_item(event_item: Mapping[str, Any], log_position: int, *, end: bool) -> Item:
+    """The copy of an event item at ``log_position``, as deployments before pages
     wrote the log (kept to read and to test the old format)."""
     item: Item = {
         LOG_PK: s_(LOG_PARTITION),
-        LOG_SK: n_(position),
+        LOG_SK: n_(log_position),
         EVENT_PK: event_item[EVENT_PK],
         EVENT_SK: event_item[EVENT_SK],
         TOPIC: event_item[TOPIC],

@@ -154,19 +154,19 @@ class Page:
 
     def leads(self) -> Iterator[tuple[Key, int]]:
         """Each commit's lead and its first notification id."""
-        position = self.first
+        log_position = self.first
         for keys in self.commits:
-            yield keys[0], position
-            position += len(keys)
+            yield keys[0], log_position
+            log_position += len(keys)
 
     def entries(self) -> Iterator[tuple[int, Key, bool]]:
         """(notification id, event key, whether it ends its commit), in order."""
-        position = self.first
+        log_position = self.first
         for keys in self.commits:
             last = len(keys) - 1
             for n, key in enumerate(keys):
-                yield position, key, n == last
-                position += 1
+                yield log_position, key, n == last
+                log_position += 1
 
     def item(self) -> dict[str, AttributeValueTypeDef]:
         return {
@@ -222,10 +222,10 @@ def first_page(client: DynamoDBClient, table: str) -> Page | None:
     return Page.from_item(items[0]) if items else None
 
 
-def page_at(client: DynamoDBClient, table: str, position: int) -> Page | None:
-    """The page placing ``position`` or, when none does (it is above the head),
+def page_at(client: DynamoDBClient, table: str, log_position: int) -> Page | None:
+    """The page placing ``log_position`` or, when none does (it is above the head),
     the last page below it."""
-    query = _page_query(table, "#p = :p AND #id <= :at", {":at": n_(position)}, consistent=True)
+    query = _page_query(table, "#p = :p AND #id <= :at", {":at": n_(log_position)}, consistent=True)
     query["ScanIndexForward"] = False
     query["Limit"] = 1
     with translate_errors():
@@ -293,9 +293,9 @@ def locate(
             continue
         for page in pages_after(client, table, max(bound, read_upto), head):
             read_upto = page.first
-            for key, position in page.leads():
+            for key, log_position in page.leads():
                 if key in wanted:
-                    found[key] = position
+                    found[key] = log_position
             if lead in found:
                 break
         else:

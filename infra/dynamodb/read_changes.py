@@ -9,9 +9,9 @@ A registration that is withdrawn keeps its row (``status = "withdrawn"``, its
 ``eventOrder`` removed so it leaves the sparse ``eventId-order-index``): the
 row is the user's registration history, so no separate item records it.
 
-Stream versions on rows (``v``): an events row carries the version of its
+Stream versions on rows (``v``): a gatherings row carries the version of its
 gathering's stream that last changed it (every gathering event changes the
-row, so ``v`` is the version of the stream its rows hold: the events row and
+row, so ``v`` is the version of the stream its rows hold: the gatherings row and
 the gathering's registration rows, all written by the same transactions); a
 users row carries its user stream's version. A deleted gathering's row goes,
 and its stream-name row (``stream#<uuid>`` in ``projection_state``) keeps
@@ -81,7 +81,7 @@ class ReadTableChanges(ReadTableWriter):
         guarded: bool = False,
         skip: Mapping[UUID, int] | None = None,
     ) -> None:
-        """``guarded``: condition each events row on its version (see above).
+        """``guarded``: condition each gatherings row on its version (see above).
         ``skip``: per stream, the version its rows already hold here (a
         rebuild's fill that found a row ahead of the log: a commit landed in
         these tables while they were being filled); its events up to that
@@ -90,7 +90,7 @@ class ReadTableChanges(ReadTableWriter):
         self.names = names or model.tables()
         self.known_streams = streams or {}
         self.users: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Any] | _Update | None] = {}
+        self.gatherings: dict[str, dict[str, Any] | _Update | None] = {}
         self.registrations: dict[tuple[str, str], dict[str, Any] | _Update | None] = {}
         self.streams: dict[str, str] = {}
         # Registrations noted (a user's first at a gathering) whose row this
@@ -102,7 +102,7 @@ class ReadTableChanges(ReadTableWriter):
         self._skipping = False
         # The stream and version of the domain event being folded.
         self._at: tuple[UUID, int] | None = None
-        # Each events row written: its stream, and the first and last version
+        # Each gatherings row written: its stream, and the first and last version
         # of that stream folded here.
         self.versions: dict[str, tuple[UUID, int, int]] = {}
         self.user_versions: dict[str, int] = {}
@@ -127,7 +127,7 @@ class ReadTableChanges(ReadTableWriter):
     def size(self) -> int:
         return (
             len(self.users)
-            + len(self.events)
+            + len(self.gatherings)
             + len(self.registrations)
             + len(self.streams)
             + len(self.deleted.keys() - self.streams.keys())
@@ -151,7 +151,7 @@ class ReadTableChanges(ReadTableWriter):
             return
         self._stamp(row.event_id)
         self.streams[stream_id.hex] = row.event_id
-        self.events[row.event_id] = event_attributes(row) | {
+        self.gatherings[row.event_id] = event_attributes(row) | {
             "listing": EVENT_LISTING,
             "streamId": stream_id.hex,
         }
@@ -162,9 +162,9 @@ class ReadTableChanges(ReadTableWriter):
 
     def _event_change(self, event_id: str) -> dict[str, Any] | _Update:
         self._stamp(event_id)
-        current = self.events.get(event_id)
+        current = self.gatherings.get(event_id)
         if current is None:
-            current = self.events[event_id] = _Update()
+            current = self.gatherings[event_id] = _Update()
         return current
 
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
@@ -194,7 +194,7 @@ class ReadTableChanges(ReadTableWriter):
         if self._skipping:
             return
         self._stamp(event_id)
-        self.events[event_id] = None
+        self.gatherings[event_id] = None
         if self._at is not None:
             self.deleted[self._at[0].hex] = self._at[1]
 
@@ -253,10 +253,10 @@ class ReadTableChanges(ReadTableWriter):
 
     def labelled(self) -> Iterator[tuple[TransactWriteItemTypeDef, str | None]]:
         """Each operation, with the stream (hex) whose version it is conditioned
-        on (a guarded writer's events rows), else None."""
+        on (a guarded writer's gatherings rows), else None."""
         for operation in self._unguarded():
             yield operation, None
-        yield from self._events_rows()
+        yield from self._gathering_rows()
         for operation in self._registration_rows():
             yield operation, None
 
@@ -289,12 +289,12 @@ class ReadTableChanges(ReadTableWriter):
                     }
                 }
 
-    def _events_rows(self) -> Iterator[tuple[TransactWriteItemTypeDef, str | None]]:
-        for event_id, change in self.events.items():
+    def _gathering_rows(self) -> Iterator[tuple[TransactWriteItemTypeDef, str | None]]:
+        for event_id, change in self.gatherings.items():
             key = {"eventId": {"S": event_id}}
             found = self.versions.get(event_id)
             if found is None:
-                yield self._operation(self.names.events, key, change), None
+                yield self._operation(self.names.gatherings, key, change), None
                 continue
             stream, first, last = found
             if isinstance(change, dict):
@@ -302,9 +302,9 @@ class ReadTableChanges(ReadTableWriter):
             elif isinstance(change, _Update):
                 change.sets["v"] = last
             if not self.guarded:
-                yield self._operation(self.names.events, key, change), None
+                yield self._operation(self.names.gatherings, key, change), None
                 continue
-            yield self._operation(self.names.events, key, change, after=first - 1), stream.hex
+            yield self._operation(self.names.gatherings, key, change, after=first - 1), stream.hex
 
     def _registration_rows(self) -> Iterator[TransactWriteItemTypeDef]:
         m = self.names

@@ -67,8 +67,8 @@ class ReadQueries:
         return self.tables().users
 
     @property
-    def events_table(self) -> str:
-        return self.tables().events
+    def gatherings_table(self) -> str:
+        return self.tables().gatherings
 
     @property
     def registrations_table(self) -> str:
@@ -144,7 +144,7 @@ class ReadQueries:
         key = {"eventId": {"S": item["eventId"]}}
         waitlist = self._waitlist(item["eventId"])
         for _ in range(SNAPSHOT_READ_ATTEMPTS):
-            again = self._get(self.events_table, key)
+            again = self._get(self.gatherings_table, key)
             if again is None:
                 break
             if again == item and len(waitlist) == int(item["waitlistCount"]):
@@ -174,7 +174,7 @@ class ReadQueries:
         tables = MemoryTables()
         for item in self._scan(self.users_table):
             tables.users[item["userId"]] = user_row(item)
-        for item in self._scan(self.events_table):
+        for item in self._scan(self.gatherings_table):
             tables.events[item["eventId"]] = event_row(item, ())
         for item in self._scan(self.state_table):
             if item["pk"].startswith("stream#"):
@@ -192,13 +192,13 @@ class ReadQueries:
         return tables
 
     def get_event(self, event_id: str) -> EventRow | None:
-        item = self._get(self.events_table, {"eventId": {"S": event_id}})
+        item = self._get(self.gatherings_table, {"eventId": {"S": event_id}})
         return None if item is None else self._event_row(item)
 
     def event_exists(self, event_id: str) -> bool:
         try:
             found = self.client.get_item(
-                TableName=self.events_table,
+                TableName=self.gatherings_table,
                 Key={"eventId": {"S": event_id}},
                 ConsistentRead=True,
                 ProjectionExpression="eventId",
@@ -217,7 +217,7 @@ class ReadQueries:
         # (``_event_row``); one deleted meanwhile is left out. The total and
         # the page are two reads, so concurrent writes may make them differ.
         kwargs: dict[str, Any] = {
-            "TableName": self.events_table,
+            "TableName": self.gatherings_table,
             "IndexName": EVENTS_GSI,
             "KeyConditionExpression": "listing = :l",
             "ExpressionAttributeValues": {":l": {"S": EVENT_LISTING}},
@@ -240,20 +240,20 @@ class ReadQueries:
         return Page(items=rows, next_token=next_token, total=total)
 
     def _event_items(self, event_ids: set[str], **read: Any) -> dict[str, dict[str, Any]]:
-        """The events rows of ``event_ids`` that exist (BatchGetItem, consistent
+        """The gatherings rows of ``event_ids`` that exist (BatchGetItem, consistent
         reads, asking again for the keys DynamoDB left unprocessed); ``read``:
         the request's other fields (``ProjectionExpression``...)."""
         found: dict[str, dict[str, Any]] = {}
         pending = sorted(event_ids)
         for start in range(0, len(pending), 100):
             keys = [{"eventId": {"S": e}} for e in pending[start : start + 100]]
-            request: Any = {self.events_table: {"Keys": keys, "ConsistentRead": True, **read}}
+            request: Any = {self.gatherings_table: {"Keys": keys, "ConsistentRead": True, **read}}
             while request:
                 try:
                     response = self.client.batch_get_item(RequestItems=request)
                 except (ClientError, BotoCoreError) as error:
                     raise unavailable(error) from error
-                for item in response.get("Responses", {}).get(self.events_table, []):
+                for item in response.get("Responses", {}).get(self.gatherings_table, []):
                     row = plain(item)
                     found[row["eventId"]] = row
                 request = response.get("UnprocessedKeys") or None
@@ -281,7 +281,7 @@ class ReadQueries:
         )
 
     def _registration_rows(
-        self, items: list[dict[str, Any]], positions: dict[str, int] | None = None
+        self, items: list[dict[str, Any]], waitlist_positions: dict[str, int] | None = None
     ) -> list[RegistrationRow]:
         titles = self._titles({item["eventId"] for item in items})
         rows = []
@@ -289,11 +289,11 @@ class ReadQueries:
             if item["eventId"] not in titles or item["status"] == WITHDRAWN:
                 continue
             title, date = titles[item["eventId"]]
-            position = None
+            waitlist_position = None
             if item["status"] == "waitlist":
-                position = (
-                    positions[item["userId"]]
-                    if positions is not None
+                waitlist_position = (
+                    waitlist_positions[item["userId"]]
+                    if waitlist_positions is not None
                     else self._position_in_waitlist(item["eventId"], int(item["sortKey"]))
                 )
             rows.append(
@@ -304,7 +304,7 @@ class ReadQueries:
                     registered_at=datetime.fromisoformat(item["registeredAt"]),
                     event_title=title,
                     event_date=date,
-                    waitlist_position=position,
+                    waitlist_position=waitlist_position,
                 )
             )
         return rows
@@ -359,7 +359,7 @@ class ReadQueries:
     def list_event_registrations(
         self, event_id: str, limit: int, token: str | None
     ) -> Page[RegistrationRow]:
-        event = self._get(self.events_table, {"eventId": {"S": event_id}})
+        event = self._get(self.gatherings_table, {"eventId": {"S": event_id}})
         total = 0 if event is None else int(event["registeredCount"]) + int(event["waitlistCount"])
         kwargs: dict[str, Any] = {
             "TableName": self.registrations_table,
@@ -376,11 +376,11 @@ class ReadQueries:
             }
         items, more = self._limited(limit, **kwargs)
         waiting = [item for item in items if item["status"] == "waitlist"]
-        positions: dict[str, int] = {}
+        waitlist_positions: dict[str, int] = {}
         if waiting:
             first = self._position_in_waitlist(event_id, int(waiting[0]["sortKey"]))
-            positions = {item["userId"]: first + n for n, item in enumerate(waiting)}
-        rows = self._registration_rows(items, positions)
+            waitlist_positions = {item["userId"]: first + n for n, item in enumerate(waiting)}
+        rows = self._registration_rows(items, waitlist_positions)
         next_token = None
         if more and items:
             next_token = encode_token({"o": items[-1]["eventOrder"], "u": items[-1]["userId"]})

@@ -3,7 +3,7 @@
 Tables (names carry the configured prefix; twice, see ``GENERATIONS``):
 
 - ``users``: key ``userId``; ``v``, its user stream's version.
-- ``events``: key ``eventId``; details and the counters ``registeredCount``
+- ``gatherings``: key ``eventId``; details and the counters ``registeredCount``
   and ``waitlistCount``; ``v``, the version of the gathering's stream its rows
   (this one and the gathering's registrations) hold (``read_changes.py``).
   Every row carries ``listing = "event"``: GSI
@@ -64,7 +64,7 @@ EVENTS_GSI = "listing-eventId-status-index"
 #: keys and conditions").
 RETIRED_EVENTS_GSI = "listing-eventId-index"
 EVENT_LISTING = "event"
-#: The attributes of an events row that the listing GSI keys or projects.
+#: The attributes of a gatherings row that the listing GSI keys or projects.
 LISTED_ATTRIBUTES = ("listing", "eventId", "status")
 
 #: A registrations row whose user left: kept as their history, out of the
@@ -162,7 +162,7 @@ class TableSet:
 
     generation: str
     users: str
-    events: str
+    gatherings: str
     registrations: str
     state: str
 
@@ -171,7 +171,7 @@ def table_set(prefix: str, generation: str) -> TableSet:
     """Blue keeps the tables' original names; green's carry ``green-`` after the prefix."""
     p = prefix if generation == "blue" else f"{prefix}{generation}-"
     return TableSet(
-        generation, f"{p}users", f"{p}events", f"{p}registrations", f"{p}projection_state"
+        generation, f"{p}users", f"{p}gatherings", f"{p}registrations", f"{p}projection_state"
     )
 
 
@@ -182,7 +182,7 @@ def read_table_specs(prefix: str, generations: Sequence[str] = GENERATIONS) -> l
         specs += [
             TableSpec(names.users, "userId", "S"),
             TableSpec(
-                names.events,
+                names.gatherings,
                 "eventId",
                 "S",
                 indexes=(IndexSpec(EVENTS_GSI, "listing", "eventId", "INCLUDE", ("status",)),),

@@ -19,6 +19,7 @@ chunk advancing the position; a crash between chunks resumes after the last.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -66,6 +67,8 @@ __all__ = [
     "unavailable",
 ]
 
+logger = logging.getLogger(__name__)
+
 # A catch-up chunk holds whole commits of at most this many row changes, plus
 # the tracking item: within DynamoDB's 100 items per transaction. One commit
 # (an append) never changes more rows than its own transaction held.
@@ -75,7 +78,7 @@ MAX_SKIP_ROUNDS = 10
 
 
 class _RowsAheadError(Exception):
-    """Internal: a fill's events rows (stream, eventId) already hold more of
+    """Internal: a fill's gatherings rows (stream, eventId) already hold more of
     their stream than the chunk expected (see ``_commit_chunk``)."""
 
     def __init__(self, rows: list[tuple[UUID, str]]) -> None:
@@ -89,6 +92,26 @@ def ensure_read_tables(client: DynamoDBClient, specs: Sequence[TableSpec]) -> No
         ensure_tables(client, specs)
     except (ClientError, BotoCoreError, TableNotReadyError) as error:
         raise unavailable(error) from error
+
+
+def warn_of_earlier_tables(client: DynamoDBClient, prefix: str) -> None:
+    """Logs each read table of the earlier layout (the gatherings' table was
+    called ``events``, beside the event store's ``<app>_events``). DynamoDB
+    cannot rename a table: one ``regsvc rebuild`` fills the renamed tables from
+    the log, after which the earlier ones are no longer read and may be deleted."""
+    for generation in GENERATIONS:
+        names = table_set(prefix, generation)
+        earlier = names.gatherings.removesuffix("gatherings") + "events"
+        try:
+            client.describe_table(TableName=earlier)
+        except ClientError:
+            continue  # absent (or not ours to describe): nothing to say
+        logger.warning(
+            "read table %s is of the earlier layout and no longer read: run "
+            "`regsvc rebuild` once to fill %s from the log, then delete it",
+            earlier,
+            names.gatherings,
+        )
 
 
 class DynamoDBReadModel(ReadQueries):
@@ -117,6 +140,7 @@ class DynamoDBReadModel(ReadQueries):
             # a rebuild creates green when it first needs it (the CDK stack
             # defines both).
             ensure_read_tables(client, read_table_specs(prefix, ("blue",)))
+            warn_of_earlier_tables(client, prefix)
 
     def tables(self) -> TableSet:
         """The tables read: the bound generation's, or the live one's."""
@@ -131,13 +155,13 @@ class DynamoDBReadModel(ReadQueries):
 
     # -- tracking and writes -------------------------------------------------
 
-    def position(self) -> int | None:
+    def log_position(self) -> int | None:
         """None while the tables are live (every append folds into them inline);
         during a rebuild, the notification id the rebuild has reached."""
         item = self._get(self.state_table, {"pk": {"S": POSITION_KEY}})
         return int(item["position"]) if item else None
 
-    def go_live(self, position: int) -> None:
+    def go_live(self, log_position: int) -> None:
         """Ends a rebuild that reached the log's head: appends fold inline again."""
         try:
             self.client.delete_item(
@@ -146,7 +170,7 @@ class DynamoDBReadModel(ReadQueries):
                 # Only the rebuild that got there ends it.
                 ConditionExpression="#p = :p",
                 ExpressionAttributeNames={"#p": "position"},
-                ExpressionAttributeValues={":p": {"N": str(position)}},
+                ExpressionAttributeValues={":p": {"N": str(log_position)}},
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -171,7 +195,7 @@ class DynamoDBReadModel(ReadQueries):
         self,
         expected: int,
         commits: Sequence[Commit],
-        new_position: int,
+        new_log_position: int,
         *,
         lease_owner: str | None = None,
     ) -> bool:
@@ -186,7 +210,7 @@ class DynamoDBReadModel(ReadQueries):
             # changes at most ROWS_PER_CHANGE rows per domain event).
             bound = writer.size() + ROWS_PER_CHANGE * len(commit)
             if n and writer.size() and bound > MAX_ITEMS_PER_CHUNK:
-                last = commits[n - 1][-1].position
+                last = commits[n - 1][-1].log_position
                 if not self._commit_chunk(writer, chunk, committed_up_to, last, lease_owner):
                     return False
                 committed_up_to = last
@@ -195,18 +219,18 @@ class DynamoDBReadModel(ReadQueries):
             chunk.append(commit)
             for change in commit:
                 change.write(writer)
-        return self._commit_chunk(writer, chunk, committed_up_to, new_position, lease_owner)
+        return self._commit_chunk(writer, chunk, committed_up_to, new_log_position, lease_owner)
 
     def _commit_chunk(
         self,
         writer: ReadTableChanges,
         chunk: Sequence[Commit],
         expected: int,
-        position: int,
+        log_position: int,
         lease_owner: str | None,
     ) -> bool:
         """Commits ``writer`` (``chunk`` folded). A rebuild's fill conditions each
-        events row on its version (``read_changes.py``): an append built for
+        gatherings row on its version (``read_changes.py``): an append built for
         these tables when they were live before may land while they are being
         filled again, once the fill passed its stream's previous version; its
         rows are then here already and must not be applied twice. A row found
@@ -214,7 +238,7 @@ class DynamoDBReadModel(ReadQueries):
         skip: dict[UUID, int] = {}
         for _ in range(MAX_SKIP_ROUNDS):
             try:
-                return self._commit(writer, expected, position, lease_owner)
+                return self._commit(writer, expected, log_position, lease_owner)
             except _RowsAheadError as ahead:
                 for stream, event_id in ahead.rows:
                     skip[stream] = self._held(stream, event_id)
@@ -228,14 +252,14 @@ class DynamoDBReadModel(ReadQueries):
     def _held(self, stream: UUID, event_id: str) -> int:
         """The version of ``stream`` its rows here hold (a deleted gathering's:
         the version that deleted it)."""
-        row = self._get(self.events_table, {"eventId": {"S": event_id}})
+        row = self._get(self.gatherings_table, {"eventId": {"S": event_id}})
         if row is not None:
             return int(row.get("v", 0))
         name = self._get(self.state_table, {"pk": {"S": f"stream#{stream.hex}"}})
         return int(name.get("deleted", 0)) if name else 0
 
     def _commit(
-        self, writer: ReadTableChanges, expected: int, position: int, lease_owner: str | None
+        self, writer: ReadTableChanges, expected: int, log_position: int, lease_owner: str | None
     ) -> bool:
         labelled = list(writer.labelled())
         items = [item for item, _ in labelled]
@@ -251,7 +275,7 @@ class DynamoDBReadModel(ReadQueries):
                 "ConditionExpression": "#p = :expected",
                 "ExpressionAttributeNames": {"#p": "position"},
                 "ExpressionAttributeValues": {
-                    ":new": {"N": str(position)},
+                    ":new": {"N": str(log_position)},
                     ":expected": {"N": str(expected)},
                 },
             }
@@ -301,7 +325,7 @@ class DynamoDBReadModel(ReadQueries):
         """Deletes every row and stream name (not the tracking or pointer items)."""
         for table, keys in (
             (self.users_table, ("userId",)),
-            (self.events_table, ("eventId",)),
+            (self.gatherings_table, ("eventId",)),
             (self.registrations_table, ("userId", "eventId")),
         ):
             kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": ", ".join(keys)}
@@ -321,11 +345,11 @@ class DynamoDBReadModel(ReadQueries):
             self._streams.clear()
         self._delete_stream_names()
 
-    def _put_position(self, position: int) -> None:
+    def _put_position(self, log_position: int) -> None:
         try:
             self.client.put_item(
                 TableName=self.state_table,
-                Item={"pk": {"S": POSITION_KEY}, "position": {"N": str(position)}},
+                Item={"pk": {"S": POSITION_KEY}, "position": {"N": str(log_position)}},
             )
         except (ClientError, BotoCoreError) as error:
             raise unavailable(error) from error

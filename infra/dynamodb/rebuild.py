@@ -84,7 +84,7 @@ def _state(item: dict[str, Any] | None) -> RebuildState | None:
     if item is None:
         return None
     return RebuildState(
-        position=int(item["position"]),
+        log_position=int(item["position"]),
         state="failed" if item.get("state") == "failed" else "rebuilding",
         error=item.get("error"),
         owner=str(item.get("owner", "")),
@@ -102,7 +102,7 @@ class DynamoDBRebuildTarget:
         grace_seconds: float = SWITCH_GRACE_SECONDS,
         repair_since: Callable[[int, str], object] | None = None,
     ):
-        """``repair_since(position, generation)``: repairs in ``generation`` the
+        """``repair_since(log_position, generation)``: repairs in ``generation`` the
         streams of every commit indexed after ``position`` (step 4)."""
         self.live = live
         self.client = live.client
@@ -207,10 +207,10 @@ class DynamoDBRebuildTarget:
             )
 
     def apply(
-        self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
+        self, owner: str, expected: int, commits: Sequence[Commit], new_log_position: int
     ) -> bool:
         model = self._idle()
-        if model.apply(expected, commits, new_position, lease_owner=owner):
+        if model.apply(expected, commits, new_log_position, lease_owner=owner):
             return True
         state = self.state()
         if state is None or state.owner != owner:
@@ -232,8 +232,8 @@ class DynamoDBRebuildTarget:
             state = self.state()
             if state is None or state.owner != owner:
                 raise RebuildInProgressError(TAKEN_OVER)
-            commits, head = rest(state.position)
-            if commits and not self.apply(owner, state.position, commits, head):
+            commits, head = rest(state.log_position)
+            if commits and not self.apply(owner, state.log_position, commits, head):
                 msg = "The rebuild's position moved during its switch"
                 raise StoreUnavailableError(msg)
             if not pointer.fence_holds():

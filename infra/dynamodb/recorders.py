@@ -544,8 +544,8 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
     def commit_ends(self, lo: int, hi: int) -> Sequence[int]:
         return self._read_log(lambda: self.log.commit_ends(lo, hi, None), lo)
 
-    def commit_end_after(self, position: int) -> int | None:
-        found = self._read_log(lambda: self.log.commit_ends(position, None, 1), position)
+    def commit_end_after(self, log_position: int) -> int | None:
+        found = self._read_log(lambda: self.log.commit_ends(log_position, None, 1), log_position)
         return found[0] if found else None
 
     # ----- reading -----

@@ -9,9 +9,9 @@ its rows are then only in the old tables. Nothing waits for it to happen;
 instead the commit is *repaired*: its streams' rows in the live generation
 are re-derived from the event store.
 
-What makes it exact (see ``read_changes.py``): every events row carries
+What makes it exact (see ``read_changes.py``): every gatherings row carries
 ``v``, the version of its gathering's stream that its rows hold, and an
-append's (or a repair's) events row is conditioned on ``v`` being the version
+append's (or a repair's) gatherings row is conditioned on ``v`` being the version
 before its first event. So a generation that missed a commit refuses the
 stream's next commit instead of applying it on top of the gap, and a repair
 applies each missing event once, in stream order, whoever else repairs too.
@@ -102,7 +102,7 @@ class ReadRowRepair:
             return 0  # not a gathering's stream, or its creation is missing here
         if "deleted" in name:
             return None
-        row = model._get(model.events_table, {"eventId": {"S": str(name["eventId"])}})
+        row = model._get(model.gatherings_table, {"eventId": {"S": str(name["eventId"])}})
         if row is None or "v" not in row:
             return None
         return int(row["v"])
@@ -256,14 +256,14 @@ def repairing_indexer(recorder: DynamoDBApplicationRecorder) -> StreamIndexer:
 
 
 def repair_since(
-    repairs: ReadRowRepair, log: ApplicationRecorder, position: int, generation: str
+    repairs: ReadRowRepair, log: ApplicationRecorder, log_position: int, generation: str
 ) -> int:
     """The switch's part, once it has pointed at ``generation``: repairs there
-    every stream of the commits indexed after ``position`` (the head it folded
+    every stream of the commits indexed after ``log_position`` (the head it folded
     up to), the head read now."""
     head = log.max_notification_id() or 0
     streams: list[UUID] = []
-    start = position + 1
+    start = log_position + 1
     while start <= head:
         batch = log.select_notifications(start, limit=500, stop=head)
         if not batch:

@@ -165,8 +165,8 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             return  # an append that brings no changes leaves the tables to catch-up
         row = raw.execute("SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,))
         found = row.fetchone()
-        position = int(found[0]) if found else 0
-        if position != ids[0] - 1:
+        log_position = int(found[0]) if found else 0
+        if log_position != ids[0] - 1:
             return
         inline.write(SQLiteWriter(raw, inline.streams))
         raw.execute(
@@ -262,10 +262,10 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             )
             return [int(r["last_id"]) for r in c.fetchall()]
 
-    def commit_end_after(self, position: int) -> int | None:
+    def commit_end_after(self, log_position: int) -> int | None:
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                "SELECT MIN(last_id) AS e FROM stored_commits WHERE last_id >= ?", (position,)
+                "SELECT MIN(last_id) AS e FROM stored_commits WHERE last_id >= ?", (log_position,)
             )
             found = c.fetchone()
         return None if found is None or found["e"] is None else int(found["e"])

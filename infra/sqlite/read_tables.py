@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS users{t} (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events{t} (
+CREATE TABLE IF NOT EXISTS gatherings{t} (
     event_id TEXT PRIMARY KEY,
     stream_id TEXT NOT NULL UNIQUE,
     title TEXT NOT NULL,
@@ -78,9 +78,9 @@ CREATE TABLE IF NOT EXISTS user_events{t} (
 #: The secondary indexes the reads use: name -> (table, columns). An index
 #: keeps its name when a rebuild renames its table into place, so an index is
 #: found by its name's prefix and a rebuilt table's carry the rebuild's
-#: generation (``events_by_status_<generation>``).
+#: generation (``gatherings_by_status_<generation>``).
 INDEXES = {
-    "events_by_status": ("events", "status, event_id"),
+    "gatherings_by_status": ("gatherings", "status, event_id"),
     # The lookup by event (a GSI on DynamoDB), ordered as the API
     # lists it: confirmed by seat order, then the waitlist FIFO.
     "registrations_by_event": ("registrations", "event_id, status, sort_key"),
@@ -94,12 +94,51 @@ CREATE TABLE IF NOT EXISTS tracking (
 """
 
 #: The tables a rebuild replaces (``tracking`` stays: it says where they stand).
-READ_TABLES = ("users", "events", "streams", "registrations", "user_events")
+READ_TABLES = ("users", "gatherings", "streams", "registrations", "user_events")
+
+
+#: The gatherings' read table was called ``events`` (beside eventsourcing's
+#: ``stored_events``) until the names were set apart: ``old -> new`` for each
+#: table set (live, a rebuild's next, a switched-out old) and its status index.
+RENAMED_TABLES = {f"events{t}": f"gatherings{t}" for t in ("", "__next", "__old")}
+RENAMED_INDEX = ("events_by_status", "gatherings_by_status")
+
+
+def rename_earlier_tables(c: sqlite3.Cursor) -> None:
+    """Renames the read tables of the earlier layout in place (idempotent).
+
+    A file written before the rename holds its gathering rows in ``events``;
+    renaming keeps them (and the tracking position that says they are folded)
+    where the reads now look. Runs in the caller's transaction, so a crash
+    leaves the file in one layout or the other. Index names stay through a
+    table's rename, so its status index is built again under the new name.
+    """
+    for old, new in RENAMED_TABLES.items():
+        if not _table_exists(c, old) or _table_exists(c, new):
+            continue
+        c.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        indexes = c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name LIKE ?",
+            (new, RENAMED_INDEX[0] + "%"),
+        ).fetchall()
+        for index in indexes:
+            c.execute(f"DROP INDEX {index['name']}")
+            renamed = RENAMED_INDEX[1] + index["name"][len(RENAMED_INDEX[0]) :]
+            c.execute(f"CREATE INDEX {renamed} ON {new} ({INDEXES[RENAMED_INDEX[1]][1]})")
+
+
+def _table_exists(c: sqlite3.Cursor, name: str) -> bool:
+    found = c.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
 
 
 def create_read_tables(c: sqlite3.Cursor, suffix: str = "", generation: str = "") -> None:
     """Creates a set of read tables and their indexes where missing (idempotent),
+    after renaming the tables of the earlier layout (``rename_earlier_tables``),
     and the columns an existing table lacks (``_add_missing_columns``)."""
+    rename_earlier_tables(c)
     for statement in (TABLES_SCHEMA.format(t=suffix) + TRACKING_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
@@ -125,7 +164,9 @@ def _add_missing_columns(c: sqlite3.Cursor, statement: str) -> None:
     if found is None:
         return
     table, body = found.groups()
-    present = {str(row[1]) for row in c.execute(f"PRAGMA table_info({table})")}
+    present = {
+        str(name) for (name,) in c.execute("SELECT name FROM pragma_table_info(?)", (table,))
+    }
     for line in body.splitlines():
         definition = line.strip().rstrip(",")
         name = definition.split(" ", 1)[0]
@@ -135,7 +176,7 @@ def _add_missing_columns(c: sqlite3.Cursor, statement: str) -> None:
 
 EVENT_COLUMNS = frozenset(f.name for f in fields(EventRow)) - {"waitlist"}
 UPDATABLE_EVENT_COLUMNS = EVENT_COLUMNS - {"event_id", "created_at", "updated_at"}
-# The columns a RegistrationRow is made of (r: registrations, e: events).
+# The columns a RegistrationRow is made of (r: registrations, e: gatherings).
 REGISTRATION_COLUMNS = (
     "r.user_id, r.event_id, r.status, r.registered_at, e.title AS event_title, e.date AS event_date"
 )
@@ -145,7 +186,7 @@ SELECT_REGISTRATIONS_WITH_POSITION = (
     "CASE WHEN r.status = 'waitlist' THEN ("
     "  SELECT COUNT(*) + 1 FROM registrations w WHERE w.event_id = r.event_id"
     "  AND w.status = 'waitlist' AND w.sort_key < r.sort_key) END AS waitlist_position "
-    "FROM registrations r JOIN events e ON e.event_id = r.event_id"
+    "FROM registrations r JOIN gatherings e ON e.event_id = r.event_id"
 )
 
 
@@ -190,7 +231,7 @@ class SQLiteWriter(ReadTableWriter):
         values = {name: _column(getattr(row, name)) for name in sorted(EVENT_COLUMNS)}
         values["stream_id"] = stream_id.hex
         self.c.execute(
-            f"INSERT OR REPLACE INTO events{self.t} ({', '.join(values)}) "
+            f"INSERT OR REPLACE INTO gatherings{self.t} ({', '.join(values)}) "
             f"VALUES ({', '.join('?' for _ in values)})",
             tuple(values.values()),
         )
@@ -211,24 +252,24 @@ class SQLiteWriter(ReadTableWriter):
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
         unknown = set(fields) - UPDATABLE_EVENT_COLUMNS
         if unknown:
-            msg = f"Not columns of the events table: {sorted(unknown)}"
+            msg = f"Not columns of the gatherings table: {sorted(unknown)}"
             raise ValueError(msg)
         assignments = "".join(f"{name} = ?, " for name in fields)
         values = [_column(v) for v in fields.values()]
         self.c.execute(
-            f"UPDATE events{self.t} SET {assignments}updated_at = ? WHERE event_id = ?",
+            f"UPDATE gatherings{self.t} SET {assignments}updated_at = ? WHERE event_id = ?",
             (*values, _ts(at), event_id),
         )
 
     def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
         self.c.execute(
-            f"UPDATE events{self.t} SET registered_count = registered_count + ?, "
+            f"UPDATE gatherings{self.t} SET registered_count = registered_count + ?, "
             "waitlist_count = waitlist_count + ?, updated_at = ? WHERE event_id = ?",
             (registered, waitlisted, _ts(at), event_id),
         )
 
     def delete_event(self, event_id: str) -> None:
-        self.c.execute(f"DELETE FROM events{self.t} WHERE event_id = ?", (event_id,))
+        self.c.execute(f"DELETE FROM gatherings{self.t} WHERE event_id = ?", (event_id,))
 
     def put_registration(
         self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
@@ -284,7 +325,7 @@ class SQLiteReadModel:
 
     # -- tracking and writes -------------------------------------------------
 
-    def position(self) -> int:
+    def log_position(self) -> int:
         row = (
             self._connection()
             .execute("SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,))
@@ -292,10 +333,10 @@ class SQLiteReadModel:
         )
         return int(row["position"]) if row else 0
 
-    def go_live(self, position: int) -> None:
+    def go_live(self, log_position: int) -> None:
         """Nothing to do: appends fold inline whenever tracking is at their start."""
 
-    def apply(self, expected: int, commits: Sequence[Commit], new_position: int) -> bool:
+    def apply(self, expected: int, commits: Sequence[Commit], new_log_position: int) -> bool:
         with self._transaction(immediate=True) as c:
             row = c.execute(
                 "SELECT position FROM tracking WHERE name = ?", (TRACKING_NAME,)
@@ -310,7 +351,7 @@ class SQLiteReadModel:
             c.execute(
                 "INSERT INTO tracking VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (TRACKING_NAME, new_position),
+                (TRACKING_NAME, new_log_position),
             )
             return True
 
@@ -335,7 +376,7 @@ class SQLiteReadModel:
         with self._transaction(immediate=False) as c:
             for row in c.execute("SELECT * FROM users"):
                 tables.users[row["user_id"]] = self._user_row(row)
-            for row in c.execute("SELECT * FROM events"):
+            for row in c.execute("SELECT * FROM gatherings"):
                 tables.events[row["event_id"]] = self._event_row(c, row, with_waitlist=False)
             for row in c.execute("SELECT * FROM streams"):
                 tables.streams[UUID(row["stream_id"])] = row["event_id"]
@@ -358,7 +399,7 @@ class SQLiteReadModel:
 
     def get_event(self, event_id: str) -> EventRow | None:
         with self._transaction(immediate=False) as c:
-            row = c.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
+            row = c.execute("SELECT * FROM gatherings WHERE event_id = ?", (event_id,)).fetchone()
             if row is None:
                 return None
             return self._event_row(c, row)
@@ -374,7 +415,7 @@ class SQLiteReadModel:
     def event_exists(self, event_id: str) -> bool:
         found = (
             self._connection()
-            .execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,))
+            .execute("SELECT 1 FROM gatherings WHERE event_id = ?", (event_id,))
             .fetchone()
         )
         return found is not None
@@ -388,12 +429,12 @@ class SQLiteReadModel:
             params.append(status)
         with self._transaction(immediate=False) as c:
             rows = c.execute(
-                f"SELECT * FROM events {where} ORDER BY event_id LIMIT ?",
+                f"SELECT * FROM gatherings {where} ORDER BY event_id LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
             total_where = "" if status is None else "WHERE status = ?"
             total = c.execute(
-                f"SELECT COUNT(*) AS n FROM events {total_where}",
+                f"SELECT COUNT(*) AS n FROM gatherings {total_where}",
                 () if status is None else (status,),
             ).fetchone()["n"]
             waitlists = self._waitlists(c, [str(row["event_id"]) for row in rows[:limit]])
@@ -458,13 +499,13 @@ class SQLiteReadModel:
             rows = c.execute(
                 f"SELECT {REGISTRATION_COLUMNS}, "
                 "CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END AS rank, r.sort_key "
-                "FROM registrations r JOIN events e ON e.event_id = r.event_id "
+                "FROM registrations r JOIN gatherings e ON e.event_id = r.event_id "
                 "WHERE r.event_id = ? AND (CASE r.status WHEN 'confirmed' THEN 0 ELSE 1 END, "
                 "r.sort_key) > (?, ?) ORDER BY rank, r.sort_key LIMIT ?",
                 (event_id, rank, sort_key, limit + 1),
             ).fetchall()
             counts = c.execute(
-                "SELECT registered_count + waitlist_count AS n FROM events WHERE event_id = ?",
+                "SELECT registered_count + waitlist_count AS n FROM gatherings WHERE event_id = ?",
                 (event_id,),
             ).fetchone()
             waiting = [row for row in rows[:limit] if row["rank"] == 1]
@@ -475,8 +516,13 @@ class SQLiteReadModel:
                     "AND status = 'waitlist' AND sort_key < ?",
                     (event_id, waiting[0]["sort_key"]),
                 ).fetchone()["n"]
-        positions = {row["user_id"]: int(ahead) + n for n, row in enumerate(waiting, start=1)}
-        items = [self._registration_row(row, positions.get(row["user_id"])) for row in rows[:limit]]
+        waitlist_positions = {
+            row["user_id"]: int(ahead) + n for n, row in enumerate(waiting, start=1)
+        }
+        items = [
+            self._registration_row(row, waitlist_positions.get(row["user_id"]))
+            for row in rows[:limit]
+        ]
         next_token = None
         if len(rows) > limit:
             last = rows[limit - 1]

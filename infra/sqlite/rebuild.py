@@ -11,7 +11,7 @@ with. The old tables are then emptied a few thousand rows per transaction,
 and dropped.
 
 Indexes keep their names through a rename, so the new tables' indexes carry
-the rebuild's generation (``events_by_status_<generation>``) and are built as
+the rebuild's generation (``gatherings_by_status_<generation>``) and are built as
 the tables fill, not while appends wait.
 """
 
@@ -39,7 +39,7 @@ OLD = "__old"
 #: Each table's primary key, by which the replaced tables are emptied in chunks.
 KEYS = {
     "users": "user_id",
-    "events": "event_id",
+    "gatherings": "event_id",
     "streams": "stream_id",
     "registrations": "user_id, event_id",
     "user_events": "user_id, event_id",
@@ -84,7 +84,7 @@ class SQLiteRebuildTarget:
     @staticmethod
     def _state(row: sqlite3.Row) -> RebuildState:
         return RebuildState(
-            position=int(row["position"]),
+            log_position=int(row["position"]),
             state=row["state"],
             error=row["error"],
             owner=row["owner"],
@@ -113,7 +113,7 @@ class SQLiteRebuildTarget:
                     "INSERT INTO rebuilds VALUES (?, ?, 0, ?, ?, 'rebuilding', NULL)",
                     (self.name, generation, owner, time.time()),
                 )
-                position = 0
+                log_position = 0
             else:
                 # Resumed, maybe by a newer version: its tables get the columns it adds.
                 create_read_tables(c, NEXT, str(row["generation"]))
@@ -122,8 +122,8 @@ class SQLiteRebuildTarget:
                     "error = NULL WHERE name = ?",
                     (owner, time.time(), self.name),
                 )
-                position = int(row["position"])
-        return position
+                log_position = int(row["position"])
+        return log_position
 
     def _held_row(self, c: sqlite3.Cursor, owner: str) -> sqlite3.Row:
         """The rebuild's row, while ``owner`` still holds its lease."""
@@ -134,7 +134,7 @@ class SQLiteRebuildTarget:
         return row
 
     def apply(
-        self, owner: str, expected: int, commits: Sequence[Commit], new_position: int
+        self, owner: str, expected: int, commits: Sequence[Commit], new_log_position: int
     ) -> bool:
         with self._connections.transaction(immediate=True) as c:
             if int(self._held_row(c, owner)["position"]) != expected:
@@ -145,7 +145,7 @@ class SQLiteRebuildTarget:
                     change.write(writer)
             c.execute(
                 "UPDATE rebuilds SET position = ?, heartbeat = ? WHERE name = ?",
-                (new_position, time.time(), self.name),
+                (new_log_position, time.time(), self.name),
             )
         self._let_writers_in()
         return True

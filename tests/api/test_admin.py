@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -178,14 +179,16 @@ def alter_registered_count(container: Container, event_id: str, count: int) -> N
     read_model = container.read_model
     if isinstance(read_model, DynamoDBReadModel):
         read_model.client.update_item(
-            TableName=read_model.events_table,
+            TableName=read_model.gatherings_table,
             Key={"eventId": {"S": event_id}},
             UpdateExpression="SET registeredCount = :n",
             ExpressionAttributeValues={":n": {"N": str(count)}},
         )
         return
     with sqlite3.connect(container.settings.event_store_path) as db:
-        db.execute("UPDATE events SET registered_count = ? WHERE event_id = ?", (count, event_id))
+        db.execute(
+            "UPDATE gatherings SET registered_count = ? WHERE event_id = ?", (count, event_id)
+        )
 
 
 def test_the_check_is_exact_while_writes_continue(
@@ -196,6 +199,8 @@ def test_the_check_is_exact_while_writes_continue(
     client, container = admin_app
     event_id = create_event(client, capacity=3, waitlistEnabled=True)["eventId"]
     stop = threading.Event()
+    rounds = [0]  # rounds of writes done
+    wrote = threading.Condition()
 
     def keep_writing() -> None:
         service = container.service
@@ -206,14 +211,22 @@ def test_the_check_is_exact_while_writes_continue(
             joined.append(user.user_id)
             if len(joined) > 4:  # seats free up and the line moves: rows change and go
                 service.leave(joined.pop(0), event_id)
+            with wrote:
+                rounds[0] += 1
+                wrote.notify_all()
+
+    def check_after_a_write() -> dict[str, Any]:
+        # A check may hold the store while it reads, so the writer may not get
+        # in between two checks on its own: each check waits for a new write.
+        with wrote:
+            seen = rounds[0]
+            assert wrote.wait_for(lambda: rounds[0] > seen, timeout=60), "no write came"
+        return json_of(client.get("/admin/projections/read-tables/check", headers=ADMIN), 200)
 
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        reports = [
-            json_of(client.get("/admin/projections/read-tables/check", headers=ADMIN), 200)
-            for _ in range(3)
-        ]
+        reports = [check_after_a_write() for _ in range(3)]
     finally:
         stop.set()
         writer.join()

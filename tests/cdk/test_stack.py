@@ -90,7 +90,7 @@ IDEMPOTENCY_TABLE_NAME = "regsvc-idempotency"
 READ_TABLE_NAMES = tuple(
     f"regsvc-{generation}{table}"
     for generation in ("", "green-")  # blue keeps the original names; a rebuild fills green
-    for table in ("users", "events", "registrations", "projection_state")
+    for table in ("users", "gatherings", "registrations", "projection_state")
 )
 
 Resource = dict[str, Any]
@@ -368,7 +368,7 @@ def test_events_table_has_the_global_secondary_index_listing_events_by_id(
     template.has_resource_properties(
         "AWS::DynamoDB::Table",
         {
-            "TableName": "regsvc-events",
+            "TableName": "regsvc-gatherings",
             "KeySchema": [{"AttributeName": "eventId", "KeyType": "HASH"}],
             "GlobalSecondaryIndexes": Match.array_equals(
                 [
@@ -430,7 +430,7 @@ def test_a_migrating_deployment_keeps_the_retired_listing_index_beside_its_repla
         keep_retired_indexes=True,
     )
     tables = tables_by_name(Template.from_stack(stack).to_json()["Resources"])
-    for name in ("regsvc-events", "regsvc-green-events"):
+    for name in ("regsvc-gatherings", "regsvc-green-gatherings"):
         indexes = {
             index["IndexName"]: index["Projection"]
             for index in tables[name]["Properties"]["GlobalSecondaryIndexes"]
@@ -440,7 +440,7 @@ def test_a_migrating_deployment_keeps_the_retired_listing_index_beside_its_repla
             RETIRED_EVENTS_GSI: {"ProjectionType": "ALL"},
         }, name
     # The code deletes the same index when it finds it (tables.ensure_tables).
-    events_specs = [spec for spec in read_table_specs(PREFIX) if spec.name.endswith("events")]
+    events_specs = [spec for spec in read_table_specs(PREFIX) if spec.name.endswith("gatherings")]
     assert {spec.retired_indexes for spec in events_specs} == {(RETIRED_EVENTS_GSI,)}
 
 
@@ -847,9 +847,9 @@ def test_api_role_may_only_query_the_events_and_registrations_indexes(
     assert statement["Resource"] == [
         {"Fn::Join": ["", [table_arn(resources, name), "/index/*"]]}
         for name in (
-            "regsvc-events",
+            "regsvc-gatherings",
             "regsvc-registrations",
-            "regsvc-green-events",
+            "regsvc-green-gatherings",
             "regsvc-green-registrations",
         )
     ]

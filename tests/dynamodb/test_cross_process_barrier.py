@@ -86,5 +86,5 @@ def test_a_drift_check_right_after_another_processs_write_passes_and_holds_it(
         report = reader.check("read-tables")
 
         assert report.ok, report.report()
-        assert report.position == reader.service.recorder.max_notification_id()
+        assert report.log_position == reader.service.recorder.max_notification_id()
         assert reader.read_model.get_registration("first", "shared") is not None

@@ -148,7 +148,7 @@ def test_registrations_leaves_and_capacity_changes_never_write_the_listing_index
     service.leave("ann", "hot")  # bob is promoted
     service.revise_gathering("hot", GatheringChanges(capacity=2))  # cid is promoted
 
-    events_table = model.tables().events
+    events_table = model.tables().gatherings
     counted = [w for w in log.writes if w[1] == events_table]
     assert len(counted) == 5, counted  # each command updated the event's counts
     assert _index_writes(log, client, events_table) == []
@@ -169,7 +169,7 @@ def test_creating_deleting_and_changing_the_status_of_an_event_write_the_listing
     service.create_gathering(GatheringSpec("soon", "Soon", "2030-01-01", 5))
     service.revise_gathering("soon", GatheringChanges(status=GatheringStatus.CANCELLED))
     service.delete_gathering("soon")
-    writes = _index_writes(log, client, model.tables().events)
+    writes = _index_writes(log, client, model.tables().gatherings)
     assert [(kind, index) for kind, index, _ in writes] == [
         ("Put", EVENTS_GSI),
         ("Update", EVENTS_GSI),
@@ -310,7 +310,7 @@ def test_starting_on_tables_with_the_old_listing_index_builds_the_new_one_and_dr
     (spec,) = [
         s
         for s in read_table_specs(settings.dynamodb_table_prefix, ("blue",))
-        if s.name.endswith("events")
+        if s.name.endswith("gatherings")
     ]
     # The events table as the previous version created it: the listing
     # projected ALL, under its old name; rows in it.
@@ -362,7 +362,9 @@ def test_a_table_that_has_the_new_listing_index_keeps_the_old_one_for_its_manage
     """As the stack's first migrating deployment leaves it: both indexes. The
     code leaves the old one for the stack's next deployment to drop."""
     model, client = _parts(container)
-    (spec,) = [s for s in read_table_specs(model.prefix, ("blue",)) if s.name.endswith("events")]
+    (spec,) = [
+        s for s in read_table_specs(model.prefix, ("blue",)) if s.name.endswith("gatherings")
+    ]
     client.delete_table(TableName=spec.name)
     client.get_waiter("table_not_exists").wait(TableName=spec.name, WaiterConfig={"Delay": 1})
     both = replace(
