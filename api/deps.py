@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.idempotency import KEY_PATTERN
 from api.schemas import ID_PATTERN
-from domain.application import Command
+from domain.batching import Command
 from infra.service import StoredRegistrationService
 from infra.wiring import Container
 from projections.ports import ReadModel

@@ -12,11 +12,11 @@ def gathering_violations(gathering: Gathering) -> list[str]:
     (availableSpots is computed), so what can break is what the counters say.
     """
     violations: list[str] = []
-    if gathering.confirmed_count < 0:
-        violations.append(f"confirmed count {gathering.confirmed_count} is negative")
-    if gathering.confirmed_count > gathering.capacity:
+    if gathering.registered_count < 0:
+        violations.append(f"registered count {gathering.registered_count} is negative")
+    if gathering.registered_count > gathering.capacity:
         violations.append(
-            f"confirmed count {gathering.confirmed_count} exceeds capacity {gathering.capacity}"
+            f"registered count {gathering.registered_count} exceeds capacity {gathering.capacity}"
         )
     if gathering.waitlist_count < 0:
         violations.append(f"waitlist count {gathering.waitlist_count} is negative")

@@ -16,10 +16,11 @@ stays small however popular a gathering gets:
 - ``Registration``: one per (gathering, user) pair, with a deterministic id.
   It answers "is this user already confirmed or waiting?" without loading
   anyone else's registration.
-- ``WaitlistPage``: the FIFO waitlist, in pages of ``WAITLIST_PAGE_SIZE``
-  tickets. Ticket ``t`` lives on page ``t // WAITLIST_PAGE_SIZE``. Finding the
-  head reads pages from the gathering's head ticket on; a page is at most
-  ``WAITLIST_PAGE_SIZE`` entries, so the waitlist never has to fit one item.
+- ``WaitlistPage``: the FIFO waitlist, in pages of a fixed number of
+  tickets (the page arithmetic is the page's own: ``WaitlistPage.number_of``).
+  Finding the head reads pages from the gathering's head ticket on; a page
+  holds a bounded number of entries, so the waitlist never has to fit one
+  item. ``domain/waitlist.py`` places tickets, finds the head and promotes.
 
 Stored topics are a contract: never rename a class or an event here without
 ``register_topic``, and never change a payload without an upcaster.
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -48,7 +49,6 @@ from domain.errors import (
 )
 
 NAMESPACE = UUID("6f1d2a52-5c4e-4c1e-9a0b-4b7f1f0c2d11")
-WAITLIST_PAGE_SIZE = 100
 
 
 class GatheringStatus(StrEnum):
@@ -60,6 +60,14 @@ class GatheringStatus(StrEnum):
 
 
 OPEN_STATUSES = frozenset({GatheringStatus.ACTIVE, GatheringStatus.PUBLISHED})
+
+
+class Counts(NamedTuple):
+    """A gathering's counters at one moment (what a promotion's note shows before and after)."""
+
+    registered: int
+    waitlisted: int
+    capacity: int
 
 
 class RegistrationStatus(StrEnum):
@@ -234,15 +242,32 @@ class Gathering(Aggregate):
     class Deleted(Aggregate.Event):
         pass
 
+    # Version 2 of the state (in snapshots) calls the confirmed seats
+    # ``registered_count``, as the HTTP API does; version 1 said ``confirmed_count``.
+    # (A new detail raises it again, upcasting with ``_details_defaulted``.)
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, object]) -> None:
+        state["registered_count"] = state.pop("confirmed_count")
+
     @staticmethod
     def create_id(gathering_id: str) -> UUID:
         return gathering_aggregate_id(gathering_id)
+
+    @staticmethod
+    def valid_capacity(capacity: int) -> int:
+        """``capacity``, once it is one a gathering may have (at least one seat):
+        the one place that rule is checked."""
+        if capacity < 1:
+            raise InvalidCommandError("capacity must be at least 1", field="capacity")
+        return capacity
 
     def __init__(self, gathering_id: str, capacity: int) -> None:
         """Called as ``Created`` is applied; its ``apply`` then takes the details."""
         self.gathering_id = gathering_id
         self.capacity = capacity
-        self.confirmed_count = 0
+        self.registered_count = 0
         self.waitlist_count = 0
         self.next_ticket = 0
         self.head_ticket = 0
@@ -251,10 +276,11 @@ class Gathering(Aggregate):
     @classmethod
     def create(cls, gathering_id: str, capacity: int, details: GatheringDetails) -> Gathering:
         """A new gathering; its capacity is at least 1."""
-        if capacity < 1:
-            raise InvalidCommandError("capacity must be at least 1", field="capacity")
         return cls._create(
-            cls.Created, gathering_id=gathering_id, capacity=capacity, **details.payload()
+            cls.Created,
+            gathering_id=gathering_id,
+            capacity=cls.valid_capacity(capacity),
+            **details.payload(),
         )
 
     @property
@@ -267,8 +293,20 @@ class Gathering(Aggregate):
         self.status = GatheringStatus(details.status)
 
     @property
+    def confirmed_count(self) -> int:
+        """The former name of ``registered_count``, for code written against it."""
+        return self.registered_count
+
+    @confirmed_count.setter
+    def confirmed_count(self, count: int) -> None:
+        self.registered_count = count
+
+    @property
     def available_spots(self) -> int:
-        return self.capacity - self.confirmed_count
+        return self.capacity - self.registered_count
+
+    def counts(self) -> Counts:
+        return Counts(self.registered_count, self.waitlist_count, self.capacity)
 
     @property
     def is_open(self) -> bool:
@@ -312,20 +350,18 @@ class Gathering(Aggregate):
 
     def resize(self, capacity: int) -> None:
         """Sets a new capacity; never below the confirmed seats. Promotions follow separately."""
-        if capacity < 1:
-            raise InvalidCommandError("capacity must be at least 1", field="capacity")
-        if capacity < self.confirmed_count:
+        if self.valid_capacity(capacity) < self.registered_count:
             raise CapacityBelowRegisteredError(
-                f"Capacity {capacity} is below the {self.confirmed_count} confirmed registrations"
+                f"Capacity {capacity} is below the {self.registered_count} confirmed registrations"
             )
         if capacity != self.capacity:
             self.change_capacity(capacity)
 
     def retire(self) -> None:
         """Deletes the gathering; only one nobody holds a seat or waits for."""
-        if self.confirmed_count or self.waitlist_count:
+        if self.registered_count or self.waitlist_count:
             raise GatheringHasRegistrationsError(
-                f"Event '{self.gathering_id}' has {self.confirmed_count} confirmed and "
+                f"Event '{self.gathering_id}' has {self.registered_count} confirmed and "
                 f"{self.waitlist_count} waitlisted registrations"
             )
         self.delete()
@@ -358,11 +394,11 @@ class Gathering(Aggregate):
 
     @event(SeatTaken)
     def take_seat(self, user_id: str) -> None:
-        self.confirmed_count += 1
+        self.registered_count += 1
 
     @event(SeatReleased)
     def release_seat(self, user_id: str) -> None:
-        self.confirmed_count -= 1
+        self.registered_count -= 1
 
     @event(WaitlistJoined)
     def join_waitlist(self, user_id: str, ticket: int) -> None:
@@ -377,7 +413,7 @@ class Gathering(Aggregate):
     def promote(self, user_id: str, ticket: int) -> None:
         """Moves the head of the waitlist (holding ``ticket``) into a seat."""
         self.waitlist_count -= 1
-        self.confirmed_count += 1
+        self.registered_count += 1
         self.head_ticket = ticket + 1
 
     @event(Deleted)
@@ -527,8 +563,13 @@ class Registration(Aggregate):
         self.ticket = None
 
 
+#: Tickets per waitlist page. Only ``WaitlistPage`` does the page arithmetic.
+WAITLIST_PAGE_SIZE = 100
+
+
 class WaitlistPage(Aggregate):
-    """Up to ``WAITLIST_PAGE_SIZE`` consecutive waitlist tickets of one gathering."""
+    """Up to ``WAITLIST_PAGE_SIZE`` consecutive waitlist tickets of one gathering:
+    ticket ``t`` lives on page ``t // WAITLIST_PAGE_SIZE``."""
 
     class Created(Aggregate.Created):
         gathering_id: str
@@ -550,6 +591,21 @@ class WaitlistPage(Aggregate):
     @staticmethod
     def create_id(gathering_id: str, page: int) -> UUID:
         return waitlist_page_aggregate_id(gathering_id, page)
+
+    @staticmethod
+    def number_of(ticket: int) -> int:
+        """The page that holds ``ticket``."""
+        return ticket // WAITLIST_PAGE_SIZE
+
+    @staticmethod
+    def opened_by(ticket: int) -> bool:
+        """Whether ``ticket`` is the first of its page (the page is new with it)."""
+        return ticket % WAITLIST_PAGE_SIZE == 0
+
+    @classmethod
+    def numbers_between(cls, head_ticket: int, next_ticket: int) -> range:
+        """The pages that may hold tickets from ``head_ticket`` up to ``next_ticket``."""
+        return range(cls.number_of(head_ticket), cls.number_of(next_ticket - 1) + 1)
 
     @event(Created)
     def __init__(self, gathering_id: str, page: int) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.persistence import ApplicationRecorder
 
-from domain.application import RegistrationService, SaveWeights
+from domain.application import RegistrationService
+from domain.unit_of_work import SaveWeights
 from infra.idempotency import IdempotencyStore
 from projections.ports import ReadModel
 from projections.rebuild import RebuildTarget

@@ -10,7 +10,8 @@ from uuid import UUID
 
 import pytest
 
-from domain.application import Command, GatheringSpec, RegistrationOutcome
+from domain.application import GatheringSpec, RegistrationOutcome
+from domain.batching import Command
 from domain.errors import UserNotFoundError
 from domain.model import user_aggregate_id
 from infra.wiring import Container

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import pytest
 
 from api.deps import perform
-from domain.application import CommandBatcher, LoopBatcher, RegistrationService
+from domain.application import RegistrationService
+from domain.batching import CommandBatcher, LoopBatcher
 from domain.errors import ConcurrentModificationError, DuplicateUserError
 from infra.settings import Settings
 from infra.wiring import Container, build_container

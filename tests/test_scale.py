@@ -190,7 +190,7 @@ def a_leave_promotes_the_head_from_a_few_events(huge: Huge) -> None:
 def the_gatherings_decision_state_and_snapshot_stay_small(huge: Huge) -> None:
     service = huge.container.service
     gathering = service.get_gathering("huge")
-    assert gathering.confirmed_count == huge.confirmed
+    assert gathering.registered_count == huge.confirmed
     assert gathering.version > huge.confirmed + huge.waitlisted
     state_bytes = len(json.dumps(vars(gathering), default=str))
     assert state_bytes < 1_000

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import ApplicationRecorder
 
-from domain.application import RegistrationService, SaveWeights
+from domain.application import RegistrationService
+from domain.unit_of_work import SaveWeights
 from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, start_request_meter
 from infra.dynamodb.datastore import make_client
 from infra.dynamodb.factory import DynamoDBFactory

@@ -141,7 +141,7 @@ def test_updating_an_unknown_event_answers_404_event_not_found(client: TestClien
     error_of(client.put("/events/no-such-event", json={"title": "X"}), 404, "EVENT_NOT_FOUND")
 
 
-def test_lowering_capacity_below_the_confirmed_count_answers_409(client: TestClient) -> None:
+def test_lowering_capacity_below_the_registered_count_answers_409(client: TestClient) -> None:
     event = create_event(client, capacity=3)
     for _ in range(2):
         assert register(client, create_user(client), event["eventId"]).status_code == 201

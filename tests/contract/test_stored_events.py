@@ -89,7 +89,7 @@ def test_recorded_history_still_rebuilds_the_aggregates(recorded: Container) -> 
     service = recorded.service
     assert service.get_user("alice").name == "Alice"
     kept = service.get_gathering("e2")
-    assert (kept.capacity, kept.confirmed_count, kept.waitlist_count) == (2, 2, 1)
+    assert (kept.capacity, kept.registered_count, kept.waitlist_count) == (2, 2, 1)
     assert service.waitlist_head("e2", 10) == ["dave"]
     with pytest.raises(GatheringNotFoundError):
         service.get_gathering("e1")
@@ -218,7 +218,7 @@ def test_a_version_3_history_rebuilds_its_aggregates_and_verifies(container: Con
     for start in range(0, len(records), 40):
         service.recorder.insert_events([_stored(r) for r in records[start : start + 40]])
     gathering = service.get_gathering("e4")
-    assert (gathering.capacity, gathering.confirmed_count, gathering.waitlist_count) == (3, 3, 0)
+    assert (gathering.capacity, gathering.registered_count, gathering.waitlist_count) == (3, 3, 0)
     ivy: model.Registration = service.repository.get(registration_aggregate_id("e4", "ivy"))
     assert ivy.status == RegistrationStatus.CONFIRMED
     wait_until_logged(service.recorder)

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from domain.application import Command, GatheringChanges, GatheringSpec, UnitOfWork
+from domain.application import GatheringChanges, GatheringSpec
+from domain.batching import Command
+from domain.unit_of_work import UnitOfWork
 from infra.dynamodb import DynamoDBFactory
 from infra.dynamodb.layout import EVENTS, MAX_TRANSACT_ITEMS
 from infra.dynamodb.recorders import DynamoDBApplicationRecorder
