@@ -12,15 +12,12 @@ unit of work is ``domain/unit_of_work.py``, the batchers ``domain/batching.py``.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
-from domain import model
 from domain.batching import Command, Decide
 from domain.errors import (
     DuplicateGatheringError,
@@ -419,34 +416,3 @@ def _gathering_state(gathering: Gathering, promoted: Sequence[str] = ()) -> Gath
         promoted=tuple(promoted),
         promotions_due=gathering.promotions_due,
     )
-
-
-class _MovedToTheModel(ModuleType):
-    """This module, for code written when the waitlist lived here (a test that
-    shrinks the waitlist's pages, say): names of the domain model that this
-    module does not define are read, set and deleted on ``domain.model``."""
-
-    def _forwards(self, name: str) -> bool:
-        return name not in self.__dict__ and name in _MODEL_NAMES
-
-    def __getattr__(self, name: str) -> object:
-        if name in _MODEL_NAMES:
-            return getattr(model, name)
-        msg = f"module {self.__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if self._forwards(name):
-            setattr(model, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    def __delattr__(self, name: str) -> None:
-        if self._forwards(name):
-            delattr(model, name)
-        else:
-            super().__delattr__(name)
-
-
-_MODEL_NAMES = frozenset(vars(model))
-sys.modules[__name__].__class__ = _MovedToTheModel

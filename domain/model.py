@@ -293,15 +293,6 @@ class Gathering(Aggregate):
         self.status = GatheringStatus(details.status)
 
     @property
-    def confirmed_count(self) -> int:
-        """The former name of ``registered_count``, for code written against it."""
-        return self.registered_count
-
-    @confirmed_count.setter
-    def confirmed_count(self, count: int) -> None:
-        self.registered_count = count
-
-    @property
     def available_spots(self) -> int:
         return self.capacity - self.registered_count
 

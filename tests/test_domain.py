@@ -22,7 +22,7 @@ from eventsourcing.persistence import ApplicationRecorder, EventStore
 from hypothesis import given
 from hypothesis import strategies as st
 
-import domain.application
+import domain.model
 from domain.application import GatheringChanges, GatheringSpec, RegistrationService
 from domain.errors import (
     AlreadyRegisteredError,
@@ -190,7 +190,7 @@ def test_a_waitlist_of_several_pages_keeps_fifo_through_leaves_and_promotions() 
         assert left.promoted == (model[0],)
         assert status(service, model.pop(0)) == "confirmed"
     assert waiting(service) == model
-    assert service.get_gathering("g").confirmed_count == 2
+    assert service.get_gathering("g").registered_count == 2
 
     # Newcomers (and people who left earlier) join at the tail, on new tickets.
     newcomers = [*new_users(service, 30, prefix="n"), *leavers[:5]]
@@ -204,7 +204,7 @@ def test_a_waitlist_of_several_pages_keeps_fifo_through_leaves_and_promotions() 
     state = service.revise_gathering("g", GatheringChanges(capacity=2 + len(model)))
     assert list(state.promoted) == model
     gathering = service.get_gathering("g")
-    assert (gathering.confirmed_count, gathering.waitlist_count) == (2 + len(model), 0)
+    assert (gathering.registered_count, gathering.waitlist_count) == (2 + len(model), 0)
     assert waiting(service) == []
     assert all(not page.tickets for page in pages_of(service))
     assert gathering_violations(gathering) == []
@@ -225,7 +225,7 @@ def test_a_waitlist_of_several_pages_keeps_fifo_through_leaves_and_promotions() 
 def test_small_pages_behave_like_one_fifo_list(ops: list[tuple[str, int]], capacity: int) -> None:
     """With pages of 3 tickets, any history of joins, leaves and capacity changes
     gives the same waitlist, promotions and counts as one plain FIFO list."""
-    with mock.patch.object(domain.application, "WAITLIST_PAGE_SIZE", 3):
+    with mock.patch.object(domain.model, "WAITLIST_PAGE_SIZE", 3):
         service = new_service()
         new_gathering(service, capacity=capacity)
         users = new_users(service, 12)
@@ -267,7 +267,7 @@ def test_small_pages_behave_like_one_fifo_list(ops: list[tuple[str, int]], capac
                 confirmed.extend(queue[:free])
                 del queue[:free]
             gathering = service.get_gathering("g")
-            assert gathering.confirmed_count == len(confirmed)
+            assert gathering.registered_count == len(confirmed)
             assert gathering.waitlist_count == len(queue)
             assert gathering_violations(gathering) == []
         assert waiting(service) == queue
@@ -296,7 +296,7 @@ def test_state_survives_snapshots_of_every_aggregate(cache: bool) -> None:
     gathering = service.get_gathering("g")
     assert gathering.version > 2 * 40
     assert gathering.is_open
-    assert (gathering.confirmed_count, gathering.waitlist_count) == (1, 0)
+    assert (gathering.registered_count, gathering.waitlist_count) == (1, 0)
     snapshot_ids = {
         "gathering": gathering.id,
         "registration": registration_aggregate_id("g", regular),
@@ -320,11 +320,11 @@ def sound_gathering() -> Gathering:
 @pytest.mark.parametrize(
     ("corrupt", "phrase"),
     [
-        ({"confirmed_count": -1}, "is negative"),
-        ({"confirmed_count": 3}, "exceeds capacity"),
+        ({"registered_count": -1}, "is negative"),
+        ({"registered_count": 3}, "exceeds capacity"),
         ({"waitlist_count": -1}, "is negative"),
-        ({"confirmed_count": 1, "waitlist_count": 1, "next_ticket": 1}, "spots are free"),
-        ({"confirmed_count": 2, "waitlist_count": 2, "next_ticket": 1}, "exceeds the tickets"),
+        ({"registered_count": 1, "waitlist_count": 1, "next_ticket": 1}, "spots are free"),
+        ({"registered_count": 2, "waitlist_count": 2, "next_ticket": 1}, "exceeds the tickets"),
     ],
 )
 def test_the_invariant_checker_names_each_broken_invariant(
@@ -433,7 +433,7 @@ def test_a_write_conflict_is_retried_on_fresh_state(env: dict[str, str]) -> None
     outcome = service.register(alice, "g")
     assert outcome.status == RegistrationStatus.CONFIRMED
     assert service.saves - saves == 2  # the stale save and the retry's
-    assert service.get_gathering("g").confirmed_count == 2
+    assert service.get_gathering("g").registered_count == 2
     assert {status(service, alice), status(service, bob)} == {"confirmed"}
 
 
@@ -447,7 +447,7 @@ def test_a_retry_decides_again_so_the_last_seat_is_not_sold_twice(env: dict[str,
     service.rivals.append(lambda rival: rival.register(bob, "g"))
     with pytest.raises(GatheringFullError):
         service.register(alice, "g")
-    assert service.get_gathering("g").confirmed_count == 1
+    assert service.get_gathering("g").registered_count == 1
     assert status(service, bob) == "confirmed"
 
 
@@ -466,7 +466,7 @@ def test_a_retried_leave_promotes_the_current_head_exactly_once(env: dict[str, s
     assert status(service, second) == "confirmed"
     assert status(service, first) == "left"
     gathering = service.get_gathering("g")
-    assert (gathering.confirmed_count, gathering.waitlist_count) == (1, 0)
+    assert (gathering.registered_count, gathering.waitlist_count) == (1, 0)
 
 
 @ENVS
@@ -494,7 +494,7 @@ def test_conflicts_past_max_retries_raise_concurrent_modification(
     # Each attempt decides, lets the rival rename the gathering, and collides.
     assert service.saves - before == retries + 1
     assert service.get_gathering("g").title == f"Renamed {retries}"
-    assert service.get_gathering("g").confirmed_count == 0
+    assert service.get_gathering("g").registered_count == 0
     with pytest.raises(AggregateNotFoundError):
         service.repository.get(registration_aggregate_id("g", alice))
 
@@ -538,7 +538,7 @@ def test_concurrent_processes_never_oversell(env: dict[str, str]) -> None:
     assert errors == []
     assert sorted(outcomes.values()).count("confirmed") == 5
     gathering = service.get_gathering("g")
-    assert (gathering.confirmed_count, gathering.waitlist_count) == (5, 25)
+    assert (gathering.registered_count, gathering.waitlist_count) == (5, 25)
     line = waiting(service)
     assert len(set(line)) == 25
     assert set(line) == {u for u, s in outcomes.items() if s == "waitlist"}

@@ -385,12 +385,12 @@ class RegistrationMachine(RuleBasedStateMachine):
                 continue
             gathering = self.service.get_gathering(event_id)
             assert gathering.capacity == model.capacity
-            assert gathering.confirmed_count == len(model.confirmed)
+            assert gathering.registered_count == len(model.confirmed)
             assert gathering.waitlist_count == len(model.waitlist)
             assert str(gathering.status) == model.status
             assert gathering.waitlist_enabled == model.waitlist_enabled
-            assert 0 <= gathering.confirmed_count <= gathering.capacity
-            assert gathering.available_spots == gathering.capacity - gathering.confirmed_count
+            assert 0 <= gathering.registered_count <= gathering.capacity
+            assert gathering.available_spots == gathering.capacity - gathering.registered_count
             if gathering.available_spots > 0:
                 assert gathering.waitlist_count == 0
             assert not set(model.confirmed) & set(model.waitlist)
