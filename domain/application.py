@@ -47,8 +47,6 @@ from domain.waitlist import Waitlist
 
 logger = logging.getLogger(__name__)
 
-logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 
