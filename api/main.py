@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.metrics import PrometheusObserver
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, audit, events, health, registrations, users
 from infra.logs import configure_logging
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             yield
             return
         configure_logging(resolved.log_level)
-        built = build_container(resolved, kit)
+        built = build_container(resolved, kit, PrometheusObserver())
         built.start()
         _tune_garbage_collection()
         app.state.container = built
