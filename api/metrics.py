@@ -86,7 +86,9 @@ def outcome_code(outcome: Any, error: BaseException | None) -> str:
     or the error code the HTTP edge answers with (``INTERNAL_ERROR`` for others)."""
     if error is None:
         status = getattr(outcome, "status", None)
-        return str(status) if status is not None else "ok"
+        if status is None:
+            return "ok"
+        return "waitlisted" if str(status) == "waitlist" else str(status)
     for cls in type(error).__mro__:
         code = _ERROR_CODES.get(cls)
         if code is not None:
