@@ -215,9 +215,9 @@ def is_loopback(scope: Scope) -> bool:
 
 
 def may_read(access: str, principal: Principal, scope: Scope) -> bool:
-    """Whether ``METRICS_ACCESS`` lets this caller read /metrics (and /ready's details)."""
+    """Whether ``METRICS_ACCESS`` lets this caller read /metrics."""
     if access == "open":
         return True
-    if principal.role is not None and (principal.role == "admin" or principal.role == access):
+    if principal.role in ("admin", access):
         return True
     return access == "loopback" and is_loopback(scope)

@@ -15,7 +15,7 @@ class CommandObserver(Protocol):
     """Told of every command's outcome and every batch the runner commits."""
 
     def command_settled(self, command: str, outcome: Any, error: BaseException | None) -> None:
-        """A command (``Command.name``) ended: with ``outcome``, or refused or failed with ``error``."""
+        """A command (``Command.name``) ended: with ``outcome``, or refused with ``error``."""
 
     def batch_committed(self, size: int, seconds: float) -> None:
         """A batch of ``size`` commands was saved in one write taking ``seconds``."""

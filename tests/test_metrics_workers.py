@@ -9,19 +9,25 @@ from pathlib import Path
 import httpx
 import pytest
 
+import api.__main__ as entry
+from infra.settings import Settings
 from tests.metrics_text import sample
 from tests.servers import running_server
 from tests.support import fresh_store_settings, server_env, unique
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.xdist_group("servers")]
+# Counting across processes is the same on every store: it runs in the SQLite pass only.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.processes,
+    pytest.mark.sqlite_pass,
+    pytest.mark.xdist_group("servers"),
+]
 
 REQUESTS = 40
 
 
-def test_two_workers_metrics_sum_every_request_sent(
-    tmp_path: Path, store_name: str, endpoint: str | None
-) -> None:
-    store = server_env(fresh_store_settings(store_name, endpoint))
+def test_two_workers_metrics_sum_every_request_sent(tmp_path: Path) -> None:
+    store = server_env(fresh_store_settings("sqlite", None))
     counted_in = tmp_path / "metrics"
     counted_in.mkdir()
     env = {**store, "PROMETHEUS_MULTIPROC_DIR": str(counted_in)}
@@ -42,10 +48,9 @@ def test_two_workers_metrics_sum_every_request_sent(
 def test_serving_with_two_workers_gives_them_a_fresh_metrics_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import api.__main__ as entry
-    from infra.settings import Settings
-
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # Recorded (then removed) so that the variable serve() sets is undone after the test.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     seen: list[Path] = []
 
     def run(*_: object, **__: object) -> None:
@@ -54,7 +59,7 @@ def test_serving_with_two_workers_gives_them_a_fresh_metrics_directory(
         assert not any(directory.iterdir())
         seen.append(directory)
 
-    monkeypatch.setattr(entry.uvicorn, "run", run)
+    monkeypatch.setattr("uvicorn.run", run)
     entry.serve(Settings(workers=2))
 
     assert len(seen) == 1

@@ -101,4 +101,3 @@ async def prometheus_metrics(request: Request, container: ContainerDep) -> Respo
         raise ForbiddenError(f"/metrics may not be read by this caller (METRICS_ACCESS={access})")
     body, content_type = await run_in_threadpool(metrics.render, container)
     return Response(body, media_type=content_type)
-

@@ -49,7 +49,8 @@ def metrics_of(client: TestClient) -> str:
     response = client.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    return response.text
+    text: str = response.text
+    return text
 
 
 def test_a_request_for_an_event_is_counted_under_its_route_template_not_its_id(
@@ -98,7 +99,10 @@ def test_command_outcomes_promotions_and_batches_are_counted(local_client: TestC
     def counts() -> dict[str, float]:
         text = metrics_of(local_client)
         outcomes = ("confirmed", "waitlisted", "ALREADY_ON_WAITLIST")
-        found = {o: sample(text, "regsvc_commands_total", command="register", outcome=o) for o in outcomes}
+        found = {
+            o: sample(text, "regsvc_commands_total", command="register", outcome=o)
+            for o in outcomes
+        }
         found["left"] = sample(text, "regsvc_commands_total", command="leave", outcome="ok")
         found["promotions"] = sample(text, "regsvc_promotions_total")
         found["batches"] = sample(text, "regsvc_batch_commands_count")
