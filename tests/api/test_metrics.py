@@ -3,6 +3,7 @@ codes (never ids), and only the callers METRICS_ACCESS names may read it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -206,3 +207,22 @@ def test_ready_answers_503_naming_the_read_tables_while_they_lag_the_log(
     assert [d["field"] for d in error["details"]] == ["readTables"]
     assert "readTables" in error["message"]
     assert local_client.get("/health").status_code == 200
+
+
+def test_ready_answers_503_naming_the_feed_while_its_lag_passes_the_bound(
+    local_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = local_client.app.state.container  # type: ignore[attr-defined]
+    if container.indexer is None:
+        pytest.skip("SQLite's log is written with the events: it has no feed to lag")
+    lag = container.indexer.lag()
+    bound = container.settings.ready_max_feed_lag_seconds
+    behind = dataclasses.replace(lag, pending_records=3, oldest_pending_seconds=bound + 1)
+    monkeypatch.setattr(container.indexer, "lag", lambda: behind)
+
+    response = local_client.get("/ready")
+
+    error = error_of(response, 503, "SERVICE_UNAVAILABLE")
+    assert [d["field"] for d in error["details"]] == ["feed"]
+    text = metrics_of(local_client)
+    assert sample(text, "regsvc_feed_pending_records") == 3
