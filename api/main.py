@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api import metrics
 from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     if container is not None:
         app.state.container = container
+    if kit.metering is not None and kit.metering.listen is not None:
+        kit.metering.listen(metrics.STORE_CALLS)  # the store's units, retries, throttles
     # Inside the request context (which authenticated the caller and read the body).
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(

@@ -78,6 +78,42 @@ IDEMPOTENT_REPLAYS = Counter(
     "Requests answered with the kept response of an earlier one (Idempotent-Replayed: true).",
 )
 
+DYNAMODB_UNITS = Counter(
+    "regsvc_dynamodb_consumed_units_total",
+    "DynamoDB capacity units consumed, by table and kind (read, write).",
+    ["table", "kind"],
+)
+DYNAMODB_RETRIES = Counter(
+    "regsvc_dynamodb_retries_total",
+    "botocore's retries of DynamoDB calls, by operation and table (several: a transaction's).",
+    ["operation", "table"],
+)
+DYNAMODB_THROTTLED = Counter(
+    "regsvc_dynamodb_throttled_total",
+    "DynamoDB calls whose final answer was a throttle, by operation and table.",
+    ["operation", "table"],
+)
+
+
+class StoreCalls:
+    """Counts the store's calls (``infra.kit.StoreCallListener``; DynamoDB reports them)."""
+
+    def consumed(self, table: str, read_units: float, write_units: float) -> None:
+        if read_units:
+            DYNAMODB_UNITS.labels(table, "read").inc(read_units)
+        if write_units:
+            DYNAMODB_UNITS.labels(table, "write").inc(write_units)
+
+    def answered(self, operation: str, table: str, retries: int, throttled: bool) -> None:
+        if retries:
+            DYNAMODB_RETRIES.labels(operation, table).inc(retries)
+        if throttled:
+            DYNAMODB_THROTTLED.labels(operation, table).inc()
+
+
+STORE_CALLS = StoreCalls()
+"""The one listener: given to every app's metering, it is added once."""
+
 _ERROR_CODES = {cls: code for cls, (_, code) in DOMAIN_ERRORS.items()}
 
 
@@ -136,7 +172,7 @@ def multiprocess() -> bool:
 
 class StoreCollector(Collector):
     """Gauges read from the store at scrape time: the read tables' position and
-    lag, and on DynamoDB the feed's indexer lag and this process's consumed capacity."""
+    lag, and on DynamoDB the feed's indexer lag."""
 
     def __init__(self, container: Container) -> None:
         self.container = container
@@ -179,17 +215,6 @@ class StoreCollector(Collector):
                 "Age of the oldest event waiting for its feed position (0: none).",
                 value=float(getattr(lag, "oldest_pending_seconds", None) or 0.0),
             )
-        metering = self.container.kit.metering
-        if metering is not None and not multiprocess():
-            for name, units in (("read", metering.process.read), ("write", metering.process.write)):
-                family = GaugeMetricFamily(
-                    f"regsvc_dynamodb_consumed_{name}_units",
-                    f"DynamoDB {name} capacity units this process consumed since it started.",
-                    labels=["table"],
-                )
-                for table, value in sorted(units.items()):
-                    family.add_metric([table], value)
-                yield family
 
 
 def render(container: Container) -> tuple[bytes, str]:

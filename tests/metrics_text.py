@@ -12,3 +12,13 @@ def sample(text: str, name: str, **labels: str) -> float:
             if found.name == name and found.labels == labels:
                 return float(found.value)
     return 0.0
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include these."""
+    return sum(
+        float(found.value)
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == name and labels.items() <= found.labels.items()
+    )

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from infra.settings import Settings
 from tests.api.conftest import ADMIN_KEY, API_KEYS, AUDITOR_KEY, bearer
 from tests.api.helpers import error_of
-from tests.metrics_text import sample
+from tests.metrics_text import sample, total
 from tests.support import create_event, create_user, fresh_store_settings, leave, register, unique
 
 LOOPBACK = ("127.0.0.1", 50000)
@@ -226,3 +227,23 @@ def test_ready_answers_503_naming_the_feed_while_its_lag_passes_the_bound(
     assert [d["field"] for d in error["details"]] == ["feed"]
     text = metrics_of(local_client)
     assert sample(text, "regsvc_feed_pending_records") == 3
+
+
+def test_the_store_s_consumed_capacity_is_counted_per_table(local_client: TestClient) -> None:
+    if local_client.app.state.container.kit.metering is None:  # type: ignore[attr-defined]
+        pytest.skip("SQLite has no capacity units to count")
+    name = "regsvc_dynamodb_consumed_units_total"
+    before = total(metrics_of(local_client), name, kind="write")
+
+    create_user(local_client)
+
+    text = metrics_of(local_client)
+    assert total(text, name, kind="write") > before
+    tables = {
+        s.labels["table"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name
+    }
+    prefix = local_client.app.state.container.settings.dynamodb_table_prefix  # type: ignore[attr-defined]
+    assert any(table.startswith(prefix) for table in tables)
