@@ -8,7 +8,10 @@ Local for it and stops it afterwards; production code never imports that tool.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 
 import uvicorn
 
@@ -17,15 +20,26 @@ from infra.settings import Settings
 
 
 def serve(settings: Settings) -> None:
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        access_log=False,
-    )
+    # Several workers count their metrics in files that any worker's GET /metrics
+    # sums (prometheus-client's multiprocess mode): a fresh directory per run
+    # (unless PROMETHEUS_MULTIPROC_DIR names one), set before a worker starts.
+    own_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="regsvc-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        uvicorn.run(
+            "api.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import IDEMPOTENT_REPLAYS
 from api.middleware import read_body, replay_body, send_error
 from api.security import ANONYMOUS_PRINCIPAL, Principal
 from infra.idempotency import IdempotencyStore, StoredResponse
@@ -173,6 +174,7 @@ class IdempotencyMiddleware:
             return
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         headers.append((b"idempotent-replayed", b"true"))
+        IDEMPOTENT_REPLAYS.inc()
         headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})

@@ -14,6 +14,7 @@ from mangum import Mangum
 from mangum.types import LambdaContext
 
 from api.main import create_app
+from api.metrics import PrometheusObserver
 from infra.logs import configure_logging, flush_logs
 from infra.settings import Settings
 from infra.wiring import build_container
@@ -28,7 +29,8 @@ def _adapter() -> Mangum:
     # nothing to batch, so commands run directly (no batcher thread).
     settings = Settings()
     configure_logging(settings.log_level)
-    return Mangum(create_app(container=build_container(settings)), lifespan="off")
+    container = build_container(settings, observer=PrometheusObserver())
+    return Mangum(create_app(container=container), lifespan="off")
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api import metrics
 from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.metrics import PrometheusObserver
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, audit, events, health, registrations, users
 from infra.logs import configure_logging
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             yield
             return
         configure_logging(resolved.log_level)
-        built = build_container(resolved, kit)
+        built = build_container(resolved, kit, PrometheusObserver())
         built.start()
         _tune_garbage_collection()
         app.state.container = built
@@ -105,6 +107,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     if container is not None:
         app.state.container = container
+    if kit.metering is not None and kit.metering.listen is not None:
+        kit.metering.listen(metrics.STORE_CALLS)  # the store's units, retries, throttles
     # Inside the request context (which authenticated the caller and read the body).
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import printable_path
+from api.metrics import observe_request
 from api.security import WWW_AUTHENTICATE, authenticate
 from domain.errors import UnauthorizedError
 from infra.kit import CapacityMetering
@@ -139,11 +140,13 @@ class RequestContextMiddleware:
                     scope, send_with_id, 500, "INTERNAL_ERROR", "An internal error occurred"
                 )
         finally:
+            seconds = time.perf_counter() - started
+            observe_request(scope, str(method), status, seconds)
             fields: dict[str, object] = {
                 "method": method,
                 "path": printable_path(str(scope.get("path", ""))),
                 "status": status,
-                "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                "durationMs": round(seconds * 1000, 2),
             }
             if capacity is not None and (capacity.read or capacity.write):
                 fields["consumedCapacity"] = capacity.totals()

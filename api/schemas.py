@@ -313,6 +313,11 @@ class FeedLag(_Out):
     )
 
 
+class Ready(_Out):
+    status: Literal["ready"]
+    checks: list[str] = Field(description="The checks that passed.")
+
+
 class Health(_Out):
     status: Literal["ok"]
     store: str

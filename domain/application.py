@@ -172,7 +172,9 @@ class RegistrationService(CommandRunner):
             user = uow.add(User(user_id=user_id, name=name))
             return _user_state(user)
 
-        return Command(f"user/{user_id}", decide, reads=(user_aggregate_id(user_id),))
+        return Command(
+            f"user/{user_id}", decide, reads=(user_aggregate_id(user_id),), name="create_user"
+        )
 
     def get_user(self, user_id: str) -> User:
         user = UnitOfWork(self).find(User, user_aggregate_id(user_id))
@@ -192,7 +194,7 @@ class RegistrationService(CommandRunner):
             gathering = uow.add(Gathering.create(spec.gathering_id, spec.capacity, spec))
             return _gathering_state(gathering)
 
-        return Command(f"gathering/{spec.gathering_id}", decide)
+        return Command(f"gathering/{spec.gathering_id}", decide, name="create_event")
 
     def get_gathering(self, gathering_id: str) -> Gathering:
         return _open_gathering(UnitOfWork(self), gathering_id)
@@ -251,13 +253,14 @@ class RegistrationService(CommandRunner):
             decide,
             then=partial(self._promotions_owed, gathering_id),
             room=self.save_weights.command * self._promotion_step(),
+            name="revise_event",
         )
 
     def delete_gathering_command(self, gathering_id: str) -> Command[None]:
         def decide(uow: UnitOfWork) -> None:
             _open_gathering(uow, gathering_id).retire()
 
-        return Command(f"gathering/{gathering_id}", decide)
+        return Command(f"gathering/{gathering_id}", decide, name="delete_event")
 
     # -- registrations -------------------------------------------------------
 
@@ -283,7 +286,7 @@ class RegistrationService(CommandRunner):
             gathering_aggregate_id(gathering_id),
             registration_aggregate_id(gathering_id, user_id),
         )
-        return Command(f"gathering/{gathering_id}", decide, reads=reads)
+        return Command(f"gathering/{gathering_id}", decide, reads=reads, name="register")
 
     def leave_command(self, user_id: str, gathering_id: str) -> Command[LeaveOutcome]:
         """Withdraws a registration; a freed seat goes to the head of the waitlist."""
@@ -300,7 +303,7 @@ class RegistrationService(CommandRunner):
             self._check_invariants(uow, gathering)
             return LeaveOutcome(user_id, gathering_id, previous, promoted)
 
-        return Command(f"gathering/{gathering_id}", decide)
+        return Command(f"gathering/{gathering_id}", decide, name="leave")
 
     def waitlist_head(self, gathering_id: str, count: int) -> list[str]:
         """The first ``count`` people waiting, in order, read from the event store."""

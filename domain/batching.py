@@ -52,6 +52,8 @@ class Command(Generic[T]):
     room: int | None = None
     """Rows (``UnitOfWork.weight``) a batch leaves for this command under a
     store's bound; None: those of an ordinary command (``SaveWeights.command``)."""
+    name: str = "command"
+    """What the command is (``register``, ``leave``...): the observer's label, never an id."""
 
 
 @dataclass

@@ -57,6 +57,7 @@ from domain.errors import (
 )
 from domain.lanes import WriterLanes
 from domain.notes import Note
+from domain.observer import CommandObserver, QuietObserver
 from domain.unit_of_work import SaveWeights, UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class CommandRunner(Application[UUID]):
     max_save_weight: int | None = None
     max_promotions_per_save: int | None = None
     save_weights: SaveWeights = SaveWeights()
+    #: Told of every command's outcome and every committed batch (metrics: see
+    #: ``domain/observer.py``); the default observes nothing.
+    observer: CommandObserver = QuietObserver()
     #: True where the log cannot tell which cached aggregates other processes
     #: changed (a log indexed after the appends, as on DynamoDB). Commands then
     #: still decide on the cache without asking the store: every save is
@@ -154,8 +158,23 @@ class CommandRunner(Application[UUID]):
 
         Without a batcher (not started), the command runs at once, here. A
         command in steps (``Command.then``) has each step submitted when the
-        one before committed; commands on its key wait for its last step.
+        one before committed; commands on its key wait for its last step. The
+        observer is told of the outcome once, when the command (its last step) ends.
         """
+        outcome = self._submit(command)
+        outcome.add_done_callback(partial(self._observe, command.name))
+        return outcome
+
+    def _observe(self, name: str, done: Future[Any]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        try:
+            self.observer.command_settled(name, None if error else done.result(), error)
+        except Exception:  # an observer never fails a command
+            logger.exception("the command observer failed")
+
+    def _submit(self, command: Command[T]) -> Future[T]:
         if self._batcher is None:
             return _settled(partial(self._run_here, command))
         with self._stepping_lock:
@@ -195,7 +214,7 @@ class CommandRunner(Application[UUID]):
         with self._stepping_lock:
             waiting = self._stepping.pop(key, [])
         for command, held in waiting:
-            self.submit(command).add_done_callback(partial(_copy_outcome, to=held))
+            self._submit(command).add_done_callback(partial(_copy_outcome, to=held))
 
     def _run_here(self, command: Command[T]) -> T:
         """Runs ``command`` (every step of it) in this thread."""
@@ -272,6 +291,7 @@ class CommandRunner(Application[UUID]):
     ) -> None:
         unverified = any(isinstance(error, _DecideAgainError) for _, _, error in decided)
         read = uow.read_positions() if unverified else {}
+        started = time.perf_counter()
         try:
             self._save(uow)
         except StoreBusyError:
@@ -289,6 +309,10 @@ class CommandRunner(Application[UUID]):
             for job, _, _ in decided:
                 job.future.set_exception(failure)
             return
+        try:
+            self.observer.batch_committed(len(decided), time.perf_counter() - started)
+        except Exception:  # an observer never fails a batch
+            logger.exception("the command observer failed")
         # What the batch changed, its save checked; the rest it only read.
         refusals_stand = unverified and self._still_current(read)
         for job, outcome, error in decided:

@@ -37,6 +37,17 @@ class CapacityMeter(Protocol):
         """``{"readUnits": ..., "writeUnits": ...}``"""
 
 
+class StoreCallListener(Protocol):
+    """Told of every call to the store (DynamoDB's): for metrics."""
+
+    def consumed(self, table: str, read_units: float, write_units: float) -> None:
+        """A call consumed these capacity units of ``table``."""
+
+    def answered(self, operation: str, table: str, retries: int, throttled: bool) -> None:
+        """A call answered after ``retries`` retries; ``throttled``: its answer was a throttle
+        (``table``: ``several`` for a call on several tables)."""
+
+
 @dataclass(frozen=True)
 class CapacityMetering:
     """How the HTTP app meters the store's consumed capacity without knowing the store."""
@@ -45,6 +56,8 @@ class CapacityMetering:
     """A fresh meter for the current request (and the threads it hands work to)."""
     process: CapacityMeter
     """Everything this process consumed since it started."""
+    listen: Callable[[StoreCallListener], None] | None = None
+    """Adds a listener told of every call (added once however often it is given)."""
 
 
 @dataclass(frozen=True)

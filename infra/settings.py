@@ -160,6 +160,21 @@ class Settings(BaseSettings):
             "`Authorization: Bearer <key>`. None configured: /audit and /admin answer 401."
         ),
     )
+    metrics_access: Literal["loopback", "open", "auditor", "admin"] = Field(
+        default="loopback",
+        description=(
+            "Who may read GET /metrics: `loopback` (clients on 127.0.0.1 or ::1, and admin "
+            "keys), `open` (anyone), `auditor` (auditor and admin keys) or `admin` (admin keys)."
+        ),
+    )
+    ready_max_feed_lag_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "DynamoDB: GET /ready answers 503 while the oldest write waiting for its feed "
+            "position (the stream indexer's lag) is older than this (seconds)."
+        ),
+    )
     idempotency_ttl_hours: int = Field(
         default=24,
         ge=24,

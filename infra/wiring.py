@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from domain.errors import ProjectionNotFoundError
+from domain.observer import CommandObserver
 from infra.dynamodb import kit as dynamodb_kit
 from infra.idempotency import ExpirySweeper, IdempotencyStore
 from infra.kit import Indexer, RecordIndexer, StoreKit
@@ -86,6 +87,35 @@ class Container:
             self.rebuilder.state(),
             lease_seconds=self.rebuilder.lease_seconds,
         )
+
+    def readiness(self) -> list[tuple[str, str]]:
+        """The readiness checks failing now, each as (check, why); none: ready.
+
+        ``store``: the event store and read tables answer; ``readTables``: the
+        read tables served hold the whole log; ``feed`` (DynamoDB, where this
+        process indexes): the stream indexer runs and its oldest pending write
+        is younger than ``READY_MAX_FEED_LAG_SECONDS``.
+        """
+        try:
+            status = self.projection(READ_TABLES)
+        except Exception as error:  # any failure to answer is "not ready", never a 500
+            return [("store", f"the store did not answer ({type(error).__name__})")]
+        failing: list[tuple[str, str]] = []
+        if status.lag:
+            failing.append(
+                ("readTables", f"the read tables are {status.lag} events behind the log")
+            )
+        if self.indexer is not None and self.settings.dynamodb_indexer:
+            lag = self.indexer.lag()
+            oldest = getattr(lag, "oldest_pending_seconds", None)
+            bound = self.settings.ready_max_feed_lag_seconds
+            if not getattr(lag, "running", True):
+                failing.append(("feed", "the stream indexer is not running"))
+            elif oldest is not None and oldest > bound:
+                failing.append(
+                    ("feed", f"the oldest unindexed write is {oldest:.1f}s old (bound {bound}s)")
+                )
+        return failing
 
     def check(
         self, name: str, on_progress: Callable[[int, int], None] | None = None
@@ -158,12 +188,17 @@ def _nothing() -> None:
     """Nothing to wait for."""
 
 
-def build_container(settings: Settings, kit: StoreKit | None = None) -> Container:
+def build_container(
+    settings: Settings, kit: StoreKit | None = None, observer: CommandObserver | None = None
+) -> Container:
     """The service on the configured store; ``kit``: the store's kit when the
-    caller already built it (the HTTP app, which meters with it)."""
+    caller already built it (the HTTP app, which meters with it); ``observer``:
+    told of every command and batch (the HTTP app's metrics)."""
     if kit is None:
         kit = store_kit(settings)
     service = StoredRegistrationService(env=event_store_env(kit))
+    if observer is not None:
+        service.observer = observer
     service.invariant_violations_raise = settings.environment != "production"
     kit.save_limits.apply_to(service)
     kit.prepare(service)

@@ -58,3 +58,14 @@ def test_requests_to_an_unreachable_store_answer_503_with_the_error_envelope(
     assert error["code"] == "SERVICE_UNAVAILABLE"
     assert "Traceback" not in response.text
     assert response.headers["Retry-After"] == "1"
+
+
+def test_ready_answers_503_naming_the_store_while_it_is_unreachable(
+    client_whose_store_goes_away: TestClient,
+) -> None:
+    response = client_whose_store_goes_away.get("/ready")
+
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "SERVICE_UNAVAILABLE"
+    assert [detail["field"] for detail in error["details"]] == ["store"]

@@ -56,10 +56,13 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
+from infra.dynamodb.errors import THROTTLING_CODES
 from infra.dynamodb.layout import item_size
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+    from infra.kit import StoreCallListener
 
 WRITE_OPERATIONS = frozenset(
     {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
@@ -405,15 +408,10 @@ class Capacity:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, operation: str, consumed: dict[str, Any]) -> None:
-        table = str(consumed.get("TableName", "?"))
-        reads = consumed.get("ReadCapacityUnits")
-        writes = consumed.get("WriteCapacityUnits")
-        if reads is None and writes is None:
-            units = float(consumed.get("CapacityUnits", 0.0))
-            reads, writes = (0.0, units) if operation in WRITE_OPERATIONS else (units, 0.0)
+        table, reads, writes = units_of(operation, consumed)
         with self.lock:
-            self.read[table] += float(reads or 0.0)
-            self.write[table] += float(writes or 0.0)
+            self.read[table] += reads
+            self.write[table] += writes
 
     def add_share(self, other: Capacity, share: float) -> None:
         """Adds ``share`` (0..1) of ``other``'s units, table by table."""
@@ -441,7 +439,26 @@ class Capacity:
             }
 
 
+def units_of(operation: str, consumed: Mapping[str, Any]) -> tuple[str, float, float]:
+    """A ``ConsumedCapacity`` entry as (table, read units, write units)."""
+    reads = consumed.get("ReadCapacityUnits")
+    writes = consumed.get("WriteCapacityUnits")
+    if reads is None and writes is None:
+        units = float(consumed.get("CapacityUnits", 0.0))
+        reads, writes = (0.0, units) if operation in WRITE_OPERATIONS else (units, 0.0)
+    return str(consumed.get("TableName", "?")), float(reads or 0.0), float(writes or 0.0)
+
+
 PROCESS_TOTALS = Capacity()
+_LISTENERS: list[StoreCallListener] = []
+
+
+def add_listener(listener: StoreCallListener) -> None:
+    """``listener`` is told of every call's units, retries and throttling (metrics)."""
+    if listener not in _LISTENERS:
+        _LISTENERS.append(listener)
+
+
 _request_capacity: ContextVar[Capacity | None] = ContextVar("request_capacity", default=None)
 
 
@@ -485,7 +502,10 @@ def shared_among(contexts: Sequence[Context | None]) -> Iterator[None]:
                 meter.add_share(batch, n / total)
 
 
-def _ask_for_capacity(params: dict[str, Any], model: Any, **_: Any) -> None:
+def _ask_for_capacity(
+    params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+) -> None:
+    context["table"] = str(params.get("TableName", "several"))  # a label, for the listeners
     if "ReturnConsumedCapacity" in model.input_shape.members:
         params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
@@ -502,7 +522,12 @@ def _unprocessed(parsed: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _record(parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-    if parsed.get("ResponseMetadata", {}).get("HTTPStatusCode", 200) != 200:
+    meta = parsed.get("ResponseMetadata", {})
+    throttled = parsed.get("Error", {}).get("Code") in THROTTLING_CODES
+    for listener in _LISTENERS:
+        table = context.get("table", "several")
+        listener.answered(model.name, table, int(meta.get("RetryAttempts", 0)), throttled)
+    if meta.get("HTTPStatusCode", 200) != 200:
         return
     if "TableDescription" in parsed or "Table" in parsed:
         register_shape(
@@ -523,6 +548,8 @@ def _record(parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: An
     request = _request_capacity.get()
     for entry in entries:
         PROCESS_TOTALS.add(model.name, entry)
+        for listener in _LISTENERS:
+            listener.consumed(*units_of(model.name, entry))
         if request is not None:
             request.add(model.name, entry)
 

@@ -17,7 +17,12 @@ from eventsourcing.persistence import ApplicationRecorder
 
 from domain.application import RegistrationService
 from domain.unit_of_work import SaveWeights
-from infra.dynamodb.capacity import PROCESS_TOTALS, instrument, start_request_meter
+from infra.dynamodb.capacity import (
+    PROCESS_TOTALS,
+    add_listener,
+    instrument,
+    start_request_meter,
+)
 from infra.dynamodb.datastore import make_client
 from infra.dynamodb.factory import DynamoDBFactory
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
@@ -80,7 +85,9 @@ class DynamoDBKit:
     """Everything the service needs of DynamoDB's tables under ``settings``."""
 
     save_limits = SAVE_LIMITS
-    metering: CapacityMetering | None = CapacityMetering(start_request_meter, PROCESS_TOTALS)
+    metering: CapacityMetering | None = CapacityMetering(
+        start_request_meter, PROCESS_TOTALS, add_listener
+    )
     local = False
 
     def __init__(self, settings: Settings) -> None:
