@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from infra.settings import Settings
+from projections.catch_up import wait_until_logged
 from tests.api.conftest import ADMIN_KEY, API_KEYS, AUDITOR_KEY, bearer
 from tests.api.helpers import error_of
 from tests.metrics_text import sample, total
@@ -144,6 +145,8 @@ def test_an_idempotent_replay_is_counted(local_client: TestClient) -> None:
 
 def test_the_read_tables_position_and_lag_are_reported(local_client: TestClient) -> None:
     create_user(local_client)
+    # On DynamoDB the log's positions come from the feed, indexed from the stream.
+    wait_until_logged(local_client.app.state.container.service.recorder)  # type: ignore[attr-defined]
 
     text = metrics_of(local_client)
 
