@@ -275,8 +275,9 @@ class ReadQueries:
         # status moments ago may be missing from (or still in) the listing and
         # the total until DynamoDB updates the index, usually within a second.
         # Each listed row is then read consistently from the table
-        # (``_event_row``); one deleted meanwhile is left out. The total and
-        # the page are two reads, so concurrent writes may make them differ.
+        # (``_event_row``); one deleted meanwhile is left out. A first page
+        # that holds the whole listing is its own total; otherwise the total
+        # and the page are two reads, so concurrent writes may make them differ.
         kwargs: dict[str, Any] = {
             "TableName": self.gatherings_table,
             "IndexName": EVENTS_GSI,
@@ -287,14 +288,11 @@ class ReadQueries:
             kwargs["FilterExpression"] = "#s = :s"
             kwargs["ExpressionAttributeNames"] = {"#s": "status"}
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status}
-        total = self._count(**kwargs)
+        start = None
         if token is not None:
-            start = decode_token(token, {"e": str})
-            kwargs["ExclusiveStartKey"] = {
-                "listing": {"S": EVENT_LISTING},
-                "eventId": {"S": start["e"]},
-            }
-        items, more = self._limited(limit, **kwargs)
+            after = decode_token(token, {"e": str})["e"]
+            start = {"listing": {"S": EVENT_LISTING}, "eventId": {"S": after}}
+        items, more, total = self._page_and_total(limit, kwargs, start)
         found = self._event_items({listed["eventId"] for listed in items})
         rows = [
             row
@@ -406,6 +404,18 @@ class ReadQueries:
                 return items[:limit], True
         return items, False
 
+    def _page_and_total(
+        self, limit: int, kwargs: dict[str, Any], start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], bool, int]:
+        """A page of the query ``kwargs`` (from ``start``), whether more follow,
+        and how many items the whole query holds. A first page that holds them
+        all is its own total: one read instead of two, and the two agree."""
+        paged = kwargs if start is None else kwargs | {"ExclusiveStartKey": start}
+        items, more = self._limited(limit, **paged)
+        if start is None and not more:
+            return items, more, len(items)
+        return items, more, self._count(**kwargs)
+
     def list_user_registrations(
         self, user_id: str, limit: int, token: str | None
     ) -> Page[RegistrationRow]:
@@ -416,11 +426,11 @@ class ReadQueries:
             "ConsistentRead": True,
         }
         kwargs = _holding(kwargs)
-        total = self._count(**kwargs)
+        start = None
         if token is not None:
-            start = decode_token(token, {"e": str})
-            kwargs["ExclusiveStartKey"] = {"userId": {"S": user_id}, "eventId": {"S": start["e"]}}
-        items, more = self._limited(limit, **kwargs)
+            after = decode_token(token, {"e": str})["e"]
+            start = {"userId": {"S": user_id}, "eventId": {"S": after}}
+        items, more, total = self._page_and_total(limit, kwargs, start)
         rows = self._registration_rows(items)
         next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
         return Page(items=rows, next_token=next_token, total=total)

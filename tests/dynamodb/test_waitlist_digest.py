@@ -250,3 +250,35 @@ def test_an_index_still_showing_someone_at_the_place_they_left_is_refused(
 
     with pytest.raises(StoreUnavailableError):
         model.get_event("g")
+
+
+def _counts(calls: list[tuple[str, dict[str, Any]]]) -> int:
+    return sum(1 for name, params in calls if name == "Query" and params.get("Select") == "COUNT")
+
+
+def test_a_first_page_holding_the_whole_list_is_its_own_total(
+    full: Container, model: DynamoDBReadModel
+) -> None:
+    log = CallLog(model)
+    pages: list[Any] = []
+
+    calls = log.during(lambda: pages.append(model.list_user_registrations("bob", 10, None)))
+    assert (_counts(calls), pages[-1].total, len(pages[-1].items)) == (0, 1, 1)
+
+    calls = log.during(lambda: pages.append(model.list_events("active", 10, None)))
+    assert (_counts(calls), pages[-1].total, len(pages[-1].items)) == (0, 1, 1)
+
+
+def test_a_page_with_more_after_it_counts_the_whole_list(
+    full: Container, model: DynamoDBReadModel
+) -> None:
+    full.service.create_gathering(GatheringSpec("h", "H", "2030-01-02", 1))
+    log = CallLog(model)
+    pages: list[Any] = []
+
+    calls = log.during(lambda: pages.append(model.list_events(None, 1, None)))
+    first = pages[-1]
+    assert (_counts(calls), first.total, len(first.items)) == (1, 2, 1)
+
+    calls = log.during(lambda: pages.append(model.list_events(None, 1, first.next_token)))
+    assert (_counts(calls), pages[-1].total, [r.event_id for r in pages[-1].items]) == (1, 2, ["h"])
