@@ -202,6 +202,7 @@ def test_ready_answers_503_naming_the_read_tables_while_they_lag_the_log(
 ) -> None:
     create_user(local_client)
     container = local_client.app.state.container  # type: ignore[attr-defined]
+    wait_until_logged(container.service.recorder)  # on DynamoDB the log's head comes from the feed
     # As while a rebuild's switch catches the new tables up: they hold less than the log.
     monkeypatch.setattr(container.read_model, "log_position", lambda: 0)
 
