@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -30,7 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from starlette.routing import Match, Mount
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Scope
 
 from api.errors import DOMAIN_ERRORS
@@ -151,13 +151,23 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     if route is None:  # answered before routing (401, a replay): find its route
         app = scope.get("app")
-        routes = app.router.routes if app is not None else ()
-        route = next(
-            (r for r in routes if not isinstance(r, Mount) and r.matches(scope)[0] == Match.FULL),
-            None,
-        )
+        route = matching_route(app.router.routes if app is not None else (), scope)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) and path else UNMATCHED
+
+
+def matching_route(routes: Iterable[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route among ``routes`` that fully matches the request, looking inside
+    included routers (FastAPI keeps each ``include_router`` as one entry whose
+    match names no route; the app includes its routers without a prefix)."""
+    for candidate in routes:
+        if isinstance(candidate, Mount) or candidate.matches(scope)[0] != Match.FULL:
+            continue
+        included = getattr(candidate, "original_router", None)
+        if included is None:
+            return candidate
+        return matching_route(included.routes, scope)
+    return None
 
 
 def observe_request(scope: Scope, method: str, status: int, seconds: float) -> None:
