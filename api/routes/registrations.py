@@ -80,9 +80,11 @@ def list_registrations(
     limit: Limit = 50,
     next_token: NextToken = None,
 ) -> RegistrationList:
-    if read_model.get_user(user_id) is None:
-        raise UserNotFoundError(f"User '{user_id}' not found")
     page = read_model.list_user_registrations(user_id, limit, next_token)
+    # A user who holds registrations exists (users are never deleted): only an
+    # empty list needs the user read to tell "none" from "no such user".
+    if page.total == 0 and read_model.get_user(user_id) is None:
+        raise UserNotFoundError(f"User '{user_id}' not found")
     return RegistrationList(
         registrations=[presenters.registration(r) for r in page.items],
         total=page.total,

@@ -51,6 +51,9 @@ SETTLE_PAUSE_S = 0.01
 #: A user's place in a longer waitlist not cached is counted on the index
 #: (one COUNT query) rather than read from the whole waitlist.
 PLACE_FROM_WHOLE_WAITLIST = 1_000
+#: A list's first page reads up to this many items: a list no longer than
+#: that is counted by the same read (no COUNT query).
+READ_AHEAD = 100
 
 
 def _holding(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -408,13 +411,26 @@ class ReadQueries:
         self, limit: int, kwargs: dict[str, Any], start: dict[str, Any] | None
     ) -> tuple[list[dict[str, Any]], bool, int]:
         """A page of the query ``kwargs`` (from ``start``), whether more follow,
-        and how many items the whole query holds. A first page that holds them
-        all is its own total: one read instead of two, and the two agree."""
-        paged = kwargs if start is None else kwargs | {"ExclusiveStartKey": start}
-        items, more = self._limited(limit, **paged)
-        if start is None and not more:
-            return items, more, len(items)
-        return items, more, self._count(**kwargs)
+        and how many items the whole query holds. A first page reads ahead up to
+        ``READ_AHEAD`` items in one call: when they are the whole query they are
+        its total too (one read instead of two, and the two agree); otherwise
+        what follows them is counted."""
+        if start is not None:
+            items, more = self._limited(limit, ExclusiveStartKey=start, **kwargs)
+            return items, more, self._count(**kwargs)
+        try:
+            first = self.client.query(Limit=max(limit + 1, READ_AHEAD), **kwargs)
+        except (ClientError, BotoCoreError) as error:
+            raise unavailable(error) from error
+        items = [plain(item) for item in first.get("Items", [])]
+        total = len(items)
+        rest = first.get("LastEvaluatedKey")
+        if rest is not None:
+            total += self._count(ExclusiveStartKey=rest, **kwargs)
+            if len(items) < limit:  # a filter left most of the read-ahead out
+                items += self._limited(limit - len(items), ExclusiveStartKey=rest, **kwargs)[0]
+        page = items[:limit]
+        return page, total > len(page), total
 
     def list_user_registrations(
         self, user_id: str, limit: int, token: str | None

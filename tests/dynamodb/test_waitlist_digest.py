@@ -10,6 +10,7 @@ import pytest
 
 from domain.application import GatheringChanges, GatheringSpec
 from domain.errors import StoreUnavailableError
+from infra.dynamodb import read_queries
 from infra.dynamodb.read_schema import ORDER_GSI, order, plain
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.dynamodb.waitlists import DIGEST, DIGEST_KEPT, waiting_hash
@@ -269,7 +270,7 @@ def test_a_first_page_holding_the_whole_list_is_its_own_total(
     assert (_counts(calls), pages[-1].total, len(pages[-1].items)) == (0, 1, 1)
 
 
-def test_a_page_with_more_after_it_counts_the_whole_list(
+def test_a_first_page_reads_ahead_so_a_short_list_is_counted_by_the_same_read(
     full: Container, model: DynamoDBReadModel
 ) -> None:
     full.service.create_gathering(GatheringSpec("h", "H", "2030-01-02", 1))
@@ -277,8 +278,23 @@ def test_a_page_with_more_after_it_counts_the_whole_list(
     pages: list[Any] = []
 
     calls = log.during(lambda: pages.append(model.list_events(None, 1, None)))
+
+    assert (_counts(calls), pages[-1].total, len(pages[-1].items)) == (0, 2, 1)
+    assert pages[-1].next_token is not None
+
+
+def test_a_list_longer_than_the_read_ahead_counts_what_follows_it(
+    full: Container, model: DynamoDBReadModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full.service.create_gathering(GatheringSpec("h", "H", "2030-01-02", 1))
+    full.service.create_gathering(GatheringSpec("i", "I", "2030-01-03", 1))
+    monkeypatch.setattr(read_queries, "READ_AHEAD", 1)
+    log = CallLog(model)
+    pages: list[Any] = []
+
+    calls = log.during(lambda: pages.append(model.list_events(None, 1, None)))
     first = pages[-1]
-    assert (_counts(calls), first.total, len(first.items)) == (1, 2, 1)
+    assert (_counts(calls), first.total, len(first.items)) == (1, 3, 1)
 
     calls = log.during(lambda: pages.append(model.list_events(None, 1, first.next_token)))
-    assert (_counts(calls), pages[-1].total, [r.event_id for r in pages[-1].items]) == (1, 2, ["h"])
+    assert (_counts(calls), pages[-1].total, [r.event_id for r in pages[-1].items]) == (1, 3, ["h"])
