@@ -522,7 +522,12 @@ class Projection(_Out):
 
 
 class Difference(_Out):
-    table: Literal["users", "events", "streams", "registrations", "user_events"]
+    table: Literal["users", "gatherings", "streams", "registrations", "user_events"] = Field(
+        description=(
+            "The read table, as the stores name it: `gatherings` holds the events (its key "
+            "is the eventId)."
+        )
+    )
     key: str = Field(description="The row's key (`user/event` for two-part keys).")
     live: dict[str, Any] | None = Field(description="The row in the live tables (null: missing).")
     expected: dict[str, Any] | None = Field(
@@ -540,7 +545,7 @@ class DriftCheck(_Out):
                     "rows": 640,
                     "differences": [
                         {
-                            "table": "events",
+                            "table": "gatherings",
                             "key": "pycon-2024",
                             "live": {"eventId": "pycon-2024", "registeredCount": 41},
                             "expected": {"eventId": "pycon-2024", "registeredCount": 42},
