@@ -263,6 +263,14 @@ class RegistrationCreate(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [{"eventId": "pycon-2024"}]})
 
 
+class EventRegistrationCreate(_In):
+    """The body of the event-centric POST /events/{eventId}/registrations."""
+
+    user_id: Identifier
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"userId": "alice"}]})
+
+
 class Registration(_Out):
     user_id: str
     event_id: str
@@ -272,6 +280,30 @@ class Registration(_Out):
     event_date: str
     waitlist_position: int | None = Field(
         default=None, description="1-based place in line; present only when waitlisted."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "userId": "alice",
+                    "eventId": "pycon-2024",
+                    "status": "confirmed",
+                    "registeredAt": "2024-12-01T10:00:00.000000Z",
+                    "eventTitle": "PyCon 2024",
+                    "eventDate": "2024-12-15",
+                },
+                {
+                    "userId": "bob",
+                    "eventId": "pycon-2024",
+                    "status": "waitlist",
+                    "registeredAt": "2024-12-01T10:05:00.000000Z",
+                    "eventTitle": "PyCon 2024",
+                    "eventDate": "2024-12-15",
+                    "waitlistPosition": 1,
+                },
+            ]
+        }
     )
 
 
@@ -490,7 +522,12 @@ class Projection(_Out):
 
 
 class Difference(_Out):
-    table: Literal["users", "events", "streams", "registrations", "user_events"]
+    table: Literal["users", "gatherings", "streams", "registrations", "user_events"] = Field(
+        description=(
+            "The read table, as the stores name it: `gatherings` holds the events (its key "
+            "is the eventId)."
+        )
+    )
     key: str = Field(description="The row's key (`user/event` for two-part keys).")
     live: dict[str, Any] | None = Field(description="The row in the live tables (null: missing).")
     expected: dict[str, Any] | None = Field(
@@ -508,7 +545,7 @@ class DriftCheck(_Out):
                     "rows": 640,
                     "differences": [
                         {
-                            "table": "events",
+                            "table": "gatherings",
                             "key": "pycon-2024",
                             "live": {"eventId": "pycon-2024", "registeredCount": 41},
                             "expected": {"eventId": "pycon-2024", "registeredCount": 42},

@@ -35,12 +35,11 @@ Decide = Callable[[UnitOfWork], T]
 @dataclass(frozen=True)
 class Command(Generic[T]):
     """One command, ready to run: its decision (on a unit of work, saved by the
-    caller, batchable) or, for a command that saves in several steps, ``solo``
-    (run alone, between batches). ``key`` names what it decides about."""
+    caller, batchable), and for a command that saves in several steps, ``then``
+    (its next step). ``key`` names what it decides about."""
 
     key: str
-    decide: Decide[T] | None = None
-    solo: Callable[[], T] | None = None
+    decide: Decide[T]
     reads: tuple[UUID, ...] = ()
     """Aggregates the decision will look for: a batch asks the store once which
     of the uncached ones exist, instead of once for each (``UnitOfWork.look_ahead``)."""
@@ -61,9 +60,8 @@ class _Job:
     """A command waiting for the batcher, with the context (request id) it came from."""
 
     key: str
-    decide: Callable[[UnitOfWork], Any] | None
+    decide: Callable[[UnitOfWork], Any]
     future: Future[Any] = field(default_factory=Future)
-    solo: Callable[[], Any] | None = None
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     reads: tuple[UUID, ...] = ()
     room: int | None = None

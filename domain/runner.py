@@ -221,11 +221,7 @@ class CommandRunner(Application[UUID]):
         step: Command[T] | None = command
         outcome: T
         while step is not None:
-            if step.solo is not None:
-                outcome = step.solo()
-            else:
-                assert step.decide is not None
-                outcome = self._retrying(step.key, step.decide)
+            outcome = self._retrying(step.key, step.decide)
             step = step.then(outcome) if step.then is not None else None
         return outcome
 
@@ -244,18 +240,9 @@ class CommandRunner(Application[UUID]):
         refusal decided on state that never committed is never reported.
         """
         uow = UnitOfWork(self, for_command=True)
-        # Up to the first command that runs alone: the batch ends there.
-        solo = next((n for n, job in enumerate(jobs) if job.solo is not None), len(jobs))
-        uow.look_ahead([aggregate_id for job in jobs[:solo] for aggregate_id in job.reads])
+        uow.look_ahead([aggregate_id for job in jobs for aggregate_id in job.reads])
         decided: list[tuple[_Job, Any, BaseException | None]] = []
         for n, job in enumerate(jobs):
-            if job.solo is not None:
-                if decided:
-                    self._commit_batch(uow, decided)
-                    return jobs[n:]
-                self._resolve(job, partial(job.context.run, job.solo))
-                return jobs[n + 1 :]
-            assert job.decide is not None
             bound = self.max_save_weight
             room = self.save_weights.command if job.room is None else job.room
             if bound is not None and decided and uow.weight() > bound - room:
@@ -267,19 +254,17 @@ class CommandRunner(Application[UUID]):
             except RegistrationDomainError as error:
                 if uow.changed_since(mark) or isinstance(error, InvariantViolationError):
                     # A rule broke after something was recorded: nothing of this
-                    # batch can be trusted; every command runs on its own (up to
-                    # one that runs alone anyway: it and those after it are left
-                    # for the next batch).
+                    # batch can be trusted; every command runs on its own.
                     self._evict(uow)
-                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:solo])
-                    return jobs[solo:]
+                    self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
+                    return []
                 # Decided on cached state that may be stale: checked after the
                 # save (and decided again on fresh state if a stream moved on).
                 decided.append((job, None, _DecideAgainError(error) if uow.unverified else error))
             except Exception:
                 self._evict(uow)
-                self._run_each_alone([j for j, _, _ in decided] + jobs[n:solo])
-                return jobs[solo:]
+                self._run_each_alone([j for j, _, _ in decided] + jobs[n:])
+                return []
             else:
                 uow.claim(job.context)
                 decided.append((job, outcome, None))
@@ -319,10 +304,8 @@ class CommandRunner(Application[UUID]):
             if isinstance(error, _DecideAgainError) and refusals_stand:
                 job.future.set_exception(error.refusal)
             elif isinstance(error, _DecideAgainError):
-                decide = job.decide
-                assert decide is not None
                 self._resolve(
-                    job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
+                    job, partial(job.context.run, self._retrying, job.key, job.decide, fresh=True)
                 )
             elif error is None:
                 job.future.set_result(outcome)
@@ -333,13 +316,9 @@ class CommandRunner(Application[UUID]):
         """After a batch failed (its save conflicted, or a rule broke part-way):
         each command again, alone, on state read afresh from the store."""
         for job in jobs:
-            if job.solo is not None:  # a command that saves in steps runs as it always does
-                self._resolve(job, partial(job.context.run, job.solo))
-            else:
-                decide = cast("Decide[Any]", job.decide)
-                self._resolve(
-                    job, partial(job.context.run, self._retrying, job.key, decide, fresh=True)
-                )
+            self._resolve(
+                job, partial(job.context.run, self._retrying, job.key, job.decide, fresh=True)
+            )
 
     @staticmethod
     def _resolve(job: _Job, run: Callable[[], Any]) -> None:
@@ -517,9 +496,7 @@ class CommandRunner(Application[UUID]):
 
 
 def _job(command: Command[Any]) -> _Job:
-    return _Job(
-        command.key, command.decide, solo=command.solo, reads=command.reads, room=command.room
-    )
+    return _Job(command.key, command.decide, reads=command.reads, room=command.room)
 
 
 def _settled(run: Callable[[], T]) -> Future[T]:

@@ -25,7 +25,8 @@ from projections.memory import MemoryTables, StoredRegistration
 from projections.ports import Commit, ReadModel, ReadTableWriter
 from projections.views import EventRow
 
-TABLES = ("users", "events", "streams", "registrations", "user_events")
+# As the stores name their read tables (the API serves ``gatherings`` rows as events).
+TABLES = ("users", "gatherings", "streams", "registrations", "user_events")
 MAX_DIFFERENCES = 1000
 
 Key = tuple[str, Any]  # (table, the row's key in it)
@@ -66,22 +67,22 @@ class _Noting(ReadTableWriter):
         self.tables.put_user(user_id, name, at)
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
-        self._touch(("streams", stream_id), ("events", row.event_id))
+        self._touch(("streams", stream_id), ("gatherings", row.event_id))
         self.tables.put_event(stream_id, row)
 
     def event_id_for(self, stream_id: UUID) -> str:
         return self.tables.event_id_for(stream_id)
 
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
-        self._touch(("events", event_id))
+        self._touch(("gatherings", event_id))
         self.tables.update_event(event_id, fields, at)
 
     def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
-        self._touch(("events", event_id))
+        self._touch(("gatherings", event_id))
         self.tables.adjust_counts(event_id, registered, waitlisted, at)
 
     def delete_event(self, event_id: str) -> None:
-        self._touch(("events", event_id))
+        self._touch(("gatherings", event_id))
         self.tables.delete_event(event_id)
 
     def put_registration(
@@ -223,5 +224,5 @@ def check_drift(
         rows=sum(1 for _ in _keys(live)),
         differences=differences[:MAX_DIFFERENCES],
         truncated=len(differences) > MAX_DIFFERENCES,
-        events=tuple(sorted(expected.events)),
+        events=tuple(sorted(expected.gatherings)),
     )

@@ -26,10 +26,11 @@ class StoredRegistration:
 
 @dataclass
 class MemoryTables(ReadTableWriter):
-    """The read tables as plain dictionaries, written by the fold."""
+    """The read tables as plain dictionaries, written by the fold; each is named as
+    the stores name theirs (``gatherings`` holds the rows the API serves as events)."""
 
     users: dict[str, UserRow] = field(default_factory=dict)
-    events: dict[str, EventRow] = field(default_factory=dict)
+    gatherings: dict[str, EventRow] = field(default_factory=dict)
     streams: dict[UUID, str] = field(default_factory=dict)
     registrations: dict[tuple[str, str], StoredRegistration] = field(default_factory=dict)
     user_events: set[tuple[str, str]] = field(default_factory=set)
@@ -39,7 +40,7 @@ class MemoryTables(ReadTableWriter):
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
         self.streams[stream_id] = row.event_id
-        self.events[row.event_id] = row
+        self.gatherings[row.event_id] = row
 
     def event_id_for(self, stream_id: UUID) -> str:
         try:
@@ -49,11 +50,11 @@ class MemoryTables(ReadTableWriter):
             raise LookupError(msg) from None
 
     def update_event(self, event_id: str, fields: dict[str, object], at: datetime) -> None:
-        self.events[event_id] = replace(self.events[event_id], **fields, updated_at=at)  # type: ignore[arg-type]
+        self.gatherings[event_id] = replace(self.gatherings[event_id], **fields, updated_at=at)  # type: ignore[arg-type]
 
     def adjust_counts(self, event_id: str, registered: int, waitlisted: int, at: datetime) -> None:
-        row = self.events[event_id]
-        self.events[event_id] = replace(
+        row = self.gatherings[event_id]
+        self.gatherings[event_id] = replace(
             row,
             registered_count=row.registered_count + registered,
             waitlist_count=row.waitlist_count + waitlisted,
@@ -61,7 +62,7 @@ class MemoryTables(ReadTableWriter):
         )
 
     def delete_event(self, event_id: str) -> None:
-        self.events.pop(event_id, None)
+        self.gatherings.pop(event_id, None)
 
     def put_registration(
         self, user_id: str, event_id: str, status: str, sort_key: int, at: datetime
@@ -87,13 +88,13 @@ class MemoryTables(ReadTableWriter):
         return [user_id for _, user_id in sorted(waiting)]
 
     def event_row(self, event_id: str) -> EventRow | None:
-        row = self.events.get(event_id)
+        row = self.gatherings.get(event_id)
         return None if row is None else replace(row, waitlist=tuple(self._waitlist(event_id)))
 
     def registration_rows(self, user_id: str) -> list[RegistrationRow]:
         rows = []
         for (holder, event_id), held in sorted(self.registrations.items()):
-            event = self.events.get(event_id)
+            event = self.gatherings.get(event_id)
             if holder != user_id or event is None:
                 continue
             waitlist = self._waitlist(event_id)

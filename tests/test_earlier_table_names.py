@@ -1,5 +1,6 @@
 """A store written while the gatherings' read table was called ``events`` still
-opens: the rows it holds are served after the rename, and nothing is lost.
+opens: the rows it holds are served after the rename, and nothing is lost; the
+drift check names the table by its new name.
 
 SQLite renames the earlier tables in place when it opens the file. DynamoDB
 cannot rename a table: one ``regsvc rebuild`` folds the log into tables of the
@@ -14,13 +15,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.cli import rebuild
 from api.main import create_app
+from api.schemas import Difference
 from infra.dynamodb.read_tables import (
     DynamoDBReadModel,
     read_table_specs,
@@ -29,6 +31,7 @@ from infra.dynamodb.read_tables import (
 from infra.dynamodb.tables import ensure_tables
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from projections.drift import TABLES as DRIFT_TABLES
 from projections.status import READ_TABLES
 from tests.support import create_event, create_user, register
 
@@ -130,6 +133,18 @@ def test_a_rebuild_of_a_renamed_sqlite_file_keeps_every_row(settings: Settings) 
         assert client.get(f"/events/{served['eventId']}").json() == served
 
 
+@pytest.mark.sqlite_pass
+def test_the_drift_report_names_each_read_table_as_the_store_calls_it(settings: Settings) -> None:
+    _write_a_gathering(settings)
+    tables, _ = _sqlite_names(settings)
+
+    # The check's table names (GET /admin/projections/read-tables/check, regsvc check)
+    # are SQLite's read tables: the API's events are rows of `gatherings`.
+    assert "gatherings" in DRIFT_TABLES
+    assert set(DRIFT_TABLES) <= tables
+    assert set(get_args(Difference.model_fields["table"].annotation)) == set(DRIFT_TABLES)
+
+
 def _as_the_earlier_dynamodb_layout(settings: Settings) -> None:
     """Moves each generation's gatherings rows to a table called ``events`` and
     deletes the gatherings table, as the earlier version left them."""
@@ -185,7 +200,7 @@ def test_dynamodb_tables_of_the_earlier_layout_serve_again_after_one_rebuild(
             logging.getLogger("infra.dynamodb.read_tables").removeHandler(warnings)
         assert any(f"{model.prefix}events is of the earlier layout" in w for w in warnings.lines)
         before = container.check(READ_TABLES).differences
-        assert {(d.table, d.key) for d in before} >= {("events", served["eventId"])}
+        assert {(d.table, d.key) for d in before} >= {("gatherings", served["eventId"])}
         rebuild(container)
         assert container.check(READ_TABLES).differences == []
     with _client(settings) as client:

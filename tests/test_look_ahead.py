@@ -4,17 +4,16 @@ for each: on SQLite, where the cache is brought up to the log's head first."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import Any
 from uuid import UUID
 
 import pytest
 
 from domain.application import GatheringSpec, RegistrationOutcome
-from domain.batching import Command
 from domain.errors import UserNotFoundError
 from domain.model import user_aggregate_id
 from infra.wiring import Container
+from tests.holds import WriterHold
 
 # DynamoDB decides on the cache as it is (cache_may_be_stale): no look-ahead.
 pytestmark = pytest.mark.sqlite_pass
@@ -45,11 +44,9 @@ def register_together(container: Container, pairs: list[tuple[str, str]]) -> lis
     """Submits the registrations while a command holds the batcher, so that they
     are decided as one batch once it lets go."""
     service = container.service
-    gate: Future[None] = Future()
-    held = service.submit(Command("hold", solo=gate.result))
-    futures = [service.submit(service.register_command(u, g)) for u, g in pairs]
-    gate.set_result(None)
-    held.result()
+    with WriterHold(service, "hold") as hold:
+        futures = [service.submit(service.register_command(u, g)) for u, g in pairs]
+    hold.done.result()
     outcomes: list[Any] = []
     for future in futures:
         try:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -97,21 +97,44 @@ def register_all(
     return threads, answers
 
 
-def test_a_read_is_answered_while_a_batch_waits_for_the_write_lock(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with app_client(settings, lock_timeout=20) as client:
-        event_id = create_event(client, capacity=10)["eventId"]
-        users = [create_user(client) for _ in range(3)]
-        calls = StoreCalls(client.app.state.container.service, monkeypatch)  # type: ignore[attr-defined]
+class Scene(NamedTuple):
+    """The application, an event with room for everyone, its users, and the
+    store's calls recorded from then on."""
 
-        with write_lock_held(client):
-            threads, answers = register_all(client, users, event_id)
-            assert calls.started.wait(timeout=30)
-            read = client.get(f"/events/{event_id}")
-            answered_before_the_read = list(answers)
-        for thread in threads:
-            thread.join()
+    client: TestClient
+    event_id: str
+    users: list[str]
+    calls: StoreCalls
+
+
+@pytest.fixture
+def scene(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], Scene]]:
+    """Starts the scene, the application waiting at most ``lock_timeout`` seconds for
+    the write lock; the application stops when the test ends."""
+    with ExitStack() as running:
+
+        def start(lock_timeout: int) -> Scene:
+            client = running.enter_context(app_client(settings, lock_timeout))
+            event_id = create_event(client, capacity=10)["eventId"]
+            users = [create_user(client) for _ in range(6)]
+            service = client.app.state.container.service  # type: ignore[attr-defined]
+            return Scene(client, event_id, users, StoreCalls(service, monkeypatch))
+
+        yield start
+
+
+def test_a_read_is_answered_while_a_batch_waits_for_the_write_lock(
+    scene: Callable[[int], Scene],
+) -> None:
+    client, event_id, users, calls = scene(20)
+
+    with write_lock_held(client):
+        threads, answers = register_all(client, users, event_id)
+        assert calls.started.wait(timeout=30)
+        read = client.get(f"/events/{event_id}")
+        answered_before_the_read = list(answers)
+    for thread in threads:
+        thread.join()
 
     assert read.status_code == 200, read.text
     assert answered_before_the_read == []  # they still waited for the lock
@@ -119,22 +142,19 @@ def test_a_read_is_answered_while_a_batch_waits_for_the_write_lock(
 
 
 def test_a_batch_that_cannot_get_the_write_lock_asks_for_it_once_and_answers_503(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    scene: Callable[[int], Scene],
 ) -> None:
-    with app_client(settings, lock_timeout=1) as client:
-        event_id = create_event(client, capacity=10)["eventId"]
-        users = [create_user(client) for _ in range(6)]
-        calls = StoreCalls(client.app.state.container.service, monkeypatch)  # type: ignore[attr-defined]
+    client, event_id, users, calls = scene(1)
 
-        with write_lock_held(client):
-            threads, refused = register_all(client, users, event_id)
-            for thread in threads:
-                thread.join()
-        batches, lock_waits = calls.batches_on_loop, calls.lock_waits
+    with write_lock_held(client):
+        threads, refused = register_all(client, users, event_id)
+        for thread in threads:
+            thread.join()
+    batches, lock_waits = calls.batches_on_loop, calls.lock_waits
 
-        # Released: the same commands go through, each once.
-        again = [register(client, user_id, event_id) for user_id in users]
-        event = client.get(f"/events/{event_id}").json()
+    # Released: the same commands go through, each once.
+    again = [register(client, user_id, event_id) for user_id in users]
+    event = client.get(f"/events/{event_id}").json()
 
     assert [answer.status_code for answer in refused] == [503] * len(users)
     for answer in refused:

@@ -1,24 +1,24 @@
 """Writer lanes (``domain/lanes.py``): commands on different gatherings are decided
 and saved in different writer threads at the same time, each gathering's
 commands in one lane in arrival order; and a batch that fails part-way re-runs
-its commands alone without breaking the command that runs alone behind it."""
+its commands alone without breaking a command in steps behind it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from domain.application import GatheringChanges, GatheringSpec, GatheringState, RegistrationOutcome
-from domain.batching import Command, _Job
+from domain.batching import Command
 from domain.errors import InvalidCommandError
 from domain.lanes import lane_of
 from domain.model import RegistrationStatus
 from domain.unit_of_work import UnitOfWork
 from infra.settings import Settings
 from infra.wiring import Container, build_container
+from tests.holds import WriterHold
 from tests.support import unique
 
 LANES = 4
@@ -58,11 +58,9 @@ def open_gathering(container: Container, gathering_id: str, capacity: int) -> No
     )
 
 
-def hold_lane_of(container: Container, gathering_id: str) -> tuple[Future[None], Future[Any]]:
-    """Occupies the writer lane of ``gathering_id`` until the gate is opened."""
-    gate: Future[None] = Future()
-    held = container.service.submit(Command(f"gathering/{gathering_id}", solo=gate.result))
-    return gate, held
+def hold_lane_of(container: Container, gathering_id: str) -> WriterHold:
+    """Occupies the writer lane of ``gathering_id`` until the ``with`` block ends."""
+    return WriterHold(container.service, f"gathering/{gathering_id}")
 
 
 def test_the_default_is_eight_lanes_on_dynamodb_and_one_on_sqlite() -> None:
@@ -83,16 +81,13 @@ def test_a_gathering_waiting_on_its_save_does_not_hold_up_another_gatherings_com
     service = laned.service
     service.create_user("ann", "Ann")
     open_gathering(laned, free, capacity=5)
-    gate, held = hold_lane_of(laned, busy)
-    try:
+    with hold_lane_of(laned, busy) as hold:
         registered = service.submit(service.register_command("ann", free))
         # With one writer thread this waits for ever behind the held command.
         outcome = registered.result(timeout=STUCK)
         assert outcome.status is RegistrationStatus.CONFIRMED
-        assert not held.done()
-    finally:
-        gate.set_result(None)
-    held.result(timeout=STUCK)
+        assert not hold.done.done()
+    hold.done.result(timeout=STUCK)
 
 
 def test_one_gatherings_commands_are_decided_in_arrival_order_in_its_lane(
@@ -104,10 +99,9 @@ def test_one_gatherings_commands_are_decided_in_arrival_order_in_its_lane(
     for user_id in users:
         service.create_user(user_id, user_id)
     open_gathering(laned, gathering, capacity=2)
-    gate, held = hold_lane_of(laned, gathering)
-    futures = [service.submit(service.register_command(u, gathering)) for u in users]
-    gate.set_result(None)
-    held.result(timeout=STUCK)
+    with hold_lane_of(laned, gathering) as hold:
+        futures = [service.submit(service.register_command(u, gathering)) for u in users]
+    hold.done.result(timeout=STUCK)
     outcomes: list[RegistrationOutcome] = [f.result(timeout=STUCK) for f in futures]
     assert [o.status for o in outcomes[:2]] == [RegistrationStatus.CONFIRMED] * 2
     assert [o.waitlist_position for o in outcomes[2:]] == list(range(1, 11))
@@ -120,19 +114,18 @@ def _records_then_refuses(user_id: str, gathering_id: str, container: Container)
     register = container.service.register_command(user_id, gathering_id)
 
     def decide(uow: UnitOfWork) -> Any:
-        assert register.decide is not None
         register.decide(uow)
         raise InvalidCommandError("refused after recording")
 
     return Command(register.key, decide)
 
 
-def test_a_command_run_alone_behind_a_batch_that_failed_part_way_still_runs(
+def test_a_command_in_steps_behind_a_batch_that_failed_part_way_runs_every_step(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = container.service
-    # A store that bounds a save: a capacity raise promotes in bounded steps.
-    monkeypatch.setattr(service, "max_promotions_per_save", 12)
+    # One promotion per save: raising the capacity by two takes two steps (Command.then).
+    monkeypatch.setattr(service, "max_promotions_per_save", 1)
     gathering = unique("gathering")
     first, second, third, late, spoiler = (unique("user") for _ in range(5))
     for user_id in (first, second, third, late, spoiler):
@@ -140,19 +133,20 @@ def test_a_command_run_alone_behind_a_batch_that_failed_part_way_still_runs(
     open_gathering(container, gathering, capacity=1)
     for user_id in (first, second, third):
         service.register(user_id, gathering)
-    commands: list[Command[Any]] = [
-        _records_then_refuses(spoiler, gathering, container),
-        service.revise_gathering_command(gathering, GatheringChanges(capacity=3)),
-        service.register_command(late, gathering),
-    ]
-    jobs = [_Job(c.key, c.decide, solo=c.solo, reads=c.reads) for c in commands]
-    left = service.decide_batch(jobs)
-    while left:
-        left = service.decide_batch(left)
+
+    with hold_lane_of(container, gathering):
+        # One batch: the spoiler, then the raise's first step; the late registration
+        # waits for the raise's last step (it is on the same gathering).
+        refused = service.submit(_records_then_refuses(spoiler, gathering, container))
+        raised = service.submit(
+            service.revise_gathering_command(gathering, GatheringChanges(capacity=3))
+        )
+        registered = service.submit(service.register_command(late, gathering))
 
     with pytest.raises(InvalidCommandError):
-        jobs[0].future.result(timeout=STUCK)
-    raised: GatheringState = jobs[1].future.result(timeout=STUCK)
-    assert (raised.capacity, raised.promoted) == (3, (second, third))
-    registered: RegistrationOutcome = jobs[2].future.result(timeout=STUCK)
-    assert (registered.status, registered.waitlist_position) == (RegistrationStatus.WAITLIST, 1)
+        refused.result(timeout=STUCK)
+    state: GatheringState = raised.result(timeout=STUCK)
+    assert (state.capacity, state.promoted) == (3, (second, third))
+    outcome: RegistrationOutcome = registered.result(timeout=STUCK)
+    assert (outcome.status, outcome.waitlist_position) == (RegistrationStatus.WAITLIST, 1)
+    assert service.waitlist_head(gathering, 10) == [late]

@@ -42,7 +42,7 @@ IDEMPOTENCY = ("IDEMPOTENCY_KEY_REUSED", "REQUEST_IN_PROGRESS")
 ALWAYS = ("UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
 
 
-def _example(code: str) -> dict[str, Any]:
+def _example(code: str, path: str) -> dict[str, Any]:
     details = (
         [{"field": "name", "message": "must not be all whitespace"}]
         if code == "VALIDATION_ERROR"
@@ -56,15 +56,18 @@ def _example(code: str) -> dict[str, Any]:
                 "message": MESSAGES.get(code, code),
                 "details": details,
                 "timestamp": "2024-12-01T10:00:00.000000Z",
-                "path": "/users/alice/registrations",
+                "path": path,
                 "requestId": "3f2b9c0e8a1d4e6f9b7a5c3d1e0f2a4b",
             }
         },
     }
 
 
-def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the given error codes (plus 500 and 503)."""
+def errors(
+    *codes: str, path: str = "/users/alice/registrations"
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes (plus 500 and 503), their
+    examples answering a request to ``path``."""
     by_status: dict[int, list[str]] = {}
     for code in (*codes, *ALWAYS):
         by_status.setdefault(ERROR_CODES[code], []).append(code)
@@ -72,7 +75,7 @@ def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": ErrorBody,
             "description": "Error codes: " + ", ".join(found),
-            "content": {"application/json": {"examples": {c: _example(c) for c in found}}},
+            "content": {"application/json": {"examples": {c: _example(c, path) for c in found}}},
         }
         for status, found in sorted(by_status.items())
     }

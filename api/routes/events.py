@@ -1,4 +1,5 @@
-"""Events (gatherings, in the domain's words) and their registration lists."""
+"""Events (gatherings, in the domain's words), their registration lists, and the
+event-centric shape of registering and leaving."""
 
 from __future__ import annotations
 
@@ -14,13 +15,24 @@ from api.deps import (
     NextToken,
     ReadModelDep,
     ServiceDep,
+    UserIdPath,
     perform,
     reads,
 )
 from api.idempotency import generated_id
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
-from api.schemas import Event, EventCreate, EventList, EventUpdate, RegistrationList, Status
+from api.routes.registrations import leaving, register_user, registering, withdraw_user
+from api.schemas import (
+    Event,
+    EventCreate,
+    EventList,
+    EventRegistrationCreate,
+    EventUpdate,
+    Registration,
+    RegistrationList,
+    Status,
+)
 from domain.application import GatheringChanges, GatheringSpec, GatheringState
 from domain.errors import GatheringNotFoundError, InvalidCommandError
 from domain.model import GatheringStatus
@@ -206,3 +218,35 @@ def list_event_registrations(
         total=page.total,
         next_token=page.next_token,
     )
+
+
+# The original API's event-centric shape of registering and leaving: the same
+# command, answer and documentation as POST /users/{userId}/registrations and
+# DELETE /users/{userId}/registrations/{eventId} (api/routes/registrations.py).
+
+
+@router.post(
+    "/{eventId}/registrations",
+    tags=["registrations"],
+    **registering(
+        "Register a user for an event (event-centric)", "/events/pycon-2024/registrations"
+    ),
+)
+async def register_attendee(
+    event_id: EventIdPath,
+    body: EventRegistrationCreate,
+    service: ServiceDep,
+    response: Response,
+) -> Registration:
+    return await register_user(body.user_id, event_id, service, response)
+
+
+@router.delete(
+    "/{eventId}/registrations/{userId}",
+    tags=["registrations"],
+    **leaving("Leave an event (event-centric)", "/events/pycon-2024/registrations/alice"),
+)
+async def withdraw_attendee(
+    event_id: EventIdPath, user_id: UserIdPath, service: ServiceDep
+) -> Response:
+    return await withdraw_user(user_id, event_id, service)

@@ -1,6 +1,9 @@
-"""A user's registrations."""
+"""A user's registrations, and the code path both shapes of registering and leaving share
+(user-centric here, event-centric in api/routes/events.py)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Response, status
 
@@ -23,43 +26,91 @@ from domain.errors import RegistrationNotFoundError, UserNotFoundError
 router = APIRouter(prefix="/users/{userId}/registrations", tags=["registrations"])
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=Registration,
-    response_model_exclude_none=True,
-    summary="Register a user for an event",
-    description=(
-        "Confirms a seat while one is free and nobody waits; otherwise puts the user at the "
-        "tail of the waitlist (status `waitlist`, with its 1-based waitlistPosition) when the "
-        "event has one. Checked in this order: 400 VALIDATION_ERROR; 404 USER_NOT_FOUND; 404 "
-        "EVENT_NOT_FOUND; 409 EVENT_NOT_OPEN (status not active or published); 409 "
-        "ALREADY_REGISTERED or ALREADY_ON_WAITLIST; 409 EVENT_FULL (full, no waitlist). A user "
-        "who left may register again, as a newcomer."
-    ),
-    openapi_extra=IDEMPOTENT,
-    responses=errors(
-        *IDEMPOTENCY,
-        "VALIDATION_ERROR",
-        "USER_NOT_FOUND",
-        "EVENT_NOT_FOUND",
-        "EVENT_NOT_OPEN",
-        "ALREADY_REGISTERED",
-        "ALREADY_ON_WAITLIST",
-        "EVENT_FULL",
-        "CONCURRENT_MODIFICATION",
-        "PAYLOAD_TOO_LARGE",
-    ),
+REGISTER_DESCRIPTION = (
+    "Confirms a seat while one is free and nobody waits; otherwise puts the user at the "
+    "tail of the waitlist (status `waitlist`, with its 1-based waitlistPosition) when the "
+    "event has one. Checked in this order: 400 VALIDATION_ERROR; 404 USER_NOT_FOUND; 404 "
+    "EVENT_NOT_FOUND; 409 EVENT_NOT_OPEN (status not active or published); 409 "
+    "ALREADY_REGISTERED or ALREADY_ON_WAITLIST; 409 EVENT_FULL (full, no waitlist). A user "
+    "who left may register again, as a newcomer. `Location` names the registration, "
+    "`/users/{userId}/registrations/{eventId}`."
 )
+REGISTER_ERRORS = (
+    *IDEMPOTENCY,
+    "VALIDATION_ERROR",
+    "USER_NOT_FOUND",
+    "EVENT_NOT_FOUND",
+    "EVENT_NOT_OPEN",
+    "ALREADY_REGISTERED",
+    "ALREADY_ON_WAITLIST",
+    "EVENT_FULL",
+    "CONCURRENT_MODIFICATION",
+    "PAYLOAD_TOO_LARGE",
+)
+LEAVE_DESCRIPTION = (
+    "Withdraws the registration. A confirmed user leaving hands the seat to the head of "
+    "the waitlist in the same atomic step; a waitlisted user leaving keeps the others' "
+    "order. Checked in this order: 400 VALIDATION_ERROR; 404 USER_NOT_FOUND; 404 "
+    "EVENT_NOT_FOUND; 404 REGISTRATION_NOT_FOUND."
+)
+LEAVE_ERRORS = (
+    *IDEMPOTENCY,
+    "VALIDATION_ERROR",
+    "USER_NOT_FOUND",
+    "EVENT_NOT_FOUND",
+    "REGISTRATION_NOT_FOUND",
+    "CONCURRENT_MODIFICATION",
+)
+
+
+def registering(summary: str, example_path: str) -> dict[str, Any]:
+    """The route arguments of registering, in either shape (user- or event-centric):
+    both answer alike, so both document the same statuses, codes and examples."""
+    return {
+        "status_code": status.HTTP_201_CREATED,
+        "response_model": Registration,
+        "response_model_exclude_none": True,
+        "summary": summary,
+        "description": REGISTER_DESCRIPTION,
+        "openapi_extra": IDEMPOTENT,
+        "responses": errors(*REGISTER_ERRORS, path=example_path),
+    }
+
+
+def leaving(summary: str, example_path: str) -> dict[str, Any]:
+    """The route arguments of leaving, in either shape."""
+    return {
+        "status_code": status.HTTP_204_NO_CONTENT,
+        "summary": summary,
+        "description": LEAVE_DESCRIPTION,
+        "openapi_extra": IDEMPOTENT,
+        "responses": errors(*LEAVE_ERRORS, path=example_path),
+    }
+
+
+async def register_user(
+    user_id: str, event_id: str, service: ServiceDep, response: Response
+) -> Registration:
+    """Registers the user for the event: the one code path of both POST shapes."""
+    outcome = await perform(service, service.register_command(user_id, event_id))
+    response.headers["Location"] = f"/users/{user_id}/registrations/{event_id}"
+    return presenters.registration(outcome)
+
+
+async def withdraw_user(user_id: str, event_id: str, service: ServiceDep) -> Response:
+    """Withdraws the user's registration: the one code path of both DELETE shapes."""
+    await perform(service, service.leave_command(user_id, event_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("", **registering("Register a user for an event", "/users/alice/registrations"))
 async def register(
     user_id: UserIdPath,
     body: RegistrationCreate,
     service: ServiceDep,
     response: Response,
 ) -> Registration:
-    outcome = await perform(service, service.register_command(user_id, body.event_id))
-    response.headers["Location"] = f"/users/{user_id}/registrations/{body.event_id}"
-    return presenters.registration(outcome)
+    return await register_user(user_id, body.event_id, service, response)
 
 
 @router.get(
@@ -114,25 +165,6 @@ def get_registration(
     return presenters.registration(row)
 
 
-@router.delete(
-    "/{eventId}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    summary="Leave an event",
-    description=(
-        "Withdraws the registration. A confirmed user leaving hands the seat to the head of "
-        "the waitlist in the same atomic step; a waitlisted user leaving keeps the others' "
-        "order."
-    ),
-    openapi_extra=IDEMPOTENT,
-    responses=errors(
-        *IDEMPOTENCY,
-        "VALIDATION_ERROR",
-        "USER_NOT_FOUND",
-        "EVENT_NOT_FOUND",
-        "REGISTRATION_NOT_FOUND",
-        "CONCURRENT_MODIFICATION",
-    ),
-)
+@router.delete("/{eventId}", **leaving("Leave an event", "/users/alice/registrations/pycon-2024"))
 async def leave(user_id: UserIdPath, event_id: EventIdPath, service: ServiceDep) -> Response:
-    await perform(service, service.leave_command(user_id, event_id))
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await withdraw_user(user_id, event_id, service)

@@ -239,7 +239,7 @@ class ReadQueries:
         for item in self._scan(self.users_table):
             tables.users[item["userId"]] = user_row(item)
         for item in self._scan(self.gatherings_table):
-            tables.events[item["eventId"]] = event_row(item, ())
+            tables.gatherings[item["eventId"]] = event_row(item, ())
         for item in self._scan(self.state_table):
             if item["pk"].startswith("stream#"):
                 tables.streams[UUID(item["pk"].removeprefix("stream#"))] = item["eventId"]

@@ -377,7 +377,7 @@ class SQLiteReadModel:
             for row in c.execute("SELECT * FROM users"):
                 tables.users[row["user_id"]] = self._user_row(row)
             for row in c.execute("SELECT * FROM gatherings"):
-                tables.events[row["event_id"]] = self._event_row(c, row, with_waitlist=False)
+                tables.gatherings[row["event_id"]] = self._event_row(c, row, with_waitlist=False)
             for row in c.execute("SELECT * FROM streams"):
                 tables.streams[UUID(row["stream_id"])] = row["event_id"]
             for row in c.execute("SELECT * FROM registrations"):

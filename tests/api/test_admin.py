@@ -170,7 +170,7 @@ def test_the_check_names_a_row_altered_behind_the_services_back(
 
     assert report["ok"] is False
     (difference,) = report["differences"]
-    assert (difference["table"], difference["key"]) == ("events", event_id)
+    assert (difference["table"], difference["key"]) == ("gatherings", event_id)
     assert difference["live"]["registeredCount"] == 4
     assert difference["expected"]["registeredCount"] == 1
 

@@ -41,8 +41,24 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
         "EVENT_FULL",
         "PAYLOAD_TOO_LARGE",
     },
+    ("post", "/events/{eventId}/registrations"): {
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "EVENT_NOT_FOUND",
+        "EVENT_NOT_OPEN",
+        "ALREADY_REGISTERED",
+        "ALREADY_ON_WAITLIST",
+        "EVENT_FULL",
+        "PAYLOAD_TOO_LARGE",
+    },
     ("get", "/users/{userId}/registrations"): {"VALIDATION_ERROR", "USER_NOT_FOUND"},
     ("delete", "/users/{userId}/registrations/{eventId}"): {
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "EVENT_NOT_FOUND",
+        "REGISTRATION_NOT_FOUND",
+    },
+    ("delete", "/events/{eventId}/registrations/{userId}"): {
         "VALIDATION_ERROR",
         "USER_NOT_FOUND",
         "EVENT_NOT_FOUND",
@@ -200,6 +216,32 @@ def test_registering_documents_event_full_waitlist_and_not_open_as_409s(
     assert {"EVENT_FULL", "ALREADY_ON_WAITLIST", "EVENT_NOT_OPEN"} <= by_status["409"]
 
 
+@pytest.mark.parametrize(
+    ("user_centric", "event_centric"),
+    [
+        (("post", "/users/{userId}/registrations"), ("post", "/events/{eventId}/registrations")),
+        (
+            ("delete", "/users/{userId}/registrations/{eventId}"),
+            ("delete", "/events/{eventId}/registrations/{userId}"),
+        ),
+    ],
+    ids=["register", "leave"],
+)
+def test_both_shapes_of_registering_and_leaving_document_the_same_answers(
+    spec: dict[str, Any], user_centric: tuple[str, str], event_centric: tuple[str, str]
+) -> None:
+    ours, theirs = operations(spec)[user_centric], operations(spec)[event_centric]
+
+    assert codes_by_status(theirs) == codes_by_status(ours)
+    assert theirs["responses"].keys() == ours["responses"].keys()
+    for status in ("201", "204"):
+        assert theirs["responses"].get(status) == ours["responses"].get(status)
+    assert theirs["description"] == ours["description"]
+    assert [p for p in theirs["parameters"] if p["name"] == "Idempotency-Key"] == [
+        p for p in ours["parameters"] if p["name"] == "Idempotency-Key"
+    ]
+
+
 def test_error_responses_use_the_envelope_schema_with_examples(spec: dict[str, Any]) -> None:
     for key, operation in operations(spec).items():
         for status, response in operation["responses"].items():
@@ -225,6 +267,7 @@ def test_error_responses_use_the_envelope_schema_with_examples(spec: dict[str, A
         ("post", "/events"),
         ("put", "/events/{eventId}"),
         ("post", "/users/{userId}/registrations"),
+        ("post", "/events/{eventId}/registrations"),
     ],
 )
 def test_request_bodies_have_an_example(spec: dict[str, Any], method: str, path: str) -> None:

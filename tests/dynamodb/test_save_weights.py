@@ -12,7 +12,6 @@ size and every command of the batch runs again alone.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from infra.dynamodb import DynamoDBFactory
 from infra.dynamodb.layout import EVENTS, MAX_TRANSACT_ITEMS
 from infra.dynamodb.recorders import DynamoDBApplicationRecorder
 from infra.wiring import Container
+from tests.holds import WriterHold
 from tests.support import unique
 
 
@@ -78,11 +78,9 @@ def all_at_once(container: Container, gathering_id: str, commands: list[Command[
     """Submits ``commands`` while the gathering's lane is held, so that they
     are decided in as few batches as the bound allows; waits for them all."""
     service = container.service
-    gate: Future[None] = Future()
-    held = service.submit(Command(f"gathering/{gathering_id}", solo=gate.result))
-    futures = [service.submit(command) for command in commands]
-    gate.set_result(None)
-    held.result(timeout=120)
+    with WriterHold(service, f"gathering/{gathering_id}") as hold:
+        futures = [service.submit(command) for command in commands]
+    hold.done.result(timeout=120)
     for future in futures:
         future.result(timeout=120)
 

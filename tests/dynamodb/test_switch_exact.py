@@ -214,7 +214,7 @@ def test_without_any_repair_the_held_append_is_lost_from_the_live_tables(
 
     report = container.check("read-tables")
     assert not report.ok
-    assert {d.table for d in report.differences} >= {"registrations", "events"}
+    assert {d.table for d in report.differences} >= {"registrations", "gatherings"}
 
 
 def test_an_append_that_sees_the_switch_when_it_commits_repairs_before_answering(
