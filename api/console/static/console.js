@@ -70,7 +70,7 @@ function h(tag, attrs = {}, ...children) {
     else if (value === true) el.setAttribute(name, "");
     else el.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -845,6 +845,11 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+// The skip link moves the focus itself: its #main would be taken for a page.
+document.querySelector(".skip").addEventListener("click", (clicked) => {
+  clicked.preventDefault();
+  main.focus();
+});
 
 async function start() {
   const key = sessionStorage.getItem(KEY);
