@@ -356,7 +356,7 @@ def test_a_user_page_shows_the_account_registrations_and_history(
     )
     expected = ok(console.http.get(f"/audit/users/{eve}/history", params={"limit": 500}))
     expect(page.locator("#user-history-table tbody tr")).to_have_count(len(expected["history"]))
-    screenshot(page, "user")
+    screenshot(page, "user", full_page=False)
 
 
 # -- the audit trail -------------------------------------------------------------
@@ -381,7 +381,7 @@ def test_the_audit_trail_filters_by_request_id(
         expect(entry).to_contain_text("ops")  # the admin key that sent it
     types = shown.locator(".entry-head strong").all_inner_texts()
     assert "CapacityChanged" in types and "PromotedFromWaitlist" in types
-    screenshot(page, "audit-request")
+    screenshot(page, "audit-request", full_page=False)
 
 
 def test_the_audit_trail_filters_by_event_and_user(
@@ -404,7 +404,7 @@ def test_verify_shows_a_whole_chain_as_verified(
     expect(result).to_contain_text("Verified: every chain holds.")
     checked = ok(console.http.get("/audit/verify"))["checked"]
     expect(result.locator("dd").first).to_have_text(str(checked))
-    screenshot(page, "audit")
+    screenshot(page, "audit", full_page=False)
 
 
 def test_verify_links_to_the_first_broken_entry(
@@ -433,7 +433,7 @@ def test_verify_links_to_the_first_broken_entry(
         expect(broken).to_have_class("entry highlight")
         expect(broken).to_be_focused()
         expect(broken).to_contain_text("SeatTaken")
-        screenshot(page, "audit-broken")
+        screenshot(page, "audit-broken", full_page=False)
     finally:
         with sqlite3.connect(database) as db:
             db.execute(update, (original, *where))

@@ -469,7 +469,7 @@ function eventPage(eventId, params) {
       if (last) {
         slider.max = last.version;
         versionInput.max = last.version;
-        if (!travel.version) slider.value = last.version;
+        slider.value = travel.version || last.version;
       }
       draw();
     } catch (error) {
@@ -483,7 +483,6 @@ function eventPage(eventId, params) {
   page(
     `Event ${eventId}`,
     now,
-    then,
     h("section", { "aria-labelledby": "timeline-heading" },
       h("h2", { id: "timeline-heading" }, "Timeline"),
       h("div", { class: "toolbar" }, field("Horizontal axis", axis),
@@ -492,7 +491,8 @@ function eventPage(eventId, params) {
           h("li", { class: "waitlisted" }, "waitlisted"),
           h("li", { class: "capacity" }, "capacity (dashed; changes marked)"))),
       plotArea,
-      travelForm),
+      travelForm,
+      then),
     h("section", { "aria-labelledby": "history-title" },
       h("h2", { id: "history-title" }, "History"),
       h("div", { class: "table-wrap" }, h("table", { id: "history-table" },
@@ -522,6 +522,7 @@ function eventPage(eventId, params) {
       ];
     }).then(() => {
       if (then.querySelector(".error")) then.prepend(h("h2", { id: "then-title" }, "As it was"));
+      then.scrollIntoView({ block: "nearest" });
     });
   }
   loadHistory();
@@ -748,9 +749,9 @@ function projectionsPage() {
         h("td", { class: "num" }, p.lag),
         h("td", { class: "num" }, p.lagSeconds.toFixed(3)),
         h("td", {}, p.progress != null ? `${Math.round(p.progress * 100)}%` : ""),
-        h("td", { class: "actions" },
+        h("td", {}, h("div", { class: "actions" },
           h("button", { type: "button", class: "rebuild", disabled: p.state === "rebuilding", onclick: () => rebuild(p.name) }, `Rebuild ${p.name}`),
-          h("button", { type: "button", class: "check", onclick: () => check(p.name) }, `Check ${p.name} for drift`)))),
+          h("button", { type: "button", class: "check", onclick: () => check(p.name) }, `Check ${p.name} for drift`))))),
       { id: "projections-table" });
 
   const refresh = async () => {

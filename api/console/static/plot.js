@@ -54,7 +54,7 @@ function niceTicks(max) {
 }
 
 function shortTime(iso) {
-  return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "";
+  return iso ? iso.replace("T", " ").replace(/(\.\d{3})\d*Z$/, "$1Z") : "";
 }
 
 /**
