@@ -459,10 +459,35 @@ def test_an_admin_rebuilds_the_read_tables_and_watches_it_finish(
     page.get_by_role("link", name="Projections").click()
     row = page.locator("#projections-table tr[data-name='read-tables']")
     expect(row.locator("td").nth(1)).to_have_text("live")
-    page.get_by_role("button", name="Rebuild read-tables").click()
+    shown: list[str] = []  # every state of the progress line, as it changed
+
+    def progress_shown(text: str) -> None:
+        shown.append(text)
+
+    page.expose_function("progressShown", progress_shown)
+    page.evaluate(
+        """() => { const area = document.getElementById('rebuild-progress');
+                   new MutationObserver(() => window.progressShown(area.textContent))
+                     .observe(area, {childList: true, characterData: true, subtree: true}); }"""
+    )
+    polled: list[str] = []
+    page.on(
+        "response",
+        lambda r: polled.append(r.json()["projections"][0]["state"])
+        if r.url.endswith("/admin/projections")
+        else None,
+    )
+    with page.expect_response(lambda r: r.url.endswith("/rebuild")) as answer:
+        page.get_by_role("button", name="Rebuild read-tables").click()
+    assert answer.value.status == 202
+    assert answer.value.json()["state"] == "rebuilding"
     text = page.locator("#rebuild-text")
     expect(text).to_contain_text("Rebuild of read-tables finished: live at position", timeout=60_000)
     expect(page.locator("#rebuild-bar")).to_have_attribute("value", "1")
+    # Watched live: it said it was rebuilding, then polled until the state was live.
+    assert shown[0].startswith("Rebuilding")
+    assert shown[-1].startswith("Rebuild of read-tables finished")
+    assert polled[-1] == "live"
     status = ok(console.http.get("/admin/projections"))["projections"][0]
     assert status["state"] == "live"
     assert status["position"] == status["head"]
