@@ -100,4 +100,3 @@ def sign_in(page: Page, console: Console, key: str) -> None:
     page.goto(f"{console.url}/console")
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
-

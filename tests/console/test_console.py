@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +77,12 @@ def seeded(console: Console) -> Seeded:
     ok(http.post(f"/users/{users['fay']}/registrations", json={"eventId": event_id}))
 
     big_event_id = unique("big")
-    ok(http.post("/events", json={"eventId": big_event_id, "title": "Big", "date": "2025-06-01", "capacity": 10}))
+    ok(
+        http.post(
+            "/events",
+            json={"eventId": big_event_id, "title": "Big", "date": "2025-06-01", "capacity": 10},
+        )
+    )
 
     def come_and_go(user_id: str) -> None:
         with httpx.Client(base_url=console.url, timeout=30) as own:
@@ -132,10 +136,10 @@ def open_event(page: Page, console: Console, key: str, event_id: str, suffix: st
 
 
 @pytest.fixture
-def auditor_page(page: Page, console: Console) -> Iterator[Page]:
+def auditor_page(page: Page, console: Console) -> Page:
     sign_in(page, console, AUDITOR_KEY)
     expect(page.locator("#who")).to_have_text("role: auditor")
-    yield page
+    return page
 
 
 # -- signing in ------------------------------------------------------------------
@@ -166,7 +170,8 @@ def test_the_key_stays_in_session_storage_never_in_a_url_cookie_or_log(
     expect(page.locator("svg.timeline")).to_be_visible()
     assert page.evaluate("Object.values(sessionStorage)") == [AUDITOR_KEY]
     assert not page.context.cookies()
-    assert requested and not [url for url in requested if AUDITOR_KEY in url]
+    assert requested
+    assert not [url for url in requested if AUDITOR_KEY in url]
     assert AUDITOR_KEY not in page.url
     assert AUDITOR_KEY not in console.log.read_text()
     page.reload()  # the tab keeps it: no second sign-in
@@ -214,9 +219,7 @@ def test_the_events_list_shows_counts_status_and_waitlist_length(
     expect(page.locator("#page-title")).to_have_text(f"Event {seeded.event_id}: PyCon sprint")
 
 
-def test_an_unknown_event_shows_the_services_message(
-    auditor_page: Page, console: Console
-) -> None:
+def test_an_unknown_event_shows_the_services_message(auditor_page: Page, console: Console) -> None:
     auditor_page.get_by_label("Event id").fill("no-such-event")
     auditor_page.get_by_role("button", name="Open event").click()
     expect(auditor_page.locator("#event-now .error")).to_contain_text(
@@ -321,7 +324,9 @@ def test_a_long_history_is_read_a_page_at_a_time(
     expect(page.locator("#history-status")).to_contain_text("more remain")
     page.get_by_role("button", name="Load more history").click()
     expect(dots).to_have_count(521)
-    expect(page.locator("#history-status")).to_have_text("All 521 entries of the history are loaded.")
+    expect(page.locator("#history-status")).to_have_text(
+        "All 521 entries of the history are loaded."
+    )
     expect(page.get_by_role("button", name="Load more history")).to_be_hidden()
 
 
@@ -380,7 +385,8 @@ def test_the_audit_trail_filters_by_request_id(
         expect(entry).to_contain_text(raise_request)
         expect(entry).to_contain_text("ops")  # the admin key that sent it
     types = shown.locator(".entry-head strong").all_inner_texts()
-    assert "CapacityChanged" in types and "PromotedFromWaitlist" in types
+    assert "CapacityChanged" in types
+    assert "PromotedFromWaitlist" in types
     screenshot(page, "audit-request", full_page=False)
 
 
@@ -473,16 +479,20 @@ def test_an_admin_rebuilds_the_read_tables_and_watches_it_finish(
     polled: list[str] = []
     page.on(
         "response",
-        lambda r: polled.append(r.json()["projections"][0]["state"])
-        if r.url.endswith("/admin/projections")
-        else None,
+        lambda r: (
+            polled.append(r.json()["projections"][0]["state"])
+            if r.url.endswith("/admin/projections")
+            else None
+        ),
     )
     with page.expect_response(lambda r: r.url.endswith("/rebuild")) as answer:
         page.get_by_role("button", name="Rebuild read-tables").click()
     assert answer.value.status == 202
     assert answer.value.json()["state"] == "rebuilding"
     text = page.locator("#rebuild-text")
-    expect(text).to_contain_text("Rebuild of read-tables finished: live at position", timeout=60_000)
+    expect(text).to_contain_text(
+        "Rebuild of read-tables finished: live at position", timeout=60_000
+    )
     expect(page.locator("#rebuild-bar")).to_have_attribute("value", "1")
     # Watched live: it said it was rebuilding, then polled until the state was live.
     assert shown[0].startswith("Rebuilding")
