@@ -181,6 +181,25 @@ def test_the_key_stays_in_session_storage_never_in_a_url_cookie_or_log(
     expect(page.get_by_label("API key")).to_be_visible()
 
 
+def test_every_page_loads_from_the_service_alone(
+    page: Page, console: Console, seeded: Seeded
+) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    sign_in(page, console, ADMIN_KEY)
+    expect(page.locator("#events-table")).to_be_visible()
+    for where, ready in (
+        (f"#/events/{seeded.event_id}", "svg.timeline"),
+        (f"#/users/{seeded.users['ada']}", "#user-history-table"),
+        ("#/audit", "#audit-entries > li"),
+        ("#/projections", "#projections-table"),
+    ):
+        page.goto(f"{console.url}/console{where}")
+        expect(page.locator(ready).first).to_be_visible()
+    assert len(requested) > 10
+    assert [url for url in requested if not url.startswith(f"{console.url}/")] == []
+
+
 def test_signing_in_and_opening_an_event_works_from_the_keyboard(
     page: Page, console: Console, seeded: Seeded
 ) -> None:
