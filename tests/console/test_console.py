@@ -458,6 +458,8 @@ def test_verify_links_to_the_first_broken_entry(
         expect(broken).to_have_class("entry highlight")
         expect(broken).to_be_focused()
         expect(broken).to_contain_text("SeatTaken")
+        expect(broken.locator(".broken-label")).to_contain_text("first broken link")
+        expect(broken.locator("code.payload")).to_contain_text(seeded.users["fay"])
         screenshot(page, "audit-broken", full_page=False)
     finally:
         with sqlite3.connect(database) as db:

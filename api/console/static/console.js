@@ -612,7 +612,7 @@ function userPage(userId) {
 
 // ---------------------------------------------------------------- audit trail
 
-function auditEntry(entry, highlight) {
+function auditEntry(entry, highlight, broken) {
   const position = entry.position;
   return h(
     "li",
@@ -620,6 +620,7 @@ function auditEntry(entry, highlight) {
     h("div", { class: "entry-head" },
       h("strong", {}, entry.type),
       h("span", {}, ` #${position ?? "?"} · `, time(entry.occurredAt))),
+    position === highlight && broken ? h("p", { class: "broken-label" }, "The first broken link that verify found: ", broken) : null,
     dl([
       ["Actor", entry.metadata.actor],
       ["Request id", entry.metadata.requestId ? link(`#/audit${query({ request: entry.metadata.requestId })}`, entry.metadata.requestId) : null],
@@ -627,7 +628,7 @@ function auditEntry(entry, highlight) {
       ["Hash", entry.metadata.hash],
     ]),
     entry.undecodable ? h("p", { class: "error" }, "This stored event cannot be decoded; raw: ", entry.raw) : null,
-    h("details", {}, h("summary", {}, "Payload"), json(entry.data)),
+    h("div", { class: "payload-line" }, h("span", { class: "meta" }, "Payload "), h("code", { class: "payload" }, JSON.stringify(entry.data))),
   );
 }
 
@@ -661,7 +662,7 @@ function auditPage(params) {
         h("strong", {}, report.ok ? "Verified: every chain holds." : "Broken: the log was altered."),
         dl([["Events checked", report.checked], ["Unsealed", report.unsealed], ["Digest", h("code", {}, report.digest)]]),
         broken ? h("p", {}, `First broken link: position ${broken.position}, stream ${broken.stream} v${broken.version}: ${broken.reason}. `,
-          link(`#/audit${query({ after: broken.position - 1, highlight: broken.position })}`, `Open entry ${broken.position}`)) : null));
+          link(`#/audit${query({ after: broken.position - 1, highlight: broken.position, broken: broken.reason })}`, `Open entry ${broken.position}`)) : null));
     } catch (error) {
       verifyResult.replaceChildren(errorBox(error));
     } finally {
@@ -709,7 +710,7 @@ function auditPage(params) {
         found.push(...entries.filter(keep));
         pages += 1;
       } while (next != null && filters.request && !found.length && pages < FEED_SCAN_PAGES);
-      list.append(...found.map((entry) => auditEntry(entry, highlight)));
+      list.append(...found.map((entry) => auditEntry(entry, highlight, params.get("broken"))));
       shown += found.length;
       more.hidden = next == null;
       more.textContent = filters.request ? "Search further" : "Next entries";
