@@ -533,3 +533,29 @@ def test_an_admin_runs_the_drift_check(page: Page, console: Console, seeded: See
     page.get_by_role("button", name="Check read-tables for drift").click()
     expect(page.locator("#drift-result")).to_contain_text("No drift:")
     screenshot(page, "projections-drift")
+
+
+def test_the_drift_check_shows_each_difference(
+    page: Page, console: Console, seeded: Seeded
+) -> None:
+    database = console.data_dir / "events.sqlite3"
+    forge = "UPDATE gatherings SET title = ? WHERE event_id = ?"
+    with sqlite3.connect(database) as db:
+        assert db.execute(forge, ("Forged", seeded.big_event_id)).rowcount == 1
+    try:
+        sign_in(page, console, ADMIN_KEY)
+        page.get_by_role("link", name="Projections").click()
+        page.get_by_role("button", name="Check read-tables for drift").click()
+        expect(page.locator("#drift-result")).to_contain_text("1 difference at position")
+        row = page.locator("#drift-table tbody tr")
+        expect(row).to_have_count(1)
+        expect(row.locator("td").nth(0)).to_have_text("events")
+        expect(row.locator("td").nth(1)).to_have_text(seeded.big_event_id)
+        expect(row.locator("td").nth(2)).to_have_text("title")
+        expect(row.locator("td").nth(3)).to_contain_text('"title": "Forged"')
+        expect(row.locator("td").nth(4)).to_contain_text('"title": "Big"')
+        screenshot(page, "projections-drift-differences")
+    finally:
+        with sqlite3.connect(database) as db:
+            db.execute(forge, ("Big", seeded.big_event_id))
+    assert ok(console.http.get("/admin/projections/read-tables/check"))["ok"]

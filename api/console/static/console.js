@@ -805,10 +805,12 @@ function projectionsPage() {
     drift.replaceChildren(busy(`Comparing ${name} with a fresh fold of the log…`));
     try {
       const report = await api(`/admin/projections/${enc(name)}/check`);
-      const rows = report.differences.map((d) => h("tr", {}, h("td", {}, d.table), h("td", {}, d.key), h("td", {}, json(d.live)), h("td", {}, json(d.expected))));
+      const rows = report.differences.map((d) => h("tr", {}, h("td", {}, d.table), h("td", {}, d.key),
+        h("td", { class: "differs" }, differingFields(d.live, d.expected)), h("td", {}, json(d.live)), h("td", {}, json(d.expected))));
+      const count = `${report.differences.length}${report.truncated ? "+" : ""} difference${report.differences.length === 1 ? "" : "s"}`;
       drift.replaceChildren(h("div", { class: report.ok ? "ok" : "error", role: "status" },
-        h("strong", {}, report.ok ? `No drift: ${report.rows} rows match the log at position ${report.position}.` : `${report.differences.length}${report.truncated ? "+" : ""} differences at position ${report.position} (${report.rows} rows compared).`)),
-        report.ok ? "" : table("Differences", ["Table", "Key", "Live", "Expected"], rows, { id: "drift-table" }));
+        h("strong", {}, report.ok ? `No drift: ${report.rows} rows match the log at position ${report.position}.` : `${count} at position ${report.position} (${report.rows} rows compared).`)),
+        report.ok ? "" : table("Differences", ["Table", "Key", "Differs in", "Live", "Expected"], rows, { id: "drift-table" }));
     } catch (error) {
       drift.replaceChildren(errorBox(error));
     }
@@ -823,6 +825,13 @@ function projectionsPage() {
     if (running) setTimeout(() => watch(running.name));
     return render(projections);
   });
+}
+
+// The fields of two rows that differ (a missing row: "the whole row").
+function differingFields(live, expected) {
+  if (!live || !expected) return live ? "row not expected" : "row missing";
+  const names = new Set([...Object.keys(live), ...Object.keys(expected)]);
+  return [...names].filter((name) => JSON.stringify(live[name]) !== JSON.stringify(expected[name])).join(", ");
 }
 
 // ---------------------------------------------------------------- routing
