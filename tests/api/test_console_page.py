@@ -3,7 +3,11 @@ and no part of the API's contract."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
+
+# Static files, the same on either store.
+pytestmark = pytest.mark.sqlite_pass
 
 
 def test_the_console_page_is_served_with_a_policy_that_keeps_it_on_its_own_origin(
