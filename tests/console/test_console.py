@@ -322,6 +322,13 @@ def test_travelling_to_a_version_shows_the_event_as_it_was(
     page.get_by_role("button", name="Back to now").click()
     expect(then).to_be_hidden()
 
+    # A point of the plot, clicked, travels to its version.
+    page.locator("svg.timeline g.points.waitlisted circle[data-version='8']").click()
+    expect(then.locator("h2")).to_have_text("As it was at version 8")
+    expect(then.locator("#then-waitlist tbody td:nth-child(2)")).to_have_text(
+        [users["dan"], users["eve"]]
+    )
+
 
 def test_travelling_before_the_event_existed_shows_the_services_message(
     page: Page, console: Console, seeded: Seeded

@@ -453,6 +453,11 @@ function eventPage(eventId, params) {
     plotArea.replaceChildren(timeline(series(entries), { axis: axis.value, at }));
   };
   axis.addEventListener("change", draw);
+  // A point of the plot, clicked: the event as it was after that entry.
+  plotArea.addEventListener("click", (clicked) => {
+    const version = clicked.target.closest("circle")?.dataset.version;
+    if (version) location.hash = `#/events/${enc(eventId)}${query({ version })}`;
+  });
 
   const loadHistory = async () => {
     moreHistory.disabled = true;
