@@ -556,7 +556,8 @@ def test_the_drift_check_shows_each_difference(
         expect(page.locator("#drift-result")).to_contain_text("1 difference at position")
         row = page.locator("#drift-table tbody tr")
         expect(row).to_have_count(1)
-        expect(row.locator("td").nth(0)).to_have_text("events")
+        (difference,) = ok(console.http.get("/admin/projections/read-tables/check"))["differences"]
+        expect(row.locator("td").nth(0)).to_have_text(difference["table"])
         expect(row.locator("td").nth(1)).to_have_text(seeded.big_event_id)
         expect(row.locator("td").nth(2)).to_have_text("title")
         expect(row.locator("td").nth(3)).to_contain_text('"title": "Forged"')
