@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
+.PHONY: run test setup chromium lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
 	status create-tables clean help
 
 help:
@@ -63,9 +63,17 @@ pytest-sqlite: $(VENV)/.dev
 pytest-dynamodb: $(VENV)/.dev $(DYNAMODB_LOCAL)
 	$(BIN)/pytest -n 2 --dist loadgroup -q --store dynamodb --ignore=tests/cdk
 
-# Set-up for the tests: the dev packages and DynamoDB Local install side by side.
+# The console's browser tests drive Debian's chromium (Playwright cannot download
+# its own browser here); installed with apt-get when missing (sudo unless root).
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || { \
+			$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; }
+
+# Set-up for the tests: the dev packages, DynamoDB Local and chromium install side by side.
 setup: $(VENV)/.runtime
-	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(DYNAMODB_LOCAL)
+	$(MAKE) --no-print-directory -j2 $(VENV)/.dev $(DYNAMODB_LOCAL) chromium
 
 test: setup
 	$(MAKE) --no-print-directory lint typecheck pytest

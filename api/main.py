@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import metrics
+from api import console, metrics
 from api import openapi as openapi_refinements
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.include_router(router)
 
     app.mount("/static/docs", StaticFiles(directory=SWAGGER_ASSETS), name="docs-assets")
+    console.install(app)  # the web console: static files calling the routes above
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
