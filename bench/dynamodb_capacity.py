@@ -15,7 +15,12 @@ WCU over the whole run divided by the events it indexed, times the command's
 events), their total, and the baseline's WCU; and for ``get event`` the RCU
 DynamoDB reports. A capacity raise is shown per person it promoted.
 
+``--items`` also prints, per command, the item writes of one instance: each
+item's size before and after against the 1 KB steps, its WCU and its GSI
+writes (where a command's cost comes from).
+
     python -m bench.dynamodb_capacity [--gatherings 10] [--registrations 200] [--hot-clients 32]
+                                      [--items]
 """
 
 from __future__ import annotations
@@ -119,12 +124,35 @@ def per_registration(recorder: WriteRecorder) -> Row:
     )
 
 
-def measure_hot(url: str, workload: Workload = HOT) -> dict[str, Row]:
-    """A hot gathering's mean registration cost on both sides."""
-    return {
-        "service": per_registration(run_service(url, workload)),
-        "state-based": per_registration(run_baseline(url, workload, get_event=False)),
+def measure_hot(
+    url: str, workload: Workload = HOT, recorders: dict[str, WriteRecorder] | None = None
+) -> dict[str, Row]:
+    """A hot gathering's mean registration cost on both sides (``recorders``,
+    when given, gets both runs' recorders)."""
+    runs = {
+        "service": run_service(url, workload),
+        "state-based": run_baseline(url, workload, get_event=False),
     }
+    if recorders is not None:
+        recorders.update(runs)
+    return {side: per_registration(recorder) for side, recorder in runs.items()}
+
+
+def hot_items(
+    recorder: WriteRecorder, side: str, picks: tuple[int, ...] = (1, 150, 151, 600)
+) -> str:
+    """The item writes of the hot gathering's registrations number ``picks``
+    (1-based, in the order sent): how the cost moves as seats fill and the
+    waitlist grows."""
+    registrations = [c for c in recorder.commands if c.kind == "register"]
+    lines = [f"{side}: the hot gathering's registrations"]
+    for n in picks:
+        if n > len(registrations):
+            continue
+        command = registrations[n - 1]
+        lines.append(f"  #{n} {command.label}: {command.wcu:.1f} WCU")
+        lines += _item_lines(command)
+    return "\n".join(lines)
 
 
 def measure_hot_concurrent(url: str, clients: int, workload: Workload = HOT) -> Row:
@@ -230,12 +258,47 @@ def run_baseline(url: str, workload: Workload, *, get_event: bool = True) -> Wri
     return recorder
 
 
-def measure_both(url: str, workload: Workload = WORKLOAD) -> dict[str, dict[str, Row]]:
-    """Per command, the service's and the baseline's median costs."""
-    return {
-        "service": rows(run_service(url, workload, get_event=True)),
-        "state-based": rows(run_baseline(url, workload)),
+def measure_both(
+    url: str, workload: Workload = WORKLOAD, recorders: dict[str, WriteRecorder] | None = None
+) -> dict[str, dict[str, Row]]:
+    """Per command, the service's and the baseline's median costs (``recorders``,
+    when given, gets both runs' recorders)."""
+    runs = {
+        "service": run_service(url, workload, get_event=True),
+        "state-based": run_baseline(url, workload),
     }
+    if recorders is not None:
+        recorders.update(runs)
+    return {side: rows(recorder) for side, recorder in runs.items()}
+
+
+def _item_lines(command: Command) -> list[str]:
+    lines = []
+    for item in command.items:
+        gsi = ", ".join(f"{index} {kind} {units:.0f}" for index, kind, units in item.indexes)
+        lines.append(
+            f"    {item.table:22} {item.operation:18} {item.action:7} "
+            f"{item.before:>5} -> {item.after:>5} B  {item.units:.0f} WCU"
+            + (f"  + GSI {gsi}" if gsi else "")
+        )
+    return lines
+
+
+def items(recorder: WriteRecorder, side: str) -> str:
+    """Per command, the item writes of one instance that costs its median: each
+    item's table, call, action, size before and after (bytes, against the 1 KB
+    steps), its WCU, and its GSI writes (what ``--items`` prints)."""
+    lines = [f"{side}: the item writes of one command of each kind (its median cost)"]
+    for name in COMMANDS:
+        label = LABELS.get(name, name)
+        picked = [c for c in recorder.commands if c.label == label]
+        if not picked or label == "get event":
+            continue
+        median = statistics.median(c.wcu for c in picked)
+        command = min(picked, key=lambda c: abs(c.wcu - median))
+        lines.append(f"  {name}: {command.wcu:.1f} WCU, {command.events} events")
+        lines += _item_lines(command)
+    return "\n".join(lines)
 
 
 def table(measured: Mapping[str, Mapping[str, Row]], markdown: bool = False) -> str:
@@ -299,16 +362,29 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="also the hot gathering's registrations sent by this many clients at once",
     )
+    parser.add_argument(
+        "--items", action="store_true", help="also each command's item writes, sized and costed"
+    )
     args = parser.parse_args(argv)
     workload = Workload(gatherings=args.gatherings, registrations=args.registrations)
+    recorders: dict[str, WriteRecorder] = {}
     with endpoint() as url:
-        measured = measure_both(url, workload)
-        hot = measure_hot(url)
+        measured = measure_both(url, workload, recorders)
+        hot_recorders: dict[str, WriteRecorder] = {}
+        hot = measure_hot(url, recorders=hot_recorders)
         concurrent = measure_hot_concurrent(url, args.hot_clients) if args.hot_clients else None
     print(caption(workload))
     print(table(measured, markdown=args.markdown))
+    if args.items:
+        for side, recorder in recorders.items():
+            print()
+            print(items(recorder, side))
     print()
     print(hot_line(hot))
+    if args.items:
+        for side, recorder in hot_recorders.items():
+            print()
+            print(hot_items(recorder, side))
     if concurrent is not None:
         ratio = concurrent.total / hot["state-based"].total
         print()

@@ -52,6 +52,7 @@ from infra.dynamodb.capacity import (
     write_cost,
     write_hooks,
 )
+from infra.dynamodb.layout import item_size
 from infra.dynamodb.packing import event_count
 
 if TYPE_CHECKING:
@@ -74,6 +75,24 @@ class Command:
     wcu: float = 0.0  # request path, by the rule, GSI writes included
     rcu: float = 0.0  # as DynamoDB reports its reads
     promoted: int = 0  # people a leave or capacity raise promoted
+    items: list[ItemCost] = field(default_factory=list)  # each item write, costed
+
+
+@dataclass(frozen=True)
+class ItemCost:
+    """One item a command wrote, and what it cost by the rule."""
+
+    table: str  # logical name
+    operation: str  # PutItem, UpdateItem, TransactWriteItems...
+    action: str  # Put | Update | Delete | ConditionCheck
+    before: int  # the item's size in bytes before the write (0: absent)
+    after: int  # and after it
+    units: float  # the base table's WCU
+    indexes: tuple[tuple[str, str, float], ...]  # (GSI, put/delete/update, WCU)
+
+    @property
+    def total(self) -> float:
+        return self.units + sum(units for _, _, units in self.indexes)
 
 
 @dataclass
@@ -211,6 +230,17 @@ class WriteRecorder:
         if self.current != INDEXER:
             command = self.commands[self.current]
             command.wcu += cost.total
+            command.items.append(
+                ItemCost(
+                    table,
+                    write.operation,
+                    write.action,
+                    item_size(before or {}),
+                    item_size(after or {}),
+                    cost.units,
+                    tuple((w.index, w.kind, w.units) for w in cost.indexes),
+                )
+            )
             if table == EVENTS_TABLE and write.action == "Put":
                 command.events += event_count(write.key)  # a stream's events of the commit
 
