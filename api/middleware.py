@@ -21,7 +21,10 @@ from infra.settings import ApiKey
 
 logger = logging.getLogger(__name__)
 
-SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+"""A request id as echoed in ``X-Request-ID`` and recorded with each event (an
+incoming header that does not match it is replaced by a fresh id)."""
+SANE_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 def _new_request_id() -> str:

@@ -246,12 +246,12 @@ class Presenter:
             return found
         data = {k: v for k, v in found["data"].items() if k not in STORAGE_KEYS}
         if found["type"] in REGISTRATION_TYPES and "eventId" not in data:
-            event_id = self._event_of(found["stream"])
+            event_id = self.event_of(found["stream"])
             if event_id is not None:
                 data["eventId"] = event_id
         return {**found, "data": data}
 
-    def _event_of(self, stream: str) -> str | None:
+    def event_of(self, stream: str) -> str | None:
         """The gathering a registration stream is about (from its creation, version 1)."""
         known = self._events.get(stream)
         if known is not None:
@@ -367,6 +367,58 @@ ReadStream = Callable[..., Sequence[StoredEvent]]
 
 VERIFY_PAGE = 500
 
+FEED_SCAN_BOUND = 5000
+"""The most log entries one filtered page of the feed examines: a page that
+reaches it before filling stops there, with what it found and a ``next`` to
+read on from (a request never scans the whole log)."""
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which entries of the feed a page keeps: those that match every filter given,
+    each stated on the entry as served. ``request_id``: its ``metadata.requestId``;
+    ``user_id``: its ``data.userId``; ``event_id``: an entry of the event's own
+    stream, or one whose ``data.eventId`` names it (as every registration entry's
+    does once served)."""
+
+    request_id: str | None = None
+    event_id: str | None = None
+    user_id: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.request_id, self.event_id, self.user_id))
+
+
+class _Matcher:
+    """Decides whether an entry (as sealed, before ``Presenter``) passes a filter."""
+
+    def __init__(self, only: FeedFilter, presenter: Presenter) -> None:
+        self.only = only
+        self.presenter = presenter
+        self.event_stream = (
+            str(gathering_aggregate_id(only.event_id)) if only.event_id is not None else None
+        )
+
+    def __call__(self, found: Mapping[str, Any]) -> bool:
+        only = self.only
+        if only.request_id is not None and found["metadata"]["requestId"] != only.request_id:
+            return False
+        if only.user_id is not None and found["data"].get("userId") != only.user_id:
+            return False
+        return only.event_id is None or self._about_event(found, only.event_id)
+
+    def _about_event(self, found: Mapping[str, Any], event_id: str) -> bool:
+        if found["stream"] == self.event_stream or found["data"].get("eventId") == event_id:
+            return True
+        if found["type"] not in REGISTRATION_TYPES:
+            return False
+        # A registration's stream is named by its event and user: no read needed,
+        # but for an entry recorded before every registration event named its user.
+        user_id = found["data"].get("userId")
+        if isinstance(user_id, str):
+            return found["stream"] == str(registration_aggregate_id(event_id, user_id))
+        return self.presenter.event_of(found["stream"]) == event_id
+
 
 class AuditLog:
     """The feed of every stored domain event in log order, and its verification."""
@@ -383,13 +435,20 @@ class AuditLog:
         self.decode = decode
         self.presenter = Presenter(recorder.select_events, decode)
         self.settle = settle
+        self.scan_bound = FEED_SCAN_BOUND
 
     def _sealed(self, notification: Notification) -> tuple[dict[str, Any], str | None]:
         return sealed(notification, self.decode(notification))
 
-    def page(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    def page(
+        self, after: int, limit: int, only: FeedFilter | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
         """Up to ``limit`` entries after position ``after`` (as the API serves them),
-        and the ``after`` of the next page (None once this page reaches the head)."""
+        and the ``after`` of the next page (None once this page reaches the head).
+        With a filter (``only``): the entries that match it, found among at most
+        ``scan_bound`` entries of the log."""
+        if only:
+            return self._filtered(after, limit, only)
         notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
         entries = self.presenter.present([served(n.id, n, self.decode) for n in notifications])
         if not entries:
@@ -397,6 +456,35 @@ class AuditLog:
         last = entries[-1]["position"]
         head = self.recorder.max_notification_id() or 0
         return entries, (last if last < head else None)
+
+    def _filtered(
+        self, after: int, limit: int, only: FeedFilter
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Reads on from ``after`` until ``limit`` entries matched, the head or
+        ``scan_bound`` entries examined; ``next`` is the last position examined
+        (the last kept when the page filled), so no entry is skipped or repeated."""
+        matches = _Matcher(only, self.presenter)
+        kept: list[dict[str, Any]] = []
+        examined = after
+        budget = self.scan_bound
+        while budget > 0 and len(kept) < limit:
+            notifications = self.recorder.select_notifications(
+                start=examined + 1, limit=min(budget, VERIFY_PAGE)
+            )
+            if not notifications:
+                break
+            budget -= len(notifications)
+            for notification in notifications:
+                found = served(notification.id, notification, self.decode)
+                examined = notification.id
+                if matches(found):
+                    kept.append(found)
+                    if len(kept) == limit:
+                        break
+        if examined == after:  # nothing after ``after``: the head
+            return [], None
+        head = self.recorder.max_notification_id() or 0
+        return self.presenter.present(kept), (examined if examined < head else None)
 
     def entries(self, after: int = 0, until: int | None = None) -> Iterator[dict[str, Any]]:
         """Every entry after position ``after`` (up to ``until``), in log order, as

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import ContainerDep, EventIdPath, Limit, NextToken, UserIdPath
+from api.middleware import REQUEST_ID_PATTERN
 from api.routes import presenters
 from api.routes.docs_helpers import errors
-from api.schemas import AuditLogPage, Event, History, UserState, VerifyReport
+from api.schemas import ID_PATTERN, AuditLogPage, Event, History, UserState, VerifyReport
 from api.security import Auditor
+from projections.audit import FEED_SCAN_BOUND, FeedFilter
 from projections.time_travel import Moment
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -33,7 +35,13 @@ ROLES = " Needs an API key with role `auditor` or `admin` (`Authorization: Beare
         "Every domain event of the service in log order, from position `after` + 1. "
         "Positions start at 1, never change and are never reused; `next` is the `after` of "
         "the following page, null once a page reaches the head. On DynamoDB positions are "
-        "assigned by the stream indexer shortly after each write." + ROLES
+        "assigned by the stream indexer shortly after each write.\n\n"
+        "**Filters** (`requestId`, `eventId`, `userId`; several: an entry must match each): "
+        "only the matching entries, in log order. A filtered page examines at most "
+        f"{FEED_SCAN_BOUND} entries of the log: when it reaches that bound before `limit` "
+        "entries matched, it returns those found (possibly none) with `next` set to the last "
+        "position examined, so a client reads on until `next` is null. A malformed filter: "
+        "400 VALIDATION_ERROR." + ROLES
     ),
     responses=errors("VALIDATION_ERROR", "FORBIDDEN"),
 )
@@ -45,8 +53,39 @@ def audit_log(
         Query(ge=0, le=MAX_POSITION, description="Last position already read (0: start)."),
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size (1-1000).")] = 100,
+    request_id: Annotated[
+        str | None,
+        Query(
+            alias="requestId",
+            pattern=REQUEST_ID_PATTERN,
+            description=(
+                "Only the entries recorded by this request (`metadata.requestId`, the "
+                "request's `X-Request-ID`): 1-128 letters, digits, '.', '_', ':' and '-'."
+            ),
+        ),
+    ] = None,
+    event_id: Annotated[
+        str | None,
+        Query(
+            alias="eventId",
+            pattern=ID_PATTERN,
+            description=(
+                "Only the entries about this event: its own stream's, and those whose "
+                "`data.eventId` names it (every registration entry's)."
+            ),
+        ),
+    ] = None,
+    user_id: Annotated[
+        str | None,
+        Query(
+            alias="userId",
+            pattern=ID_PATTERN,
+            description="Only the entries whose `data.userId` names this user.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    entries, following = container.audit.page(after, limit)
+    only = FeedFilter(request_id=request_id, event_id=event_id, user_id=user_id)
+    entries, following = container.audit.page(after, limit, only)
     return {"entries": entries, "next": following}
 
 

@@ -185,3 +185,153 @@ def test_a_withdrawal_in_the_feed_names_its_event_and_no_storage_details(
     assert withdrawn["data"] == {"userId": user_id, "eventId": event_id}
     for entry in everything_after(keyed_client, start):
         assert not {"classVersion", "originatorTopic"} & set(entry["data"]), entry
+
+
+# ---------------------------------------------------------------- filtered feed
+
+
+def filtered(client: TestClient, query: str, after: int, limit: int) -> list[dict[str, Any]]:
+    """Every page of the filtered feed after ``after``, following ``next`` to its end."""
+    entries: list[dict[str, Any]] = []
+    following: int | None = after
+    while following is not None:
+        page = json_of(
+            client.get(f"/audit/log?{query}&after={following}&limit={limit}", headers=AUDITOR),
+            200,
+        )
+        assert len(page["entries"]) <= limit
+        entries += page["entries"]
+        following = page["next"]
+    return entries
+
+
+def writes_of_one_request_among_others(client: TestClient) -> str:
+    """A request id whose request wrote several events, among other requests' writes."""
+    request_id = unique("req")
+    event_id = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
+    for n in range(3):
+        user_id = unique("user")
+        client.post("/users", json={"userId": user_id, "name": "N"})
+        client.post(
+            f"/users/{user_id}/registrations",
+            json={"eventId": event_id},
+            # The second registration (waitlisted) is the one request to find.
+            headers={"X-Request-ID": request_id} if n == 1 else {},
+        )
+        create_event(client)
+    return request_id
+
+
+@pytest.mark.parametrize("limit", [1, 2, 1000])
+def test_the_request_id_filter_returns_exactly_that_requests_entries_across_pages(
+    keyed_client: TestClient, limit: int
+) -> None:
+    start = settled(keyed_client)
+    request_id = writes_of_one_request_among_others(keyed_client)
+    settled(keyed_client)
+    expected = [
+        e for e in everything_after(keyed_client, start) if e["metadata"]["requestId"] == request_id
+    ]
+    assert len(expected) >= 2  # the registration and its waitlist place
+    assert filtered(keyed_client, f"requestId={request_id}", start, limit) == expected
+    assert filtered(keyed_client, f"requestId={request_id}", 0, limit) == expected
+
+
+def test_a_filtered_page_examines_no_more_entries_than_the_bound_and_next_reads_on(
+    keyed_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = settled(keyed_client)
+    request_id = writes_of_one_request_among_others(keyed_client)
+    settled(keyed_client)
+    expected = [
+        e for e in everything_after(keyed_client, start) if e["metadata"]["requestId"] == request_id
+    ]
+    audit = keyed_client.app.state.container.audit  # type: ignore[attr-defined]
+    read = audit.recorder.select_notifications
+    examined: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        notifications = read(*args, **kwargs)
+        examined[-1] += len(notifications)
+        return notifications
+
+    monkeypatch.setattr(audit, "scan_bound", 3)
+    monkeypatch.setattr(audit.recorder, "select_notifications", counted)
+    entries: list[dict[str, Any]] = []
+    pages: list[dict[str, Any]] = []
+    following: int | None = start
+    while following is not None:
+        examined.append(0)
+        page = feed_page(keyed_client, f"requestId={request_id}", following, 1000)
+        pages.append(page)
+        entries += page["entries"]
+        following = page["next"]
+    assert entries == expected
+    assert max(examined) <= 3
+    assert sum(examined) >= everything_count(expected, start)
+    # Pages that stopped at the bound with nothing found still said where to read on.
+    assert any(not page["entries"] and page["next"] is not None for page in pages)
+
+
+def feed_page(client: TestClient, query: str, after: int, limit: int) -> dict[str, Any]:
+    return json_of(
+        client.get(f"/audit/log?{query}&after={after}&limit={limit}", headers=AUDITOR), 200
+    )
+
+
+def everything_count(expected: list[dict[str, Any]], start: int) -> int:
+    """The entries a scan from ``start`` reads at least: up to the last one it keeps."""
+    return int(expected[-1]["position"]) - start if expected else 0
+
+
+def test_the_event_and_user_filters_keep_the_entries_that_name_them(
+    keyed_client: TestClient,
+) -> None:
+    start = settled(keyed_client)
+    event_id = create_event(keyed_client, capacity=1, waitlistEnabled=True)["eventId"]
+    other_event = create_event(keyed_client)["eventId"]
+    ada, bob = unique("user"), unique("user")
+    for user_id in (ada, bob):
+        keyed_client.post("/users", json={"userId": user_id, "name": "N"})
+        register(keyed_client, user_id, event_id)
+    register(keyed_client, ada, other_event)
+    keyed_client.delete(f"/users/{ada}/registrations/{event_id}")  # bob is promoted
+    settled(keyed_client)
+    whole = everything_after(keyed_client, start)
+    about_event = [
+        e
+        for e in whole
+        if e["data"].get("eventId") == event_id
+        or (e["type"] not in {"UserCreated"} and e["stream"] == whole[0]["stream"])
+    ]
+    naming_ada = [e for e in whole if e["data"].get("userId") == ada]
+    assert whole[0]["type"] == "GatheringCreated"
+    assert {e["type"] for e in about_event} >= {
+        "GatheringCreated", "SeatTaken", "RegistrationCreated", "RegistrationWithdrawn",
+        "PromotedFromWaitlist", "RegistrationPromoted",
+    }  # fmt: skip
+    assert filtered(keyed_client, f"eventId={event_id}", start, 2) == about_event
+    assert {e["type"] for e in naming_ada} >= {"UserCreated", "RegistrationWithdrawn"}
+    assert filtered(keyed_client, f"userId={ada}", start, 2) == naming_ada
+    both = [e for e in about_event if e["data"].get("userId") == ada]
+    assert both and len(both) < len(naming_ada)
+    assert filtered(keyed_client, f"eventId={event_id}&userId={ada}", start, 1000) == both
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("requestId=", "requestId"),
+        ("requestId=two%20words", "requestId"),
+        ("requestId=" + "r" * 129, "requestId"),
+        ("requestId=caf%C3%A9", "requestId"),
+        ("requestId=a%0A", "requestId"),
+        ("eventId=a.b", "eventId"),
+        ("userId=" + "u" * 101, "userId"),
+    ],
+)
+def test_a_malformed_filter_is_a_validation_error(
+    keyed_client: TestClient, query: str, field: str
+) -> None:
+    response = keyed_client.get(f"/audit/log?{query}", headers=AUDITOR)
+    assert field in validation_fields(response)
