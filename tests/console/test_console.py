@@ -402,11 +402,23 @@ def test_the_audit_trail_filters_by_request_id(
         "requestId"
     ]
     page.get_by_role("link", name="Audit trail").click()
+    expect(page.locator("#audit-status")).to_contain_text("read from the feed")  # unfiltered
+    feed_calls: list[str] = []
+    page.on(
+        "request",
+        lambda request: feed_calls.append(request.url) if "/audit/log" in request.url else None,
+    )
     page.get_by_label("Request id").fill(raise_request)
     page.get_by_role("button", name="Apply filters").click()
     shown = page.locator("#audit-entries > li")
     # The raise and its promotion: each on the event's stream and the registration's.
     expect(shown.first).to_be_visible()
+    expect(page.locator("#audit-status")).to_contain_text(f"of request {raise_request} found")
+    # The API filters the feed: every call after the filter is applied names the request.
+    assert feed_calls
+    assert all(f"requestId={raise_request}" in url for url in feed_calls), feed_calls
+    served = ok(console.http.get("/audit/log", params={"requestId": raise_request}))
+    expect(shown).to_have_count(len(served["entries"]))
     for entry in shown.all():
         expect(entry).to_contain_text(raise_request)
         expect(entry).to_contain_text("ops")  # the admin key that sent it

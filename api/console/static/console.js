@@ -6,7 +6,9 @@ import { series, timeline } from "./plot.js";
 const KEY = "regsvc.apiKey";
 const PAGE = 50;
 const HISTORY_PAGE = 500; // the API's largest page
-const FEED_SCAN_PAGES = 20; // feed pages read per search for a request id
+// Filtered feed calls per click when looking for a request id: each examines a
+// bounded stretch of the log (the API's bound) and says where to read on.
+const FEED_SEARCH_CALLS = 20;
 const main = document.getElementById("main");
 const session = { role: null };
 
@@ -695,32 +697,37 @@ function auditPage(params) {
       return page.history;
     };
   } else {
+    // A request id is the API's own filter too (GET /audit/log?requestId=).
     next = after;
     source = async () => {
-      const page = await api(`/audit/log${query({ after: next, limit: filters.request ? 1000 : PAGE })}`);
+      const page = await api(`/audit/log${query({ requestId: filters.request, after: next, limit: PAGE })}`);
       next = page.next;
       return page.entries;
     };
   }
+  const searching = filters.request && !filters.event && !filters.user;
   const load = async () => {
     more.disabled = true;
     status.replaceChildren(busy());
     try {
-      // A request id is looked for in the feed a few pages at a time.
-      let pages = 0;
+      // The filtered feed may answer with nothing found yet and where to read
+      // on: it is followed a bounded number of calls per click.
+      let calls = 0;
       const found = [];
       do {
         const entries = await source();
         scanned += entries.length;
         found.push(...entries.filter(keep));
-        pages += 1;
-      } while (next != null && filters.request && !found.length && pages < FEED_SCAN_PAGES);
+        calls += 1;
+      } while (next != null && searching && !found.length && calls < FEED_SEARCH_CALLS);
       list.append(...found.map((entry) => auditEntry(entry, highlight, params.get("broken"))));
       shown += found.length;
       more.hidden = next == null;
-      more.textContent = filters.request ? "Search further" : "Next entries";
+      more.textContent = searching ? "Search further" : "Next entries";
       const where = filters.event ? `event ${filters.event}` : filters.user ? `user ${filters.user}` : "the feed";
-      status.textContent = `${shown} entries shown of ${scanned} read from ${where}${next == null ? " (to its end)" : ""}.`;
+      status.textContent = searching
+        ? `${shown} entries of request ${filters.request} found, ${next == null ? "the whole feed searched" : `the feed searched up to position ${next}`}.`
+        : `${shown} entries shown of ${scanned} read from ${where}${next == null ? " (to its end)" : ""}.`;
       const target = highlight != null && document.getElementById(`entry-${highlight}`);
       if (target) target.focus();
     } catch (error) {
