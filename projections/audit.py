@@ -416,7 +416,7 @@ class _Matcher:
         # but for an entry recorded before every registration event named its user.
         user_id = found["data"].get("userId")
         if isinstance(user_id, str):
-            return found["stream"] == str(registration_aggregate_id(event_id, user_id))
+            return bool(found["stream"] == str(registration_aggregate_id(event_id, user_id)))
         return self.presenter.event_of(found["stream"]) == event_id
 
 
