@@ -29,6 +29,7 @@ from domain import model
 from domain.errors import GatheringNotFoundError
 from domain.model import RegistrationStatus, registration_aggregate_id
 from infra.wiring import Container
+from projections.audit import FeedFilter
 from projections.catch_up import wait_until_logged
 
 RECORDED = json.loads((Path(__file__).parent / "stored_events_v1.json").read_text())
@@ -230,3 +231,23 @@ def test_a_version_3_history_carries_who_caused_each_event() -> None:
     metas = [r["state"]["__meta__"] for r in RECORDED_V3["notifications"]]
     assert {(m["actor"], m["requestId"]) for m in metas} == {("fixture", "fixture-request")}
     assert all(len(m["hash"]) == 64 for m in metas)
+
+
+def test_the_feed_filtered_by_event_keeps_version_1_registration_events_that_name_no_user(
+    recorded: Container,
+) -> None:
+    """A version 1 registration event names neither its user nor its event: the
+    filter finds its event from its registration's creation, as the feed serves it."""
+    wait_until_logged(recorded.service.recorder)
+    kept: list[dict[str, Any]] = []
+    following: int | None = 0
+    while following is not None:  # first, before any unfiltered page taught the feed
+        entries, following = recorded.audit.page(following, 1, FeedFilter(event_id="e2"))
+        kept += entries
+    whole, _ = recorded.audit.page(0, 1000)
+    e2 = str(model.gathering_aggregate_id("e2"))
+    expected = [e for e in whole if e["stream"] == e2 or e["data"].get("eventId") == "e2"]
+    assert [
+        e for e in expected if e["type"] == "RegistrationConfirmed" and "userId" not in e["data"]
+    ]
+    assert kept == expected
