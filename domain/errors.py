@@ -28,6 +28,11 @@ class DuplicateUserError(RegistrationDomainError):
     """Raised when a user is created with a userId that already exists."""
 
 
+class UserErasedError(DuplicateUserError):
+    """Raised when personal data is sealed for a userId whose user was erased
+    (the id stays taken, as a deleted gathering's does)."""
+
+
 class GatheringNotFoundError(RegistrationDomainError):
     """Raised when a command names a gathering that does not exist (or was deleted)."""
 

@@ -20,6 +20,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from domain.application import RegistrationService
 from domain.unit_of_work import SaveWeights
 from infra.idempotency import IdempotencyStore
+from infra.personal_data import KeyStore
 from projections.ports import ReadModel
 from projections.rebuild import RebuildTarget
 
@@ -144,6 +145,13 @@ class StoreKit(Protocol):
         self, read_model: ReadModel, recorder: ApplicationRecorder
     ) -> RebuildTarget:
         """The rebuild's second set of read tables beside ``read_model``."""
+
+    def open_key_store(self) -> KeyStore:
+        """The key table of the users' data keys (``infra/personal_data.py``)."""
+
+    def scrub(self) -> None:
+        """After an erasure: removes the copies the store itself keeps of what was
+        deleted or overwritten (SQLite: its WAL); nothing where there are none."""
 
     def indexer(self, recorder: ApplicationRecorder) -> Indexer | None:
         """This process's indexer of the change stream; None where the log is
