@@ -24,6 +24,7 @@ from domain.errors import (
     DuplicateUserError,
     GatheringNotFoundError,
     InvariantViolationError,
+    PersonalDataNotSealedError,
     UserNotFoundError,
 )
 from domain.invariants import gathering_violations
@@ -208,6 +209,12 @@ class RegistrationService(CommandRunner):
 
         def decide(uow: UnitOfWork) -> ErasureOutcome:
             user = _existing_user(uow, user_id)
+            if user.name is not None and not self.personal_data.is_sealed(user.name):
+                msg = (
+                    f"User '{user_id}' was created before names were sealed: "
+                    "run `regsvc seal-names` first"
+                )
+                raise PersonalDataNotSealedError(msg)
             self.personal_data.destroy(user_id)
             recorded = user.erase(erased_by, request_id)
             return ErasureOutcome(user_id, user.modified_on, recorded)

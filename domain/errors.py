@@ -33,6 +33,12 @@ class UserErasedError(DuplicateUserError):
     (the id stays taken, as a deleted gathering's does)."""
 
 
+class PersonalDataNotSealedError(RegistrationDomainError):
+    """Raised when a user is erased whose history still holds their name as given
+    (written before names were sealed): destroying a key would not erase it, so
+    the history must be sealed first (``regsvc seal-names``)."""
+
+
 class GatheringNotFoundError(RegistrationDomainError):
     """Raised when a command names a gathering that does not exist (or was deleted)."""
 

@@ -28,6 +28,11 @@ class PersonalData(Protocol):
         can be opened afterwards, and nothing new is sealed for the user."""
         ...
 
+    def is_sealed(self, value: str) -> bool:
+        """Whether ``value`` is sealed (a history written before values were
+        sealed holds them as given)."""
+        ...
+
 
 class Unsealed:
     """Keeps values as given: for the domain's own tests, which run without a
@@ -38,3 +43,6 @@ class Unsealed:
 
     def destroy(self, user_id: str) -> None:
         return
+
+    def is_sealed(self, value: str) -> bool:
+        return True

@@ -88,6 +88,9 @@ class PersonalDataVault:
     def destroy(self, user_id: str) -> None:
         self.keys.destroy(user_id)
 
+    def is_sealed(self, value: str) -> bool:
+        return is_sealed(value)
+
     # -- projections.personal.Revealer ------------------------------------------
 
     def reveal(self, user_id: str, field: str, value: str) -> str | None:

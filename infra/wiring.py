@@ -27,6 +27,7 @@ from domain.observer import CommandObserver
 from infra.dynamodb import kit as dynamodb_kit
 from infra.idempotency import ExpirySweeper, IdempotencyStore
 from infra.kit import Indexer, RecordIndexer, StoreKit
+from infra.legacy_names import seal_names
 from infra.personal_data import PersonalDataVault
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
@@ -145,6 +146,25 @@ class Container:
         forgotten = self.idempotency.forget(user_id)
         self.kit.scrub()
         logger.info("user erased", extra={"userId": user_id, "answersForgotten": forgotten})
+
+    def seal_names(self) -> int:
+        """Seals the names a history written before names were sealed holds as
+        given (``infra/legacy_names.py``); returns how many users' streams were
+        rewritten. NotImplementedError on a store that cannot rewrite them. The
+        read tables are to be rebuilt afterwards (``regsvc seal-names`` does)."""
+        recorder = self.service.recorder
+        rewrite = self.kit.history_rewriter(recorder)
+        if rewrite is None:
+            msg = f"Sealing the names of an old history is not supported on {self.settings.store}"
+            raise NotImplementedError(msg)
+        wait_until_logged(recorder, every_process=True)
+        return seal_names(
+            self.audit.notifications(),
+            recorder.select_events,
+            self.service.mapper,
+            self.personal_data,
+            rewrite,
+        )
 
     def start(self) -> None:
         """Finishes an interrupted rebuild, if any, then group-commits commands

@@ -112,10 +112,13 @@ def check(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Drif
         "user with `name` null and `erased` true; their registrations and the seat counts "
         "stay as they were; the userId stays taken (409 DUPLICATE_USER); `/audit/verify` "
         "still passes (no stored byte of history changed). Erasing again answers the same "
-        "(idempotent). An unknown user: 404 USER_NOT_FOUND. Needs an API key with role "
-        "`admin`."
+        "(idempotent). An unknown user: 404 USER_NOT_FOUND. A user created before names were "
+        "sealed: 409 PERSONAL_DATA_NOT_SEALED until `regsvc seal-names` has sealed the "
+        "history (see the README). Needs an API key with role `admin`."
     ),
-    responses=errors("VALIDATION_ERROR", "FORBIDDEN", "USER_NOT_FOUND", *IDEMPOTENCY),
+    responses=errors(
+        "VALIDATION_ERROR", "FORBIDDEN", "USER_NOT_FOUND", "PERSONAL_DATA_NOT_SEALED", *IDEMPOTENCY
+    ),
 )
 async def erase_user(user_id: UserIdPath, container: ContainerDep, caller: Admin) -> Erasure:
     service = container.service

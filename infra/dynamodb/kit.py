@@ -36,6 +36,7 @@ from infra.dynamodb.reindex import reindex
 from infra.dynamodb.repair import repair_since
 from infra.idempotency import IdempotencyStore
 from infra.kit import CapacityMetering, Reindex, SaveLimits
+from infra.legacy_names import Rewrite
 from infra.personal_data import KeyStore
 from infra.settings import Settings
 from projections.ports import ReadModel
@@ -150,8 +151,13 @@ class DynamoDBKit:
     def open_key_store(self) -> KeyStore:
         return DynamoDBKeyStore(self._new_client(), self.settings.dynamodb_table_prefix)
 
-    def scrub(self) -> None:
+    def scrub(self, *, compact: bool = False) -> None:
         """Nothing: DynamoDB keeps no copy of a deleted item that reads could find."""
+
+    def history_rewriter(self, recorder: ApplicationRecorder) -> Rewrite | None:
+        """Not supported yet: the events table and the feed's copies would have to
+        be rewritten together (the README says so)."""
+        return None
 
     def open_rebuild_target(
         self, read_model: ReadModel, recorder: ApplicationRecorder

@@ -12,6 +12,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from domain.application import RegistrationService
 from infra.idempotency import IdempotencyStore
 from infra.kit import CapacityMetering, Indexer, RecordIndexer, Reindex, SaveLimits
+from infra.legacy_names import Rewrite
 from infra.personal_data import KeyStore
 from infra.settings import Settings
 from infra.sqlite.connections import PerThreadConnections
@@ -75,14 +76,21 @@ class SQLiteKit:
             self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
         )
 
-    def scrub(self) -> None:
+    def scrub(self, *, compact: bool = False) -> None:
         connections = PerThreadConnections(
             self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
         )
         try:
+            if compact:
+                connections.get().execute("VACUUM")
             scrub(connections)
         finally:
             connections.close()
+
+    def history_rewriter(self, recorder: ApplicationRecorder) -> Rewrite | None:
+        if isinstance(recorder, InlineSQLiteApplicationRecorder):
+            return recorder.rewrite_states
+        return None
 
     def indexer(self, recorder: ApplicationRecorder) -> Indexer | None:
         return None  # the log is written with the events
