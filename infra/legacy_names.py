@@ -88,9 +88,11 @@ def seal_names(
     mapper: SealingMapper,
     vault: PersonalDataVault,
     rewrite: Rewrite,
+    rewritten_stream: Callable[[UUID], None] = lambda _: None,
 ) -> int:
     """Seals every name the log (its events, in order) holds as given; returns
-    how many users' streams were rewritten."""
+    how many users' streams were rewritten (each told to ``rewritten_stream``,
+    so that what remembers the stream forgets it)."""
     users = 0
     for created in unsealed_users(log, mapper):
         stream = read_stream(created.originator_id)  # type: ignore[arg-type]
@@ -98,5 +100,6 @@ def seal_names(
         if rewritten:
             rewrite(rewritten)
             mapper.forget(created.originator_id)  # type: ignore[arg-type]
+            rewritten_stream(created.originator_id)  # type: ignore[arg-type]
             users += 1
     return users

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from uuid import UUID
 
 from domain.application import ErasureOutcome
 from domain.errors import ProjectionNotFoundError
@@ -164,7 +166,14 @@ class Container:
             self.service.mapper,
             self.personal_data,
             rewrite,
+            self._forget_cached,
         )
+
+    def _forget_cached(self, aggregate_id: UUID) -> None:
+        cache = self.service.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
 
     def start(self) -> None:
         """Finishes an interrupted rebuild, if any, then group-commits commands
