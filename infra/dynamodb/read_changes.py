@@ -155,7 +155,7 @@ class ReadTableChanges(ReadTableWriter):
     def erase_user(self, user_id: str, at: datetime) -> None:
         if self._skipping:
             return
-        erased = {"name": ERASED, "updatedAt": at.isoformat()}
+        erased: dict[str, Any] = {"name": ERASED, "updatedAt": at.isoformat()}
         if self._at is not None:
             erased["v"] = self._at[1]
         held = self.users.get(user_id)
