@@ -162,25 +162,24 @@ class DynamoDBIdempotencyStore:
         """Deletes every kept answer showing the user's personal data. A scan (an
         erasure is rare, and the table holds a day or so of answers), paged."""
         doomed: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            # Consistent: an answer kept just before the erasure must be found.
+            "ConsistentRead": True,
+            "FilterExpression": "#st = :done",
+            "ExpressionAttributeNames": {"#st": "st"},
+            "ExpressionAttributeValues": {":done": {"S": "done"}},
+        }
         try:
             while True:
-                page = self.client.scan(
-                    TableName=self.table,
-                    # Consistent: an answer kept just before the erasure must be found.
-                    ConsistentRead=True,
-                    FilterExpression="#st = :done",
-                    ExpressionAttributeNames={"#st": "st"},
-                    ExpressionAttributeValues={":done": {"S": "done"}},
-                    **({"ExclusiveStartKey": start} if start else {}),
-                )
+                page = self.client.scan(**request)
                 for item in page.get("Items", []):
                     body = item.get("body", {}).get("B")
                     if shows_personal_data(body, user_id):
                         doomed.append({"scope": item["scope"], "key": item["key"]})
-                start = page.get("LastEvaluatedKey")
-                if not start:
+                if "LastEvaluatedKey" not in page:
                     break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
             for key in doomed:
                 self.client.delete_item(TableName=self.table, Key=key)
         except (ClientError, BotoCoreError) as error:
