@@ -8,6 +8,7 @@ after each erasure (``scrub``), so that no copy of the key survives in it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -29,8 +30,18 @@ class SQLiteKeyStore:
         self._connections = PerThreadConnections(path, lock_timeout=lock_timeout, secure=True)
         self._connections.get().executescript(SCHEMA)
 
-    def create(self, user_id: str, stored_key: bytes) -> bytes | None:
+    def _db(self) -> sqlite3.Connection:
         db = self._connections.get()
+        # A key's write needs no fsync of its own (1.4 ms of a 1.5 ms seal, measured):
+        # it is committed to the WAL before the event that depends on it (the
+        # user's creation, or erasure), and the WAL is written in order, so that
+        # event's commit (synced as SQLITE_SYNCHRONOUS says) makes it durable too.
+        # A key without its creation event is harmless.
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def create(self, user_id: str, stored_key: bytes) -> bytes | None:
+        db = self._db()
         db.execute(
             "INSERT OR IGNORE INTO personal_keys (user_id, key) VALUES (?, ?)",
             (user_id, stored_key),
@@ -46,7 +57,7 @@ class SQLiteKeyStore:
         return None if row is None or row["key"] is None else bytes(row["key"])
 
     def destroy(self, user_id: str) -> None:
-        self._connections.get().execute(
+        self._db().execute(
             "INSERT INTO personal_keys (user_id, key, erased_at) VALUES (?, NULL, ?) "
             "ON CONFLICT (user_id) DO UPDATE SET key = NULL, "
             "erased_at = coalesce(erased_at, excluded.erased_at)",
