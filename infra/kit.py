@@ -147,8 +147,9 @@ class StoreKit(Protocol):
     ) -> RebuildTarget:
         """The rebuild's second set of read tables beside ``read_model``."""
 
-    def open_key_store(self) -> KeyStore:
-        """The key table of the users' data keys (``infra/personal_data.py``)."""
+    def open_key_store(self, read_model: ReadModel) -> KeyStore:
+        """The key table of the users' data keys (``infra/personal_data.py``),
+        beside ``read_model`` (closed with it)."""
 
     def scrub(self, *, compact: bool = False) -> None:
         """After an erasure: removes the copies the store itself keeps of what was

@@ -252,16 +252,16 @@ def build_container(
     if observer is not None:
         service.observer = observer
     service.invariant_violations_raise = settings.environment != "production"
+    kit.save_limits.apply_to(service)
+    kit.prepare(service)
+    read_model = kit.open_read_model()
     master_key = settings.personal_data_master_key
     personal_data = PersonalDataVault(
-        kit.open_key_store(),
+        kit.open_key_store(read_model),
         None if master_key is None else base64.b64decode(master_key.get_secret_value()),
     )
     service.personal_data = personal_data
     show = partial(shown_entry, revealer=personal_data)
-    kit.save_limits.apply_to(service)
-    kit.prepare(service)
-    read_model = kit.open_read_model()
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
     recorder = service.recorder
     indexer = kit.indexer(recorder)

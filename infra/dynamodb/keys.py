@@ -87,4 +87,4 @@ class DynamoDBKeyStore:
             raise _unavailable(error) from error
 
     def close(self) -> None:
-        self.client.close()
+        """The client is the read model's; nothing to release here."""

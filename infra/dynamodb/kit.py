@@ -148,8 +148,10 @@ class DynamoDBKit:
             ttl_seconds=self.settings.idempotency_ttl_hours * 3600.0,
         )
 
-    def open_key_store(self) -> KeyStore:
-        return DynamoDBKeyStore(self._new_client(), self.settings.dynamodb_table_prefix)
+    def open_key_store(self, read_model: ReadModel) -> KeyStore:
+        assert isinstance(read_model, DynamoDBReadModel), read_model
+        # The read model's client: closing the read model closes it.
+        return DynamoDBKeyStore(read_model.client, self.settings.dynamodb_table_prefix)
 
     def scrub(self, *, compact: bool = False) -> None:
         """Nothing: DynamoDB keeps no copy of a deleted item that reads could find."""

@@ -71,7 +71,7 @@ class SQLiteKit:
             self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
         )
 
-    def open_key_store(self) -> KeyStore:
+    def open_key_store(self, read_model: ReadModel) -> KeyStore:
         return SQLiteKeyStore(
             self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
         )
