@@ -110,3 +110,11 @@ def _stream_of(container: Container, user_id: str) -> Any:
     from domain.model import user_aggregate_id
 
     return user_aggregate_id(user_id)
+
+
+def test_on_dynamodb_seal_names_says_it_is_not_supported(container: Container) -> None:
+    if container.settings.store != "dynamodb":
+        pytest.skip("SQLite supports it (above)")
+    printed = io.StringIO()
+    with redirect_stdout(printed), pytest.raises(NotImplementedError, match="not supported"):
+        container.seal_names()
