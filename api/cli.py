@@ -8,6 +8,8 @@
     regsvc status          # the read tables' position, the log's head and the lag
     regsvc create-tables   # create the store's missing tables (idempotent)
     regsvc reindex         # DynamoDB: index the commits the stream lost (idempotent)
+    regsvc erase USER_ID   # erase a user's personal data (destroys their key; idempotent)
+    regsvc seal-names      # seal the names of a history written before names were sealed
 
 Settings come from the environment, as for the server (STORE, DATA_DIR...).
 Long commands show a progress bar on stderr; what they report goes to stdout.
@@ -30,10 +32,16 @@ from tqdm import tqdm
 
 from api.__main__ import serve
 from api.schemas import Projection
-from domain.errors import RebuildInProgressError
+from domain.errors import RebuildInProgressError, RegistrationDomainError
 from domain.invariants import gathering_violations
 from domain.model import Gathering
-from infra.logs import configure_logging, set_actor, set_request_id
+from infra.logs import (
+    configure_logging,
+    current_actor,
+    current_request_id,
+    set_actor,
+    set_request_id,
+)
 from infra.settings import Settings
 from infra.wiring import Container, build_container
 from projections.catch_up import Progress, wait_until_logged
@@ -160,6 +168,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("status", help="the read tables' position, the log's head and the lag")
     commands.add_parser("create-tables", help="create the store's missing tables (idempotent)")
+    erasing = commands.add_parser(
+        "erase", help="erase a user's personal data: destroy their key, record it (idempotent)"
+    )
+    erasing.add_argument("user_id", metavar="USER_ID")
+    commands.add_parser(
+        "seal-names",
+        help="seal the names of a history written before names were sealed (one-time "
+        "migration; rewrites those users' streams, rebuilds the read tables; service stopped)",
+    )
     commands.add_parser(
         "reindex",
         help="DynamoDB: index every commit the index lacks (records the stream lost); idempotent",
@@ -253,7 +270,37 @@ def _check(args: argparse.Namespace, container: Container) -> int:
     return 1 if audit.problems else 0
 
 
+def _erase(args: argparse.Namespace, container: Container) -> int:
+    try:
+        outcome = container.erase_user(args.user_id, current_actor(), current_request_id())
+    except RegistrationDomainError as error:
+        print(f"regsvc erase: {error.message}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {"userId": outcome.user_id, "erased": True, "erasedAt": outcome.erased_at.isoformat()}
+        )
+    )
+    return 0
+
+
+def _seal_names(args: argparse.Namespace, container: Container) -> int:
+    try:
+        users = container.seal_names()
+    except NotImplementedError as error:
+        print(f"regsvc seal-names: {error}", file=sys.stderr)
+        return 1
+    print(f"sealed the names of {users} users")
+    if users:
+        log_position = rebuild(container)
+        print(f"read tables rebuilt up to notification {log_position}")
+        container.kit.scrub(compact=True)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Container], int]] = {
+    "erase": _erase,
+    "seal-names": _seal_names,
     "create-tables": _create_tables,
     "reindex": _reindex,
     "rebuild": _rebuild,

@@ -18,6 +18,7 @@ from api.schemas import ID_PATTERN
 from domain.batching import Command
 from infra.service import StoredRegistrationService
 from infra.wiring import Container
+from projections.personal import Revealer
 from projections.ports import ReadModel
 
 T = TypeVar("T")
@@ -48,6 +49,11 @@ async def get_service(request: Request) -> StoredRegistrationService:
 async def get_read_model(request: Request) -> ReadModel:
     container: Container = request.app.state.container
     return container.read_model
+
+
+async def get_personal_data(request: Request) -> Revealer:
+    container: Container = request.app.state.container
+    return container.personal_data
 
 
 class OutcomeHandOff:
@@ -139,6 +145,7 @@ def reads(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:
 
 ServiceDep = Annotated[StoredRegistrationService, Depends(get_service)]
 ReadModelDep = Annotated[ReadModel, Depends(get_read_model)]
+PersonalDataDep = Annotated[Revealer, Depends(get_personal_data)]
 
 
 UserIdPath = Annotated[str, Path(alias="userId", pattern=ID_PATTERN, description="The user's id.")]

@@ -32,6 +32,8 @@ DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.RegistrationNotFoundError: (404, "REGISTRATION_NOT_FOUND"),
     errors.ProjectionNotFoundError: (404, "PROJECTION_NOT_FOUND"),
     errors.DuplicateUserError: (409, "DUPLICATE_USER"),
+    errors.UserErasedError: (409, "DUPLICATE_USER"),
+    errors.PersonalDataNotSealedError: (409, "PERSONAL_DATA_NOT_SEALED"),
     errors.DuplicateGatheringError: (409, "DUPLICATE_EVENT"),
     errors.GatheringNotOpenError: (409, "EVENT_NOT_OPEN"),
     errors.GatheringFullError: (409, "EVENT_FULL"),

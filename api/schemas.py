@@ -12,7 +12,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    model_serializer,
 )
 from pydantic.alias_generators import to_camel
 
@@ -167,9 +169,27 @@ class UserCreate(_In):
 
 class User(_Out):
     user_id: str
-    name: str
+    name: str | None = Field(description="Null once the user is erased.")
+    erased: bool = Field(
+        default=False,
+        description="True once the user's personal data was erased "
+        "(`POST /admin/users/{userId}/erase`).",
+    )
     created_at: datetime
     updated_at: datetime
+
+    @model_serializer(mode="wrap")
+    def _name_always(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An erased user's name is null, shown even where None values are left out.
+        shown: dict[str, Any] = handler(self)
+        shown.setdefault("name", None)
+        return shown
+
+
+class Erasure(_Out):
+    user_id: str
+    erased: bool = Field(description="Always true: the user's personal data is erased.")
+    erased_at: datetime = Field(description="When the erasure was recorded (the first time).")
 
 
 class EventCreate(_In):
@@ -426,6 +446,15 @@ class AuditEntry(_Out):
     raw: str | None = Field(
         default=None,
         description="Base64 of the stored bytes; only with `undecodable`.",
+    )
+    sealed: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Only on an entry holding sealed personal data (`UserCreated`): the stored, "
+            "sealed value of each personal field, which `data` shows opened (or null, with "
+            "`data.erased` true, once the user is erased). To recompute the chain from the "
+            "entry, drop `data.erased` and put these values back into `data`."
+        ),
     )
 
 

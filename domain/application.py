@@ -24,6 +24,7 @@ from domain.errors import (
     DuplicateUserError,
     GatheringNotFoundError,
     InvariantViolationError,
+    PersonalDataNotSealedError,
     UserNotFoundError,
 )
 from domain.invariants import gathering_violations
@@ -41,6 +42,7 @@ from domain.model import (
     user_aggregate_id,
 )
 from domain.notes import Change, Note, Promotion, Violations
+from domain.personal import PersonalData, Unsealed
 from domain.runner import CommandRunner
 from domain.unit_of_work import UnitOfWork
 from domain.waitlist import Waitlist
@@ -85,9 +87,20 @@ class GatheringChanges:
 @dataclass(frozen=True)
 class UserState:
     user_id: str
-    name: str
+    name: str | None
     created_at: datetime
     updated_at: datetime
+    erased: bool = False
+
+
+@dataclass(frozen=True)
+class ErasureOutcome:
+    """An erasure: ``recorded`` False when the user had been erased already
+    (the key is destroyed again, which changes nothing)."""
+
+    user_id: str
+    erased_at: datetime
+    recorded: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +150,8 @@ class RegistrationService(CommandRunner):
         WaitlistPage: 50,
     }
     invariant_violations_raise: bool = True
+    #: Seals personal data under each user's key; the store's (``infra/wiring.py``).
+    personal_data: PersonalData = Unsealed()
     #: People one step of a capacity raise promotes, on every store: a raise
     #: owing more saves them in further steps, and other commands run between
     #: steps (a step's work holds the event loop, or a writer lane, for a few
@@ -166,14 +181,46 @@ class RegistrationService(CommandRunner):
     # -- users ---------------------------------------------------------------
 
     def create_user_command(self, user_id: str, name: str) -> Command[UserState]:
+        """Creates a user; the name is stored sealed under the user's key."""
+
         def decide(uow: UnitOfWork) -> UserState:
             if uow.find(User, user_aggregate_id(user_id)) is not None:
                 raise DuplicateUserError(f"User '{user_id}' already exists")
-            user = uow.add(User(user_id=user_id, name=name))
-            return _user_state(user)
+            sealed = self.personal_data.seal(user_id, "name", name)
+            user = uow.add(User(user_id=user_id, name=sealed))
+            return UserState(user_id, name, user.created_on, user.modified_on)
 
         return Command(
             f"user/{user_id}", decide, reads=(user_aggregate_id(user_id),), name="create_user"
+        )
+
+    def erase_user(
+        self, user_id: str, erased_by: str | None = None, request_id: str | None = None
+    ) -> ErasureOutcome:
+        return self.run(self.erase_user_command(user_id, erased_by, request_id))
+
+    def erase_user_command(
+        self, user_id: str, erased_by: str | None, request_id: str | None
+    ) -> Command[ErasureOutcome]:
+        """Destroys the user's key, then records ``User.Erased`` (once: erasing
+        again destroys nothing more and records nothing). The key goes first, so
+        that a user shown as erased never has a key left; a retry after a failed
+        save finds it gone and records the erasure."""
+
+        def decide(uow: UnitOfWork) -> ErasureOutcome:
+            user = _existing_user(uow, user_id)
+            if user.name is not None and not self.personal_data.is_sealed(user.name):
+                msg = (
+                    f"User '{user_id}' was created before names were sealed: "
+                    "run `regsvc seal-names` first"
+                )
+                raise PersonalDataNotSealedError(msg)
+            self.personal_data.destroy(user_id)
+            recorded = user.erase(erased_by, request_id)
+            return ErasureOutcome(user_id, user.modified_on, recorded)
+
+        return Command(
+            f"user/{user_id}", decide, reads=(user_aggregate_id(user_id),), name="erase_user"
         )
 
     def get_user(self, user_id: str) -> User:
@@ -393,15 +440,6 @@ def _registration_outcome(gathering: Gathering, registration: Registration) -> R
         gathering_title=gathering.title,
         gathering_date=gathering.date,
         waitlist_position=None if registration.ticket is None else gathering.waitlist_count,
-    )
-
-
-def _user_state(user: User) -> UserState:
-    return UserState(
-        user_id=user.user_id,
-        name=user.name,
-        created_at=user.created_on,
-        updated_at=user.modified_on,
     )
 
 

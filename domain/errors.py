@@ -28,6 +28,17 @@ class DuplicateUserError(RegistrationDomainError):
     """Raised when a user is created with a userId that already exists."""
 
 
+class UserErasedError(DuplicateUserError):
+    """Raised when personal data is sealed for a userId whose user was erased
+    (the id stays taken, as a deleted gathering's does)."""
+
+
+class PersonalDataNotSealedError(RegistrationDomainError):
+    """Raised when a user is erased whose history still holds their name as given
+    (written before names were sealed): destroying a key would not erase it, so
+    the history must be sealed first (``regsvc seal-names``)."""
+
+
 class GatheringNotFoundError(RegistrationDomainError):
     """Raised when a command names a gathering that does not exist (or was deleted)."""
 

@@ -107,11 +107,24 @@ def _user_not_recorded(state: dict[str, object]) -> None:
 
 
 class User(Aggregate):
-    """Somebody who can register for gatherings."""
+    """Somebody who can register for gatherings.
+
+    ``name`` is personal data: sealed under the user's key (``domain/personal.py``),
+    an opaque string to the domain (a history written before names were sealed
+    holds it as given). Once the user is erased it is None.
+    """
 
     class Created(Aggregate.Created):
         user_id: str
         name: str
+
+    class Erased(Aggregate.Event):
+        """The user's key was destroyed: who asked (``erased_by``) and in which
+        request; it holds no personal data."""
+
+        user_id: str
+        erased_by: str | None
+        request_id: str | None
 
     @staticmethod
     def create_id(user_id: str) -> UUID:
@@ -120,7 +133,21 @@ class User(Aggregate):
     @event(Created)
     def __init__(self, user_id: str, name: str) -> None:
         self.user_id = user_id
-        self.name = name
+        self.name: str | None = name
+        self.erased = False
+
+    def erase(self, erased_by: str | None, request_id: str | None) -> bool:
+        """Records the erasure once: False (and nothing recorded) when the user
+        was erased already."""
+        if self.erased:
+            return False
+        self._erased(user_id=self.user_id, erased_by=erased_by, request_id=request_id)
+        return True
+
+    @event(Erased)
+    def _erased(self, user_id: str, erased_by: str | None, request_id: str | None) -> None:
+        self.erased = True
+        self.name = None
 
 
 @dataclass(frozen=True)

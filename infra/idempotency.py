@@ -16,6 +16,7 @@ Implementations: ``infra/sqlite/idempotency.py``, ``infra/dynamodb/idempotency.p
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -61,7 +62,24 @@ class IdempotencyStore(Protocol):
         transaction; returns how many (0 where the store deletes them itself)."""
         ...
 
+    def forget(self, user_id: str) -> int:
+        """Deletes every kept answer that shows the user's personal data (at the
+        user's erasure); returns how many it deleted."""
+        ...
+
     def close(self) -> None: ...
+
+
+def shows_personal_data(body: bytes | None, user_id: str) -> bool:
+    """Whether a kept answer shows the user's personal data: a JSON object of
+    theirs (``userId``) that holds a ``name`` (a user, as ``POST /users`` answers)."""
+    if not body:
+        return False
+    try:
+        shown = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(shown, dict) and shown.get("userId") == user_id and "name" in shown
 
 
 # One batch: a short write (about a millisecond per hundred rows on SQLite),

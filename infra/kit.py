@@ -20,6 +20,8 @@ from eventsourcing.persistence import ApplicationRecorder
 from domain.application import RegistrationService
 from domain.unit_of_work import SaveWeights
 from infra.idempotency import IdempotencyStore
+from infra.legacy_names import Rewrite
+from infra.personal_data import KeyStore
 from projections.ports import ReadModel
 from projections.rebuild import RebuildTarget
 
@@ -144,6 +146,19 @@ class StoreKit(Protocol):
         self, read_model: ReadModel, recorder: ApplicationRecorder
     ) -> RebuildTarget:
         """The rebuild's second set of read tables beside ``read_model``."""
+
+    def open_key_store(self, read_model: ReadModel) -> KeyStore:
+        """The key table of the users' data keys (``infra/personal_data.py``),
+        beside ``read_model`` (closed with it)."""
+
+    def scrub(self, *, compact: bool = False) -> None:
+        """After an erasure: removes the copies the store itself keeps of what was
+        deleted or overwritten (SQLite: its WAL; ``compact``: also the free pages
+        of the file, with ``VACUUM``); nothing where there are none."""
+
+    def history_rewriter(self, recorder: ApplicationRecorder) -> Rewrite | None:
+        """What replaces stored events' states, for ``regsvc seal-names``
+        (``infra/legacy_names.py``); None where the store does not support it."""
 
     def indexer(self, recorder: ApplicationRecorder) -> Indexer | None:
         """This process's indexer of the change stream; None where the log is

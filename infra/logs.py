@@ -54,6 +54,10 @@ def set_actor(value: str) -> None:
     _actor.set(value)
 
 
+def current_actor() -> str:
+    return _actor.get()
+
+
 def request_metadata(context: Context | None = None) -> dict[str, str | None]:
     """The request id and actor of ``context`` (default: the current one), as
     recorded on the domain events that work causes."""

@@ -77,6 +77,11 @@ class SealingMapper(Mapper[UUID]):
             self._digests.clear()
         self._digests.update(digests)
 
+    def forget(self, originator_id: UUID) -> None:
+        """Forgets the digests remembered of a stream whose stored events were
+        rewritten (``infra/legacy_names.py``)."""
+        self._digests.pop(originator_id, None)
+
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         domain_event = super().to_domain_event(stored_event)
         meta = domain_event.__dict__.pop(META, None)

@@ -152,6 +152,16 @@ class Settings(BaseSettings):
             "must share it. Unset: a fixed built-in key, which lets anyone mint tokens."
         ),
     )
+    personal_data_master_key: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "32 bytes in base64: wraps each user's data key in the key table (AES-GCM), so "
+            "a copy of that table alone opens no personal data. Unset: keys are stored "
+            "unwrapped. Every process of the service must share it; losing it loses every "
+            "name."
+        ),
+    )
     api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = Field(
         default=(),
         description=(

@@ -15,21 +15,29 @@ builds the notification log from the events table's stream, unless
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from uuid import UUID
 
+from domain.application import ErasureOutcome
 from domain.errors import ProjectionNotFoundError
 from domain.observer import CommandObserver
 from infra.dynamodb import kit as dynamodb_kit
 from infra.idempotency import ExpirySweeper, IdempotencyStore
 from infra.kit import Indexer, RecordIndexer, StoreKit
+from infra.legacy_names import seal_names
+from infra.personal_data import PersonalDataVault
 from infra.service import StoredRegistrationService
 from infra.settings import Settings
 from infra.sqlite import kit as sqlite_kit
 from projections.audit import AuditLog, History, StreamLog
 from projections.catch_up import CatchUpProjector, wait_until_logged
 from projections.drift import DriftReport, check_drift
+from projections.personal import shown_entry
 from projections.ports import ReadModel
 from projections.rebuild import Rebuilder
 from projections.status import READ_TABLES, ProjectionStatus, read_tables_status
@@ -64,6 +72,7 @@ class Container:
     time_travel: TimeTravel
     idempotency: IdempotencyStore
     rebuilder: Rebuilder
+    personal_data: PersonalDataVault
     indexer: Indexer | None = None
     """DynamoDB's in-process stream indexer (None on SQLite): run by ``start``
     when the settings allow; ``indexer.lag()`` says how far behind it is."""
@@ -124,6 +133,48 @@ class Container:
         self.known_projection(name)
         return check_drift(self.service.recorder, self.service.mapper, self.read_model, on_progress)
 
+    def erase_user(
+        self, user_id: str, erased_by: str | None, request_id: str | None
+    ) -> ErasureOutcome:
+        """Erases the user (``RegistrationService.erase_user_command``), then
+        ``forget_user``."""
+        outcome = self.service.erase_user(user_id, erased_by, request_id)
+        self.forget_user(user_id)
+        return outcome
+
+    def forget_user(self, user_id: str) -> None:
+        """After an erasure: deletes the kept idempotent answers that showed the
+        user's name, and the store's own copies of what was deleted (its WAL)."""
+        forgotten = self.idempotency.forget(user_id)
+        self.kit.scrub()
+        logger.info("user erased", extra={"userId": user_id, "answersForgotten": forgotten})
+
+    def seal_names(self) -> int:
+        """Seals the names a history written before names were sealed holds as
+        given (``infra/legacy_names.py``); returns how many users' streams were
+        rewritten. NotImplementedError on a store that cannot rewrite them. The
+        read tables are to be rebuilt afterwards (``regsvc seal-names`` does)."""
+        recorder = self.service.recorder
+        rewrite = self.kit.history_rewriter(recorder)
+        if rewrite is None:
+            msg = f"Sealing the names of an old history is not supported on {self.settings.store}"
+            raise NotImplementedError(msg)
+        wait_until_logged(recorder, every_process=True)
+        return seal_names(
+            self.audit.notifications(),
+            recorder.select_events,
+            self.service.mapper,
+            self.personal_data,
+            rewrite,
+            self._forget_cached,
+        )
+
+    def _forget_cached(self, aggregate_id: UUID) -> None:
+        cache = self.service.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
     def start(self) -> None:
         """Finishes an interrupted rebuild, if any, then group-commits commands
         (on SQLite with one worker, on the running event loop; else in a writer
@@ -163,6 +214,7 @@ class Container:
             self.sweeper.stop()
             self.sweeper = None
         self.idempotency.close()
+        self.personal_data.close()
         self.read_model.close()
         self.service.close()
 
@@ -203,6 +255,13 @@ def build_container(
     kit.save_limits.apply_to(service)
     kit.prepare(service)
     read_model = kit.open_read_model()
+    master_key = settings.personal_data_master_key
+    personal_data = PersonalDataVault(
+        kit.open_key_store(read_model),
+        None if master_key is None else base64.b64decode(master_key.get_secret_value()),
+    )
+    service.personal_data = personal_data
+    show = partial(shown_entry, revealer=personal_data)
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
     recorder = service.recorder
     indexer = kit.indexer(recorder)
@@ -212,6 +271,7 @@ def build_container(
         service.mapper.decode_state,
         # A verify right after another process's write must count it.
         settle=lambda: wait_until_logged(recorder, every_process=True),
+        show=show,
     )
     assert isinstance(recorder, StreamLog), recorder
     history = History(
@@ -223,6 +283,7 @@ def build_container(
         # Elsewhere (the production Lambda, which may not read the stream) an
         # event the indexer has not placed yet shows position null.
         settle=(lambda: wait_until_logged(recorder)) if settings.dynamodb_indexer else _nothing,
+        show=show,
     )
     time_travel = TimeTravel(
         recorder.select_events, service.mapper.to_domain_event, read_model.registered_event_ids
@@ -245,6 +306,7 @@ def build_container(
         time_travel,
         kit.open_idempotency_store(read_model),
         rebuilder,
+        personal_data,
         indexer,
     )
 

@@ -57,6 +57,7 @@ GENESIS = "0" * 64
 
 TYPE_NAMES: dict[type, str] = {
     User.Created: "UserCreated",
+    User.Erased: "UserErased",
     Gathering.Created: "GatheringCreated",
     Gathering.Revised: "GatheringRevised",
     Gathering.CapacityChanged: "CapacityChanged",
@@ -365,6 +366,14 @@ Decode = Callable[[StoredEvent], dict[str, Any]]
 ReadStream = Callable[..., Sequence[StoredEvent]]
 """``recorder.select_events``: (originator_id, gt=, lte=, desc=, limit=)."""
 
+Show = Callable[[dict[str, Any]], dict[str, Any]]
+"""What an entry shows of the personal data it holds (``projections.personal.shown_entry``)."""
+
+
+def _as_stored(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry
+
+
 VERIFY_PAGE = 500
 
 FEED_SCAN_BOUND = 5000
@@ -428,14 +437,17 @@ class AuditLog:
         recorder: ApplicationRecorder,
         decode: Decode,
         settle: Callable[[], None] = lambda: None,
+        show: Show = _as_stored,
     ) -> None:
         """``settle``: returns once the log holds every write made before the
-        call, in any process (a log indexed after the appends)."""
+        call, in any process (a log indexed after the appends); ``show``: what an
+        entry shows of personal data (``projections/personal.py``)."""
         self.recorder = recorder
         self.decode = decode
         self.presenter = Presenter(recorder.select_events, decode)
         self.settle = settle
         self.scan_bound = FEED_SCAN_BOUND
+        self.show = show
 
     def _sealed(self, notification: Notification) -> tuple[dict[str, Any], str | None]:
         return sealed(notification, self.decode(notification))
@@ -450,7 +462,9 @@ class AuditLog:
         if only:
             return self._filtered(after, limit, only)
         notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
-        entries = self.presenter.present([served(n.id, n, self.decode) for n in notifications])
+        entries = self.presenter.present(
+            [self.show(served(n.id, n, self.decode)) for n in notifications]
+        )
         if not entries:
             return [], None
         last = entries[-1]["position"]
@@ -478,7 +492,7 @@ class AuditLog:
                 found = served(notification.id, notification, self.decode)
                 examined = notification.id
                 if matches(found):
-                    kept.append(found)
+                    kept.append(self.show(found))
                     if len(kept) == limit:
                         break
         if examined == after:  # nothing after ``after``: the head
@@ -490,7 +504,7 @@ class AuditLog:
         """Every entry after position ``after`` (up to ``until``), in log order, as
         sealed (the export: the chains can be recomputed from it)."""
         for notification in self.notifications(after, until):
-            yield served(notification.id, notification, self.decode)
+            yield self.show(served(notification.id, notification, self.decode))
 
     def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
         """Every notification after ``after`` (up to ``until``), read in pages."""
@@ -574,11 +588,13 @@ class History:
         decode: Decode,
         registered_event_ids: Callable[[str], list[str]],
         settle: Callable[[], None] = lambda: None,
+        show: Show = _as_stored,
     ) -> None:
         self.log = log
         self.decode = decode
         self.registered_event_ids = registered_event_ids
         self.settle = settle
+        self.show = show
         self.presenter = Presenter(self._first_events, decode)
 
     def _first_events(
@@ -589,7 +605,7 @@ class History:
 
     def _entries(self, rows: Sequence[tuple[StoredEvent, int | None]]) -> list[dict[str, Any]]:
         return self.presenter.present(
-            [served(log_position, stored, self.decode) for stored, log_position in rows]
+            [self.show(served(log_position, stored, self.decode)) for stored, log_position in rows]
         )
 
     def of_event(

@@ -66,6 +66,10 @@ class _Noting(ReadTableWriter):
         self._touch(("users", user_id))
         self.tables.put_user(user_id, name, at)
 
+    def erase_user(self, user_id: str, at: datetime) -> None:
+        self._touch(("users", user_id))
+        self.tables.erase_user(user_id, at)
+
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
         self._touch(("streams", stream_id), ("gatherings", row.event_id))
         self.tables.put_event(stream_id, row)

@@ -31,6 +31,10 @@ def _user_created(fact: User.Created, w: ReadTableWriter) -> None:
     w.put_user(fact.user_id, fact.name, fact.timestamp)
 
 
+def _user_erased(fact: User.Erased, w: ReadTableWriter) -> None:
+    w.erase_user(fact.user_id, fact.timestamp)
+
+
 def _gathering_created(fact: Gathering.Created, w: ReadTableWriter) -> None:
     w.put_event(
         fact.originator_id,
@@ -105,6 +109,7 @@ Handler = Callable[[Any, ReadTableWriter], None]
 
 HANDLERS: dict[type[Aggregate.Event], Handler] = {
     User.Created: _user_created,
+    User.Erased: _user_erased,
     Gathering.Created: _gathering_created,
     Gathering.Revised: _gathering_revised,
     Gathering.CapacityChanged: _capacity_changed,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from uuid import UUID
 
+from projections.personal import ERASED
 from projections.ports import ReadTableWriter
 from projections.views import EventRow, RegistrationRow, UserRow
 
@@ -37,6 +38,11 @@ class MemoryTables(ReadTableWriter):
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None:
         self.users[user_id] = UserRow(user_id, name, at, at)
+
+    def erase_user(self, user_id: str, at: datetime) -> None:
+        held = self.users.get(user_id)
+        if held is not None:
+            self.users[user_id] = replace(held, name=ERASED, updated_at=at)
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
         self.streams[stream_id] = row.event_id

@@ -30,6 +30,9 @@ class ReadTableWriter(Protocol):
 
     def put_user(self, user_id: str, name: str, at: datetime) -> None: ...
 
+    def erase_user(self, user_id: str, at: datetime) -> None:
+        """Replaces the user's (sealed) name with ``projections.personal.ERASED``."""
+
     def put_event(self, stream_id: UUID, row: EventRow) -> None: ...
 
     def event_id_for(self, stream_id: UUID) -> str:

@@ -13,10 +13,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class UserRow:
+    """A user. As the read tables hold it, ``name`` is the sealed name, or
+    ``projections.personal.ERASED``; as served, the name (None once erased)."""
+
     user_id: str
-    name: str
+    name: str | None
     created_at: datetime
     updated_at: datetime
+    erased: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,17 @@ from tests.support import server_env
 
 pytestmark = pytest.mark.processes
 
-COMMANDS = ("serve", "export", "verify", "check", "rebuild", "status", "create-tables")
+COMMANDS = (
+    "serve",
+    "export",
+    "verify",
+    "check",
+    "rebuild",
+    "status",
+    "create-tables",
+    "erase",
+    "seal-names",
+)
 
 
 @pytest.fixture
@@ -120,3 +130,26 @@ def test_reindex_finds_nothing_to_index_twice(store: dict[str, str], tmp_path: P
         assert not done.stdout.startswith("scanned 0 ")
     else:
         assert "nothing to reindex" in done.stdout
+
+
+def test_erase_erases_a_user_once_and_export_then_shows_no_name(
+    store: dict[str, str], tmp_path: Path
+) -> None:
+    first = run_cli(store, tmp_path / "data", "erase", "ada")
+    assert first.returncode == 0, first.stderr
+    erased = json.loads(first.stdout)
+    assert (erased["userId"], erased["erased"]) == ("ada", True)
+    again = run_cli(store, tmp_path / "data", "erase", "ada")
+    assert json.loads(again.stdout) == erased
+    unknown = run_cli(store, tmp_path / "data", "erase", "nobody")
+    assert unknown.returncode == 1
+    assert "not found" in unknown.stderr
+    exported = run_cli(store, tmp_path / "data", "export")
+    created = {
+        entry["data"]["userId"]: entry["data"]
+        for entry in map(json.loads, exported.stdout.splitlines())
+        if entry["type"] == "UserCreated"
+    }
+    assert (created["ada"]["name"], created["ada"]["erased"]) == (None, True)
+    assert (created["bob"]["name"], created["bob"]["erased"]) == ("Bob", False)
+    assert run_cli(store, tmp_path / "data", "verify").returncode == 0

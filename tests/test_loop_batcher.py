@@ -85,7 +85,7 @@ def test_commands_sent_in_one_turn_of_the_loop_are_decided_as_one_batch_on_the_l
 def test_a_refusal_in_a_loop_batch_fails_only_its_own_command_and_the_rest_commit(
     on_loop: Callable[..., Any],
 ) -> None:
-    async def scenario(container: Container) -> tuple[Any, list[str]]:
+    async def scenario(container: Container) -> tuple[Any, list[str | None]]:
         service = container.service
         await perform(service, service.create_user_command("taken", "First"))
         outcomes = await asyncio.gather(
@@ -94,7 +94,11 @@ def test_a_refusal_in_a_loop_batch_fails_only_its_own_command_and_the_rest_commi
             perform(service, service.create_user_command("b", "B")),
             return_exceptions=True,
         )
-        stored = [service.get_user(user_id).name for user_id in ("a", "taken", "b")]
+        # Stored sealed (infra/personal_data.py): opened with each user's key.
+        stored = [
+            container.personal_data.reveal(user_id, "name", str(service.get_user(user_id).name))
+            for user_id in ("a", "taken", "b")
+        ]
         return outcomes, stored
 
     outcomes, stored = on_loop(scenario)
@@ -120,7 +124,7 @@ def test_a_batch_larger_than_max_batch_is_decided_in_turns_of_at_most_max_batch(
 def test_a_command_sent_from_another_thread_is_decided_on_the_loop(
     on_loop: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def scenario(container: Container) -> tuple[str, set[int], int]:
+    async def scenario(container: Container) -> tuple[str | None, set[int], int]:
         service = container.service
         batches = Batches(service, monkeypatch)
         # An admin tool in a thread of the same process calls the plain method.
@@ -135,7 +139,7 @@ def test_a_command_sent_from_another_thread_is_decided_on_the_loop(
 def test_a_command_the_loop_itself_waits_for_is_decided_at_once_instead_of_waiting_for_ever(
     on_loop: Callable[..., Any],
 ) -> None:
-    async def scenario(container: Container) -> tuple[str, str]:
+    async def scenario(container: Container) -> tuple[str | None, str | None]:
         service = container.service
         batcher = service._batcher
         assert isinstance(batcher, LoopBatcher)

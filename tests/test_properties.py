@@ -306,7 +306,7 @@ def test_a_created_user_reads_back_exactly_as_sent(
     created = client.post("/users", json={"userId": user_id, "name": name})
     assert created.status_code == 201, created.text
     body = created.json()
-    assert set(body) == {"userId", "name", "createdAt", "updatedAt"}
+    assert set(body) == {"userId", "name", "erased", "createdAt", "updatedAt"}
     assert body["userId"] == user_id
     assert body["name"] == name
     assert parse_utc(body["createdAt"]) == parse_utc(body["updatedAt"])

@@ -1,15 +1,17 @@
-"""What admins use (role admin): the projections' state, rebuilds and drift checks."""
+"""What admins use (role admin): the projections' state, rebuilds, drift checks and erasure."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from fastapi.concurrency import run_in_threadpool
 
-from api.deps import IDEMPOTENT, ContainerDep
+from api.deps import IDEMPOTENT, ContainerDep, UserIdPath, perform
 from api.routes.docs_helpers import IDEMPOTENCY, errors
-from api.schemas import ID_PATTERN, DriftCheck, Projection, Projections
+from api.schemas import ID_PATTERN, DriftCheck, Erasure, Projection, Projections
 from api.security import Admin
+from infra.logs import current_request_id
 from projections.status import READ_TABLES
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -95,3 +97,32 @@ def rebuild(name: ProjectionName, container: ContainerDep, _caller: Admin) -> Pr
 def check(name: ProjectionName, container: ContainerDep, _caller: Admin) -> DriftCheck:
     report = container.check(name)
     return DriftCheck.model_validate(report.report())
+
+
+@router.post(
+    "/users/{userId}/erase",
+    openapi_extra=IDEMPOTENT,
+    response_model=Erasure,
+    summary="Erase a user's personal data (crypto-shredding)",
+    description=(
+        "Destroys the user's data key, so that their name, stored sealed under it in the "
+        "events, snapshots and read tables, can never be read again, and records a "
+        "`UserErased` event (who asked, when, the request id; no personal data). Kept "
+        "idempotent answers showing the name are deleted. Afterwards every read shows the "
+        "user with `name` null and `erased` true; their registrations and the seat counts "
+        "stay as they were; the userId stays taken (409 DUPLICATE_USER); `/audit/verify` "
+        "still passes (no stored byte of history changed). Erasing again answers the same "
+        "(idempotent). An unknown user: 404 USER_NOT_FOUND. A user created before names were "
+        "sealed: 409 PERSONAL_DATA_NOT_SEALED until `regsvc seal-names` has sealed the "
+        "history (see the README). Needs an API key with role `admin`."
+    ),
+    responses=errors(
+        "VALIDATION_ERROR", "FORBIDDEN", "USER_NOT_FOUND", "PERSONAL_DATA_NOT_SEALED", *IDEMPOTENCY
+    ),
+)
+async def erase_user(user_id: UserIdPath, container: ContainerDep, caller: Admin) -> Erasure:
+    service = container.service
+    command = service.erase_user_command(user_id, caller.name, current_request_id())
+    outcome = await perform(service, command)
+    await run_in_threadpool(container.forget_user, user_id)
+    return Erasure(user_id=outcome.user_id, erased=True, erased_at=outcome.erased_at)

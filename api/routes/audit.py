@@ -14,6 +14,7 @@ from api.routes.docs_helpers import errors
 from api.schemas import ID_PATTERN, AuditLogPage, Event, History, UserState, VerifyReport
 from api.security import Auditor
 from projections.audit import FEED_SCAN_BOUND, FeedFilter
+from projections.personal import shown_user
 from projections.time_travel import Moment
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -221,6 +222,7 @@ def user_state(
 ) -> UserState:
     user, registrations = container.time_travel.user(user_id, Moment(as_of=as_of))
     return UserState(
-        user=presenters.user(user),
+        # An erased user's name is erased at every moment: the key is gone.
+        user=presenters.user(shown_user(user, container.personal_data)),
         registrations=[presenters.registration(r) for r in registrations],
     )

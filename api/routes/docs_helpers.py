@@ -30,6 +30,9 @@ MESSAGES = {
     "FORBIDDEN": "The API key 'reporting' (role client) may not use /audit",
     "PROJECTION_NOT_FOUND": "Projection 'seats' not found (there is: read-tables)",
     "REBUILD_IN_PROGRESS": "Projection 'read-tables' is being rebuilt (42% done)",
+    "PERSONAL_DATA_NOT_SEALED": (
+        "User 'alice' was created before names were sealed: run `regsvc seal-names` first"
+    ),
     "STORED_EVENT_UNDECODABLE": (
         "Version 7 of stream 0b8a6c1e-5f7d-5e2a-9c3b-1d4e6f8a0b2c cannot be decoded: "
         "the state cannot be replayed past it (see /audit/verify)"

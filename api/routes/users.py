@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import IDEMPOTENT, ReadModelDep, ServiceDep, UserIdPath, perform, reads
+from api.deps import (
+    IDEMPOTENT,
+    PersonalDataDep,
+    ReadModelDep,
+    ServiceDep,
+    UserIdPath,
+    perform,
+    reads,
+)
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import User, UserCreate
 from domain.errors import UserNotFoundError
+from projections.personal import shown_user
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -21,7 +30,9 @@ router = APIRouter(prefix="/users", tags=["users"])
     description=(
         "Creates a user with a client-chosen userId. The userId is 1-100 characters of "
         "letters, digits, `_` and `-`; the name is 1-200 characters and not all whitespace. "
-        "An existing userId is refused with 409 DUPLICATE_USER and the original is unchanged. "
+        "An existing userId is refused with 409 DUPLICATE_USER and the original is unchanged "
+        "(an erased user's id too: it stays taken). The name is personal data: it is stored "
+        "sealed under the user's own key, which erasure destroys. "
         "The `Location` header names the new user."
     ),
     openapi_extra=IDEMPOTENT,
@@ -37,12 +48,15 @@ async def create_user(body: UserCreate, service: ServiceDep, response: Response)
     "/{userId}",
     response_model=User,
     summary="Get a user",
-    description="Returns the user, or 404 USER_NOT_FOUND.",
+    description=(
+        "Returns the user, or 404 USER_NOT_FOUND. An erased user is still found, with "
+        "`name` null and `erased` true."
+    ),
     responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND"),
 )
 @reads
-def get_user(user_id: UserIdPath, read_model: ReadModelDep) -> User:
+def get_user(user_id: UserIdPath, read_model: ReadModelDep, personal_data: PersonalDataDep) -> User:
     row = read_model.get_user(user_id)
     if row is None:
         raise UserNotFoundError(f"User '{user_id}' not found")
-    return presenters.user(row)
+    return presenters.user(shown_user(row, personal_data))

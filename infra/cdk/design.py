@@ -141,6 +141,12 @@ IDEMPOTENCY_TABLE = TableDesign(
     ttl_attribute="expiresAt",
 )
 
+#: infra/dynamodb/keys.py: each user's data key (crypto-shredding: erasure
+#: removes it). Not rebuildable: losing it loses every name, so it is retained
+#: like the event store; but without point-in-time recovery, whose backups
+#: would keep an erased user's key for up to 35 days (see the README).
+KEYS_TABLE = TableDesign("KeysTable", "keys", ("userId", "S"))
+
 # --- the API Lambda -----------------------------------------------------------
 
 #: The API on the events and snapshots tables (infra/dynamodb/recorders.py):
@@ -190,9 +196,20 @@ READ_MODEL_ACTIONS: tuple[str, ...] = (
 
 #: The API on the idempotency table: a conditional PutItem claims a key, GetItem
 #: reads a claim found taken, UpdateItem keeps the response, DeleteItem
-#: releases a claim whose response is not kept.
+#: releases a claim whose response is not kept (or, at an erasure, a kept
+#: answer showing the user's name, found with a Scan).
 IDEMPOTENCY_ACTIONS: tuple[str, ...] = (
     "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Scan",
+    "dynamodb:UpdateItem",
+)
+
+#: The API on the key table: a conditional PutItem makes a user's key, GetItem
+#: reads it, UpdateItem destroys it (an erasure).
+KEY_TABLE_ACTIONS: tuple[str, ...] = (
     "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:PutItem",

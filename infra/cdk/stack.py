@@ -77,6 +77,8 @@ from infra.cdk.design import (
     INDEXER_INDEX_TABLE_ACTIONS,
     INDEXER_READ_TABLE_ACTIONS,
     INDEXER_STREAM_ACTIONS,
+    KEY_TABLE_ACTIONS,
+    KEYS_TABLE,
     READ_MODEL_ACTIONS,
     READ_MODEL_INDEX_ACTIONS,
     READ_TABLES,
@@ -100,6 +102,8 @@ __all__ = [
     "INDEXER_INDEX_TABLE_ACTIONS",
     "INDEXER_READ_TABLE_ACTIONS",
     "INDEXER_STREAM_ACTIONS",
+    "KEYS_TABLE",
+    "KEY_TABLE_ACTIONS",
     "READ_MODEL_ACTIONS",
     "READ_MODEL_INDEX_ACTIONS",
     "READ_TABLES",
@@ -249,6 +253,17 @@ class RegistrationServiceStack(Stack):
         ]
         # --- Idempotency-Key records: short-lived (24 h), expired by the TTL.
         self.idempotency_table = self._read_table(IDEMPOTENCY_TABLE, prefix)
+        # --- The users' data keys: retained, and without backups (design.py).
+        self.keys_table = dynamodb.Table(
+            self,
+            KEYS_TABLE.construct_id,
+            table_name=KEYS_TABLE.table_name(prefix),
+            partition_key=_attribute(KEYS_TABLE.partition_key),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
 
         # --- Least-privilege roles: explicit actions on explicit ARNs. The
         # table.grant_* helpers are avoided on purpose: in aws-cdk-lib 2.275
@@ -290,6 +305,12 @@ class RegistrationServiceStack(Stack):
                             effect=iam.Effect.ALLOW,
                             actions=list(IDEMPOTENCY_ACTIONS),
                             resources=_table_arns([self.idempotency_table]),
+                        ),
+                        iam.PolicyStatement(
+                            sid="KeyTable",
+                            effect=iam.Effect.ALLOW,
+                            actions=list(KEY_TABLE_ACTIONS),
+                            resources=_table_arns([self.keys_table]),
                         ),
                         iam.PolicyStatement(
                             sid="ReadTableIndexes",
@@ -398,8 +419,9 @@ class RegistrationServiceStack(Stack):
             **self.event_store_tables,
             **self.read_tables,
             IDEMPOTENCY_TABLE.table_name(prefix): self.idempotency_table,
+            KEYS_TABLE.table_name(prefix): self.keys_table,
         }
-        for design in (*EVENT_STORE_TABLES, *READ_TABLES, IDEMPOTENCY_TABLE):
+        for design in (*EVENT_STORE_TABLES, *READ_TABLES, IDEMPOTENCY_TABLE, KEYS_TABLE):
             table = all_tables[design.table_name(prefix)]
             CfnOutput(self, f"{design.construct_id}Name", value=table.table_name)
 

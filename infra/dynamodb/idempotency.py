@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from domain.errors import StoreUnavailableError
 from infra.dynamodb.errors import error_code
 from infra.dynamodb.tables import TableNotReadyError, TableSpec, ensure_tables
-from infra.idempotency import Claim, StoredResponse
+from infra.idempotency import Claim, StoredResponse, shows_personal_data
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -157,6 +157,34 @@ class DynamoDBIdempotencyStore:
         the background and at no write cost, and ``claim`` treats one not deleted
         yet as absent."""
         return 0
+
+    def forget(self, user_id: str) -> int:
+        """Deletes every kept answer showing the user's personal data. A scan (an
+        erasure is rare, and the table holds a day or so of answers), paged."""
+        doomed: list[dict[str, Any]] = []
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            # Consistent: an answer kept just before the erasure must be found.
+            "ConsistentRead": True,
+            "FilterExpression": "#st = :done",
+            "ExpressionAttributeNames": {"#st": "st"},
+            "ExpressionAttributeValues": {":done": {"S": "done"}},
+        }
+        try:
+            while True:
+                page = self.client.scan(**request)
+                for item in page.get("Items", []):
+                    body = item.get("body", {}).get("B")
+                    if shows_personal_data(body, user_id):
+                        doomed.append({"scope": item["scope"], "key": item["key"]})
+                if "LastEvaluatedKey" not in page:
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            for key in doomed:
+                self.client.delete_item(TableName=self.table, Key=key)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable(error) from error
+        return len(doomed)
 
     def close(self) -> None:
         """The client is the read model's; nothing to release here."""

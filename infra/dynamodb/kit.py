@@ -27,6 +27,7 @@ from infra.dynamodb.datastore import make_client
 from infra.dynamodb.factory import DynamoDBFactory
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller, StreamIndexer
+from infra.dynamodb.keys import DynamoDBKeyStore
 from infra.dynamodb.layout import MAX_TRANSACT_ITEMS
 from infra.dynamodb.read_tables import DynamoDBReadModel
 from infra.dynamodb.rebuild import DynamoDBRebuildTarget
@@ -35,6 +36,8 @@ from infra.dynamodb.reindex import reindex
 from infra.dynamodb.repair import repair_since
 from infra.idempotency import IdempotencyStore
 from infra.kit import CapacityMetering, Reindex, SaveLimits
+from infra.legacy_names import Rewrite
+from infra.personal_data import KeyStore
 from infra.settings import Settings
 from projections.ports import ReadModel
 from projections.rebuild import RebuildTarget
@@ -144,6 +147,19 @@ class DynamoDBKit:
             self.settings.dynamodb_table_prefix,
             ttl_seconds=self.settings.idempotency_ttl_hours * 3600.0,
         )
+
+    def open_key_store(self, read_model: ReadModel) -> KeyStore:
+        assert isinstance(read_model, DynamoDBReadModel), read_model
+        # The read model's client: closing the read model closes it.
+        return DynamoDBKeyStore(read_model.client, self.settings.dynamodb_table_prefix)
+
+    def scrub(self, *, compact: bool = False) -> None:
+        """Nothing: DynamoDB keeps no copy of a deleted item that reads could find."""
+
+    def history_rewriter(self, recorder: ApplicationRecorder) -> Rewrite | None:
+        """Not supported yet: the events table and the feed's copies would have to
+        be rewritten together (the README says so)."""
+        return None
 
     def open_rebuild_target(
         self, read_model: ReadModel, recorder: ApplicationRecorder

@@ -42,6 +42,7 @@ from infra.dynamodb.read_schema import (
     serialize,
 )
 from infra.dynamodb.waitlists import DIGEST, DIGEST_KEPT, waiting_hash
+from projections.personal import ERASED
 from projections.ports import ReadTableWriter
 from projections.views import EventRow
 
@@ -91,6 +92,9 @@ class ReadTableChanges(ReadTableWriter):
         self.names = names or model.tables()
         self.known_streams = streams or {}
         self.users: dict[str, dict[str, Any]] = {}
+        # Users erased whose row this writer does not write: userId -> the
+        # attributes the erasure sets on the row.
+        self.erased_users: dict[str, dict[str, Any]] = {}
         self.gatherings: dict[str, dict[str, Any] | _Update | None] = {}
         self.registrations: dict[tuple[str, str], dict[str, Any] | _Update | None] = {}
         self.streams: dict[str, str] = {}
@@ -128,6 +132,7 @@ class ReadTableChanges(ReadTableWriter):
     def size(self) -> int:
         return (
             len(self.users)
+            + len(self.erased_users)
             + len(self.gatherings)
             + len(self.registrations)
             + len(self.streams)
@@ -146,6 +151,18 @@ class ReadTableChanges(ReadTableWriter):
             "updatedAt": stamp,
             "v": None if self._at is None else self._at[1],
         }
+
+    def erase_user(self, user_id: str, at: datetime) -> None:
+        if self._skipping:
+            return
+        erased: dict[str, Any] = {"name": ERASED, "updatedAt": at.isoformat()}
+        if self._at is not None:
+            erased["v"] = self._at[1]
+        held = self.users.get(user_id)
+        if held is not None:  # created in this chunk (a rebuild's): one Put
+            held.update(erased)
+        else:
+            self.erased_users[user_id] = erased
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:
         if self._skipping:
@@ -275,6 +292,22 @@ class ReadTableChanges(ReadTableWriter):
         m = self.names
         for values in self.users.values():
             yield {"Put": {"TableName": m.users, "Item": item(values)}}
+        for user_id, erased in self.erased_users.items():
+            # No condition: the row exists (its user's creation folded before), and
+            # a failed condition would cancel the whole transaction.
+            names = {f"#{n}": name for n, name in enumerate(erased)}
+            yield {
+                "Update": {
+                    "TableName": m.users,
+                    "Key": {"userId": {"S": user_id}},
+                    "UpdateExpression": "SET "
+                    + ", ".join(f"#{n} = :{n}" for n in range(len(erased))),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": {
+                        f":{n}": serialize(value) for n, value in enumerate(erased.values())
+                    },
+                }
+            }
         for stream, event_id in self.streams.items():
             name = {
                 "pk": f"stream#{stream}",

@@ -13,9 +13,12 @@ class PerThreadConnections:
     """Connections in autocommit mode (callers open their transactions with
     ``transaction``), rows as ``sqlite3.Row``; ``close`` closes every thread's."""
 
-    def __init__(self, path: Path, *, lock_timeout: float) -> None:
+    def __init__(self, path: Path, *, lock_timeout: float, secure: bool = False) -> None:
+        """``secure``: deleted content is overwritten with zeros (``secure_delete``),
+        for tables that may hold personal data or keys."""
         self.path = path
         self.lock_timeout = lock_timeout
+        self.secure = secure
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -28,6 +31,8 @@ class PerThreadConnections:
             )
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
+            if self.secure:
+                connection.execute("PRAGMA secure_delete=ON")
             self._local.connection = connection
             with self._lock:
                 self._opened.append(connection)

@@ -175,6 +175,18 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             (TRACKING_NAME, ids[-1]),
         )
 
+    def rewrite_states(self, stored_events: Sequence[StoredEvent]) -> None:
+        """Replaces the stored state of events already stored, in one transaction:
+        only for ``regsvc seal-names`` (``infra/legacy_names.py``), the one
+        migration that rewrites history."""
+        with self.datastore.transaction(commit=True) as c:
+            for stored in stored_events:
+                c.execute(
+                    f"UPDATE {self.events_table_name} SET state = ? "  # noqa: S608
+                    "WHERE originator_id = ? AND originator_version = ?",
+                    (stored.state, stored.originator_id.hex, stored.originator_version),  # type: ignore[union-attr]
+                )
+
     def _lookup(self) -> sqlite3.Connection:
         """This thread's own connection for single-statement reads: no pool, no
         BEGIN, each read sees the last commit (the command thread asks these

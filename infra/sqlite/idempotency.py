@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from infra.idempotency import Claim, StoredResponse
+from infra.idempotency import Claim, StoredResponse, shows_personal_data
 from infra.sqlite.connections import PerThreadConnections
 
 SCHEMA = """
@@ -31,7 +31,8 @@ CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
 class SQLiteIdempotencyStore:
     def __init__(self, path: Path, *, ttl_seconds: float, lock_timeout: float = 30.0) -> None:
         self.ttl_seconds = ttl_seconds
-        self._connections = PerThreadConnections(path, lock_timeout=lock_timeout)
+        # Kept answers may hold personal data: what is deleted is overwritten.
+        self._connections = PerThreadConnections(path, lock_timeout=lock_timeout, secure=True)
         self._connections.get().executescript(SCHEMA)
 
     def claim(self, scope: str, key: str, fingerprint: str, *, lease_seconds: float) -> Claim:
@@ -86,6 +87,18 @@ class SQLiteIdempotencyStore:
                 (time.time(), limit),
             ).rowcount
         return int(deleted)
+
+    def forget(self, user_id: str) -> int:
+        """Deletes every kept answer showing the user's personal data; returns how many."""
+        db = self._connections.get()
+        rows = db.execute(
+            "SELECT scope, key, body FROM idempotency WHERE state = 'done' AND instr(body, ?) > 0",
+            (user_id.encode(),),
+        ).fetchall()
+        doomed = [(r["scope"], r["key"]) for r in rows if shows_personal_data(r["body"], user_id)]
+        with self._connections.transaction(immediate=True) as cursor:
+            cursor.executemany("DELETE FROM idempotency WHERE scope = ? AND key = ?", doomed)
+        return len(doomed)
 
     def close(self) -> None:
         self._connections.close()

@@ -12,9 +12,13 @@ from eventsourcing.persistence import ApplicationRecorder
 from domain.application import RegistrationService
 from infra.idempotency import IdempotencyStore
 from infra.kit import CapacityMetering, Indexer, RecordIndexer, Reindex, SaveLimits
+from infra.legacy_names import Rewrite
+from infra.personal_data import KeyStore
 from infra.settings import Settings
+from infra.sqlite.connections import PerThreadConnections
 from infra.sqlite.event_store import InlineSQLiteApplicationRecorder
 from infra.sqlite.idempotency import SQLiteIdempotencyStore
+from infra.sqlite.keys import SQLiteKeyStore, scrub
 from infra.sqlite.read_tables import SQLiteReadModel
 from infra.sqlite.rebuild import SQLiteRebuildTarget
 from projections.ports import ReadModel
@@ -66,6 +70,27 @@ class SQLiteKit:
         return SQLiteRebuildTarget(
             self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
         )
+
+    def open_key_store(self, read_model: ReadModel) -> KeyStore:
+        return SQLiteKeyStore(
+            self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
+        )
+
+    def scrub(self, *, compact: bool = False) -> None:
+        connections = PerThreadConnections(
+            self.settings.event_store_path, lock_timeout=self.settings.sqlite_lock_timeout
+        )
+        try:
+            if compact:
+                connections.get().execute("VACUUM")
+            scrub(connections)
+        finally:
+            connections.close()
+
+    def history_rewriter(self, recorder: ApplicationRecorder) -> Rewrite | None:
+        if isinstance(recorder, InlineSQLiteApplicationRecorder):
+            return recorder.rewrite_states
+        return None
 
     def indexer(self, recorder: ApplicationRecorder) -> Indexer | None:
         return None  # the log is written with the events

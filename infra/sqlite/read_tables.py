@@ -25,6 +25,7 @@ from uuid import UUID
 from infra.sqlite.connections import PerThreadConnections
 from projections.memory import MemoryTables, StoredRegistration
 from projections.paging import decode_token, encode_token
+from projections.personal import ERASED
 from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
 
@@ -222,6 +223,12 @@ class SQLiteWriter(ReadTableWriter):
             f"INSERT OR REPLACE INTO users{self.t} (user_id, name, created_at, updated_at) "
             "VALUES (?, ?, ?, ?)",
             (user_id, name, _ts(at), _ts(at)),
+        )
+
+    def erase_user(self, user_id: str, at: datetime) -> None:
+        self.c.execute(
+            f"UPDATE users{self.t} SET name = ?, updated_at = ? WHERE user_id = ?",
+            (ERASED, _ts(at), user_id),
         )
 
     def put_event(self, stream_id: UUID, row: EventRow) -> None:

@@ -36,7 +36,7 @@ def test_creating_a_user_answers_201_with_its_fields_timestamps_and_location(
     response = client.post("/users", json={"userId": user_id, "name": "Alice Example"})
 
     body = json_of(response, 201)
-    assert set(body) == {"userId", "name", "createdAt", "updatedAt"}
+    assert set(body) == {"userId", "name", "erased", "createdAt", "updatedAt"}
     assert body["userId"] == user_id
     assert body["name"] == "Alice Example"
     created = assert_utc_timestamp(body["createdAt"])

@@ -48,6 +48,8 @@ from infra.cdk.design import (
     INDEXER_INDEX_TABLE_ACTIONS,
     INDEXER_READ_TABLE_ACTIONS,
     INDEXER_STREAM_ACTIONS,
+    KEY_TABLE_ACTIONS,
+    KEYS_TABLE,
     TRANSACT_ITEM_ACTIONS,
     WRITE_ACTIONS,
 )
@@ -87,6 +89,7 @@ EVENT_STORE_TABLE_NAMES = (
 )
 EVENTS_TABLE_NAME, SNAPSHOTS_TABLE_NAME, INDEX_TABLE_NAME = EVENT_STORE_TABLE_NAMES
 IDEMPOTENCY_TABLE_NAME = "regsvc-idempotency"
+KEYS_TABLE_NAME = "regsvc-keys"
 READ_TABLE_NAMES = tuple(
     f"regsvc-{generation}{table}"
     for generation in ("", "green-")  # blue keeps the original names; a rebuild fills green
@@ -327,7 +330,7 @@ def test_stack_defines_exactly_the_tables_the_service_creates_at_start_up(
     for name, request in created_by_the_service.items():
         assert key_schema(tables[name]["Properties"]) == key_schema(request), name
     assert sorted(tables) == sorted(
-        EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES + (IDEMPOTENCY_TABLE_NAME,)
+        EVENT_STORE_TABLE_NAMES + READ_TABLE_NAMES + (IDEMPOTENCY_TABLE_NAME, KEYS_TABLE_NAME)
     )
     for name, request in created_by_the_service.items():
         assert tables[name]["Properties"].get("TimeToLiveSpecification") == request.get(
@@ -447,7 +450,10 @@ def test_a_migrating_deployment_keeps_the_retired_listing_index_beside_its_repla
 def test_event_store_tables_are_the_recorders_tables(
     resources: dict[str, Resource], created_by_the_service: dict[str, dict[str, Any]]
 ) -> None:
-    read_names = {spec.name for spec in read_table_specs(PREFIX)} | {IDEMPOTENCY_TABLE_NAME}
+    read_names = {spec.name for spec in read_table_specs(PREFIX)} | {
+        IDEMPOTENCY_TABLE_NAME,
+        KEYS_TABLE_NAME,
+    }
     recorder_tables = sorted(set(created_by_the_service) - read_names)
     assert sorted(design.table_name(PREFIX) for design in EVENT_STORE_TABLES) == recorder_tables
     assert recorder_tables == sorted(EVENT_STORE_TABLE_NAMES)
@@ -559,6 +565,7 @@ INDEXER_SOURCES = [
     for name in ("indexer.py", "shards.py", "shard_cursors.py", "shard_leases.py")
 ]
 IDEMPOTENCY_SOURCES = [DYNAMODB_SOURCES / "idempotency.py"]
+KEY_SOURCES = [DYNAMODB_SOURCES / "keys.py"]
 #: Rebuilds are an admin's job, run with admin credentials (``regsvc rebuild``):
 #: the API role is not granted what they do (emptying and filling a generation).
 #: So is ``regsvc reindex`` (a Scan of the events table).
@@ -570,6 +577,7 @@ API_EVENT_STORE_SOURCES = sorted(
     - set(READ_MODEL_SOURCES)
     - set(INDEXER_SOURCES)
     - set(IDEMPOTENCY_SOURCES)
+    - set(KEY_SOURCES)
     - set(REBUILD_SOURCES)
     - set(TABLE_CREATION_SOURCES)
 )
@@ -737,6 +745,9 @@ def test_the_api_code_calls_exactly_the_actions_the_api_role_grants() -> None:
     assert dynamodb_actions_called(TABLE_CREATION_SOURCES) == {"dynamodb:DescribeTable"}
     assert dynamodb_actions_called(IDEMPOTENCY_SOURCES) | {"dynamodb:DescribeTable"} == set(
         IDEMPOTENCY_ACTIONS
+    )
+    assert dynamodb_actions_called(KEY_SOURCES) | {"dynamodb:DescribeTable"} == set(
+        KEY_TABLE_ACTIONS
     )
     assert streams_actions_called(API_EVENT_STORE_SOURCES + READ_MODEL_SOURCES) == set()
 
@@ -912,6 +923,7 @@ def test_each_role_holds_exactly_its_own_dynamodb_statements(
         "EventStoreTables",
         "IdempotencyTable",
         "IndexTableReadOnly",
+        "KeyTable",
         "ReadTableIndexes",
         "ReadTables",
     ]
@@ -921,7 +933,7 @@ def test_each_role_holds_exactly_its_own_dynamodb_statements(
         "IndexerIndexTable",
         "IndexerReadTables",
     ]
-    assert len(dynamodb_statements(resources)) == 9  # no statement anywhere else
+    assert len(dynamodb_statements(resources)) == 10  # no statement anywhere else
 
 
 def test_no_iam_policy_is_attached_beside_the_roles_own(template: Template) -> None:
@@ -1160,7 +1172,7 @@ def test_outputs_include_the_api_url_and_every_table_name(
     }
     assert sorted(table_outputs) == sorted(
         f"{design.construct_id}Name"
-        for design in (*EVENT_STORE_TABLES, *READ_TABLES, IDEMPOTENCY_TABLE)
+        for design in (*EVENT_STORE_TABLES, *READ_TABLES, IDEMPOTENCY_TABLE, KEYS_TABLE)
     )
     assert sorted(value["Ref"] for value in table_outputs.values()) == sorted(
         logical_id_of_table(resources, name) for name in tables_by_name(resources)
@@ -1187,7 +1199,12 @@ def test_table_prefix_can_be_set_through_the_context() -> None:
     )
     assert names == sorted(
         name.replace("regsvc-", "staging-", 1)
-        for name in (*EVENT_STORE_TABLE_NAMES, *READ_TABLE_NAMES, IDEMPOTENCY_TABLE_NAME)
+        for name in (
+            *EVENT_STORE_TABLE_NAMES,
+            *READ_TABLE_NAMES,
+            IDEMPOTENCY_TABLE_NAME,
+            KEYS_TABLE_NAME,
+        )
     )
     assert {spec.name for spec in read_table_specs("staging-")} <= set(names)
     prefixes = [
@@ -1246,3 +1263,21 @@ def test_api_role_may_claim_keep_and_release_idempotency_keys(
         "AttributeName": "expiresAt",
         "Enabled": True,
     }
+
+
+def test_api_role_may_make_read_and_destroy_the_users_keys(
+    resources: dict[str, Resource],
+) -> None:
+    statement = statement_with_sid(resources, "KeyTable")
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(KEY_TABLE_ACTIONS)
+    assert statement["Resource"] == table_arn(resources, KEYS_TABLE_NAME)
+
+
+def test_the_keys_table_is_retained_and_keeps_no_backups_of_destroyed_keys(
+    resources: dict[str, Resource],
+) -> None:
+    table = tables_by_name(resources)[KEYS_TABLE_NAME]
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
+    assert "PointInTimeRecoverySpecification" not in table["Properties"]

@@ -10,6 +10,10 @@ with the admission in it (``class_version`` 2).
 its metadata and chain digest (``__meta__``), and the registration and waitlist
 events that name their user (``class_version`` 2 of ``Registration.Confirmed``,
 ``Waitlisted``, ``Promoted``, ``Withdrawn`` and ``WaitlistPage.Removed``).
+``stored_events_v4.json`` holds what version 4 changed: a user's name stored
+sealed under their key (``pd1:...``), and ``User.Erased``; the store it is
+inserted into has no key for it, so it reads as erased. Version 3 and older
+histories hold names as given: ``test_legacy_names.py`` seals them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from projections.catch_up import wait_until_logged
 RECORDED = json.loads((Path(__file__).parent / "stored_events_v1.json").read_text())
 RECORDED_V2 = json.loads((Path(__file__).parent / "stored_events_v2.json").read_text())
 RECORDED_V3 = json.loads((Path(__file__).parent / "stored_events_v3.json").read_text())
+RECORDED_V4 = json.loads((Path(__file__).parent / "stored_events_v4.json").read_text())
 
 
 def _stored(record: dict[str, Any]) -> StoredEvent:
@@ -70,9 +75,11 @@ def recorded(container: Container) -> Container:
 
 
 def test_every_domain_event_type_appears_in_the_recorded_history() -> None:
-    recorded_topics = {r["topic"] for r in RECORDED["notifications"]}
+    recorded_topics = {
+        r["topic"] for history in (RECORDED, RECORDED_V4) for r in history["notifications"]
+    }
     missing = {get_topic(cls) for cls in _domain_event_classes()} - recorded_topics
-    assert not missing, f"record a v1 example of {sorted(missing)} before shipping it"
+    assert not missing, f"record an example of {sorted(missing)} before shipping it"
 
 
 def test_every_recorded_event_decodes_to_its_class_with_its_payload(container: Container) -> None:
@@ -251,3 +258,30 @@ def test_the_feed_filtered_by_event_keeps_version_1_registration_events_that_nam
         e for e in expected if e["type"] == "RegistrationConfirmed" and "userId" not in e["data"]
     ]
     assert kept == expected
+
+
+def test_a_version_4_history_holds_a_sealed_name_reads_as_erased_and_verifies(
+    container: Container,
+) -> None:
+    service = container.service
+    records = RECORDED_V4["notifications"]
+    service.recorder.insert_events([_stored(r) for r in records])
+    assert records[0]["state"]["name"].startswith("pd1:")
+    ursula = service.get_user("ursula")
+    assert (ursula.name, ursula.erased) == (None, True)
+    erasure = service.mapper.to_domain_event(_stored(records[1]))
+    assert isinstance(erasure, model.User.Erased)
+    assert (erasure.user_id, erasure.erased_by, erasure.request_id) == (
+        "ursula",
+        "fixture",
+        "fixture-request",
+    )
+    wait_until_logged(service.recorder)
+    entries = [e for e in container.audit.entries() if e["stream"] == records[0]["originator_id"]]
+    assert [(e["type"], e["data"].get("name")) for e in entries] == [
+        ("UserCreated", None),
+        ("UserErased", None),
+    ]
+    assert entries[0]["sealed"] == {"name": records[0]["state"]["name"]}
+    report = container.audit.verify().report()
+    assert report == report | {"ok": True, "checked": len(records), "unsealed": 0}

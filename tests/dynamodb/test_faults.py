@@ -108,10 +108,13 @@ def test_a_throttled_or_conflicting_append_is_retried_and_succeeds_once(
         service.create_user("ada", "Ada")
 
     assert injector.calls == 3
-    assert service.get_user("ada").name == "Ada"
+    # The name is stored sealed (infra/personal_data.py): opened with ada's key.
+    sealed = service.get_user("ada").name
+    assert sealed is not None
+    assert container.personal_data.reveal("ada", "name", sealed) == "Ada"
     row = read_model.get_user("ada")
     assert row is not None
-    assert row.name == "Ada"
+    assert row.name == sealed
 
 
 @pytest.fixture
