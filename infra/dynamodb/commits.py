@@ -113,6 +113,14 @@ def image_of(record: Mapping[str, Any]) -> Item | None:
             extra={"keys": str(data.get("Keys"))},
         )
         return None
+    if name == "MODIFY":
+        # Not a new event: only ``regsvc seal-names`` rewrites an event item
+        # (infra/dynamodb/history_rewrite.py), whose INSERT was indexed before.
+        logger.info(
+            "An event item was rewritten; not indexed again",
+            extra={"keys": str(data.get("Keys"))},
+        )
+        return None
     image = data.get("NewImage")
     if image is None:
         logger.error(
@@ -120,6 +128,4 @@ def image_of(record: Mapping[str, Any]) -> Item | None:
             extra={"keys": str(data.get("Keys")), "sequence": data.get("SequenceNumber")},
         )
         return None
-    if name == "MODIFY":
-        logger.warning("An event item was modified; indexing its new image")
     return decode_image(image)

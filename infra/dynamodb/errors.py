@@ -93,6 +93,13 @@ class IndexOrderError(InternalError):
     """
 
 
+class HistoryChangedError(IntegrityError):
+    """Raised when ``regsvc seal-names`` finds an event item changed (or gone)
+    since it read it: nothing of that stream was rewritten; run it again, with
+    the service stopped.
+    """
+
+
 class NotificationLogCorruptedError(InternalError):
     """The notification log is inconsistent with its head (e.g. the head item
     was deleted or restored from an older backup), or a commit's events are

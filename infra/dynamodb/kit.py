@@ -25,6 +25,7 @@ from infra.dynamodb.capacity import (
 )
 from infra.dynamodb.datastore import make_client
 from infra.dynamodb.factory import DynamoDBFactory
+from infra.dynamodb.history_rewrite import HistoryRewriter
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
 from infra.dynamodb.indexer import ShardPoller, StreamIndexer
 from infra.dynamodb.keys import DynamoDBKeyStore
@@ -154,12 +155,25 @@ class DynamoDBKit:
         return DynamoDBKeyStore(read_model.client, self.settings.dynamodb_table_prefix)
 
     def scrub(self, *, compact: bool = False) -> None:
-        """Nothing: DynamoDB keeps no copy of a deleted item that reads could find."""
+        """DynamoDB keeps no copy of a deleted item that reads could find.
+        ``compact`` (after ``regsvc seal-names``'s rebuild): empties the read
+        tables' generation that is not live, which keeps the rows it served
+        until the next rebuild (``DynamoDBRebuildTarget.empty_idle``)."""
+        if not compact:
+            return
+        live = DynamoDBReadModel(
+            self._new_client(), self.settings.dynamodb_table_prefix, create_tables=False
+        )
+        try:
+            DynamoDBRebuildTarget(live).empty_idle()
+        finally:
+            live.close()
 
     def history_rewriter(self, recorder: ApplicationRecorder) -> Rewrite | None:
-        """Not supported yet: the events table and the feed's copies would have to
-        be rewritten together (the README says so)."""
-        return None
+        """Rewrites the events table's items and the log's older copies together
+        (``infra/dynamodb/history_rewrite.py``)."""
+        own = _own(recorder)
+        return HistoryRewriter(own.client, own.events_table_name, own.notifications_table_name)
 
     def open_rebuild_target(
         self, read_model: ReadModel, recorder: ApplicationRecorder

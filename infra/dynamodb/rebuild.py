@@ -271,6 +271,19 @@ class DynamoDBRebuildTarget:
             self.repair_since(head, generation)
             self.live.pointer.repaired(generation, head)
 
+    def empty_idle(self) -> None:
+        """Empties the generation that is not live (the rows it served before the
+        last switch), unless a rebuild claimed it (RebuildInProgressError)."""
+        model = self._idle()
+        if self._item(model) is not None:
+            raise RebuildInProgressError(IN_PROGRESS)
+        try:
+            model.empty()
+        except self.client.exceptions.ResourceNotFoundException:
+            return  # no rebuild ever created this generation's tables
+        except (ClientError, BotoCoreError) as error:
+            raise unavailable(error) from error
+
     def fail(self, owner: str, error: str) -> None:
         values = {":s": {"S": "failed"}, ":e": {"S": error[:500]}}
         self._set(self._idle(), owner, "#s = :s, #e = :e", values)
