@@ -267,3 +267,40 @@ def test_drain_ends_while_writes_go_on_once_it_read_past_a_record_written_after_
     assert shard.arrivals  # writes were still going on
     indexed = ids_of(recorder)[str(commits[0][0].originator_id)]
     assert len(indexed) >= 8  # everything before the call, and some after
+
+
+def modified(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records a rewrite of the same items would add (``regsvc seal-names``):
+    MODIFY, the same new images, later sequence numbers."""
+    last = max(int(r["dynamodb"]["SequenceNumber"]) for r in records)
+    return [
+        {
+            **r,
+            "eventName": "MODIFY",
+            "dynamodb": {**r["dynamodb"], "SequenceNumber": str(last + i)},
+        }
+        for i, r in enumerate(records, start=1)
+    ]
+
+
+def test_a_rewritten_event_item_is_not_indexed_as_a_new_event(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    one_event_commits(recorder, streams=2, versions=2)
+    rewrites = modified(stream_records(datastore, recorder))
+
+    poller(recorder, ScriptedStreams({"shard-1": ScriptedShard(rewrites)})).drain()
+
+    assert recorder.max_notification_id() is None
+
+
+def test_the_log_is_unchanged_by_the_records_of_rewritten_event_items(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    commits = one_event_commits(recorder, streams=2, versions=3)
+    records = stream_records(datastore, recorder)
+    streams = ScriptedStreams({"shard-1": ScriptedShard([*records, *modified(records)])})
+
+    poller(recorder, streams).drain()
+
+    assert_is_the_log_of(recorder, commits)
