@@ -14,6 +14,7 @@ from eventsourcing.persistence import StoredEvent
 
 from infra.dynamodb.errors import HistoryChangedError
 from infra.dynamodb.history_rewrite import HistoryRewriter
+from tests.dynamodb.test_index_pages import old_commit, old_index
 from tests.dynamodb.test_indexer import recorder
 
 if TYPE_CHECKING:
@@ -37,6 +38,24 @@ def test_the_states_of_events_in_a_packed_item_are_replaced_and_the_others_kept(
     rewriter(recorder)([StoredEvent(stream, 1, "t", b"one"), StoredEvent(stream, 3, "t", b"3")])
 
     assert [s.state for s in recorder.select_events(stream)] == [b"one", b"v2", b"3"]
+
+
+def test_the_copies_of_a_log_written_before_pages_are_rewritten_with_the_events(
+    recorder: DynamoDBApplicationRecorder,
+) -> None:
+    stream, other = uuid4(), uuid4()
+    _, first = old_commit(recorder, [(stream, 1), (other, 1)])
+    _, second = old_commit(recorder, [(stream, 2)])
+    old_index(recorder, [first, second])  # ids 1..3, as copies
+
+    rewriter(recorder)([StoredEvent(stream, 1, "t", b"one"), StoredEvent(stream, 2, "t", b"two")])
+
+    assert [s.state for s in recorder.select_events(stream)] == [b"one", b"two"]
+    assert [(n.id, n.state) for n in recorder.select_notifications(1, 3)] == [
+        (1, b"one"),
+        (2, f"{other}/1".encode()),
+        (3, b"two"),
+    ]
 
 
 def test_an_item_changed_since_it_was_read_is_not_overwritten(
