@@ -88,11 +88,11 @@ def seal_names(
     mapper: SealingMapper,
     vault: PersonalDataVault,
     rewrite: Rewrite,
-    rewritten_stream: Callable[[UUID], None] = lambda _: None,
+    rewritten_stream: Callable[[UUID, str], None] = lambda _stream, _user: None,
 ) -> int:
     """Seals every name the log (its events, in order) holds as given; returns
-    how many users' streams were rewritten (each told to ``rewritten_stream``,
-    so that what remembers the stream forgets it)."""
+    how many users' streams were rewritten (each told to ``rewritten_stream``
+    with its user id, so that what remembers the stream or the name forgets it)."""
     users = 0
     for created in unsealed_users(log, mapper):
         stream = read_stream(created.originator_id)  # type: ignore[arg-type]
@@ -100,6 +100,7 @@ def seal_names(
         if rewritten:
             rewrite(rewritten)
             mapper.forget(created.originator_id)  # type: ignore[arg-type]
-            rewritten_stream(created.originator_id)  # type: ignore[arg-type]
+            user_id = str(mapper.decode_state(created)["user_id"])
+            rewritten_stream(created.originator_id, user_id)  # type: ignore[arg-type]
             users += 1
     return users

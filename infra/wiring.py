@@ -166,10 +166,13 @@ class Container:
             self.service.mapper,
             self.personal_data,
             rewrite,
-            self._forget_cached,
+            self._forget_resealed,
         )
 
-    def _forget_cached(self, aggregate_id: UUID) -> None:
+    def _forget_resealed(self, aggregate_id: UUID, user_id: str) -> None:
+        """After a user's stream was resealed: the kept idempotent answers that
+        showed the name as given go, and so does the cached aggregate."""
+        self.idempotency.forget(user_id)
         cache = self.service.repository.cache
         if cache is not None:
             with contextlib.suppress(KeyError):
