@@ -37,8 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench import (
@@ -51,8 +50,8 @@ from bench import (
 from bench.feed_lag import FeedWatch
 from bench.load import Outcome, Sizes, run_scenario
 from bench.report import STORE_TITLES, Result, failures, keep_sections, markdown, text_table
-from bench.servers import BASELINE, KINDS, Server, ServerError
-from infra.devtools.dynamodb_local import DynamoDBLocal, install
+from bench.servers import BASELINE, KINDS, Server, ServerError, store_endpoint
+from infra.devtools.dynamodb_local import DynamoDBLocal
 
 STORES = ("sqlite", "dynamodb")
 SCENARIOS = ("spread", "hot", "churn", "reads")
@@ -157,17 +156,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         if wrong:
             parser.error(f"unknown {name}: {', '.join(sorted(wrong))}")
     return args
-
-
-@contextmanager
-def _endpoint(store: str) -> Iterator[str | None]:
-    if store != "dynamodb":
-        yield None
-        return
-    install()
-    with DynamoDBLocal() as local:
-        print(f"DynamoDB Local at {local.endpoint_url}", flush=True)
-        yield local.endpoint_url
 
 
 def _run_one(
@@ -340,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # stream records of earlier runs pile up in it (measured:
                     # the service's spread fell from 44 to 7 req/s by the third
                     # run), which would make the order of runs decide the result.
-                    with _endpoint(store) as endpoint:
+                    with store_endpoint(store) as endpoint:
                         if store == "dynamodb":
                             _warm_up(store, scratch, endpoint)
                         shift = (run - 1) % len(servers)
@@ -352,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             )
                             results.append(result)
                             _progress(result, args.runs)
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _endpoint(store) as endpoint:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, store_endpoint(store) as endpoint:
             scratch = Path(tmp)
             if store == "dynamodb" and {"service", "state-based"} <= set(servers):
                 try:
