@@ -114,7 +114,7 @@ def judge(
     checks.append(
         Check(
             "rss_flat",
-            growth <= criteria.max_rss_growth,
+            peak <= base * (1.0 + criteria.max_rss_growth),
             f"RSS {base:.1f} MB after warm-up, at most {peak:.1f} MB later "
             f"({growth:+.1%}; limit +{criteria.max_rss_growth:.0%})",
         )
