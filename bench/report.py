@@ -269,6 +269,7 @@ def markdown(
     problems: Sequence[str],
     load_before: Sequence[float],
     dynamodb_sections: Sequence[str] = (),
+    metrics_section: str | None = None,
 ) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -296,6 +297,8 @@ def markdown(
         if store == "dynamodb":
             for section in dynamodb_sections:
                 parts += [section, ""]
+    if metrics_section:
+        parts += ["## The service's /metrics against the requests sent", "", metrics_section, ""]
     if problems:
         parts += ["## Failed checks", "", *(f"- {p}" for p in problems), ""]
     parts += ["## What is measured", "", EXPLANATION, ""]
