@@ -83,6 +83,12 @@ class Tally:
         with self._lock:
             self.answered[key] += 1
 
+    def scraped(self) -> None:
+        """Records a ``GET /metrics`` sent outside the hooked clients."""
+        with self._lock:
+            self.sent += 1
+        self.record("GET", "/metrics", 200)
+
     def _on_request(self, request: httpx.Request) -> None:
         with self._lock:
             self.sent += 1
@@ -171,7 +177,7 @@ class MetricsWatch:
             openapi.raise_for_status()
             self.tally = Tally(Templates.of(openapi.json()))
             self.before = self._scrape()
-            self.tally.record("GET", "/metrics", 200)
+            self.tally.scraped()
         except BaseException:
             self._http.close()
             raise
@@ -188,7 +194,7 @@ class MetricsWatch:
         try:
             for _ in range(self.settle_tries):
                 comparison = compare(self.before, self._scrape(), self.tally)
-                self.tally.record("GET", "/metrics", 200)
+                self.tally.scraped()
                 short = any(metered < sent for sent, metered in comparison.differences.values())
                 if comparison.ok or not short:
                     return comparison
