@@ -238,38 +238,48 @@ def summary_markdown(run: SoakRun, verdict: Verdict, plot_name: str | None) -> s
 
 
 def plot(run: SoakRun, verdict: Verdict, path: Path) -> None:
-    """RSS, p50/p99 and errors per interval, as a PNG (matplotlib, Agg backend)."""
+    """Answers/s, RSS, p50/p99 and errors per interval, as a PNG (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = [m.index * run.interval_s / 60.0 for m in run.minutes]
-    fig, (rss, latency, errors) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    fig, (rate, rss, latency, errors) = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
     title = STORE_TITLES.get(run.store, run.store)
     fig.suptitle(
         f"Soak on {title}: {run.target_rate:.1f} req/s open-loop, "
         f"{'passed' if verdict.ok else 'FAILED'}"
     )
     warm_end = verdict.warm_up * run.interval_s / 60.0
-    rss.plot(x, [m.rss_mb for m in run.minutes], marker="o", label="server RSS")
+    answered = [m.answered_per_s for m in run.minutes]
+    rate.plot(x, answered, marker="o", label="answers/s")
+    rate.axhline(run.target_rate, color="black", linestyle="--", label="target")
+    rate.set_ylabel("answers/s")
+    rate.set_ylim(0, max([run.target_rate, *answered]) * 1.25)
+    rss_mb = [m.rss_mb for m in run.minutes]
+    rss.plot(x, rss_mb, marker="o", label="server RSS")
     rss.set_ylabel("RSS, MB")
-    rss.set_ylim(bottom=0)
+    rss.set_ylim(0, max(rss_mb) * 1.25 or 1.0)
     latency.plot(x, [m.p50_ms for m in run.minutes], marker="o", label="p50")
     latency.plot(x, [m.p99_ms for m in run.minutes], marker="o", label="p99")
     latency.set_ylabel("latency, ms")
     latency.set_ylim(bottom=0)
-    errors.plot(x, [m.server_errors for m in run.minutes], marker="o", label="5xx")
-    errors.plot(x, [m.unexpected for m in run.minutes], marker="o", label="unexpected 4xx")
-    errors.plot(x, [m.no_answer for m in run.minutes], marker="o", label="no answer")
+    counts = {
+        "5xx": [m.server_errors for m in run.minutes],
+        "unexpected 4xx": [m.unexpected for m in run.minutes],
+        "no answer": [m.no_answer for m in run.minutes],
+    }
+    for label, values in counts.items():
+        errors.plot(x, values, marker="o", label=label)
     errors.set_ylabel("errors")
     errors.set_xlabel("minutes (end of each interval)")
-    errors.set_ylim(bottom=0)
-    for axes in (rss, latency, errors):
+    errors.set_ylim(0, max(1, *(max(v) for v in counts.values())) * 1.25)
+    for axes in (rate, rss, latency, errors):
         if verdict.warm_up:
             axes.axvspan(0, warm_end, color="grey", alpha=0.15, label="warm-up")
         axes.grid(True, alpha=0.3)
-        axes.legend(loc="upper left", fontsize="small")
+        axes.legend(loc="lower left", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
