@@ -311,6 +311,8 @@ KEPT_SECTIONS = (
     "## Auditors and admins",
     # ``python -m bench.latency --write``; rewritten by a ``make bench`` on DynamoDB.
     "## DynamoDB Local under a simulated network round trip",
+    # ``make soak`` (``python -m bench.soak``), its reports pasted from bench/results/.
+    "## Soak",
 )
 
 
