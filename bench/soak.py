@@ -13,7 +13,8 @@ SQLite in a fresh directory, or DynamoDB Local started here with
    (``GET /events/{id}`` 40%, ``GET /events?status=active&limit=20`` 10%,
    ``GET /users/{id}/registrations`` 10%) and 40% writes (a registration for a
    pair not registered, else leaving it: the events' lists stay bounded, their
-   histories grow);
+   histories grow; ``SOAK_EVENTS`` x ``SOAK_USERS`` pairs, 40 x 400 on SQLite,
+   20 x 200 on DynamoDB);
 3. every ``SOAK_INTERVAL_SECONDS`` (60) records the server's RSS (VmRSS of its
    process group, from /proc), p50/p99 latency, 5xx answers, unexpected
    answers and requests without an answer;
@@ -361,6 +362,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="length of the closed-loop burst that measures the maximum (20)",
     )
     parser.add_argument(
+        "--events",
+        type=int,
+        default=int(os.environ.get("SOAK_EVENTS", "0")),
+        help="events (env SOAK_EVENTS; 40 on SQLite, 20 on DynamoDB)",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=int(os.environ.get("SOAK_USERS", "0")),
+        help="users (env SOAK_USERS; 400 on SQLite, 200 on DynamoDB); the registration "
+        "aggregates the service caches (up to 10,000) are events x users",
+    )
+    parser.add_argument(
         "--clients",
         type=int,
         default=int(os.environ.get("SOAK_CLIENTS", "32")),
@@ -384,7 +398,13 @@ def soak(args: argparse.Namespace, scratch: Path, endpoint_url: str | None) -> S
         SERVICE, args.store, scratch, endpoint_url=endpoint_url, table_prefix=f"{run_id}-"
     )
     try:
-        workload = Workload(run_id, SHAPES[args.store])
+        shape = SHAPES[args.store]
+        shape = Shape(
+            events=args.events or shape.events,
+            users=args.users or shape.users,
+            capacity=shape.capacity,
+        )
+        workload = Workload(run_id, shape)
         print(f"Service at {server.url} (pid {server.process.pid}); setting up", flush=True)
         _run_loop(setup(server.url, workload))
         measured: float | None = None
@@ -413,7 +433,6 @@ def soak(args: argparse.Namespace, scratch: Path, endpoint_url: str | None) -> S
         survived = server.process.poll() is None
         if not survived:
             print(f"The service exited: {server.log_tail()}", file=sys.stderr)
-        shape = workload.shape
         settings = {
             "Command": "make soak" if os.environ.get("MAKELEVEL") else "python -m bench.soak",
             "Code": code_version(),
