@@ -138,7 +138,8 @@ class Series:
     answers: Counter[int] = field(default_factory=Counter)
     """Answers by the interval in which they came."""
     rss_mb: dict[int, float] = field(default_factory=dict)
-    unanswered_examples: list[str] = field(default_factory=list)
+    unanswered: Counter[str] = field(default_factory=Counter)
+    """Why requests got no answer: the client's exception, by type."""
 
     def add(self, due_in: int, answered_in: int, sample: Sample) -> None:
         self.samples.setdefault(due_in, []).append(sample)
@@ -173,10 +174,13 @@ def percentile_ms(sorted_seconds: Sequence[float], p: float) -> float | None:
     return 1000.0 * sorted_seconds[rank]
 
 
-async def _send(client: httpx.AsyncClient, op: Op) -> int:
+async def _send(client: httpx.AsyncClient, op: Op, failures: Counter[str] | None = None) -> int:
+    """The answer's status, or 0 for none (its exception's type counted in ``failures``)."""
     try:
         response = await client.request(op.method, op.path, json=op.body)
-    except httpx.HTTPError:
+    except httpx.HTTPError as e:
+        if failures is not None:
+            failures[type(e).__name__] += 1
         return 0
     return response.status_code
 
@@ -269,8 +273,9 @@ async def open_loop(
 
         async def one(op: Op, due: float, bucket: int) -> None:
             try:
-                status = await _send(client, op)
+                status = await _send(client, op, series.unanswered)
             except asyncio.CancelledError:  # still unanswered a minute after the end
+                series.unanswered["still unanswered 60 s after the end"] += 1
                 series.add(bucket, bucket, Sample(0.0, workload.answered(op, 0)))
                 raise
             outcome = workload.answered(op, status)
@@ -300,6 +305,7 @@ async def open_loop(
                 await asyncio.sleep(delay)
             bucket = min(intervals - 1, int((due - start) / interval_s))
             if len(tasks) >= max_in_flight or not alive():
+                series.unanswered["not sent"] += 1
                 series.add(bucket, bucket, Sample(0.0, "no answer"))
                 continue
             task = asyncio.create_task(one(workload.next_op(), due, bucket))
@@ -441,6 +447,7 @@ def soak(args: argparse.Namespace, scratch: Path, endpoint_url: str | None) -> S
             f"{shape.users} users",
             "Mix": "60% reads (GET /events/{id} 40%, GET /events?status=active&limit=20 10%, "
             "GET /users/{id}/registrations 10%), 40% writes (register, or leave a held one)",
+            "No answer": ", ".join(f"{k} x{v}" for k, v in series.unanswered.items()) or "none",
             "Maximum burst": f"{args.clients} clients, closed loop, {args.probe_seconds:g} s"
             if measured is not None
             else "not measured (rate given)",
