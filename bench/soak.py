@@ -425,6 +425,7 @@ def soak(args: argparse.Namespace, scratch: Path, endpoint_url: str | None) -> S
             )
         print(f"Soak: {args.minutes:g} min open-loop at {rate:.1f} req/s", flush=True)
         load_before = os.getloadavg()
+        code = code_version()  # as it was when the load began
         series = _run_loop(
             open_loop(
                 server.url,
@@ -443,7 +444,7 @@ def soak(args: argparse.Namespace, scratch: Path, endpoint_url: str | None) -> S
             print(f"The service exited: {server.log_tail()}", file=sys.stderr)
         settings = {
             "Command": "make soak" if os.environ.get("MAKELEVEL") else "python -m bench.soak",
-            "Code": code_version(),
+            "Code": code,
             "Machine": machine(load_before),
             "Data": f"{shape.events} events of {shape.capacity} seats with waitlists, "
             f"{shape.users} users",
