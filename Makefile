@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test setup chromium lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench rebuild verify \
-	status create-tables clean help
+.PHONY: run test setup chromium lint typecheck pytest pytest-sqlite pytest-dynamodb docs bench soak \
+	rebuild verify status create-tables clean help
 
 help:
 	@echo "make run    - serve the API on 127.0.0.1:\$$PORT (default 8000), embedded SQLite store"
@@ -15,7 +15,12 @@ help:
 	@echo "make docs   - build the pdoc HTML docs into docs/html"
 	@echo "make bench  - the service beside a state-based twin and a bare endpoint, on SQLite and"
 	@echo "              DynamoDB Local (~35 min; BENCH_QUICK=1 for a smoke pass, BENCH_LATENCY=0"
-	@echo "              without the simulated-latency runs); writes BENCHMARKS.md"
+	@echo "              without the simulated-latency runs); writes BENCHMARKS.md and checks that"
+	@echo "              the service's /metrics counted every request the bench sent"
+	@echo "make soak   - the service for SOAK_MINUTES (30) at half its measured maximum (or"
+	@echo "              SOAK_RATE req/s), mixed reads and writes, on SOAK_STORE=sqlite|dynamodb;"
+	@echo "              RSS, p50/p99 and errors per minute into bench/results/soak-<store>.{json,md,png};"
+	@echo "              fails unless RSS stays flat, p99 stable and no 5xx (not part of make test)"
 	@echo "make rebuild / verify / status - rebuild the read tables from the log / verify the"
 	@echo "              hash chains and the tables / show the tables' lag (all: .venv/bin/regsvc)"
 
@@ -84,6 +89,11 @@ docs: $(VENV)/.dev
 # Starts DynamoDB Local itself (infra.devtools.dynamodb_local); see BENCHMARKS.md.
 bench: $(VENV)/.dev $(DYNAMODB_LOCAL)
 	$(BIN)/python -m bench --write BENCHMARKS.md
+
+# Not part of `make test`; on SOAK_STORE=dynamodb it starts DynamoDB Local itself.
+soak: $(VENV)/.dev
+	@if [ "$$SOAK_STORE" = dynamodb ]; then $(MAKE) --no-print-directory $(DYNAMODB_LOCAL); fi
+	$(BIN)/python -m bench.soak
 
 rebuild: $(VENV)/.runtime
 	$(BIN)/regsvc rebuild

@@ -37,8 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench import (
@@ -50,9 +49,11 @@ from bench import (
 )
 from bench.feed_lag import FeedWatch
 from bench.load import Outcome, Sizes, run_scenario
+from bench.metrics_check import Comparison, MetricsWatch
+from bench.metrics_check import section as metrics_section
 from bench.report import STORE_TITLES, Result, failures, keep_sections, markdown, text_table
-from bench.servers import BASELINE, KINDS, Server, ServerError
-from infra.devtools.dynamodb_local import DynamoDBLocal, install
+from bench.servers import BASELINE, KINDS, Server, ServerError, store_endpoint
+from infra.devtools.dynamodb_local import DynamoDBLocal
 
 STORES = ("sqlite", "dynamodb")
 SCENARIOS = ("spread", "hot", "churn", "reads")
@@ -103,6 +104,8 @@ QUICK_SIZES = {
 }
 # The ordered feed's lag under each DynamoDB scenario (service runs only).
 FEED_LAGS: list[tuple[str, dict[str, float]]] = []
+# Each service run's requests as sent and as GET /metrics counted them.
+METRICS_COUNTS: list[tuple[str, str, int, Comparison]] = []
 
 WARM_UP = Sizes(spread_registrations=200, spread_events=10, hot_capacity=50, hot_registrants=200)
 
@@ -159,17 +162,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def _endpoint(store: str) -> Iterator[str | None]:
-    if store != "dynamodb":
-        yield None
-        return
-    install()
-    with DynamoDBLocal() as local:
-        print(f"DynamoDB Local at {local.endpoint_url}", flush=True)
-        yield local.endpoint_url
-
-
 def _run_one(
     store: str,
     scenario: str,
@@ -193,9 +185,16 @@ def _run_one(
         outcome = Outcome(scenario)
         outcome.check("server_started", False, str(e))
         return Result(store, scenario, server_name, run, outcome)
-    watch = FeedWatch(server.url) if store == "dynamodb" and server_name == "service" else None
+    metrics: MetricsWatch | None = None
     try:
         try:
+            if server_name == "service":
+                metrics = MetricsWatch(server.url)
+            watch = (
+                FeedWatch(server.url, event_hooks=metrics.tally.hooks())
+                if store == "dynamodb" and metrics is not None
+                else None
+            )
             if watch is not None:
                 watch.start()
             outcome = run_scenario(
@@ -205,9 +204,15 @@ def _run_one(
                 run_id,
                 bare=kind.bare,
                 capacity_probe=kind.probe(store),
+                event_hooks=None if metrics is None else metrics.tally.async_hooks(),
             )
             if watch is not None:
                 FEED_LAGS.append((scenario, watch.finish()))
+            if metrics is not None:
+                counts = metrics.finish()
+                METRICS_COUNTS.append((store, scenario, run, counts))
+                print(f"    /metrics: {counts.summary()}", flush=True)
+                outcome.check("metrics_count_the_requests_sent", counts.ok, counts.summary())
         except Exception as e:  # reported as a failed run; the others go on
             outcome = Outcome(scenario)
             outcome.check("run_completed", False, f"{type(e).__name__}: {e}")
@@ -215,6 +220,8 @@ def _run_one(
         if server.process.poll() is not None:
             outcome.check("server_survived", False, server.log_tail())
     finally:
+        if metrics is not None:
+            metrics.close()
         server.stop()
     return Result(store, scenario, server_name, run, outcome, rss_kb)
 
@@ -340,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # stream records of earlier runs pile up in it (measured:
                     # the service's spread fell from 44 to 7 req/s by the third
                     # run), which would make the order of runs decide the result.
-                    with _endpoint(store) as endpoint:
+                    with store_endpoint(store) as endpoint:
                         if store == "dynamodb":
                             _warm_up(store, scratch, endpoint)
                         shift = (run - 1) % len(servers)
@@ -352,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             )
                             results.append(result)
                             _progress(result, args.runs)
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _endpoint(store) as endpoint:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, store_endpoint(store) as endpoint:
             scratch = Path(tmp)
             if store == "dynamodb" and {"service", "state-based"} <= set(servers):
                 try:
@@ -440,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     problems,
                     load_before,
                     dynamodb_sections,
+                    metrics_section(METRICS_COUNTS) if METRICS_COUNTS else None,
                 ),
             )
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -28,8 +28,16 @@ def caught_up_at(feed: Mapping[str, Any]) -> float | None:
 class FeedWatch:
     """Samples ``/health`` in a thread from :meth:`start` until :meth:`finish`."""
 
-    def __init__(self, url: str, interval: float = 0.1, drain_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        interval: float = 0.1,
+        drain_timeout: float = 60.0,
+        event_hooks: Mapping[str, list[Callable[[Any], Any]]] | None = None,
+    ) -> None:
+        """``event_hooks``: httpx's, for its clients (``bench.metrics_check``)."""
         self.url = url
+        self.event_hooks = event_hooks
         self.interval = interval
         self.drain_timeout = drain_timeout
         self.max_pending = 0.0
@@ -45,7 +53,7 @@ class FeedWatch:
         return feed if isinstance(feed, dict) else None
 
     def _sample(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as http:
+        with httpx.Client(base_url=self.url, timeout=10, event_hooks=self.event_hooks) as http:
             while not self._stop.is_set():
                 try:
                     feed = self._feed(http)
@@ -65,7 +73,7 @@ class FeedWatch:
         self._stop.set()
         self._thread.join()
         drain = float("nan")
-        with httpx.Client(base_url=self.url, timeout=10) as http:
+        with httpx.Client(base_url=self.url, timeout=10, event_hooks=self.event_hooks) as http:
             while time.monotonic() - ended < self.drain_timeout:
                 feed = self._feed(http)
                 at = None if feed is None else caught_up_at(feed)

@@ -40,7 +40,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,10 @@ class Outcome:
 CapacityProbe = Callable[[httpx.AsyncClient], Awaitable[tuple[float, float] | None]]
 
 
+# httpx's event hooks ("request", "response") for the load's clients.
+EventHooks = Mapping[str, list[Callable[[Any], Any]]]
+
+
 async def no_capacity(_: httpx.AsyncClient) -> tuple[float, float] | None:
     return None
 
@@ -174,8 +178,12 @@ class Runner:
         bare: bool = False,
         capacity_probe: CapacityProbe = no_capacity,
         timeout: float = 120.0,
+        event_hooks: EventHooks | None = None,
     ) -> None:
+        """``event_hooks``: httpx's, for every client (``bench.metrics_check``
+        counts the requests sent with them)."""
         self.url = url.rstrip("/")
+        self.event_hooks = event_hooks
         self.sizes = sizes
         self.run_id = run_id
         self.seed = seed
@@ -194,6 +202,7 @@ class Runner:
                 trust_env=False,
                 timeout=httpx.Timeout(self.timeout),
                 limits=limits,
+                event_hooks=self.event_hooks,
             )
             for _ in range(concurrency)
         ]
@@ -621,9 +630,12 @@ def run_scenario(
     *,
     bare: bool = False,
     capacity_probe: CapacityProbe = no_capacity,
+    event_hooks: EventHooks | None = None,
 ) -> Outcome:
     """Runs one scenario to completion; a refused setup becomes a failed outcome."""
-    runner = Runner(url, sizes, run_id, bare=bare, capacity_probe=capacity_probe)
+    runner = Runner(
+        url, sizes, run_id, bare=bare, capacity_probe=capacity_probe, event_hooks=event_hooks
+    )
     try:
         return _run_loop(runner.run(scenario))
     except SetupError as e:

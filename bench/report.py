@@ -269,6 +269,7 @@ def markdown(
     problems: Sequence[str],
     load_before: Sequence[float],
     dynamodb_sections: Sequence[str] = (),
+    metrics_section: str | None = None,
 ) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -296,6 +297,8 @@ def markdown(
         if store == "dynamodb":
             for section in dynamodb_sections:
                 parts += [section, ""]
+    if metrics_section:
+        parts += ["## The service's /metrics against the requests sent", "", metrics_section, ""]
     if problems:
         parts += ["## Failed checks", "", *(f"- {p}" for p in problems), ""]
     parts += ["## What is measured", "", EXPLANATION, ""]
@@ -308,6 +311,8 @@ KEPT_SECTIONS = (
     "## Auditors and admins",
     # ``python -m bench.latency --write``; rewritten by a ``make bench`` on DynamoDB.
     "## DynamoDB Local under a simulated network round trip",
+    # ``make soak`` (``python -m bench.soak``), its reports pasted from bench/results/.
+    "## Soak",
 )
 
 

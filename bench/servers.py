@@ -19,8 +19,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,13 @@ import httpx
 
 from bench.feed_lag import caught_up_at
 from bench.load import CapacityProbe, no_capacity
-from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS, free_port, local_client
+from infra.devtools.dynamodb_local import (
+    LOCAL_CREDENTIALS,
+    DynamoDBLocal,
+    free_port,
+    install,
+    local_client,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +154,19 @@ BARE = ServerKind("bare", "bench.bare", bare=True)
 KINDS = {kind.name: kind for kind in (BARE, BASELINE, SERVICE)}
 
 
+@contextmanager
+def store_endpoint(store: str) -> Iterator[str | None]:
+    """DynamoDB Local's endpoint for ``store="dynamodb"`` (installed if missing,
+    started here and stopped on exit); None for SQLite."""
+    if store != "dynamodb":
+        yield None
+        return
+    install()
+    with DynamoDBLocal() as local:
+        print(f"DynamoDB Local at {local.endpoint_url}", flush=True)
+        yield local.endpoint_url
+
+
 class ServerError(RuntimeError):
     """A server did not start."""
 
@@ -234,6 +253,13 @@ class Server:
 
     def peak_rss_kb(self) -> int:
         """Peak resident set (VmHWM) summed over the server's process group."""
+        return self._group_status_kb("VmHWM:")
+
+    def rss_kb(self) -> int:
+        """Resident set now (VmRSS) summed over the server's process group."""
+        return self._group_status_kb("VmRSS:")
+
+    def _group_status_kb(self, field: str) -> int:
         total = 0
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -244,7 +270,7 @@ class Server:
                 if group != self.process.pid:
                     continue
                 for line in (proc / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
             except (OSError, ValueError, IndexError):
                 continue

@@ -46,6 +46,17 @@ def test_a_rewrite_keeps_the_audit_section_before_what_is_measured() -> None:
     assert merged.endswith("new text\n")
 
 
+def test_a_rewrite_keeps_the_soak_section() -> None:
+    previous = PREVIOUS.replace(
+        "## What is measured", "## Soak\n\nsoak figures\n\n## What is measured"
+    )
+
+    merged = keep_sections(previous, WRITTEN)
+
+    assert "## Soak\n\nsoak figures\n" in merged
+    assert merged.index("## Soak") < merged.index("## What is measured")
+
+
 def test_a_first_write_has_nothing_to_keep() -> None:
     assert keep_sections("", WRITTEN) == WRITTEN
 
