@@ -170,31 +170,20 @@ def check_outcome(response: httpx.Response, status: int, code: str | None) -> No
         assert json_of(response, status)["status"] == code
 
 
-@pytest.mark.parametrize("outcome", REGISTERING)
-def test_each_outcome_of_registering_answers_and_changes_alike_through_both_shapes(
+OUTCOMES = {f"registering, {name}": (register_via, *case) for name, case in REGISTERING.items()} | {
+    f"leaving, {name}": (leave_via, *case) for name, case in LEAVING.items()
+}
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_each_outcome_answers_and_changes_alike_through_both_shapes(
     shared_client: TestClient, outcome: str
 ) -> None:
-    set_up, status, code = REGISTERING[outcome]
+    via, set_up, status, code = OUTCOMES[outcome]
     results = []
     for shape in SHAPES:
         world = set_up(shared_client)
-        response = register_via(shared_client, shape, world.user_id, world.event_id)
-        check_outcome(response, status, code)
-        results.append((world.answer(response), world.event_now(shared_client)))
-
-    by_user, by_event = results
-    assert by_event == by_user
-
-
-@pytest.mark.parametrize("outcome", LEAVING)
-def test_each_outcome_of_leaving_answers_and_changes_alike_through_both_shapes(
-    shared_client: TestClient, outcome: str
-) -> None:
-    set_up, status, code = LEAVING[outcome]
-    results = []
-    for shape in SHAPES:
-        world = set_up(shared_client)
-        response = leave_via(shared_client, shape, world.user_id, world.event_id)
+        response = via(shared_client, shape, world.user_id, world.event_id)
         check_outcome(response, status, code)
         results.append((world.answer(response), world.event_now(shared_client)))
 

@@ -12,6 +12,18 @@ from tests.api.helpers import json_of
 
 METHODS = {"get", "post", "put", "delete", "patch"}
 
+# Registering, by either shape (/users/{userId}/... or /events/{eventId}/...).
+REGISTERING = {
+    "VALIDATION_ERROR",
+    "USER_NOT_FOUND",
+    "EVENT_NOT_FOUND",
+    "EVENT_NOT_OPEN",
+    "ALREADY_REGISTERED",
+    "ALREADY_ON_WAITLIST",
+    "EVENT_FULL",
+    "PAYLOAD_TOO_LARGE",
+}
+
 # Every operation and the error codes it can answer with (besides 500/503).
 EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
     ("post", "/users"): {"VALIDATION_ERROR", "DUPLICATE_USER", "PAYLOAD_TOO_LARGE"},
@@ -37,26 +49,8 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
         "EVENT_HAS_REGISTRATIONS",
     },
     ("get", "/events/{eventId}/registrations"): {"VALIDATION_ERROR", "EVENT_NOT_FOUND"},
-    ("post", "/users/{userId}/registrations"): {
-        "VALIDATION_ERROR",
-        "USER_NOT_FOUND",
-        "EVENT_NOT_FOUND",
-        "EVENT_NOT_OPEN",
-        "ALREADY_REGISTERED",
-        "ALREADY_ON_WAITLIST",
-        "EVENT_FULL",
-        "PAYLOAD_TOO_LARGE",
-    },
-    ("post", "/events/{eventId}/registrations"): {
-        "VALIDATION_ERROR",
-        "USER_NOT_FOUND",
-        "EVENT_NOT_FOUND",
-        "EVENT_NOT_OPEN",
-        "ALREADY_REGISTERED",
-        "ALREADY_ON_WAITLIST",
-        "EVENT_FULL",
-        "PAYLOAD_TOO_LARGE",
-    },
+    ("post", "/users/{userId}/registrations"): REGISTERING,
+    ("post", "/events/{eventId}/registrations"): REGISTERING,
     ("get", "/users/{userId}/registrations"): {"VALIDATION_ERROR", "USER_NOT_FOUND"},
     ("delete", "/users/{userId}/registrations/{eventId}"): {
         "VALIDATION_ERROR",
