@@ -390,6 +390,25 @@ def test_a_user_page_shows_the_account_registrations_and_history(
     screenshot(page, "user", full_page=False)
 
 
+def test_an_erased_user_is_shown_as_erased_and_their_name_appears_nowhere_on_the_page(
+    auditor_page: Page, console: Console, seeded: Seeded
+) -> None:
+    page = auditor_page
+    erin = unique("erin")
+    ok(console.http.post("/users", json={"userId": erin, "name": "Erin Quartermaine"}))
+    ok(console.http.post(f"/users/{erin}/registrations", json={"eventId": seeded.event_id}))
+    ok(console.http.post(f"/admin/users/{erin}/erase"))
+
+    page.get_by_label("User id").fill(erin)
+    page.get_by_role("button", name="Open user").click()
+
+    expect(page.locator("#page-title")).to_have_text(f"User {erin}")
+    expect(page.locator("dl.details")).to_contain_text("erased (personal data destroyed)")
+    expect(page.locator("#user-registrations tbody tr")).to_have_count(1)
+    expect(page.locator("#user-history-table tbody tr")).to_have_count(3)
+    assert "Quartermaine" not in page.content()
+
+
 # -- the audit trail -------------------------------------------------------------
 
 

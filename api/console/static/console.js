@@ -567,7 +567,7 @@ function userPage(userId) {
   );
   fill(account, async () => {
     const user = await api(`/users/${enc(userId)}`);
-    return [h("h2", { id: "account-title" }, "Account"), dl([["User id", user.userId], ["Name", user.name], ["Created", time(user.createdAt)], ["Updated", time(user.updatedAt)]])];
+    return [h("h2", { id: "account-title" }, "Account"), dl([["User id", user.userId], ["Name", user.erased ? "erased (personal data destroyed)" : user.name], ["Created", time(user.createdAt)], ["Updated", time(user.updatedAt)]])];
   });
   let regToken = null;
   const regBody = h("tbody", {});
