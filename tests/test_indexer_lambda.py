@@ -40,6 +40,8 @@ from infra.cdk.design import (
     INDEXER_EVENT_TABLE_ACTIONS,
     INDEXER_INDEX_TABLE_ACTIONS,
     INDEXER_READ_TABLE_ACTIONS,
+    KEY_TABLE_ACTIONS,
+    KEYS_TABLE,
     READ_MODEL_ACTIONS,
     READ_MODEL_INDEX_ACTIONS,
     READ_TABLES,
@@ -109,6 +111,7 @@ def api_grants(prefix: str) -> dict[str, tuple[str, ...]]:
         INDEX_TABLE.table_name(prefix): API_INDEX_TABLE_ACTIONS,
     }
     assert len(grants) == len(EVENT_STORE_TABLES)
+    grants[KEYS_TABLE.table_name(prefix)] = KEY_TABLE_ACTIONS  # users' names are sealed
     for design in READ_TABLES:
         grants[design.table_name(prefix)] = READ_MODEL_ACTIONS
         for index in design.indexes:
