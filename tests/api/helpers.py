@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+
+from infra.logs import JsonLinesFormatter
 
 ERROR_KEYS = {"code", "message", "details", "timestamp", "path", "requestId"}
 UTC_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
@@ -56,3 +62,23 @@ def json_of(response: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert isinstance(body, dict)
     return body
+
+
+@contextmanager
+def service_log() -> Iterator[tuple[io.StringIO, logging.Handler]]:
+    """What the service's JSON-lines handler writes from now on (into a buffer),
+    and that handler; its stream is put back afterwards."""
+    handlers = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler)
+        and isinstance(handler.formatter, JsonLinesFormatter)
+    ]
+    assert len(handlers) == 1, logging.getLogger().handlers
+    buffer = io.StringIO()
+    previous = handlers[0].setStream(buffer)
+    try:
+        yield buffer, handlers[0]
+    finally:
+        if previous is not None:
+            handlers[0].setStream(previous)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +20,12 @@ from fastapi.testclient import TestClient
 
 from api.cli import export
 from api.main import create_app
-from infra.logs import JsonLinesFormatter, flush_logs
+from infra.logs import flush_logs
 from infra.settings import Settings
 from infra.wiring import Container
 from projections.catch_up import wait_until_logged
 from tests.api.conftest import ADMIN_KEY, API_KEYS, AUDITOR_KEY, CLIENT_KEY, bearer
+from tests.api.helpers import service_log
 from tests.support import create_event, register, unique
 
 ADMIN = bearer(ADMIN_KEY)
@@ -46,20 +46,11 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def log(client: TestClient) -> Iterator[io.StringIO]:
     """Everything the service logs from now on (its JSON lines)."""
-    handlers = [
-        handler
-        for handler in logging.getLogger().handlers
-        if isinstance(handler, logging.StreamHandler)
-        and isinstance(handler.formatter, JsonLinesFormatter)
-    ]
-    assert len(handlers) == 1, logging.getLogger().handlers
-    buffer = io.StringIO()
-    previous = handlers[0].setStream(buffer)
-    try:
-        yield buffer
-    finally:
-        flush_logs()
-        handlers[0].setStream(previous)
+    with service_log() as (buffer, _):
+        try:
+            yield buffer
+        finally:
+            flush_logs()
 
 
 def container_of(client: TestClient) -> Container:

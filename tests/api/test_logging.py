@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -12,8 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from infra.logs import JsonLinesFormatter
-from tests.api.helpers import json_of
+from tests.api.helpers import json_of, service_log
 from tests.support import create_event, create_user, leave, register
 
 Lines = Callable[[], list[dict[str, Any]]]
@@ -22,28 +20,15 @@ Lines = Callable[[], list[dict[str, Any]]]
 @pytest.fixture
 def log_lines(client: TestClient) -> Iterator[Lines]:
     """What the application's root handler writes from now on, one JSON object per line."""
-    handlers = [
-        handler
-        for handler in logging.getLogger().handlers
-        if isinstance(handler, logging.StreamHandler)
-        and isinstance(handler.formatter, JsonLinesFormatter)
-    ]
-    assert len(handlers) == 1, logging.getLogger().handlers
-    handler = handlers[0]
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
+    with service_log() as (buffer, handler):
 
-    def lines() -> list[dict[str, Any]]:
-        handler.flush()  # lines are written in batches
-        parsed = [json.loads(line) for line in buffer.getvalue().splitlines()]
-        assert all(isinstance(line, dict) for line in parsed)
-        return parsed
+        def lines() -> list[dict[str, Any]]:
+            handler.flush()  # lines are written in batches
+            parsed = [json.loads(line) for line in buffer.getvalue().splitlines()]
+            assert all(isinstance(line, dict) for line in parsed)
+            return parsed
 
-    try:
         yield lines
-    finally:
-        if previous is not None:
-            handler.setStream(previous)
 
 
 def requests_of(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
