@@ -95,6 +95,23 @@ function time(iso) {
   return iso ? h("time", { datetime: iso }, iso.replace("T", " ")) : "";
 }
 
+// Loads a first page now and the next one on each click of ``more``: the button
+// is disabled while a page loads, and a failure shows its message in ``status``.
+function pageOnDemand(more, status, loadPage) {
+  const load = async () => {
+    more.disabled = true;
+    try {
+      await loadPage();
+    } catch (error) {
+      status.replaceChildren(errorBox(error));
+    } finally {
+      more.disabled = false;
+    }
+  };
+  more.addEventListener("click", load);
+  load();
+}
+
 function errorBox(error) {
   const box = h("div", { class: "error", role: "alert" });
   if (error instanceof ApiError) {
@@ -348,28 +365,19 @@ function registrationLists(eventId) {
     status,
     more,
   );
-  const load = async () => {
-    more.disabled = true;
-    try {
-      const list = await api(`/events/${enc(eventId)}/registrations${query({ limit: PAGE, nextToken: token })}`);
-      for (const r of list.registrations) {
-        if (r.status === "confirmed") {
-          confirmed.append(h("tr", {}, h("td", { class: "num" }, confirmed.rows.length + 1), h("td", {}, userLink(r.userId)), h("td", {}, time(r.registeredAt))));
-        } else {
-          waiting.append(h("tr", {}, h("td", { class: "num" }, r.waitlistPosition), h("td", {}, userLink(r.userId)), h("td", {}, time(r.registeredAt))));
-        }
+  pageOnDemand(more, status, async () => {
+    const list = await api(`/events/${enc(eventId)}/registrations${query({ limit: PAGE, nextToken: token })}`);
+    for (const r of list.registrations) {
+      if (r.status === "confirmed") {
+        confirmed.append(h("tr", {}, h("td", { class: "num" }, confirmed.rows.length + 1), h("td", {}, userLink(r.userId)), h("td", {}, time(r.registeredAt))));
+      } else {
+        waiting.append(h("tr", {}, h("td", { class: "num" }, r.waitlistPosition), h("td", {}, userLink(r.userId)), h("td", {}, time(r.registeredAt))));
       }
-      token = list.nextToken;
-      more.hidden = !token;
-      status.textContent = `${confirmed.rows.length + waiting.rows.length} of ${list.total} registrations shown.`;
-    } catch (error) {
-      status.replaceChildren(errorBox(error));
-    } finally {
-      more.disabled = false;
     }
-  };
-  more.addEventListener("click", load);
-  load();
+    token = list.nextToken;
+    more.hidden = !token;
+    status.textContent = `${confirmed.rows.length + waiting.rows.length} of ${list.total} registrations shown.`;
+  });
   return section;
 }
 
@@ -592,29 +600,20 @@ function userPage(userId) {
       regMore,
     ];
   });
-  const loadHistory = async () => {
-    more.disabled = true;
-    try {
-      const page = await api(`/audit/users/${enc(userId)}/history${query({ limit: HISTORY_PAGE, nextToken: token })}`);
-      historyBody.append(...page.history.map((entry) => h("tr", {},
-        h("td", { class: "num" }, entry.position != null ? link(`#/audit${query({ after: entry.position - 1, highlight: entry.position })}`, entry.position) : ""),
-        h("td", {}, time(entry.occurredAt)),
-        h("td", {}, entry.type),
-        h("td", {}, entry.data && entry.data.eventId ? eventLink(entry.data.eventId) : ""),
-        h("td", {}, entry.metadata.actor ?? ""),
-        h("td", {}, entry.metadata.requestId ? link(`#/audit${query({ request: entry.metadata.requestId })}`, entry.metadata.requestId) : ""))));
-      shown += page.history.length;
-      token = page.nextToken;
-      more.hidden = !token;
-      historyStatus.textContent = token ? `The first ${shown} entries are shown; more remain.` : `All ${shown} entries are shown.`;
-    } catch (error) {
-      historyStatus.replaceChildren(errorBox(error));
-    } finally {
-      more.disabled = false;
-    }
-  };
-  more.addEventListener("click", loadHistory);
-  loadHistory();
+  pageOnDemand(more, historyStatus, async () => {
+    const page = await api(`/audit/users/${enc(userId)}/history${query({ limit: HISTORY_PAGE, nextToken: token })}`);
+    historyBody.append(...page.history.map((entry) => h("tr", {},
+      h("td", { class: "num" }, entry.position != null ? link(`#/audit${query({ after: entry.position - 1, highlight: entry.position })}`, entry.position) : ""),
+      h("td", {}, time(entry.occurredAt)),
+      h("td", {}, entry.type),
+      h("td", {}, entry.data && entry.data.eventId ? eventLink(entry.data.eventId) : ""),
+      h("td", {}, entry.metadata.actor ?? ""),
+      h("td", {}, entry.metadata.requestId ? link(`#/audit${query({ request: entry.metadata.requestId })}`, entry.metadata.requestId) : ""))));
+    shown += page.history.length;
+    token = page.nextToken;
+    more.hidden = !token;
+    historyStatus.textContent = token ? `The first ${shown} entries are shown; more remain.` : `All ${shown} entries are shown.`;
+  });
 }
 
 // ---------------------------------------------------------------- audit trail
@@ -706,38 +705,29 @@ function auditPage(params) {
     };
   }
   const searching = filters.request && !filters.event && !filters.user;
-  const load = async () => {
-    more.disabled = true;
+  pageOnDemand(more, status, async () => {
     status.replaceChildren(busy());
-    try {
-      // The filtered feed may answer with nothing found yet and where to read
-      // on: it is followed a bounded number of calls per click.
-      let calls = 0;
-      const found = [];
-      do {
-        const entries = await source();
-        scanned += entries.length;
-        found.push(...entries.filter(keep));
-        calls += 1;
-      } while (next != null && searching && !found.length && calls < FEED_SEARCH_CALLS);
-      list.append(...found.map((entry) => auditEntry(entry, highlight, params.get("broken"))));
-      shown += found.length;
-      more.hidden = next == null;
-      more.textContent = searching ? "Search further" : "Next entries";
-      const where = filters.event ? `event ${filters.event}` : filters.user ? `user ${filters.user}` : "the feed";
-      status.textContent = searching
-        ? `${shown} entries of request ${filters.request} found, ${next == null ? "the whole feed searched" : `the feed searched up to position ${next}`}.`
-        : `${shown} entries shown of ${scanned} read from ${where}${next == null ? " (to its end)" : ""}.`;
-      const target = highlight != null && document.getElementById(`entry-${highlight}`);
-      if (target) target.focus();
-    } catch (error) {
-      status.replaceChildren(errorBox(error));
-    } finally {
-      more.disabled = false;
-    }
-  };
-  more.addEventListener("click", load);
-  load();
+    // The filtered feed may answer with nothing found yet and where to read
+    // on: it is followed a bounded number of calls per click.
+    let calls = 0;
+    const found = [];
+    do {
+      const entries = await source();
+      scanned += entries.length;
+      found.push(...entries.filter(keep));
+      calls += 1;
+    } while (next != null && searching && !found.length && calls < FEED_SEARCH_CALLS);
+    list.append(...found.map((entry) => auditEntry(entry, highlight, params.get("broken"))));
+    shown += found.length;
+    more.hidden = next == null;
+    more.textContent = searching ? "Search further" : "Next entries";
+    const where = filters.event ? `event ${filters.event}` : filters.user ? `user ${filters.user}` : "the feed";
+    status.textContent = searching
+      ? `${shown} entries of request ${filters.request} found, ${next == null ? "the whole feed searched" : `the feed searched up to position ${next}`}.`
+      : `${shown} entries shown of ${scanned} read from ${where}${next == null ? " (to its end)" : ""}.`;
+    const target = highlight != null && document.getElementById(`entry-${highlight}`);
+    if (target) target.focus();
+  });
 }
 
 // ---------------------------------------------------------------- projections (admins)
