@@ -224,16 +224,21 @@ def writes_of_one_request_among_others(client: TestClient) -> str:
     return request_id
 
 
+def one_requests_entries_among_others(client: TestClient) -> tuple[int, str, list[dict[str, Any]]]:
+    """The log's position before, the request id, and that request's entries (in
+    log order) among other requests' writes."""
+    start = settled(client)
+    request_id = writes_of_one_request_among_others(client)
+    settled(client)
+    entries = everything_after(client, start)
+    return start, request_id, [e for e in entries if e["metadata"]["requestId"] == request_id]
+
+
 @pytest.mark.parametrize("limit", [1, 2, 1000])
 def test_the_request_id_filter_returns_exactly_that_requests_entries_across_pages(
     keyed_client: TestClient, limit: int
 ) -> None:
-    start = settled(keyed_client)
-    request_id = writes_of_one_request_among_others(keyed_client)
-    settled(keyed_client)
-    expected = [
-        e for e in everything_after(keyed_client, start) if e["metadata"]["requestId"] == request_id
-    ]
+    start, request_id, expected = one_requests_entries_among_others(keyed_client)
     assert len(expected) >= 2  # the registration and its waitlist place
     assert filtered(keyed_client, f"requestId={request_id}", start, limit) == expected
     assert filtered(keyed_client, f"requestId={request_id}", 0, limit) == expected
@@ -242,12 +247,7 @@ def test_the_request_id_filter_returns_exactly_that_requests_entries_across_page
 def test_a_filtered_page_examines_no_more_entries_than_the_bound_and_next_reads_on(
     keyed_client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    start = settled(keyed_client)
-    request_id = writes_of_one_request_among_others(keyed_client)
-    settled(keyed_client)
-    expected = [
-        e for e in everything_after(keyed_client, start) if e["metadata"]["requestId"] == request_id
-    ]
+    start, request_id, expected = one_requests_entries_among_others(keyed_client)
     assert expected
     audit = keyed_client.app.state.container.audit  # type: ignore[attr-defined]
     read = audit.recorder.select_notifications
