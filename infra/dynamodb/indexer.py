@@ -135,7 +135,7 @@ from infra.dynamodb.pages import (
 from infra.dynamodb.shards import IndexerLag, ShardPoller
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -161,9 +161,12 @@ class StreamIndexer:
         index_table_name: str,
         *,
         max_attempts: int = 60,
-        memo_size: int = 100_000,
+        memo_size: int = 10_000,
+        stream_memo_size: int = 100_000,
         window_events: int = 200_000,
+        window_seconds: float = 60.0,
         first_version: int = Aggregate.INITIAL_VERSION,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         # The version every stream starts at (eventsourcing's, 1): an event
@@ -178,12 +181,17 @@ class StreamIndexer:
         # The window: every page with a first id above _covered_from, up to
         # _head, in id order, and where each of their commits' leads is.
         self._pages: list[Page] = []
+        self._learned_at: list[float] = []  # when each page of the window was read or written
         self._covered_from = 0
         self._where: dict[Key, int] = {}
         self._window_size = 0
         self._window_events = window_events
+        self._window_seconds = window_seconds
+        self._clock = clock
         self._indexed: LRU = LRU(memo_size)  # leads known indexed beyond the window
-        self._stream_upto: LRU = LRU(memo_size)  # oid -> highest version known indexed
+        # oid -> highest version known indexed: one entry per stream, so sized
+        # for the streams a process sees (a working set, not a history).
+        self._stream_upto: LRU = LRU(stream_memo_size)
         self.indexed_events = 0
         self.indexed_commits = 0
         self.pages_written = 0
@@ -423,7 +431,7 @@ class StreamIndexer:
             if page is None:
                 self._head = self._covered_from = self._legacy_head()
                 return
-            self._pages, self._where, self._window_size = [], {}, 0
+            self._pages, self._learned_at, self._where, self._window_size = [], [], {}, 0
             self._covered_from = page.first - 1
             self._head = page.first - 1
             self._add(page)
@@ -441,6 +449,7 @@ class StreamIndexer:
             logger.error(msg)
             raise NotificationLogCorruptedError(msg)
         self._pages.append(page)
+        self._learned_at.append(self._clock())
         self._head = page.end
         self._learn(page)
 
@@ -465,13 +474,24 @@ class StreamIndexer:
                 raise NotificationLogCorruptedError(msg)
             self._learn(below)
         self._pages[:0] = older
+        self._learned_at[:0] = [self._clock()] * len(older)
         self._covered_from = older[0].first - 1 if older else down_to
 
     def _trim(self) -> None:
-        """Forgets the oldest pages past the window's bound (they are read again
-        if a commit's h ever lies below the window)."""
-        while self._window_size > self._window_events and len(self._pages) > 1:
+        """Forgets the oldest pages past the window's bounds (they are read again
+        if a commit's h ever lies below the window): more than ``window_events``
+        events, or pages learned more than ``window_seconds`` ago. A commit's h
+        is the head its writer saw about a second before it appended, and a
+        commit is indexed seconds after it: the pages a new commit is checked
+        against are a few seconds old, and the window's memory follows the rate
+        of events instead of growing with the log (under the event bound alone
+        it grew through a whole 30-minute soak, which wrote fewer events)."""
+        oldest_kept = self._clock() - self._window_seconds
+        while len(self._pages) > 1 and (
+            self._window_size > self._window_events or self._learned_at[0] < oldest_kept
+        ):
             page = self._pages.pop(0)
+            self._learned_at.pop(0)
             for lead, _ in page.leads():
                 self._where.pop(lead, None)
                 self._indexed.remember(lead, True)

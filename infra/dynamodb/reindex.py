@@ -17,6 +17,7 @@ about 100 bytes per event of the log.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from infra.dynamodb.errors import translate_errors
@@ -43,6 +44,7 @@ def reindex(
         recorder.events_table_name,
         recorder.notifications_table_name,
         window_events=2**62,
+        window_seconds=math.inf,
     )
     scan: ScanInputTypeDef = {
         "TableName": recorder.events_table_name,

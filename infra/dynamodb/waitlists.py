@@ -27,7 +27,11 @@ Every change to a waitlist is a commit on the gathering's stream, and the row's
 function of (table, eventId, ``v``): a verified waitlist is cached under that
 key (``WaitlistCache``) and served to later reads of the same row version with
 no query at all. A gathering's stream id is derived from its id and starts at
-version 1, so an id is never reused with other versions.
+version 1, so an id is never reused with other versions. Only the latest
+version cached of each gathering is kept: rows are read consistently, so an
+older version is not asked for again once a newer one was read, and keeping
+every version would fill the cache with waitlists nobody reads (a 30-minute
+soak's memory grew with them, far from the bound in people).
 """
 
 from __future__ import annotations
@@ -82,33 +86,41 @@ def verified(row: dict[str, Any], waiting: Iterable[Waiting]) -> tuple[str, ...]
 
 
 class WaitlistCache:
-    """Verified waitlists by (table, eventId, v): bounded, least recently used
-    first out, safe to share between threads (reads run in a threadpool)."""
+    """Verified waitlists by (table, eventId, v), the latest version of each
+    gathering only: bounded in people, least recently used gathering first
+    out, safe to share between threads (reads run in a threadpool)."""
 
     def __init__(self, capacity: int = CACHED_PEOPLE) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, str, int], tuple[str, ...]] = OrderedDict()
+        # (table, eventId) -> (v, waitlist)
+        self._entries: OrderedDict[tuple[str, str], tuple[int, tuple[str, ...]]] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str, int]) -> tuple[str, ...] | None:
+        table, event_id, version = key
         with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
+            found = self._entries.get((table, event_id))
+            if found is None or found[0] != version:
+                return None
+            self._entries.move_to_end((table, event_id))
+            return found[1]
 
     def put(self, key: tuple[str, str, int], waitlist: tuple[str, ...]) -> None:
         if len(waitlist) >= self.capacity:
             return
+        table, event_id, version = key
         with self._lock:
-            previous = self._entries.pop(key, None)
+            previous = self._entries.get((table, event_id))
             if previous is not None:
-                self._held -= len(previous) + 1
-            self._entries[key] = waitlist
+                if previous[0] > version:
+                    return  # a newer version is cached: it is the one read next
+                del self._entries[(table, event_id)]
+                self._held -= len(previous[1]) + 1
+            self._entries[(table, event_id)] = (version, waitlist)
             self._held += len(waitlist) + 1
             while self._held > self.capacity:
-                _, dropped = self._entries.popitem(last=False)
+                _, (_, dropped) = self._entries.popitem(last=False)
                 self._held -= len(dropped) + 1
 
     def __len__(self) -> int:

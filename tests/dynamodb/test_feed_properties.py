@@ -141,6 +141,7 @@ class FeedMachine(RuleBasedStateMachine):
             self.reader.notifications_table_name,
             window_events=window,
             memo_size=memo,
+            stream_memo_size=memo,
         )
 
     def teardown(self) -> None:

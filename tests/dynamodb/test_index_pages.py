@@ -279,6 +279,7 @@ def test_an_indexer_that_forgot_older_pages_reads_them_again_and_indexes_nothing
         recorder.notifications_table_name,
         window_events=3,
         memo_size=1,
+        stream_memo_size=1,
     )
     streams = [uuid4() for _ in range(4)]
     commits: list[Commit] = []
@@ -299,6 +300,44 @@ def test_an_indexer_that_forgot_older_pages_reads_them_again_and_indexes_nothing
 
     assert recorder.notifications_table_name in reads  # older pages, read again
     assert_is_the_log_of(recorder, commits)
+
+
+def test_an_indexer_forgets_pages_older_than_its_window_in_time_however_few_events_they_hold(
+    datastore: DynamoDBDatastore,
+    recorder: DynamoDBApplicationRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recorder.head_hint, "value", lambda: 0)
+    now = [1000.0]
+    indexer = StreamIndexer(
+        recorder.client,
+        recorder.events_table_name,
+        recorder.notifications_table_name,
+        memo_size=1,
+        stream_memo_size=1,
+        window_seconds=60,
+        clock=lambda: now[0],
+    )
+    commits: list[Commit] = []
+    for _ in range(10):
+        stream = uuid4()
+        commit = [StoredEvent(stream, 1, "t", f"{stream}/1".encode())]
+        recorder.insert_events(commit)
+        commits.append(commit)
+        indexer.index_records(stream_records(datastore, recorder)[-1:])
+    remembered = len(indexer._pages)  # every page, well within the event bound
+
+    now[0] += 61
+    stream = uuid4()
+    late = [StoredEvent(stream, 1, "t", f"{stream}/1".encode())]
+    recorder.insert_events(late)
+    indexer.index_records(stream_records(datastore, recorder)[-1:])
+
+    assert remembered == 10
+    assert len(indexer._pages) == 1  # only the page it has just written
+    # Re-delivered: the forgotten pages are read again and nothing is indexed twice.
+    assert indexer.index_records(stream_records(datastore, recorder)) == 0
+    assert_is_the_log_of(recorder, [*commits, late])
 
 
 # ----- a page whose answer was lost ------------------------------------------
@@ -365,6 +404,7 @@ def test_three_indexers_with_small_windows_racing_over_repeated_records_index_ea
             recorder.notifications_table_name,
             window_events=4,
             memo_size=2,
+            stream_memo_size=2,
         )
         for store in [datastore, *others]
     ]
