@@ -14,19 +14,25 @@ would be a KMS key (the README says how); the tests run without one.
 
 Erasure destroys the user's row's key and leaves a tombstone, so no new key
 is ever made for that userId. Nothing caches keys: a user erased by another
-process is never revealed here afterwards.
+process is never revealed here afterwards (``with_keys_of`` holds the keys it
+read for the one page being shown, then drops them).
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domain.errors import UserErasedError
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from projections.personal import Revealer
 
 PREFIX = "pd1:"
 """How a sealed value starts (a name stored before names were sealed does not)."""
@@ -47,6 +53,11 @@ class KeyStore(Protocol):
 
     def get(self, user_id: str) -> bytes | None:
         """The user's stored key; None when they have none (erased, or never sealed)."""
+        ...
+
+    def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
+        """The stored keys of those of ``user_ids`` that have one, in as few
+        reads as the store allows (a page of the feed names many users)."""
         ...
 
     def destroy(self, user_id: str) -> None:
@@ -99,7 +110,10 @@ class PersonalDataVault:
         is returned as stored."""
         if not is_sealed(value):
             return value
-        stored = self.keys.get(user_id)
+        return self.open(user_id, field, value, self.keys.get(user_id))
+
+    def open(self, user_id: str, field: str, value: str, stored: bytes | None) -> str | None:
+        """The sealed ``value`` opened with the user's ``stored`` key (None: erased)."""
         if stored is None:
             return None
         try:
@@ -110,6 +124,12 @@ class PersonalDataVault:
         except (InvalidTag, ValueError):
             return None
         return opened.decode()
+
+    def with_keys_of(self, user_ids: Collection[str]) -> Revealer:
+        """A revealer for values of ``user_ids`` only, their keys read at once
+        (``projections.personal.shown_entries``: one read per page, not per entry)."""
+        keys = self.keys.get_many(user_ids)
+        return _KeysRead(self, keys)
 
     def close(self) -> None:
         self.keys.close()
@@ -134,3 +154,16 @@ class PersonalDataVault:
 
 def _bound(user_id: str, field: str) -> bytes:
     return f"{user_id}/{field}".encode()
+
+
+class _KeysRead:
+    """A revealer whose users' keys were read beforehand (``with_keys_of``)."""
+
+    def __init__(self, vault: PersonalDataVault, keys: dict[str, bytes]) -> None:
+        self._vault = vault
+        self._keys = keys
+
+    def reveal(self, user_id: str, field: str, value: str) -> str | None:
+        if not is_sealed(value):
+            return value
+        return self._vault.open(user_id, field, value, self._keys.get(user_id))

@@ -37,7 +37,7 @@ from infra.sqlite import kit as sqlite_kit
 from projections.audit import AuditLog, History, StreamLog
 from projections.catch_up import CatchUpProjector, wait_until_logged
 from projections.drift import DriftReport, check_drift
-from projections.personal import shown_entry
+from projections.personal import shown_entries
 from projections.ports import ReadModel
 from projections.rebuild import Rebuilder
 from projections.status import READ_TABLES, ProjectionStatus, read_tables_status
@@ -264,7 +264,7 @@ def build_container(
         None if master_key is None else base64.b64decode(master_key.get_secret_value()),
     )
     service.personal_data = personal_data
-    show = partial(shown_entry, revealer=personal_data)
+    show = partial(shown_entries, revealer=personal_data)
     projector = CatchUpProjector(service.recorder, service.mapper, read_model)
     recorder = service.recorder
     indexer = kit.indexer(recorder)

@@ -366,12 +366,13 @@ Decode = Callable[[StoredEvent], dict[str, Any]]
 ReadStream = Callable[..., Sequence[StoredEvent]]
 """``recorder.select_events``: (originator_id, gt=, lte=, desc=, limit=)."""
 
-Show = Callable[[dict[str, Any]], dict[str, Any]]
-"""What an entry shows of the personal data it holds (``projections.personal.shown_entry``)."""
+Show = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+"""What a page's entries show of the personal data they hold
+(``projections.personal.shown_entries``)."""
 
 
-def _as_stored(entry: dict[str, Any]) -> dict[str, Any]:
-    return entry
+def _as_stored(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return entries
 
 
 VERIFY_PAGE = 500
@@ -440,8 +441,8 @@ class AuditLog:
         show: Show = _as_stored,
     ) -> None:
         """``settle``: returns once the log holds every write made before the
-        call, in any process (a log indexed after the appends); ``show``: what an
-        entry shows of personal data (``projections/personal.py``)."""
+        call, in any process (a log indexed after the appends); ``show``: what a
+        page of entries shows of personal data (``projections/personal.py``)."""
         self.recorder = recorder
         self.decode = decode
         self.presenter = Presenter(recorder.select_events, decode)
@@ -463,7 +464,7 @@ class AuditLog:
             return self._filtered(after, limit, only)
         notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
         entries = self.presenter.present(
-            [self.show(served(n.id, n, self.decode)) for n in notifications]
+            self.show([served(n.id, n, self.decode) for n in notifications])
         )
         if not entries:
             return [], None
@@ -492,22 +493,26 @@ class AuditLog:
                 found = served(notification.id, notification, self.decode)
                 examined = notification.id
                 if matches(found):
-                    kept.append(self.show(found))
+                    kept.append(found)
                     if len(kept) == limit:
                         break
         if examined == after:  # nothing after ``after``: the head
             return [], None
         head = self.recorder.max_notification_id() or 0
-        return self.presenter.present(kept), (examined if examined < head else None)
+        return self.presenter.present(self.show(kept)), (examined if examined < head else None)
 
     def entries(self, after: int = 0, until: int | None = None) -> Iterator[dict[str, Any]]:
         """Every entry after position ``after`` (up to ``until``), in log order, as
         sealed (the export: the chains can be recomputed from it)."""
-        for notification in self.notifications(after, until):
-            yield self.show(served(notification.id, notification, self.decode))
+        for page in self._pages(after, until):
+            yield from self.show([served(n.id, n, self.decode) for n in page])
 
     def notifications(self, after: int = 0, until: int | None = None) -> Iterator[Notification]:
         """Every notification after ``after`` (up to ``until``), read in pages."""
+        for page in self._pages(after, until):
+            yield from page
+
+    def _pages(self, after: int, until: int | None) -> Iterator[Sequence[Notification]]:
         log_position = after
         while until is None or log_position < until:
             page = self.recorder.select_notifications(
@@ -515,7 +520,7 @@ class AuditLog:
             )
             if not page:
                 return
-            yield from page
+            yield page
             log_position = page[-1].id
 
     def verify(self, on_progress: Callable[[int, int], None] | None = None) -> ChainCheck:
@@ -605,7 +610,7 @@ class History:
 
     def _entries(self, rows: Sequence[tuple[StoredEvent, int | None]]) -> list[dict[str, Any]]:
         return self.presenter.present(
-            [self.show(served(log_position, stored, self.decode)) for stored, log_position in rows]
+            self.show([served(log_position, stored, self.decode) for stored, log_position in rows])
         )
 
     def of_event(

@@ -17,9 +17,12 @@ into ``data``.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from projections.views import UserRow
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 ERASED = "erased"
 """What the read tables hold for the name of an erased user."""
@@ -35,6 +38,12 @@ class Revealer(Protocol):
         ...
 
 
+class KeysReader(Revealer, Protocol):
+    def with_keys_of(self, user_ids: Collection[str]) -> Revealer:
+        """A revealer for values of ``user_ids``, their keys read at once."""
+        ...
+
+
 def shown_user(row: UserRow, revealer: Revealer) -> UserRow:
     """The user as reads show them: the name opened, or None and ``erased``."""
     if row.erased or row.name is None or row.name == ERASED:
@@ -43,13 +52,32 @@ def shown_user(row: UserRow, revealer: Revealer) -> UserRow:
     return replace(row, name=name, erased=name is None)
 
 
+def _named_user(entry: dict[str, Any]) -> str | None:
+    """The user whose personal data ``entry`` holds, if it holds any."""
+    data = entry.get("data")
+    if entry.get("type", "") not in PERSONAL_FIELDS or not isinstance(data, dict):
+        return None
+    user_id = data.get("userId")
+    return user_id if isinstance(user_id, str) else None
+
+
+def shown_entries(entries: list[dict[str, Any]], revealer: KeysReader) -> list[dict[str, Any]]:
+    """The entries of one page as ``shown_entry`` shows them, the keys of the
+    users they name read in one go (a page of sign-ups names a user per entry)."""
+    named = {user_id for entry in entries if (user_id := _named_user(entry)) is not None}
+    if not named:
+        return entries
+    page = revealer.with_keys_of(named)
+    return [shown_entry(entry, page) for entry in entries]
+
+
 def shown_entry(entry: dict[str, Any], revealer: Revealer) -> dict[str, Any]:
     """A log entry with its personal fields opened (None once erased, with
     ``erased`` True in ``data``) and their stored values under ``sealed``."""
-    fields = PERSONAL_FIELDS.get(entry.get("type", ""))
-    data = entry.get("data")
-    if not fields or not isinstance(data, dict) or not isinstance(data.get("userId"), str):
+    if _named_user(entry) is None:
         return entry
+    fields = PERSONAL_FIELDS[entry["type"]]
+    data = entry["data"]
     shown = dict(data)
     stored: dict[str, Any] = {}
     erased = False

@@ -12,12 +12,16 @@ import time
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
+from eventsourcing.persistence import PersistenceError
 
 from domain.errors import StoreUnavailableError
+from infra.dynamodb.datastore import batch_get
 from infra.dynamodb.errors import error_code
 from infra.dynamodb.tables import TableNotReadyError, TableSpec, ensure_tables
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
@@ -71,6 +75,19 @@ class DynamoDBKeyStore:
         if item is None or "key" not in item:
             return None
         return bytes(item["key"]["B"])
+
+    def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
+        try:
+            items = batch_get(
+                self.client,
+                self.table,
+                [{"userId": {"S": user_id}} for user_id in dict.fromkeys(user_ids)],
+                # Decides whether names open: an erasure just made must be seen.
+                ConsistentRead=True,
+            )
+        except PersistenceError as error:
+            raise _unavailable(error) from error
+        return {item["userId"]["S"]: bytes(item["key"]["B"]) for item in items if "key" in item}
 
     def destroy(self, user_id: str) -> None:
         try:

@@ -11,8 +11,12 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.sqlite.connections import PerThreadConnections
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,23 @@ class SQLiteKeyStore:
             .fetchone()
         )
         return None if row is None or row["key"] is None else bytes(row["key"])
+
+    def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
+        ids = list(dict.fromkeys(user_ids))
+        found: dict[str, bytes] = {}
+        db = self._connections.get()
+        # SQLite binds at most 32,766 parameters per statement (999 before 3.32).
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT user_id, key FROM personal_keys WHERE user_id IN ({marks})",  # noqa: S608 - placeholders only
+                chunk,
+            )
+            found.update(
+                {row["user_id"]: bytes(row["key"]) for row in rows if row["key"] is not None}
+            )
+        return found
 
     def destroy(self, user_id: str) -> None:
         self._db().execute(

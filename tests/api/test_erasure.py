@@ -314,3 +314,34 @@ def test_the_master_key_wraps_every_data_key(settings: Settings, tmp_path: Path)
     with TestClient(create_app(unwrapped), raise_server_exceptions=False) as client:
         # A store whose keys are wrapped opens nothing without the master key.
         assert client.get(f"/users/{user_id}").status_code == 500
+
+
+def test_a_feed_page_of_sign_ups_reads_their_users_keys_in_one_go(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More users than one DynamoDB BatchGetItem takes (100).
+    names = {unique("user"): a_name() for _ in range(105)}
+    for user_id, name in names.items():
+        create_user(client, user_id, name)
+    gone = next(iter(names))
+    erase(client, gone)
+    keys = container_of(client).personal_data.keys
+    reads: list[str] = []
+    for method in ("get", "get_many"):
+        original = getattr(keys, method)
+
+        def counted(*args: Any, _original: Any = original, _method: str = method) -> Any:
+            reads.append(_method)
+            return _original(*args)
+
+        monkeypatch.setattr(keys, method, counted)
+
+    entries = feed(client)
+    exported_entries = exported(client)
+
+    assert reads == ["get_many", "get_many"]  # one per page: the feed's, the export's
+    for shown in (entries, exported_entries):
+        assert {
+            e["data"]["userId"]: e["data"]["name"] for e in shown if e["type"] == "UserCreated"
+        } == names | {gone: None}
+        assert created_entry(shown, gone)["data"]["erased"] is True
