@@ -308,6 +308,8 @@ def markdown(
 #: Sections measured by other commands (``python -m bench.audit``) and written
 #: into BENCHMARKS.md by hand: a rewrite by ``make bench`` keeps them.
 KEPT_SECTIONS = (
+    # Written by hand from runs of ``python -m bench --scenarios reads ...``.
+    "## A read-heavy mix",
     "## Auditors and admins",
     # ``python -m bench.latency --write``; rewritten by a ``make bench`` on DynamoDB.
     "## DynamoDB Local under a simulated network round trip",
