@@ -310,6 +310,8 @@ def markdown(
 KEPT_SECTIONS = (
     # Written by hand from runs of ``python -m bench --scenarios reads ...``.
     "## A read-heavy mix",
+    # Written by hand from ``python -m bench.dynamodb_capacity --items``.
+    "## Where the capacity units go",
     "## Auditors and admins",
     # ``python -m bench.latency --write``; rewritten by a ``make bench`` on DynamoDB.
     "## DynamoDB Local under a simulated network round trip",
