@@ -266,29 +266,48 @@ def test_a_log_begun_before_pages_reads_on_and_is_continued_by_pages(
 # ----- a bounded window ---------------------------------------------------------
 
 
+def forgetful_indexer(
+    recorder: DynamoDBApplicationRecorder, monkeypatch: pytest.MonkeyPatch, **window: Any
+) -> StreamIndexer:
+    """An indexer that remembers nothing beyond its ``window`` (its memos hold one
+    entry), fed by writers that never saw a page: every commit is looked for
+    from the start of the index."""
+    monkeypatch.setattr(recorder.head_hint, "value", lambda: 0)
+    return StreamIndexer(
+        recorder.client,
+        recorder.events_table_name,
+        recorder.notifications_table_name,
+        memo_size=1,
+        stream_memo_size=1,
+        **window,
+    )
+
+
+def append_and_index(
+    indexer: StreamIndexer,
+    datastore: DynamoDBDatastore,
+    recorder: DynamoDBApplicationRecorder,
+    stream: UUID,
+    version: int,
+) -> Commit:
+    """Appends one event and hands its stream record to ``indexer``."""
+    commit = [StoredEvent(stream, version, "t", f"{stream}/{version}".encode())]
+    recorder.insert_events(commit)
+    indexer.index_records(stream_records(datastore, recorder)[-1:])
+    return commit
+
+
 def test_an_indexer_that_forgot_older_pages_reads_them_again_and_indexes_nothing_twice(
     datastore: DynamoDBDatastore,
     recorder: DynamoDBApplicationRecorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # As a writer that never saw a page: every commit is looked for from the start.
-    monkeypatch.setattr(recorder.head_hint, "value", lambda: 0)
-    indexer = StreamIndexer(
-        recorder.client,
-        recorder.events_table_name,
-        recorder.notifications_table_name,
-        window_events=3,
-        memo_size=1,
-        stream_memo_size=1,
-    )
+    indexer = forgetful_indexer(recorder, monkeypatch, window_events=3)
     streams = [uuid4() for _ in range(4)]
-    commits: list[Commit] = []
-    for n in range(12):
-        stream = streams[n % 4]
-        commit = [StoredEvent(stream, n // 4 + 1, "t", f"{stream}/{n // 4 + 1}".encode())]
-        recorder.insert_events(commit)
-        commits.append(commit)
-        indexer.index_records(stream_records(datastore, recorder)[-1:])
+    commits = [
+        append_and_index(indexer, datastore, recorder, streams[n % 4], n // 4 + 1)
+        for n in range(12)
+    ]
     assert indexer.pages_written == 12
     reads: list[str] = []
     indexer.client.meta.events.register(
@@ -307,37 +326,19 @@ def test_an_indexer_forgets_pages_older_than_its_window_in_time_however_few_even
     recorder: DynamoDBApplicationRecorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(recorder.head_hint, "value", lambda: 0)
     now = [1000.0]
-    indexer = StreamIndexer(
-        recorder.client,
-        recorder.events_table_name,
-        recorder.notifications_table_name,
-        memo_size=1,
-        stream_memo_size=1,
-        window_seconds=60,
-        clock=lambda: now[0],
-    )
-    commits: list[Commit] = []
-    for _ in range(10):
-        stream = uuid4()
-        commit = [StoredEvent(stream, 1, "t", f"{stream}/1".encode())]
-        recorder.insert_events(commit)
-        commits.append(commit)
-        indexer.index_records(stream_records(datastore, recorder)[-1:])
+    indexer = forgetful_indexer(recorder, monkeypatch, window_seconds=60, clock=lambda: now[0])
+    commits = [append_and_index(indexer, datastore, recorder, uuid4(), 1) for _ in range(10)]
     remembered = len(indexer._pages)  # every page, well within the event bound
 
     now[0] += 61
-    stream = uuid4()
-    late = [StoredEvent(stream, 1, "t", f"{stream}/1".encode())]
-    recorder.insert_events(late)
-    indexer.index_records(stream_records(datastore, recorder)[-1:])
+    commits.append(append_and_index(indexer, datastore, recorder, uuid4(), 1))
 
     assert remembered == 10
     assert len(indexer._pages) == 1  # only the page it has just written
     # Re-delivered: the forgotten pages are read again and nothing is indexed twice.
     assert indexer.index_records(stream_records(datastore, recorder)) == 0
-    assert_is_the_log_of(recorder, [*commits, late])
+    assert_is_the_log_of(recorder, commits)
 
 
 # ----- a page whose answer was lost ------------------------------------------
