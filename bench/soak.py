@@ -266,7 +266,13 @@ async def open_loop(
     """Sends ``rate`` requests a second for ``seconds``, each at its due time."""
     series = Series(interval_s)
     intervals = max(1, round(seconds / interval_s))
-    async with _client(url, 64) as client:
+    connections = 64
+    # Requests beyond the connections wait here, in FIFO order, not in httpx's
+    # pool: its queue costs CPU per waiter on every hand-over, so a backlog of
+    # a few thousand (after the generator lost its core for a few seconds)
+    # kept it at 100% CPU and behind for good while the server idled.
+    gate = asyncio.Semaphore(connections)
+    async with _client(url, connections) as client:
         loop = asyncio.get_running_loop()
         start = loop.time()
         # uvloop's clock has whole milliseconds: latencies are taken on perf_counter's.
@@ -275,7 +281,8 @@ async def open_loop(
 
         async def one(op: Op, due: float, bucket: int) -> None:
             try:
-                status = await _send(client, op, series.unanswered)
+                async with gate:
+                    status = await _send(client, op, series.unanswered)
             except asyncio.CancelledError:  # still unanswered a minute after the end
                 series.unanswered["still unanswered 60 s after the end"] += 1
                 series.add(bucket, bucket, Sample(0.0, workload.answered(op, 0)))
