@@ -208,8 +208,10 @@ IDEMPOTENCY_ACTIONS: tuple[str, ...] = (
 )
 
 #: The API on the key table: a conditional PutItem makes a user's key, GetItem
-#: reads it, UpdateItem destroys it (an erasure).
+#: reads it (BatchGetItem: the keys of a page of audit entries at once),
+#: UpdateItem destroys it (an erasure).
 KEY_TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:BatchGetItem",
     "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:PutItem",

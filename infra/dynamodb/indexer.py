@@ -123,12 +123,10 @@ from infra.dynamodb.layout import (
     s_,
 )
 from infra.dynamodb.pages import (
-    PAGE_MAX_BYTES,
-    PAGE_MAX_EVENTS,
     Page,
     first_page,
+    fitting_a_page,
     last_page,
-    packed_size,
     pages_after,
     read_legacy_head,
 )
@@ -189,9 +187,7 @@ class StreamIndexer:
         self._window_seconds = window_seconds
         self._clock = clock
         self._indexed: LRU = LRU(memo_size)  # leads known indexed beyond the window
-        # oid -> highest version known indexed: one entry per stream, so sized
-        # for the streams a process sees (a working set, not a history).
-        self._stream_upto: LRU = LRU(stream_memo_size)
+        self._stream_upto: LRU = LRU(stream_memo_size)  # oid -> highest version indexed
         self.indexed_events = 0
         self.indexed_commits = 0
         self.pages_written = 0
@@ -478,14 +474,9 @@ class StreamIndexer:
         self._covered_from = older[0].first - 1 if older else down_to
 
     def _trim(self) -> None:
-        """Forgets the oldest pages past the window's bounds (they are read again
-        if a commit's h ever lies below the window): more than ``window_events``
-        events, or pages learned more than ``window_seconds`` ago. A commit's h
-        is the head its writer saw about a second before it appended, and a
-        commit is indexed seconds after it: the pages a new commit is checked
-        against are a few seconds old, and the window's memory follows the rate
-        of events instead of growing with the log (under the event bound alone
-        it grew through a whole 30-minute soak, which wrote fewer events)."""
+        """Forgets the oldest pages past ``window_events`` events or learned over
+        ``window_seconds`` ago (read again if a commit's h lies below the window).
+        A new commit's h is about a second old, so memory follows the event rate."""
         oldest_kept = self._clock() - self._window_seconds
         while len(self._pages) > 1 and (
             self._window_size > self._window_events or self._learned_at[0] < oldest_kept
@@ -548,7 +539,7 @@ class StreamIndexer:
         attempt = 0
         while remaining:
             assert self._head is not None
-            group = self._group(remaining)
+            group = fitting_a_page(remaining)
             page = Page(self._head + 1, tuple(tuple(c.keys) for c in group))
             outcome = self._put(page)
             if outcome == "taken":
@@ -570,22 +561,6 @@ class StreamIndexer:
             written += page.count
             del remaining[: len(group)]
         return written, True
-
-    @staticmethod
-    def _group(remaining: Sequence[Commit]) -> list[Commit]:
-        """The longest prefix of whole commits that fits a page (at least one)."""
-        group: list[Commit] = []
-        events, size = 0, 64  # key and names
-        for commit in remaining:
-            commit_size = packed_size(commit.keys)
-            if group and (
-                events + len(commit.keys) > PAGE_MAX_EVENTS or size + commit_size > PAGE_MAX_BYTES
-            ):
-                break
-            group.append(commit)
-            events += len(commit.keys)
-            size += commit_size
-        return group
 
     def _put(self, page: Page) -> str | None:
         """Puts the page; None when it is written, "taken" when a page holds its

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, QueryInputTypeDef
 
+    from infra.dynamodb.commits import Commit
+
 Key = tuple[str, int]  # an event's (oid, ver)
 
 PAGE_PARTITION = "page"  # p of every page item
@@ -301,3 +303,19 @@ def locate(
         else:
             break  # read to the head: the rest are not indexed either
     return found
+
+
+def fitting_a_page(remaining: Sequence[Commit]) -> list[Commit]:
+    """The longest prefix of whole commits that fits a page (at least one)."""
+    group: list[Commit] = []
+    events, size = 0, 64  # key and names
+    for commit in remaining:
+        commit_size = packed_size(commit.keys)
+        if group and (
+            events + len(commit.keys) > PAGE_MAX_EVENTS or size + commit_size > PAGE_MAX_BYTES
+        ):
+            break
+        group.append(commit)
+        events += len(commit.keys)
+        size += commit_size
+    return group
