@@ -16,6 +16,7 @@ import boto3
 from botocore.config import Config
 from eventsourcing.persistence import OperationalError
 
+from infra.dynamodb import fast_parse
 from infra.dynamodb.errors import translate_errors
 from infra.dynamodb.tables import TableNotReadyError, TableSpec, ensure_tables
 
@@ -118,6 +119,7 @@ def make_streams_client(options: ClientOptions) -> DynamoDBStreamsClient:
             aws_session_token=options.aws_session_token,
             config=options.config(),
         )
+    fast_parse.install(streams)
     _simulate_latency(streams, options)
     return streams
 
@@ -178,6 +180,7 @@ def make_client(
             aws_session_token=aws_session_token,
             config=options.config(),
         )
+    fast_parse.install(client)
     _simulate_latency(client, options)
     _OPTIONS[client] = options
     return client
