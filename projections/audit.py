@@ -41,7 +41,7 @@ import orjson
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 from eventsourcing.utils import TopicError, resolve_topic
 
-from domain.errors import GatheringNotFoundError, UserNotFoundError
+from domain.errors import GatheringNotFoundError, InvalidPageTokenError, UserNotFoundError
 from domain.model import (
     Gathering,
     Registration,
@@ -51,7 +51,7 @@ from domain.model import (
     registration_aggregate_id,
     user_aggregate_id,
 )
-from projections.paging import decode_token, encode_token
+from projections.paging import decode_token, encode_token, event_history, user_history
 
 GENESIS = "0" * 64
 
@@ -569,6 +569,17 @@ class AuditLog:
                 }
 
 
+def _position(token: str | None, field: str, list_of: str) -> int:
+    """Where a history page starts: 0, or the position its ``token`` gives (never
+    negative, even in a token minted with the default key)."""
+    if token is None:
+        return 0
+    position = decode_token(token, {field: int}, list_of=list_of)[field]
+    if not isinstance(position, int) or position < 0:
+        raise InvalidPageTokenError("nextToken is not valid", field="nextToken")
+    return position
+
+
 @runtime_checkable
 class StreamLog(Protocol):
     """A store that can say where each event of a stream sits in the log."""
@@ -618,7 +629,7 @@ class History:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the event's history and the token of the next (None at the end).
         Still readable after the event's deletion."""
-        after = int(decode_token(token, {"v": int})["v"]) if token is not None else 0  # type: ignore[call-overload]
+        after = _position(token, "v", event_history(event_id))
         self.settle()
         rows = self.log.stream_notifications(
             gathering_aggregate_id(event_id), gt=after, limit=limit + 1
@@ -628,7 +639,9 @@ class History:
             raise GatheringNotFoundError(msg)
         page = rows[:limit]
         following = (
-            encode_token({"v": page[-1][0].originator_version}) if len(rows) > limit else None
+            encode_token({"v": page[-1][0].originator_version}, list_of=event_history(event_id))
+            if len(rows) > limit
+            else None
         )
         return self._entries(page), following
 
@@ -637,7 +650,7 @@ class History:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the user's history (ordered by position, so that a page never
         moves: what is appended later goes after it)."""
-        skip = int(decode_token(token, {"n": int})["n"]) if token is not None else 0  # type: ignore[call-overload]
+        skip = _position(token, "n", user_history(user_id))
         self.settle()
         account = self.log.stream_notifications(user_aggregate_id(user_id))
         if not account:
@@ -657,5 +670,9 @@ class History:
             )
         )
         page = rows[skip : skip + limit]
-        following = encode_token({"n": skip + limit}) if len(rows) > skip + limit else None
+        following = (
+            encode_token({"n": skip + limit}, list_of=user_history(user_id))
+            if len(rows) > skip + limit
+            else None
+        )
         return self._entries(page), following

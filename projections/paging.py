@@ -2,10 +2,11 @@
 are accepted.
 
 A token is the URL-safe base64 (unpadded) of an HMAC-SHA256 tag followed by the key as compact
-JSON. The tag is checked in constant time before the JSON is even parsed, and the key's values
-are then checked strictly (types, 64-bit integer range, non-empty strings without lone
-surrogates, bounded lengths), so a forged, garbled or truncated token is a validation error and
-never reaches a store.
+JSON. The tag also signs the list the token pages (its path and filters), which the token
+does not carry: a token is accepted only by the list that issued it. The tag is checked in
+constant time before the JSON is even parsed, and the key's values are then checked strictly
+(types, 64-bit integer range, non-empty strings without lone surrogates, bounded lengths), so
+a forged, garbled or truncated token is a validation error and never reaches a store.
 
 The signing key is process-wide. It defaults to a fixed built-in key, which is fine for
 development but lets anyone mint tokens: production should set ``PAGE_TOKEN_SECRET`` (the
@@ -52,13 +53,40 @@ def set_token_key(key: bytes) -> None:
     _SigningKey.value = bytes(key)
 
 
-def _tag(payload: bytes) -> bytes:
-    return hmac.new(_SigningKey.value, payload, hashlib.sha256).digest()
+def _tag(list_of: str, payload: bytes) -> bytes:
+    # The list is signed with the key, not carried in the token: a token pages
+    # only the list it came from (the same user's, the same filter...).
+    scope = list_of.encode("utf-8", "surrogatepass")
+    signed = len(scope).to_bytes(8, "big") + scope + payload
+    return hmac.new(_SigningKey.value, signed, hashlib.sha256).digest()
 
 
-def encode_token(key: dict[str, object]) -> str:
+def encode_token(key: dict[str, object], *, list_of: str) -> str:
+    """A token for the page after ``key`` of the list ``list_of`` names (its
+    path and filters, such as ``users/alice/registrations``)."""
     payload = json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(_tag(payload) + payload).decode().rstrip("=")
+    return base64.urlsafe_b64encode(_tag(list_of, payload) + payload).decode().rstrip("=")
+
+
+def events_list(status: str | None) -> str:
+    """The name a token of ``GET /events`` (with its status filter) is signed for."""
+    return f"events?status={status or ''}"
+
+
+def user_registrations_list(user_id: str) -> str:
+    return f"users/{user_id}/registrations"
+
+
+def event_registrations_list(event_id: str) -> str:
+    return f"events/{event_id}/registrations"
+
+
+def event_history(event_id: str) -> str:
+    return f"audit/events/{event_id}/history"
+
+
+def user_history(user_id: str) -> str:
+    return f"audit/users/{user_id}/history"
 
 
 def _invalid() -> InvalidPageTokenError:
@@ -75,11 +103,13 @@ def _valid_value(value: object, kind: type) -> bool:
     return False
 
 
-def decode_token(token: str, expected: dict[str, type]) -> dict[str, object]:
+def decode_token(token: str, expected: dict[str, type], *, list_of: str) -> dict[str, object]:
     """The key inside ``token``; its fields must have exactly the ``expected`` types.
 
     Raises InvalidPageTokenError (400 VALIDATION_ERROR on nextToken) for any token this
-    service did not issue with its current key.
+    service did not issue with its current key for the same list (``list_of``): a
+    token of another list, user or filter would page from a place that list never
+    gave out, and silently skip rows.
     """
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidPageTokenError("nextToken is too long", field="nextToken")
@@ -90,7 +120,7 @@ def decode_token(token: str, expected: dict[str, type]) -> dict[str, object]:
     except (binascii.Error, ValueError):
         raise _invalid() from None
     tag, payload = raw[:_TAG_BYTES], raw[_TAG_BYTES:]
-    if len(tag) != _TAG_BYTES or not hmac.compare_digest(tag, _tag(payload)):
+    if len(tag) != _TAG_BYTES or not hmac.compare_digest(tag, _tag(list_of, payload)):
         raise _invalid()
     try:
         key = json.loads(payload)

@@ -36,7 +36,13 @@ from infra.dynamodb.read_schema import (
 )
 from infra.dynamodb.waitlists import Waiting, WaitlistCache, cache_key, verified
 from projections.memory import MemoryTables, StoredRegistration
-from projections.paging import decode_token, encode_token
+from projections.paging import (
+    decode_token,
+    encode_token,
+    event_registrations_list,
+    events_list,
+    user_registrations_list,
+)
 from projections.views import EventRow, Page, RegistrationRow, UserRow
 
 if TYPE_CHECKING:
@@ -293,7 +299,7 @@ class ReadQueries:
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status}
         start = None
         if token is not None:
-            after = decode_token(token, {"e": str})["e"]
+            after = decode_token(token, {"e": str}, list_of=events_list(status))["e"]
             start = {"listing": {"S": EVENT_LISTING}, "eventId": {"S": after}}
         items, more, total = self._page_and_total(limit, kwargs, start)
         found = self._event_items({listed["eventId"] for listed in items})
@@ -302,7 +308,11 @@ class ReadQueries:
             for e in items
             if e["eventId"] in found and (row := self._event_row(found[e["eventId"]])) is not None
         ]
-        next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
+        next_token = (
+            encode_token({"e": items[-1]["eventId"]}, list_of=events_list(status))
+            if more and items
+            else None
+        )
         return Page(items=rows, next_token=next_token, total=total)
 
     def _event_items(self, event_ids: set[str], **read: Any) -> dict[str, dict[str, Any]]:
@@ -444,11 +454,15 @@ class ReadQueries:
         kwargs = _holding(kwargs)
         start = None
         if token is not None:
-            after = decode_token(token, {"e": str})["e"]
+            after = decode_token(token, {"e": str}, list_of=user_registrations_list(user_id))["e"]
             start = {"userId": {"S": user_id}, "eventId": {"S": after}}
         items, more, total = self._page_and_total(limit, kwargs, start)
         rows = self._registration_rows(items)
-        next_token = encode_token({"e": items[-1]["eventId"]}) if more and items else None
+        next_token = (
+            encode_token({"e": items[-1]["eventId"]}, list_of=user_registrations_list(user_id))
+            if more and items
+            else None
+        )
         return Page(items=rows, next_token=next_token, total=total)
 
     def registered_event_ids(self, user_id: str) -> list[str]:
@@ -476,7 +490,9 @@ class ReadQueries:
             "ExpressionAttributeValues": {":e": {"S": event_id}},
         }
         if token is not None:
-            start = decode_token(token, {"o": str, "u": str})
+            start = decode_token(
+                token, {"o": str, "u": str}, list_of=event_registrations_list(event_id)
+            )
             kwargs["ExclusiveStartKey"] = {
                 "eventId": {"S": event_id},
                 "eventOrder": {"S": start["o"]},
@@ -491,5 +507,8 @@ class ReadQueries:
         rows = self._registration_rows(items, waitlist_positions)
         next_token = None
         if more and items:
-            next_token = encode_token({"o": items[-1]["eventOrder"], "u": items[-1]["userId"]})
+            next_token = encode_token(
+                {"o": items[-1]["eventOrder"], "u": items[-1]["userId"]},
+                list_of=event_registrations_list(event_id),
+            )
         return Page(items=rows, next_token=next_token, total=total)

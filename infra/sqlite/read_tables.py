@@ -24,7 +24,13 @@ from uuid import UUID
 
 from infra.sqlite.connections import PerThreadConnections
 from projections.memory import MemoryTables, StoredRegistration
-from projections.paging import decode_token, encode_token
+from projections.paging import (
+    decode_token,
+    encode_token,
+    event_registrations_list,
+    events_list,
+    user_registrations_list,
+)
 from projections.personal import ERASED
 from projections.ports import Commit, ReadTableWriter
 from projections.views import EventRow, Page, RegistrationRow, UserRow
@@ -428,7 +434,11 @@ class SQLiteReadModel:
         return found is not None
 
     def list_events(self, status: str | None, limit: int, token: str | None) -> Page[EventRow]:
-        after = "" if token is None else str(decode_token(token, {"e": str})["e"])
+        after = (
+            ""
+            if token is None
+            else str(decode_token(token, {"e": str}, list_of=events_list(status))["e"])
+        )
         where = "WHERE event_id > ?"
         params: list[object] = [after]
         if status is not None:
@@ -449,7 +459,11 @@ class SQLiteReadModel:
                 self._event_row(c, row, waitlist=waitlists.get(str(row["event_id"]), ()))
                 for row in rows[:limit]
             ]
-        next_token = encode_token({"e": items[-1].event_id}) if len(rows) > limit else None
+        next_token = (
+            encode_token({"e": items[-1].event_id}, list_of=events_list(status))
+            if len(rows) > limit
+            else None
+        )
         return Page(items=items, next_token=next_token, total=int(total))
 
     @staticmethod
@@ -470,7 +484,11 @@ class SQLiteReadModel:
     def list_user_registrations(
         self, user_id: str, limit: int, token: str | None
     ) -> Page[RegistrationRow]:
-        after = "" if token is None else str(decode_token(token, {"e": str})["e"])
+        after = (
+            ""
+            if token is None
+            else str(decode_token(token, {"e": str}, list_of=user_registrations_list(user_id))["e"])
+        )
         with self._transaction(immediate=False) as c:
             rows = c.execute(
                 f"{SELECT_REGISTRATIONS_WITH_POSITION} "
@@ -481,7 +499,11 @@ class SQLiteReadModel:
                 "SELECT COUNT(*) AS n FROM registrations WHERE user_id = ?", (user_id,)
             ).fetchone()["n"]
         items = [self._registration_row(row, row["waitlist_position"]) for row in rows[:limit]]
-        next_token = encode_token({"e": items[-1].event_id}) if len(rows) > limit else None
+        next_token = (
+            encode_token({"e": items[-1].event_id}, list_of=user_registrations_list(user_id))
+            if len(rows) > limit
+            else None
+        )
         return Page(items=items, next_token=next_token, total=int(total))
 
     def registered_event_ids(self, user_id: str) -> list[str]:
@@ -499,7 +521,9 @@ class SQLiteReadModel:
     ) -> Page[RegistrationRow]:
         rank, sort_key = 0, -1
         if token is not None:
-            key = decode_token(token, {"r": int, "k": int})
+            key = decode_token(
+                token, {"r": int, "k": int}, list_of=event_registrations_list(event_id)
+            )
             rank, sort_key = int(str(key["r"])), int(str(key["k"]))
         with self._transaction(immediate=False) as c:
             # Confirmed (rank 0) by seat order, then the waitlist (rank 1) FIFO.
@@ -533,7 +557,10 @@ class SQLiteReadModel:
         next_token = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_token = encode_token({"r": int(last["rank"]), "k": int(last["sort_key"])})
+            next_token = encode_token(
+                {"r": int(last["rank"]), "k": int(last["sort_key"])},
+                list_of=event_registrations_list(event_id),
+            )
         return Page(items=items, next_token=next_token, total=int(counts["n"]) if counts else 0)
 
     @staticmethod

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
+from projections.paging import encode_token, event_history, user_history
 from tests.api.conftest import AUDITOR_KEY, CLIENT_KEY, bearer
 from tests.api.helpers import error_of, json_of, validation_fields
 from tests.support import create_event, create_user, leave, register, unique
@@ -208,6 +209,46 @@ def test_a_bad_history_token_or_limit_is_a_validation_error(
     assert "limit" in validation_fields(keyed_client.get(f"{path}?limit=501", headers=AUDITOR))
     response = keyed_client.get(f"{path}?nextToken=forged", headers=AUDITOR)
     assert "nextToken" in validation_fields(response)
+
+
+def test_a_history_token_pages_only_the_history_that_issued_it(
+    keyed_client: TestClient, story: dict[str, str]
+) -> None:
+    ada, bob = story["ada"], story["bob"]
+    ada_page = json_of(
+        keyed_client.get(f"/audit/users/{ada}/history?limit=1", headers=AUDITOR), 200
+    )
+    event_page = json_of(
+        keyed_client.get(f"/audit/events/{story['event']}/history?limit=1", headers=AUDITOR), 200
+    )
+    token, other_token = ada_page["nextToken"], event_page["nextToken"]
+    assert token
+    assert other_token
+
+    for path, wrong in (
+        (f"/audit/users/{bob}/history", token),
+        (f"/audit/events/{story['event']}/history", token),
+        (f"/audit/users/{ada}/history", other_token),
+    ):
+        response = keyed_client.get(f"{path}?nextToken={wrong}", headers=AUDITOR)
+        assert validation_fields(response) == ["nextToken"], path
+
+
+@pytest.mark.parametrize(("kind", "field"), [("users", "n"), ("events", "v")])
+def test_a_minted_history_token_with_a_negative_position_is_refused(
+    keyed_client: TestClient, story: dict[str, str], kind: str, field: str
+) -> None:
+    # The default signing key is public (development only): a token minted with it
+    # must still not start a page before the first entry.
+    subject = story["ada"] if kind == "users" else story["event"]
+    list_of = user_history(subject) if kind == "users" else event_history(subject)
+    minted = encode_token({field: -1}, list_of=list_of)
+
+    response = keyed_client.get(
+        f"/audit/{kind}/{subject}/history?nextToken={minted}", headers=AUDITOR
+    )
+
+    assert validation_fields(response) == ["nextToken"]
 
 
 @pytest.mark.parametrize("kind", ["events", "users"])
