@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.metrics import IDEMPOTENT_REPLAYS
 from api.middleware import read_body, replay_body, send_error
 from api.security import ANONYMOUS_PRINCIPAL, Principal
-from infra.idempotency import IdempotencyStore, StoredResponse
+from infra.idempotency import IdempotencyStore, StoredResponse, carries_personal_data
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,14 @@ def generated_id(scope_state: object) -> str:
     return str(uuid.uuid5(GENERATED_IDS, f"{len(caller)}:{caller}/{key}"))
 
 
-def _kept(status: int, body: bytes) -> bool:
-    """Whether a response is the outcome of its command (replayed on a retry)."""
+def _kept(status: int, body: bytes, *, personal: bool = False) -> bool:
+    """Whether a response is the outcome of its command (replayed on a retry).
+    For a request carrying ``personal`` data, only successes (which show it, and
+    which the user's erasure deletes): a refusal kept under the request's
+    fingerprint would outlive the erasure as a way to test guessed names."""
     if 200 <= status < 300:
         return True
-    if status not in (404, 409):
+    if status not in (404, 409) or personal:
         return False
     try:
         code = json.loads(body)["error"]["code"]
@@ -148,7 +151,8 @@ class IdempotencyMiddleware:
             await self._answer_again(scope, send, claim.fingerprint == print_, claim.response)
             return
         scope.setdefault("state", {})[STATE_KEY] = (caller, key)
-        await self._run(scope, replay_body(body, receive), send, store, caller, key)
+        personal = carries_personal_data(body)
+        await self._run(scope, replay_body(body, receive), send, store, (caller, key), personal)
 
     async def _answer_again(
         self, scope: Scope, send: Send, same_request: bool, response: StoredResponse | None
@@ -185,9 +189,10 @@ class IdempotencyMiddleware:
         receive: Receive,
         send: Send,
         store: IdempotencyStore,
-        caller: str,
-        key: str,
+        claimed: tuple[str, str],
+        personal: bool,
     ) -> None:
+        caller, key = claimed
         status = 500
         kept_headers: list[tuple[str, str]] = []
         messages: list[Message] = []
@@ -212,7 +217,7 @@ class IdempotencyMiddleware:
             raise
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
         try:
-            if _kept(status, body):
+            if _kept(status, body, personal=personal):
                 response = StoredResponse(status, tuple(kept_headers), body)
                 await run_in_threadpool(store.complete, caller, key, response)
             else:

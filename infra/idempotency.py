@@ -82,6 +82,21 @@ def shows_personal_data(body: bytes | None, user_id: str) -> bool:
     return isinstance(shown, dict) and shown.get("userId") == user_id and "name" in shown
 
 
+def carries_personal_data(body: bytes) -> bool:
+    """Whether a request carries personal data: a JSON object with a ``name`` (a
+    user, as ``POST /users`` takes it). Its fingerprint is a hash of the name, so
+    an answer kept under it would let anyone holding the key (or a copy of the
+    store) test guessed names after the user's erasure; only answers that show
+    the name are kept for it, and the erasure deletes those."""
+    if not body or b'"name"' not in body:
+        return False
+    try:
+        sent = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(sent, dict) and "name" in sent
+
+
 # One batch: a short write (about a millisecond per hundred rows on SQLite),
 # so a write waiting for the lock meanwhile waits at most that long.
 SWEEP_BATCH = 500

@@ -215,6 +215,27 @@ def test_an_erased_users_id_stays_taken(client: TestClient) -> None:
     assert again.json()["error"]["code"] == "DUPLICATE_USER"
 
 
+def test_after_erasure_no_kept_answer_tells_a_right_guess_of_the_name_from_a_wrong_one(
+    client: TestClient,
+) -> None:
+    # A refusal kept under a request's fingerprint (a hash of its body, the name
+    # in it) would replay for the right name and answer 422 for any other.
+    user_id, name = unique("user"), a_name()
+    create_user(client, user_id, name)
+    key = {"Idempotency-Key": unique("key")}
+    refused = client.post("/users", json={"userId": user_id, "name": name}, headers=key)
+    assert refused.status_code == 409
+    erase(client, user_id)
+
+    answers = [
+        client.post("/users", json={"userId": user_id, "name": guess}, headers=key)
+        for guess in (name, "A Wrong Guess", name)
+    ]
+
+    assert [a.status_code for a in answers] == [409, 409, 409]
+    assert [a.headers.get("Idempotent-Replayed") for a in answers] == [None, None, None]
+
+
 def test_erasing_an_unknown_user_is_404_and_needs_an_admin(client: TestClient) -> None:
     unknown = client.post(f"/admin/users/{unique('user')}/erase", headers=ADMIN)
     assert unknown.status_code == 404
