@@ -12,7 +12,8 @@
 What is replayed: a response from a command, success (2xx) or a refusal the
 domain decided (404, 409 but for CONCURRENT_MODIFICATION and
 REBUILD_IN_PROGRESS, which a retry may get past). Validation errors, 401/403,
-413 and 5xx are not kept, so that a corrected or later retry runs.
+413 and 5xx are not kept, so that a corrected or later retry runs; nor is a
+refusal of a request carrying a name (``carries_personal_data``).
 
 The response is kept before it is sent, so a retry sent the moment the answer
 arrives is replayed. A process that dies between its command's commit and
