@@ -98,6 +98,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A path with a trailing slash is not a route: 404 in the error envelope,
+        # not Starlette's 307 with an empty body and a Location built from Host.
+        redirect_slashes=False,
         telemetry={
             "tracing": resolved.opentelemetry,
             "metrics": resolved.opentelemetry,

@@ -176,7 +176,16 @@ def test_every_error_body_has_exactly_the_envelope_keys(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nope"), ("POST", "/nope"), ("GET", "/users/a/b/c"), ("GET", "/events/x/y/z")],
+    [
+        ("GET", "/nope"),
+        ("POST", "/nope"),
+        ("GET", "/users/a/b/c"),
+        ("GET", "/events/x/y/z"),
+        # A trailing slash: no redirect (an empty 307 whose Location comes from Host).
+        ("POST", "/users/"),
+        ("GET", "/users/alice/"),
+        ("GET", "/events/"),
+    ],
 )
 def test_an_unknown_route_answers_404_not_found(
     shared_client: TestClient, method: str, path: str
