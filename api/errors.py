@@ -129,12 +129,30 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
+NOT_JSON = {"field": "body", "message": "Request body is not valid JSON"}
+NOT_SENT_AS_JSON = {
+    "field": "Content-Type",
+    "message": "The body is read as JSON only when sent with Content-Type: application/json",
+}
+
+
+def _sent_as_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _validation_details(
+    exc: RequestValidationError, request: Request | None = None
+) -> list[dict[str, str]]:
     details = []
     for error in exc.errors():
         loc = tuple(error.get("loc", ()))
         if error.get("type") == "json_invalid":
-            details.append({"field": "body", "message": "Request body is not valid JSON"})
+            details.append(NOT_JSON)
+            continue
+        if loc == ("body",) and request is not None and not _sent_as_json(request):
+            # FastAPI hands a body of another (or no) content type over unparsed.
+            details.append(NOT_SENT_AS_JSON)
             continue
         message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
         if error.get("type") == "extra_forbidden":
@@ -164,7 +182,7 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = _validation_details(exc)
+    details = _validation_details(exc, request)
     logger.info("validation failed", extra={"details": details})
     return error_response(request, 400, "VALIDATION_ERROR", "The request is not valid", details)
 
@@ -185,6 +203,12 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 413:
         return error_response(request, 413, "PAYLOAD_TOO_LARGE", str(exc.detail))
     if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (a body that is not UTF-8, say): the
+        # same answer as any body that is not JSON.
+        if exc.__cause__ is not None:
+            return error_response(
+                request, 400, "VALIDATION_ERROR", "The request is not valid", [NOT_JSON]
+            )
         return error_response(request, 400, "VALIDATION_ERROR", str(exc.detail))
     return error_response(request, exc.status_code, "HTTP_ERROR", str(exc.detail))
 

@@ -185,6 +185,7 @@ def test_an_empty_object_names_both_missing_fields(client: TestClient) -> None:
         pytest.param(b"{'userId': 'u1'}", id="single-quotes"),
         pytest.param(b"not json", id="text"),
         pytest.param(b'{"userId": "typed-u1", "name": "N",}', id="trailing-comma"),
+        pytest.param(b'{"userId": "typed-u1", "name": "\xff\xfe"}', id="not-utf-8"),
     ],
 )
 def test_a_body_that_is_not_json_is_a_validation_error_not_a_422(
@@ -212,6 +213,22 @@ def test_json_that_is_not_an_object_is_a_validation_error(
 
     assert response.status_code != 422
     validation_fields(response)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded"],
+    ids=["none", "text", "form"],
+)
+def test_json_sent_as_another_content_type_is_a_validation_error_naming_it(
+    shared_client: TestClient, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    raw = b'{"userId": "typed-u1", "name": "N"}'
+
+    response = shared_client.post("/users", content=raw, headers=headers)
+
+    assert validation_fields(response) == ["Content-Type"]
 
 
 def test_an_empty_body_is_a_validation_error(client: TestClient) -> None:
