@@ -37,11 +37,20 @@ _TIME = (
 )
 DATE_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})(?:{_TIME})?$"
 _DATE = re.compile(DATE_PATTERN)
-# One character that str.isspace() does not count as whitespace (the class lists, as literal
-# characters, exactly those it does).
-NOT_BLANK_PATTERN = (
-    "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# Characters a one-line text (a name, a title) must not hold: C0 and C1 controls (NUL, line
+# breaks, tabs, escapes) and the bidirectional overrides and isolates, which can make a name
+# read as another (U+202E turns the rest of a line around).
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+# Characters that show nothing: str.isspace()'s whitespace and the zero-width ones.
+_BLANK = (
+    "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    "\u200b-\u200d\u2060\ufeff"
 )
+# A one-line text, as the OpenAPI document states it: no control character, and at least one
+# character that shows.
+LINE_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}{_BLANK}][^{_CONTROLS}]*$"
+_HAS_CONTROL = re.compile(f"[{_CONTROLS}]")
+_SHOWS = re.compile(f"[^{_CONTROLS}{_BLANK}]")
 Status = Literal["draft", "published", "active", "cancelled", "completed"]
 
 
@@ -64,10 +73,12 @@ def _integral(value: object) -> object:
     return value
 
 
-def _not_blank(value: str) -> str:
-    # str.isspace covers every Unicode whitespace character.
-    if value.isspace():
-        msg = "must not be all whitespace"
+def _one_line(value: str) -> str:
+    if _HAS_CONTROL.search(value):
+        msg = "must not contain control characters (line breaks, tabs, bidirectional overrides)"
+        raise ValueError(msg)
+    if not _SHOWS.search(value):
+        msg = "must not be all whitespace or invisible characters"
         raise ValueError(msg)
     return value
 
@@ -90,8 +101,9 @@ def _iso_date(value: str) -> str:
 # last in each Annotated so that it wraps the other constraints (placed first, it would hide
 # their patterns from the JSON schema).
 UNICODE_TEXT = BeforeValidator(_no_lone_surrogates)
-# Not all whitespace, as the OpenAPI document states it: some character str.isspace() refuses.
-NOT_BLANK = Field(json_schema_extra={"pattern": NOT_BLANK_PATTERN})
+# One line that shows something, as the OpenAPI document states it (checked by _one_line,
+# which words its refusals better than a regex could).
+ONE_LINE = Field(json_schema_extra={"pattern": LINE_PATTERN})
 
 Identifier = Annotated[
     str,
@@ -102,30 +114,30 @@ Identifier = Annotated[
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),
-    AfterValidator(_not_blank),
-    NOT_BLANK,
+    AfterValidator(_one_line),
+    ONE_LINE,
     UNICODE_TEXT,
 ]
 Title = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),
-    AfterValidator(_not_blank),
-    NOT_BLANK,
+    AfterValidator(_one_line),
+    ONE_LINE,
     UNICODE_TEXT,
 ]
 Description = Annotated[str, StringConstraints(max_length=1000), UNICODE_TEXT]
 Location = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),
-    AfterValidator(_not_blank),
-    NOT_BLANK,
+    AfterValidator(_one_line),
+    ONE_LINE,
     UNICODE_TEXT,
 ]
 Organizer = Annotated[
     str,
     StringConstraints(min_length=1, max_length=100),
-    AfterValidator(_not_blank),
-    NOT_BLANK,
+    AfterValidator(_one_line),
+    ONE_LINE,
     UNICODE_TEXT,
 ]
 IsoDate = Annotated[

@@ -47,7 +47,7 @@ ALWAYS = ("UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
 
 def _example(code: str, path: str) -> dict[str, Any]:
     details = (
-        [{"field": "name", "message": "must not be all whitespace"}]
+        [{"field": "name", "message": "must not be all whitespace or invisible characters"}]
         if code == "VALIDATION_ERROR"
         else []
     )

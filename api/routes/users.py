@@ -29,7 +29,8 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="Create a user",
     description=(
         "Creates a user with a client-chosen userId. The userId is 1-100 characters of "
-        "letters, digits, `_` and `-`; the name is 1-200 characters and not all whitespace. "
+        "letters, digits, `_` and `-`; the name is 1-200 characters on one line (no "
+        "control characters or bidirectional overrides), not all whitespace or invisible. "
         "An existing userId is refused with 409 DUPLICATE_USER and the original is unchanged "
         "(an erased user's id too: it stays taken). The name is personal data: it is stored "
         "sealed under the user's own key, which erasure destroys. "

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from api.schemas import DATE_PATTERN, ID_PATTERN, NOT_BLANK_PATTERN, EventCreate
+from api.schemas import DATE_PATTERN, ID_PATTERN, LINE_PATTERN, EventCreate, UserCreate
 from projections.paging import MAX_TOKEN_LENGTH
 from tests.api.helpers import json_of, validation_fields
 from tests.support import create_event
@@ -87,11 +87,46 @@ def test_an_update_must_name_a_field_and_may_not_send_null(spec: dict[str, Any])
         assert field.get("type") != "null", name
 
 
-def test_not_blank_strings_state_a_pattern_that_refuses_exactly_whitespace() -> None:
-    pattern = re.compile(NOT_BLANK_PATTERN)
-    everything = (chr(code) for code in range(sys.maxunicode + 1))
-    for character in everything:
-        assert bool(pattern.search(character)) == (not character.isspace()), hex(ord(character))
+def test_one_line_strings_state_a_pattern_that_refuses_exactly_what_shows_nothing() -> None:
+    pattern = re.compile(LINE_PATTERN)
+    controls = {*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+    invisible = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF}
+    for code in range(sys.maxunicode + 1):
+        character = chr(code)
+        shows = not character.isspace() and code not in controls | invisible
+        assert bool(pattern.search(character)) == shows, hex(code)
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("Ada Lovelace", True),
+        ("  Ada ", True),
+        ("Zoë Ñandú 李", True),
+        ("a\nb", False),
+        ("ab\n", False),
+        ("a\tb", False),
+        ("a\u0000b", False),
+        ("a\u202eb", False),
+        ("\u2066a", False),
+        ("\u200b", False),
+        ("\u200b \ufeff", False),
+        (" \u00a0 ", False),
+    ],
+)
+def test_a_name_is_one_line_that_shows_something_as_the_pattern_says(
+    text: str, accepted: bool
+) -> None:
+    try:
+        UserCreate.model_validate({"userId": "u1", "name": text})
+        validated = True
+    except ValidationError:
+        validated = False
+
+    assert validated == accepted
+    # As JSON Schema reads the pattern ($ ends the text; Python's $ would also
+    # match before a final line break).
+    assert bool(re.compile(LINE_PATTERN.removesuffix("$") + r"\Z").search(text)) == accepted
 
 
 @pytest.mark.parametrize(
@@ -104,13 +139,11 @@ def test_not_blank_strings_state_a_pattern_that_refuses_exactly_whitespace() -> 
         ("/events/{eventId}", "put", "title"),
     ],
 )
-def test_fields_that_may_not_be_blank_state_so(
-    spec: dict[str, Any], path: str, method: str, field: str
-) -> None:
+def test_one_line_fields_state_so(spec: dict[str, Any], path: str, method: str, field: str) -> None:
     schema = body_schema(spec, path, method)["properties"][field]
     options = schema.get("anyOf", [schema])
 
-    assert any(option.get("pattern") == NOT_BLANK_PATTERN for option in options)
+    assert any(option.get("pattern") == LINE_PATTERN for option in options)
 
 
 def test_every_request_string_states_a_bound_on_its_length(spec: dict[str, Any]) -> None:
