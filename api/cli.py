@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Never, TextIO
 
+from eventsourcing.persistence import MapperDeserialisationError, OperationalError
 from tqdm import tqdm
 
 from api.__main__ import serve
@@ -197,11 +198,26 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING")
     set_actor(f"cli:{getpass.getuser()}")
     set_request_id(uuid.uuid4().hex)
-    container = build_container(settings)
     try:
-        return COMMANDS[args.command](args, container)
-    finally:
-        container.close()
+        container = build_container(settings)
+        try:
+            return COMMANDS[args.command](args, container)
+        finally:
+            container.close()
+    except OperationalError as error:
+        return _fail(args.command, f"the store is unavailable: {error}")
+    except MapperDeserialisationError as error:
+        return _fail(
+            args.command,
+            f"a stored event cannot be decoded ({error}); `regsvc verify` names it",
+        )
+    except OSError as error:  # an output file that cannot be written, say
+        return _fail(args.command, str(error))
+
+
+def _fail(command: str, why: str) -> int:
+    print(f"regsvc {command}: {why}", file=sys.stderr)
+    return 1
 
 
 def _create_tables(args: argparse.Namespace, container: Container) -> int:

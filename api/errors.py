@@ -7,7 +7,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import MapperDeserialisationError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -224,6 +224,18 @@ async def _on_store_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_undecodable(request: Request, exc: Exception) -> JSONResponse:
+    # A command (or the drift check) replays a stream through a stored event whose
+    # bytes no longer decode: the same answer as time travel gives for it.
+    logger.error("a stored event cannot be decoded: %s", exc)
+    return error_response(
+        request,
+        409,
+        "STORED_EVENT_UNDECODABLE",
+        "A stored event this request must replay cannot be decoded (GET /audit/verify names it)",
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error")
     return error_response(request, 500, "INTERNAL_ERROR", "An internal error occurred")
@@ -235,6 +247,7 @@ def install_error_handlers(app: FastAPI) -> None:
         RequestValidationError: _on_validation_error,
         StarletteHTTPException: _on_http_error,
         OperationalError: _on_store_error,
+        MapperDeserialisationError: _on_undecodable,
         sqlite3.OperationalError: _on_store_error,
         # The log did not catch up in time (DynamoDB's stream indexer).
         TimeoutError: _on_store_error,

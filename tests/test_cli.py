@@ -17,6 +17,7 @@ from infra.wiring import build_container
 from projections.catch_up import wait_until_logged
 from tests.servers import run_cli
 from tests.support import server_env
+from tests.test_tamper_evidence import overwrite
 
 pytestmark = pytest.mark.processes
 
@@ -119,6 +120,51 @@ def test_a_bad_argument_is_a_usage_error(store: dict[str, str], tmp_path: Path) 
     done = run_cli(store, tmp_path / "data", "export", "--after", "-1")
     assert done.returncode == 2
     assert "--after" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_output_file_that_cannot_be_written_is_a_one_line_error(
+    store: dict[str, str], tmp_path: Path
+) -> None:
+    done = run_cli(store, tmp_path / "data", "export", "-o", str(tmp_path / "no-such" / "x.jsonl"))
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("regsvc export: "), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_check_over_an_undecodable_stored_event_is_a_one_line_error(
+    store: dict[str, str], store_settings: dict[str, object], tmp_path: Path
+) -> None:
+    settings = Settings(**store_settings, data_dir=tmp_path / "data", environment="test")  # type: ignore[arg-type]
+    container = build_container(settings)
+    try:
+        overwrite(container, gathering_aggregate_id("pycon"), 2, b"\xff\xfe garbled")
+    finally:
+        container.close()
+
+    for command in ("check", "rebuild"):
+        done = run_cli(store, tmp_path / "data", command)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+        # (the rebuild's own ERROR log line, JSON, may carry its exception)
+        assert not [line for line in lines if line.startswith("Traceback")], done.stderr[-3000:]
+        assert lines[-1].startswith(f"regsvc {command}: a stored event cannot be decoded")
+
+
+def test_an_unreachable_store_is_a_one_line_error(store: dict[str, str], tmp_path: Path) -> None:
+    if store["STORE"] != "dynamodb":
+        pytest.skip("the embedded store is a local file: it cannot become unreachable")
+    unreachable = {
+        **store,
+        "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9",
+        "DYNAMODB_MAX_ATTEMPTS": "1",
+    }
+
+    done = run_cli(unreachable, tmp_path / "data", "status")
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("regsvc status: the store is unavailable"), done.stderr[-3000:]
     assert "Traceback" not in done.stderr
 
 

@@ -17,23 +17,28 @@ from domain.model import gathering_aggregate_id
 from infra.settings import Settings
 from infra.wiring import Container
 from projections.catch_up import wait_until_logged
-from tests.api.conftest import API_KEYS, AUDITOR_KEY, bearer
+from tests.api.conftest import ADMIN_KEY, API_KEYS, AUDITOR_KEY, bearer
 from tests.api.helpers import error_of, json_of
 from tests.support import create_event, create_user, register, unique
 from tests.test_tamper_evidence import overwrite
 
 AUDITOR = bearer(AUDITOR_KEY)
+ADMIN = bearer(ADMIN_KEY)
 GARBLED = b"\xff\xfe not what was stored"
 
 
 @pytest.fixture
-def auditors_client(store_settings: dict[str, object], tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
+def settings(store_settings: dict[str, object], tmp_path: Path) -> Settings:
+    return Settings(
         **store_settings,  # type: ignore[arg-type]
         data_dir=tmp_path / "data",
         environment="test",
         api_keys=API_KEYS,
     )
+
+
+@pytest.fixture
+def auditors_client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -96,3 +101,16 @@ def test_time_travel_past_an_undecodable_event_is_refused_by_name(
     error_of(auditors_client.get(state, headers=AUDITOR), 409, "STORED_EVENT_UNDECODABLE")
     before = json_of(auditors_client.get(f"{state}?version=1", headers=AUDITOR), 200)
     assert before["registeredCount"] == 0
+
+
+def test_a_command_or_check_that_must_replay_an_undecodable_event_answers_409_not_500(
+    auditors_client: TestClient, garbled: dict[str, Any], settings: Settings
+) -> None:
+    # A process started after the bytes were altered: nothing of the stream cached.
+    with TestClient(create_app(settings)) as restarted:
+        joining = register(restarted, create_user(restarted, unique("bo")), garbled["event"])
+        raising = restarted.put(f"/events/{garbled['event']}", json={"capacity": 6})
+        check = restarted.get("/admin/projections/read-tables/check", headers=ADMIN)
+
+    for answer in (joining, raising, check):
+        error_of(answer, 409, "STORED_EVENT_UNDECODABLE")
