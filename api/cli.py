@@ -44,7 +44,7 @@ from infra.logs import (
     set_request_id,
 )
 from infra.settings import Settings
-from infra.wiring import Container, build_container
+from infra.wiring import Container, build_container, store_kit
 from projections.catch_up import Progress, wait_until_logged
 from projections.drift import DriftReport
 from projections.status import READ_TABLES
@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     set_actor(f"cli:{getpass.getuser()}")
     set_request_id(uuid.uuid4().hex)
     try:
+        if args.command in READ_ONLY and (missing := store_kit(settings).missing()):
+            return _fail(args.command, f"{missing}; `regsvc create-tables` makes it")
         container = build_container(settings)
         try:
             return COMMANDS[args.command](args, container)
@@ -213,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     except OSError as error:  # an output file that cannot be written, say
         return _fail(args.command, str(error))
+
+
+# Commands that only read: on a store that is not there they say so, rather than
+# create it and report on an empty one (a mistyped DATA_DIR or table prefix).
+READ_ONLY = frozenset({"export", "verify", "check", "status"})
 
 
 def _fail(command: str, why: str) -> int:

@@ -131,6 +131,11 @@ class StoreKit(Protocol):
     def event_store_env(self) -> dict[str, str]:
         """The eventsourcing environment of this store's event store."""
 
+    def missing(self) -> str | None:
+        """What says there is no store here yet (opening it would create it), or
+        None: for tools that only read, where a mistyped name must not pass as
+        an empty store."""
+
     def prepare(self, service: RegistrationService) -> None:
         """Fits the service built on ``event_store_env`` to the store, before its
         first command (the save limits are applied by the wiring)."""

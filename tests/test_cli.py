@@ -7,11 +7,13 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from domain.application import GatheringSpec
 from domain.model import gathering_aggregate_id
+from infra.devtools.dynamodb_local import local_client
 from infra.settings import Settings
 from infra.wiring import build_container
 from projections.catch_up import wait_until_logged
@@ -166,6 +168,25 @@ def test_an_unreachable_store_is_a_one_line_error(store: dict[str, str], tmp_pat
     assert done.returncode == 1
     assert done.stderr.startswith("regsvc status: the store is unavailable"), done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["verify", "status", "check", "export"])
+def test_a_reading_command_on_no_store_says_so_and_creates_nothing(
+    store_settings: dict[str, object], tmp_path: Path, command: str
+) -> None:
+    # A mistyped DATA_DIR or table prefix must not pass as an empty store.
+    nowhere = {**server_env(store_settings), "DYNAMODB_TABLE_PREFIX": f"nosuch{uuid4().hex[:8]}-"}
+    data_dir = tmp_path / "nowhere"
+
+    done = run_cli(nowhere, data_dir, command)
+
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert done.stderr.startswith(f"regsvc {command}: no "), done.stderr[-3000:]
+    assert not (data_dir / "events.sqlite3").exists()
+    if nowhere["STORE"] == "dynamodb":
+        client = local_client(nowhere["AWS_ENDPOINT_URL_DYNAMODB"])
+        names = client.list_tables()["TableNames"]
+        assert not [n for n in names if n.startswith(nowhere["DYNAMODB_TABLE_PREFIX"])]
 
 
 def test_reindex_finds_nothing_to_index_twice(store: dict[str, str], tmp_path: Path) -> None:

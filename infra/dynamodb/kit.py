@@ -24,6 +24,7 @@ from infra.dynamodb.capacity import (
     start_request_meter,
 )
 from infra.dynamodb.datastore import make_client
+from infra.dynamodb.errors import translate_errors
 from infra.dynamodb.factory import DynamoDBFactory
 from infra.dynamodb.history_rewrite import HistoryRewriter
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
@@ -112,6 +113,19 @@ class DynamoDBKit:
         if settings.dynamodb_simulated_latency_ms > 0:  # benchmarks only
             env["DYNAMODB_SIMULATED_LATENCY_MS"] = str(settings.dynamodb_simulated_latency_ms)
         return env
+
+    def missing(self) -> str | None:
+        prefix = self.settings.dynamodb_table_prefix
+        client = self._new_client()
+        try:
+            with translate_errors():
+                for page in client.get_paginator("list_tables").paginate():
+                    if any(name.startswith(prefix) for name in page.get("TableNames", [])):
+                        return None
+        finally:
+            client.close()
+        where = self.settings.dynamodb_endpoint_url or self.settings.aws_region
+        return f"no tables named {prefix}* at {where} (DYNAMODB_TABLE_PREFIX)"
 
     def prepare(self, service: RegistrationService) -> None:
         if isinstance(service.factory, DynamoDBFactory):

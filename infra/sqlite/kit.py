@@ -48,6 +48,10 @@ class SQLiteKit:
             "CREATE_TABLE": "y",
         }
 
+    def missing(self) -> str | None:
+        path = self.settings.event_store_path
+        return None if path.exists() else f"no database at {path} (DATA_DIR)"
+
     def prepare(self, service: RegistrationService) -> None:
         if isinstance(service.recorder, InlineSQLiteApplicationRecorder):
             service.recorder.synchronous = self.settings.sqlite_synchronous
