@@ -383,10 +383,14 @@ class Ready(_Out):
 
 
 class Health(_Out):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
     store: str
-    projection_position: int
-    event_store_position: int
+    projection_position: int | None = Field(
+        description="The read tables' position; null while the store does not answer."
+    )
+    event_store_position: int | None = Field(
+        description="The event store's last notification id; null while the store does not answer."
+    )
     feed: FeedLag | None = Field(
         default=None,
         description="The ordered feed's lag (DynamoDB, where an indexer runs in this process).",
@@ -394,6 +398,9 @@ class Health(_Out):
     consumed_capacity: dict[str, float] | None = Field(
         default=None,
         description="DynamoDB capacity units this process consumed since it started.",
+    )
+    problem: str | None = Field(
+        default=None, description="Why `status` is `degraded` (the store did not answer)."
     )
 
 

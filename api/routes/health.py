@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -10,10 +12,14 @@ from fastapi.concurrency import run_in_threadpool
 from api import metrics
 from api.deps import ContainerDep
 from api.errors import error_response
+from api.probes import PROBE_BUDGET_SECONDS, BoundedProbe, StoreDidNotAnswerError
 from api.routes.docs_helpers import errors
 from api.schemas import FeedLag, Health, Ready
 from api.security import current_principal
 from domain.errors import ForbiddenError, UnauthorizedError
+from infra.wiring import Container
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -23,29 +29,65 @@ router = APIRouter(tags=["health"])
     response_model=Health,
     summary="Health",
     description=(
-        "200 while the stores answer, with the event store's last notification id and the "
-        "read tables' position. Every write folds into the read tables in its own "
-        "transaction, so they are equal except while an admin rebuild catches up. On "
-        "DynamoDB, `feed` says how far the ordered feed (positions assigned by the stream "
-        "indexer after each write) is behind."
+        "The liveness probe: 200 while the process answers, within about "
+        f"{PROBE_BUDGET_SECONDS:g} s. With the event store's last notification id and the "
+        "read tables' position (equal except while an admin rebuild catches up); when the "
+        "store does not answer in time, `status` is `degraded` and the positions are null "
+        "(`GET /ready` then answers 503). On DynamoDB, `feed` says how far the ordered feed "
+        "(positions assigned by the stream indexer after each write) is behind."
     ),
     responses=errors(),
 )
-def health(container: ContainerDep) -> Health:
-    head = container.service.recorder.max_notification_id() or 0
-    log_position = container.read_model.log_position()
+def health(request: Request, container: ContainerDep) -> Health:
     feed = None
     metering = container.kit.metering
     if container.indexer is not None and container.settings.dynamodb_indexer:
         feed = FeedLag.model_validate(container.indexer.lag(), from_attributes=True)
+    try:
+        head, log_position = _probes(request, container).positions()
+        state, problem = "ok", None
+    except Exception as error:  # a store that does not answer: degraded, never a 500
+        logger.warning("health: the store did not answer: %s", error)
+        head, log_position, state, problem = None, None, "degraded", _why(error)
     return Health(
-        status="ok",
+        status=state,
         store=container.settings.store,
         projection_position=head if log_position is None else log_position,
         event_store_position=head,
         feed=feed,
         consumed_capacity=None if metering is None else metering.process.totals(),
+        problem=problem,
     )
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, StoreDidNotAnswerError):
+        return str(error)
+    return f"the store did not answer ({type(error).__name__})"
+
+
+class _Probes:
+    """The store reads of one app's probes, each bounded (``api.probes``)."""
+
+    def __init__(self, container: Container) -> None:
+        self.positions = BoundedProbe(
+            lambda: (
+                container.service.recorder.max_notification_id() or 0,
+                container.read_model.log_position(),
+            )
+        )
+        self.readiness = BoundedProbe(container.readiness)
+
+
+_PROBES_LOCK = threading.Lock()
+
+
+def _probes(request: Request, container: Container) -> _Probes:
+    with _PROBES_LOCK:
+        probes = getattr(request.app.state, "probes", None)
+        if probes is None:
+            probes = request.app.state.probes = _Probes(container)
+        return probes
 
 
 @router.get(
@@ -57,12 +99,16 @@ def health(container: ContainerDep) -> Health:
         "where this process runs the stream indexer) the feed's oldest unindexed write is "
         "younger than `READY_MAX_FEED_LAG_SECONDS`. Otherwise 503 SERVICE_UNAVAILABLE, each "
         "failing check (`store`, `readTables`, `feed`) named in `details[].field`. "
-        "`GET /health` stays the liveness probe."
+        f"`GET /health` stays the liveness probe. Answers within about {PROBE_BUDGET_SECONDS:g} s: "
+        "a store that does not answer by then fails `store`."
     ),
     responses=errors(),
 )
 def ready(request: Request, container: ContainerDep) -> Any:
-    failing = container.readiness()
+    try:
+        failing = _probes(request, container).readiness()
+    except StoreDidNotAnswerError as error:
+        failing = [("store", str(error))]
     if failing:
         return error_response(
             request,
