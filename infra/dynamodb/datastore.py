@@ -79,6 +79,46 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
+# A DynamoDB call answers in milliseconds; one that has not answered after
+# READ_TIMEOUT_SECONDS is retried, and a failure to connect or to get an answer
+# (a timeout, a refusal, a reset) is retried only while the call is younger than
+# RETRY_BUDGET_SECONDS: a store that stalls without answering holds a call for
+# seconds, not for max_attempts read timeouts (a minute at 5 x 10 s). Throttling
+# and server errors, which do answer, are retried as botocore's standard mode says.
+CONNECT_TIMEOUT_SECONDS = 3.0
+READ_TIMEOUT_SECONDS = 5.0
+RETRY_BUDGET_SECONDS = 5.0
+_CALL_STARTED = "regsvc_call_started"
+_BUDGET_ID = "regsvc-retry-budget"
+
+
+def bound_retries(client: Any, budget: float) -> None:
+    """Makes ``client`` (DynamoDB or DynamoDB Streams) give up retrying a call
+    that failed to connect or to get an answer once the call is ``budget``
+    seconds old: the failure is raised as it is (translated at the boundary)."""
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def started(context: dict[str, Any], **_: Any) -> None:
+        context[_CALL_STARTED] = time.monotonic()
+
+    def within_budget(
+        caught_exception: Exception | None, request_dict: dict[str, Any], **_: Any
+    ) -> None:
+        if caught_exception is None:
+            return  # an answer (throttling, a server error): botocore decides
+        began = request_dict.get("context", {}).get(_CALL_STARTED)
+        if began is not None and time.monotonic() - began >= budget:
+            raise caught_exception
+
+    hooks: dict[str, Any] = {
+        f"before-call.{service}": started,
+        f"needs-retry.{service}": within_budget,
+    }
+    for event, handler in hooks.items():
+        client.meta.events.unregister(event, unique_id=_BUDGET_ID)
+        client.meta.events.register_first(event, handler, unique_id=_BUDGET_ID)
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     """Where and how to reach DynamoDB: shared by the DynamoDB client and the
@@ -89,12 +129,13 @@ class ClientOptions:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     aws_session_token: str | None = None
-    connect_timeout: float = 3.0
-    read_timeout: float = 10.0
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+    read_timeout: float = READ_TIMEOUT_SECONDS
     max_attempts: int = 5
     max_pool_connections: int = 50
     retry_mode: Literal["standard", "adaptive"] = "standard"
     simulated_latency_ms: float = 0.0  # a benchmark tool: DYNAMODB_SIMULATED_LATENCY_MS
+    retry_budget: float = RETRY_BUDGET_SECONDS
 
     def config(self) -> Config:
         return Config(
@@ -121,6 +162,7 @@ def make_streams_client(options: ClientOptions) -> DynamoDBStreamsClient:
             config=options.config(),
         )
     fast_parse.install(streams)
+    bound_retries(streams, options.retry_budget)
     _simulate_latency(streams, options)
     return streams
 
@@ -140,12 +182,13 @@ def make_client(
     aws_access_key_id: str | None = None,
     aws_secret_access_key: str | None = None,
     aws_session_token: str | None = None,
-    connect_timeout: float = 3.0,
-    read_timeout: float = 10.0,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
     max_attempts: int = 5,
     max_pool_connections: int = 50,
     retry_mode: Literal["standard", "adaptive"] = "standard",
     simulated_latency_ms: float = 0.0,
+    retry_budget: float = RETRY_BUDGET_SECONDS,
 ) -> DynamoDBClient:
     """Constructs a thread-safe low-level DynamoDB client.
 
@@ -170,6 +213,7 @@ def make_client(
         max_pool_connections=max_pool_connections,
         retry_mode=retry_mode,
         simulated_latency_ms=simulated_latency_ms,
+        retry_budget=retry_budget,
     )
     with _SESSION_LOCK:  # botocore sessions are not safe to create clients from concurrently
         client = _session().client(
@@ -182,6 +226,7 @@ def make_client(
             config=options.config(),
         )
     fast_parse.install(client)
+    bound_retries(client, options.retry_budget)
     _simulate_latency(client, options)
     _OPTIONS[client] = options
     return client

@@ -12,7 +12,13 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
-from infra.dynamodb.datastore import DynamoDBDatastore, OriginatorIDType, make_client
+from infra.dynamodb.datastore import (
+    CONNECT_TIMEOUT_SECONDS,
+    READ_TIMEOUT_SECONDS,
+    DynamoDBDatastore,
+    OriginatorIDType,
+    make_client,
+)
 from infra.dynamodb.event_store import DynamoDBAggregateRecorder
 from infra.dynamodb.recorders import DynamoDBApplicationRecorder
 from infra.dynamodb.tracking import DynamoDBProcessRecorder, DynamoDBTrackingRecorder
@@ -35,7 +41,7 @@ class DynamoDBFactory(InfrastructureFactory[DynamoDBTrackingRecorder]):
     CREATE_TABLE                    create missing tables (default yes)
     ORIGINATOR_ID_TYPE              "uuid" (default) or "text"
     DYNAMODB_CONNECT_TIMEOUT        seconds (default 3)
-    DYNAMODB_READ_TIMEOUT           seconds (default 10)
+    DYNAMODB_READ_TIMEOUT           seconds (default 5)
     DYNAMODB_MAX_ATTEMPTS           botocore attempts per request (default 5)
     DYNAMODB_RETRY_MODE             "standard" (default) or "adaptive"
     DYNAMODB_MAX_POOL_CONNECTIONS   HTTP connection pool size (default 50)
@@ -98,8 +104,8 @@ class DynamoDBFactory(InfrastructureFactory[DynamoDBTrackingRecorder]):
             aws_access_key_id=self.env.get(self.AWS_ACCESS_KEY_ID) or None,
             aws_secret_access_key=self.env.get(self.AWS_SECRET_ACCESS_KEY) or None,
             aws_session_token=self.env.get(self.AWS_SESSION_TOKEN) or None,
-            connect_timeout=self._float(self.DYNAMODB_CONNECT_TIMEOUT, 3.0),
-            read_timeout=self._float(self.DYNAMODB_READ_TIMEOUT, 10.0),
+            connect_timeout=self._float(self.DYNAMODB_CONNECT_TIMEOUT, CONNECT_TIMEOUT_SECONDS),
+            read_timeout=self._float(self.DYNAMODB_READ_TIMEOUT, READ_TIMEOUT_SECONDS),
             max_attempts=self._int(self.DYNAMODB_MAX_ATTEMPTS, 5),
             max_pool_connections=self._int(self.DYNAMODB_MAX_POOL_CONNECTIONS, 50),
             retry_mode=cast("Literal['standard', 'adaptive']", retry_mode),
