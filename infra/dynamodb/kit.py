@@ -24,7 +24,6 @@ from infra.dynamodb.capacity import (
     start_request_meter,
 )
 from infra.dynamodb.datastore import make_client
-from infra.dynamodb.errors import translate_errors
 from infra.dynamodb.factory import DynamoDBFactory
 from infra.dynamodb.history_rewrite import HistoryRewriter
 from infra.dynamodb.idempotency import DynamoDBIdempotencyStore
@@ -115,13 +114,13 @@ class DynamoDBKit:
         return env
 
     def missing(self) -> str | None:
+        from infra.dynamodb.presence import any_table_named  # the command line's only
+
         prefix = self.settings.dynamodb_table_prefix
         client = self._new_client()
         try:
-            with translate_errors():
-                for page in client.get_paginator("list_tables").paginate():
-                    if any(name.startswith(prefix) for name in page.get("TableNames", [])):
-                        return None
+            if any_table_named(client, prefix):
+                return None
         finally:
             client.close()
         where = self.settings.dynamodb_endpoint_url or self.settings.aws_region

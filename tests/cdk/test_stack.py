@@ -572,8 +572,12 @@ KEY_SOURCES = [DYNAMODB_SOURCES / "keys.py"]
 REBUILD_SOURCES = [DYNAMODB_SOURCES / "rebuild.py", DYNAMODB_SOURCES / "reindex.py"]
 #: What the API process runs: the recorders and their datastore. The indexer
 #: module is the indexer Lambda's (the API runs no in-process indexer).
+#: ``regsvc``'s check that a store's tables are there (ListTables): the command
+#: line only, never the API, whose role is not granted it.
+CLI_ONLY_SOURCES = [DYNAMODB_SOURCES / "presence.py"]
 API_EVENT_STORE_SOURCES = sorted(
     set(DYNAMODB_SOURCES.glob("*.py"))
+    - set(CLI_ONLY_SOURCES)
     - set(READ_MODEL_SOURCES)
     - set(INDEXER_SOURCES)
     - set(IDEMPOTENCY_SOURCES)
