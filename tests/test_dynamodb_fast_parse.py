@@ -9,9 +9,7 @@ like the value kinds (an item may have an attribute called ``B``).
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, cast
 
@@ -23,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.dynamodb import fast_parse
+from tests.wire import http_answer, on_the_wire
 
 KINDS = ("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS")
 names = st.one_of(st.sampled_from(KINDS), st.text(min_size=1, max_size=8))
@@ -50,25 +49,6 @@ values = st.recursive(
 items = st.dictionaries(names, values, min_size=1, max_size=5)
 
 
-def on_the_wire(value: Any) -> Any:
-    """What DynamoDB sends for a parsed value: bytes as base64 text."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: on_the_wire(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [on_the_wire(v) for v in value]
-    return value
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.body
-
-
 def _client(service: str, answer: dict[str, Any], status: int, fast: bool) -> Any:
     make: Any = boto3.client
     client = make(
@@ -83,7 +63,7 @@ def _client(service: str, answer: dict[str, Any], status: int, fast: bool) -> An
 
     def serve(request: Any, **_: Any) -> AWSResponse:
         headers: Any = {"x-amzn-RequestId": "r1", "Content-Type": "application/x-amz-json-1.0"}
-        return AWSResponse(request.url, status, headers, _Raw(body))
+        return http_answer(request.url, status, body, headers)
 
     client.meta.events.register(
         f"before-send.{client.meta.service_model.service_id.hyphenize()}", serve
@@ -221,7 +201,7 @@ def test_the_service_clients_parse_reads_in_one_pass(monkeypatch: pytest.MonkeyP
         body = json.dumps(answer).encode()
 
         def serve(request: Any, body: bytes = body, **_: Any) -> AWSResponse:
-            return AWSResponse(request.url, 200, cast(Any, {}), _Raw(body))
+            return http_answer(request.url, 200, body)
 
         made.meta.events.register("before-send", cast(Any, serve))
     assert client.get_item(TableName="t", Key={"k": {"S": "a"}})["Item"] == {"k": {"B": b"\x00"}}

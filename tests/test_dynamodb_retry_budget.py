@@ -5,7 +5,6 @@ budget (``infra.dynamodb.datastore.bound_retries``); an answer that asks to retr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -13,14 +12,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 
 from infra.dynamodb.datastore import make_client
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.body
+from tests.wire import http_answer
 
 
 def client_sending(answer: Any, *, budget: float) -> tuple[Any, list[int]]:
@@ -41,26 +33,25 @@ def client_sending(answer: Any, *, budget: float) -> tuple[Any, list[int]]:
         if isinstance(answer, Exception):
             raise answer
         status, body = answer
-        return AWSResponse(request.url, status, cast(Any, {}), _Raw(json.dumps(body).encode()))
+        return http_answer(request.url, status, json.dumps(body).encode())
 
     client.meta.events.register("before-send.dynamodb", cast(Any, send))
     return client, sends
 
 
-def test_a_call_that_gets_no_answer_is_not_retried_past_its_budget() -> None:
+@pytest.mark.parametrize(
+    ("budget", "sends_made"),
+    [(0.0, 1), (60.0, 4)],
+    ids=["past-its-budget-not-retried", "within-its-budget-retried"],
+)
+def test_a_call_that_gets_no_answer_is_retried_only_within_its_budget(
+    budget: float, sends_made: int
+) -> None:
     timeout = ReadTimeoutError(endpoint_url="http://127.0.0.1:9")
-    client, sends = client_sending(timeout, budget=0.0)
+    client, sends = client_sending(timeout, budget=budget)
     with pytest.raises(ReadTimeoutError):
         client.get_item(TableName="t", Key={"k": {"S": "a"}})
-    assert len(sends) == 1
-
-
-def test_within_its_budget_a_call_that_gets_no_answer_is_retried() -> None:
-    timeout = ReadTimeoutError(endpoint_url="http://127.0.0.1:9")
-    client, sends = client_sending(timeout, budget=60.0)
-    with pytest.raises(ReadTimeoutError):
-        client.get_item(TableName="t", Key={"k": {"S": "a"}})
-    assert len(sends) == 4
+    assert len(sends) == sends_made
 
 
 def test_throttling_is_retried_whatever_the_budget() -> None:

@@ -6,7 +6,6 @@ concurrency the records come with. Real DynamoDB Local, real Streams.
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import signal
@@ -25,6 +24,7 @@ from infra.devtools.dynamodb_local import LOCAL_CREDENTIALS
 from infra.dynamodb import DynamoDBApplicationRecorder, DynamoDBDatastore
 from infra.dynamodb.indexer import ShardPoller, StreamIndexer
 from tests.dynamodb.utils import new_datastore
+from tests.wire import on_the_wire
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -228,18 +228,7 @@ def test_records_as_a_lambda_event_delivers_them_index_the_same(
     times as epoch seconds; the same records in that form index the same."""
     commits = write_commits(recorder, 10, seed=4)
 
-    def as_json(value: Any) -> Any:
-        if isinstance(value, bytes):
-            return base64.b64encode(value).decode()
-        if isinstance(value, dict):
-            return {k: as_json(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [as_json(v) for v in value]
-        if hasattr(value, "timestamp"):
-            return value.timestamp()
-        return value
-
-    event = {"Records": [as_json(r) for r in stream_records(datastore, recorder)]}
+    event = {"Records": [on_the_wire(r) for r in stream_records(datastore, recorder)]}
 
     assert core(recorder).index_records(event["Records"]) == sum(len(c) for c in commits)
     assert_is_the_log_of(recorder, commits)
