@@ -32,7 +32,7 @@ from eventsourcing.persistence import MapperDeserialisationError, OperationalErr
 from tqdm import tqdm
 
 from api.__main__ import serve
-from api.schemas import Projection
+from api.schemas import Erasure, Projection
 from domain.errors import RebuildInProgressError, RegistrationDomainError
 from domain.invariants import gathering_violations
 from domain.model import Gathering
@@ -299,11 +299,8 @@ def _erase(args: argparse.Namespace, container: Container) -> int:
     except RegistrationDomainError as error:
         print(f"regsvc erase: {error.message}", file=sys.stderr)
         return 1
-    print(
-        json.dumps(
-            {"userId": outcome.user_id, "erased": True, "erasedAt": outcome.erased_at.isoformat()}
-        )
-    )
+    erasure = Erasure(user_id=outcome.user_id, erased=True, erased_at=outcome.erased_at)
+    print(erasure.model_dump_json(by_alias=True))  # as POST /admin/users/{userId}/erase answers
     return 0
 
 

@@ -207,7 +207,10 @@ async def send_error(
                 "path": printable_path(str(scope.get("path", ""))),
                 "requestId": current_request_id(),
             }
-        }
+        },
+        # As every other error body (Starlette's JSONResponse): compact, UTF-8.
+        ensure_ascii=False,
+        separators=(",", ":"),
     ).encode()
     await send(
         {

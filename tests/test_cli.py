@@ -206,6 +206,7 @@ def test_erase_erases_a_user_once_and_export_then_shows_no_name(
     assert first.returncode == 0, first.stderr
     erased = json.loads(first.stdout)
     assert (erased["userId"], erased["erased"]) == ("ada", True)
+    assert erased["erasedAt"].endswith("Z")  # as the API writes times
     again = run_cli(store, tmp_path / "data", "erase", "ada")
     assert json.loads(again.stdout) == erased
     unknown = run_cli(store, tmp_path / "data", "erase", "nobody")

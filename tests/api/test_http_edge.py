@@ -172,6 +172,9 @@ def test_every_error_body_has_exactly_the_envelope_keys(
     error = error_of(response, status, code)
     assert set(error) == ERROR_KEYS
     assert set(response.json()) == {"error"}
+    # One form for every error, whether a route or a middleware answered.
+    compact = json.dumps(response.json(), ensure_ascii=False, separators=(",", ":"))
+    assert response.content == compact.encode()
 
 
 @pytest.mark.parametrize(
