@@ -47,6 +47,7 @@ DOMAIN_ERRORS: dict[type[errors.RegistrationDomainError], tuple[int, str]] = {
     errors.WriteConflictError: (409, "CONCURRENT_MODIFICATION"),
     errors.StoreUnavailableError: (503, "SERVICE_UNAVAILABLE"),
     errors.StoreBusyError: (503, "SERVICE_UNAVAILABLE"),
+    errors.StoreDidNotAnswerError: (503, "SERVICE_UNAVAILABLE"),
     errors.InvariantViolationError: (500, "INTERNAL_ERROR"),
 }
 

@@ -17,13 +17,11 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
+from domain.errors import StoreDidNotAnswerError
+
 T = TypeVar("T")
 
 PROBE_BUDGET_SECONDS = 2.0
-
-
-class StoreDidNotAnswerError(Exception):
-    """Raised when a probe's read of the store did not finish within its budget."""
 
 
 class BoundedProbe(Generic[T]):

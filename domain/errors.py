@@ -91,6 +91,11 @@ class StoreUnavailableError(RegistrationDomainError):
     """Raised when the event store or read tables cannot be reached."""
 
 
+class StoreDidNotAnswerError(StoreUnavailableError):
+    """Raised when a health probe's read of the store did not finish within its
+    budget (``api/probes.py``): the store stalls rather than refuses."""
+
+
 class StoreBusyError(StoreUnavailableError):
     """Raised when a save told not to wait for the store's write lock finds it
     taken (another process is writing). Internal: the save is made again where

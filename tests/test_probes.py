@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.probes import BoundedProbe, StoreDidNotAnswerError
+from api.probes import BoundedProbe
+from domain.errors import StoreDidNotAnswerError
 from infra.settings import Settings
 from infra.wiring import Container
 

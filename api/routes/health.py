@@ -12,11 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from api import metrics
 from api.deps import ContainerDep
 from api.errors import error_response
-from api.probes import PROBE_BUDGET_SECONDS, BoundedProbe, StoreDidNotAnswerError
+from api.probes import PROBE_BUDGET_SECONDS, BoundedProbe
 from api.routes.docs_helpers import errors
 from api.schemas import FeedLag, Health, Ready
 from api.security import current_principal
-from domain.errors import ForbiddenError, UnauthorizedError
+from domain.errors import ForbiddenError, StoreDidNotAnswerError, UnauthorizedError
 from infra.wiring import Container
 
 logger = logging.getLogger(__name__)
