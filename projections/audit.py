@@ -41,7 +41,7 @@ import orjson
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 from eventsourcing.utils import TopicError, resolve_topic
 
-from domain.errors import GatheringNotFoundError, InvalidPageTokenError, UserNotFoundError
+from domain.errors import GatheringNotFoundError, UserNotFoundError
 from domain.model import (
     Gathering,
     Registration,
@@ -51,7 +51,13 @@ from domain.model import (
     registration_aggregate_id,
     user_aggregate_id,
 )
-from projections.paging import decode_token, encode_token, event_history, user_history
+from projections.paging import (
+    decode_token,
+    encode_token,
+    event_history,
+    invalid_token,
+    user_history,
+)
 
 GENESIS = "0" * 64
 
@@ -576,7 +582,7 @@ def _position(token: str | None, field: str, list_of: str) -> int:
         return 0
     position = decode_token(token, {field: int}, list_of=list_of)[field]
     if not isinstance(position, int) or position < 0:
-        raise InvalidPageTokenError("nextToken is not valid", field="nextToken")
+        raise invalid_token()
     return position
 
 

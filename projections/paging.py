@@ -89,7 +89,8 @@ def user_history(user_id: str) -> str:
     return f"audit/users/{user_id}/history"
 
 
-def _invalid() -> InvalidPageTokenError:
+def invalid_token() -> InvalidPageTokenError:
+    """The refusal of a nextToken (400 VALIDATION_ERROR on ``nextToken``)."""
     return InvalidPageTokenError("nextToken is not valid", field="nextToken")
 
 
@@ -114,20 +115,20 @@ def decode_token(token: str, expected: dict[str, type], *, list_of: str) -> dict
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidPageTokenError("nextToken is too long", field="nextToken")
     if not _TOKEN.fullmatch(token):
-        raise _invalid()
+        raise invalid_token()
     try:
         raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise _invalid() from None
+        raise invalid_token() from None
     tag, payload = raw[:_TAG_BYTES], raw[_TAG_BYTES:]
     if len(tag) != _TAG_BYTES or not hmac.compare_digest(tag, _tag(list_of, payload)):
-        raise _invalid()
+        raise invalid_token()
     try:
         key = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _invalid() from None
+        raise invalid_token() from None
     if not isinstance(key, dict) or set(key) != set(expected):
-        raise _invalid()
+        raise invalid_token()
     if not all(_valid_value(key[name], kind) for name, kind in expected.items()):
-        raise _invalid()
+        raise invalid_token()
     return key

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
@@ -282,15 +281,6 @@ class DynamoDBDatastore:
                 self._streams_client = make_streams_client(client_options(self.client))
             return self._streams_client
 
-    @functools.cached_property
-    def checking_client(self) -> DynamoDBClient:
-        """A client for the same store that sends each call once, for a check
-        whose failure only keeps an error that stands anyway (an append whose
-        outcome is unknown): a store that stalls is then not waited for through
-        a second round of retries (up to a minute with the defaults)."""
-        options = dataclasses.replace(client_options(self.client), max_attempts=1)
-        return make_client(**dataclasses.asdict(options))
-
     def ensure_table(self, spec: TableSpec) -> None:
         """Creates the table unless it exists, then waits until it is ACTIVE
         (:func:`infra.dynamodb.tables.ensure_tables`, the one creation path)."""
@@ -307,8 +297,6 @@ class DynamoDBDatastore:
 
     def close(self) -> None:
         self.client.close()
-        if "checking_client" in self.__dict__:
-            self.checking_client.close()
         if self._streams_client is not None:
             self._streams_client.close()
 

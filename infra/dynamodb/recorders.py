@@ -427,7 +427,7 @@ class DynamoDBApplicationRecorder(DynamoDBAggregateRecorder, ApplicationRecorder
         """
         try:
             with translate_errors():
-                found = self.datastore.checking_client.query(
+                found = self.client.query(
                     TableName=self.events_table_name,
                     KeyConditionExpression="#oid = :oid AND #ver = :ver",
                     ExpressionAttributeNames={"#oid": EVENT_PK, "#ver": EVENT_SK},

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class PerThreadConnections:
@@ -60,3 +63,14 @@ class PerThreadConnections:
                 connection.close()
             self._opened.clear()
         self._local = threading.local()
+
+
+# SQLite binds at most 32,766 parameters per statement (999 before 3.32): a
+# statement over many keys is sent in chunks of this many.
+MAX_KEYS_PER_STATEMENT = 500
+
+
+def in_chunks(keys: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``keys`` in chunks of at most ``MAX_KEYS_PER_STATEMENT``, in order."""
+    for start in range(0, len(keys), MAX_KEYS_PER_STATEMENT):
+        yield keys[start : start + MAX_KEYS_PER_STATEMENT]

@@ -36,6 +36,7 @@ from eventsourcing.sqlite import (
 )
 
 from domain.errors import StoreBusyError
+from infra.sqlite.connections import in_chunks
 from infra.sqlite.read_tables import TRACKING_NAME, SQLiteWriter, create_read_tables
 from projections.fold import InlineChanges
 
@@ -216,8 +217,7 @@ class InlineSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         """Which of the streams hold events: one statement per 500 of them, an
         index probe each that stops at the stream's first event."""
         existing: set[UUID] = set()
-        for start in range(0, len(originator_ids), 500):
-            chunk = originator_ids[start : start + 500]
+        for chunk in in_chunks(originator_ids):
             marks = ", ".join("(?)" for _ in chunk)
             rows = self._lookup().cursor()
             rows.row_factory = sqlite3.Row

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra.sqlite.connections import PerThreadConnections
+from infra.sqlite.connections import PerThreadConnections, in_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -64,9 +64,7 @@ class SQLiteKeyStore:
         ids = list(dict.fromkeys(user_ids))
         found: dict[str, bytes] = {}
         db = self._connections.get()
-        # SQLite binds at most 32,766 parameters per statement (999 before 3.32).
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        for chunk in in_chunks(ids):
             marks = ", ".join("?" * len(chunk))
             rows = db.execute(
                 f"SELECT user_id, key FROM personal_keys WHERE user_id IN ({marks})",  # noqa: S608 - placeholders only
