@@ -122,6 +122,7 @@ from infra.dynamodb.layout import (
     n_,
     s_,
 )
+from infra.dynamodb.packing import versions_held
 from infra.dynamodb.pages import (
     Page,
     first_page,
@@ -213,8 +214,8 @@ class StreamIndexer:
             image = image_of(record)
             if image is None:
                 continue
-            key = key_of(image)
-            known[key] = image
+            # Under every version it holds: a packed item answers for each.
+            known.update(dict.fromkeys(versions_held(image), image))
             lead = lead_of(image)
             if lead not in seen:
                 seen.add(lead)
@@ -345,7 +346,7 @@ class StreamIndexer:
                 previous = self._previous_event(oid, version, upto)
                 if previous is None:
                     continue  # the stream's first version, or all before are indexed
-                known[key_of(previous)] = previous
+                known.update(dict.fromkeys(versions_held(previous), previous))
             lead = lead_of(previous)
             if lead in placed or self._known_indexed(lead):
                 continue

@@ -138,6 +138,12 @@ def last_version(item: Mapping[str, Any]) -> int:
     return int(item[EVENT_SK]["N"]) + event_count(item) - 1
 
 
+def versions_held(item: Mapping[str, Any]) -> list[Key]:
+    """The key of every event an item holds (its own key first)."""
+    oid, ver = str(item[EVENT_PK]["S"]), int(item[EVENT_SK]["N"])
+    return [(oid, ver + offset) for offset in range(event_count(item))]
+
+
 def _projection(attributes: Sequence[str]) -> dict[str, Any]:
     """A read's projection of ``attributes`` (none: every attribute), always with
     what expanding an item needs."""

@@ -435,6 +435,34 @@ def test_a_streams_first_event_is_indexed_without_looking_for_one_before_it(
     assert [(oid, ver) for _, oid, ver, _ in rows][-1] == (str(stream), 2)
 
 
+def test_commits_of_one_stream_delivered_together_read_no_event_the_records_hold(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    """A commit packs a stream's events into one item keyed by its first version
+    (as a hot gathering's batches do): the next commit's predecessor lies inside
+    that item, which the same records already brought, so nothing is queried."""
+    stream: UUID = uuid4()
+    commits = [
+        [StoredEvent(stream, v, "x", f"{stream}/{v}".encode()) for v in range(first, first + 3)]
+        for first in (1, 4, 7)
+    ]
+    for commit in commits:
+        recorder.insert_events(commit)
+    indexer = core(recorder)
+    asked: list[dict[str, Any]] = []
+
+    def queries_of_events(params: dict[str, Any], **_: Any) -> None:
+        if params["TableName"] == recorder.events_table_name:
+            asked.append(params)
+
+    indexer.client.meta.events.register("provide-client-params.dynamodb.Query", queries_of_events)
+
+    indexer.index_records(stream_records(datastore, recorder))
+
+    assert asked == []
+    assert_is_the_log_of(recorder, commits)
+
+
 def test_waiting_until_indexed_covers_a_commit_the_stream_shows_late(
     recorder: DynamoDBApplicationRecorder,
 ) -> None:
