@@ -20,7 +20,7 @@ from infra.dynamodb.errors import error_code, translate, translate_errors
 from infra.dynamodb.layout import CHECKPOINT_DONE, CHECKPOINT_SEQUENCE, checkpoint_key, n_, s_
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # Sequence numbers are decimal strings of 21 to 40 digits; zero-padded to this
 # width they compare as strings in the same order as numbers.
 SEQUENCE_WIDTH = 40
+# GetRecords returns at most 1 MB; a page near it was cut by size, not by the tip.
+PAGE_BYTES_NEAR_FULL = 900_000
 
 
 @dataclass
@@ -223,6 +225,12 @@ class StreamShards:
             return None
         self.iterators[shard_id] = found
         return found
+
+    def full(self, records: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether a page is as large as one GetRecords gives (``records_per_read``
+        records, or about the 1 MB AWS caps a page at): more may be waiting."""
+        size = sum(int(r.get("dynamodb", {}).get("SizeBytes", 0)) for r in records)
+        return len(records) >= self.records_per_read or size >= PAGE_BYTES_NEAR_FULL
 
     def get_records(
         self, shard_id: str, iterator: str

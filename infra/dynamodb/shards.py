@@ -161,6 +161,7 @@ class ShardPoller:
         # record read later was written after it.
         self._empty_since: float | None = None
         self._last_error: str | None = None
+        self._behind = False  # the last round read a full page of some shard
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -194,7 +195,7 @@ class ShardPoller:
         failures = 0
         while not self._stop.is_set():
             try:
-                read = self.poll_once()
+                self.poll_once()
             except Exception as error:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
@@ -205,7 +206,11 @@ class ShardPoller:
                 self._stop.wait(delay)
                 continue
             failures = 0
-            if not read:
+            if not self._behind:
+                # As AWS's own poller (4 reads a second per shard): a round's
+                # cost (GetRecords, a page, a checkpoint) is paid per round, so
+                # records that trickle in are indexed several per round rather
+                # than one commit per round. A full page means more are waiting.
                 self._stop.wait(self.poll_interval)
 
     @property
@@ -323,6 +328,7 @@ class ShardPoller:
                 at_tip = False
             reads.append((shard_id, records, next_iterator))
         records = [record for _, shard_records, _ in reads for record in shard_records]
+        self._behind = any(self.shards.full(shard_records) for _, shard_records, _ in reads)
         if records:
             times = [t for t in (record_time(r) for r in records) if t is not None]
             self._pending = len(records)

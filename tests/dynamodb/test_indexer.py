@@ -390,6 +390,54 @@ def test_the_poller_thread_indexes_what_is_written_while_it_runs(
     assert_is_the_log_of(recorder, commits)
 
 
+def test_commits_that_trickle_in_are_indexed_several_per_round_not_one_round_each(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    """A round costs calls whatever it reads (GetRecords, a page, a checkpoint):
+    the thread waits its interval after a page that is not full, as AWS's own
+    poller does, so commits written one after another share rounds."""
+    poller = ShardPoller(recorder.stream_indexer(), datastore.streams_client, poll_interval=0.5)
+    poller.start()
+    try:
+        commits: list[Commit] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            commits += write_commits(recorder, 1, seed=len(commits))
+        written_for = time.monotonic() - started
+        poller.drain()
+    finally:
+        poller.stop()
+    # One page per round that read records: at most one per interval while
+    # writing, and the drain's; one per commit if every round polled at once.
+    assert poller.indexer.pages_written <= written_for / 0.5 + 3 < len(commits) / 2
+    assert_is_the_log_of(recorder, commits)
+
+
+def test_a_full_page_is_followed_at_once_not_after_the_interval(
+    datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
+) -> None:
+    """A page as long as a read gives means more records wait: a backlog is
+    read page after page, not one page per interval."""
+    commits = [[StoredEvent(uuid4(), 1, "x", b"")] for _ in range(30)]  # pages of 10
+    for commit in commits:
+        recorder.insert_events(commit)
+    poller = ShardPoller(
+        recorder.stream_indexer(),
+        datastore.streams_client,
+        poll_interval=30.0,
+        records_per_read=10,
+    )
+    poller.start()
+    try:
+        deadline = time.monotonic() + 20  # under one interval
+        while (recorder.max_notification_id() or 0) < len(commits):
+            assert time.monotonic() < deadline, "the backlog waited for the interval"
+            time.sleep(0.05)
+    finally:
+        poller.stop()
+    assert poller.indexer.pages_written == 3
+
+
 def test_an_earlier_commit_missing_from_the_records_is_indexed_first(
     datastore: DynamoDBDatastore, recorder: DynamoDBApplicationRecorder
 ) -> None:
