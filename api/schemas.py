@@ -166,6 +166,9 @@ class _In(BaseModel):
     )
 
 
+NEXT_PAGE = "Pass back as nextToken for the next page; null on the last page (every list)."
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
@@ -286,7 +289,7 @@ class EventList(_Out):
             "it is counted from an index, which may lag a write by about a second."
         )
     )
-    next_token: str | None = Field(description="Pass back as nextToken for the next page.")
+    next_token: str | None = Field(description=NEXT_PAGE)
 
 
 class RegistrationCreate(_In):
@@ -311,7 +314,10 @@ class Registration(_Out):
     event_title: str
     event_date: str
     waitlist_position: int | None = Field(
-        default=None, description="1-based place in line; present only when waitlisted."
+        default=None,
+        # Left out, not null, for a confirmed registration.
+        exclude_if=lambda position: position is None,
+        description="1-based place in line; present only when waitlisted.",
     )
 
     model_config = ConfigDict(
@@ -342,7 +348,7 @@ class Registration(_Out):
 class RegistrationList(_Out):
     registrations: list[Registration]
     total: int = Field(description="How many registrations there are in all pages.")
-    next_token: str | None = None
+    next_token: str | None = Field(description=NEXT_PAGE)
 
 
 class FeedLag(_Out):
@@ -486,7 +492,7 @@ class AuditLogPage(_Out):
 
 class History(_Out):
     history: list[AuditEntry]
-    next_token: str | None = None
+    next_token: str | None = Field(description=NEXT_PAGE)
 
 
 class UserState(_Out):

@@ -195,7 +195,6 @@ async def delete_event(event_id: EventIdPath, service: ServiceDep) -> Response:
 @router.get(
     "/{eventId}/registrations",
     response_model=RegistrationList,
-    response_model_exclude_none=True,
     summary="List an event's registrations",
     description=(
         "Confirmed registrations in the order their seats were taken, then the waitlist in "

@@ -21,7 +21,7 @@ from api.deps import (
 from api.routes import presenters
 from api.routes.docs_helpers import IDEMPOTENCY, errors
 from api.schemas import Registration, RegistrationCreate, RegistrationList
-from domain.errors import RegistrationNotFoundError, UserNotFoundError
+from domain.errors import GatheringNotFoundError, RegistrationNotFoundError, UserNotFoundError
 
 router = APIRouter(prefix="/users/{userId}/registrations", tags=["registrations"])
 
@@ -69,7 +69,6 @@ def registering(summary: str, example_path: str) -> dict[str, Any]:
     return {
         "status_code": status.HTTP_201_CREATED,
         "response_model": Registration,
-        "response_model_exclude_none": True,
         "summary": summary,
         "description": REGISTER_DESCRIPTION,
         "openapi_extra": IDEMPOTENT,
@@ -116,7 +115,6 @@ async def register(
 @router.get(
     "",
     response_model=RegistrationList,
-    response_model_exclude_none=True,
     summary="List a user's registrations",
     description=(
         "The user's confirmed and waitlisted registrations (left ones are not listed), in "
@@ -146,10 +144,14 @@ def list_registrations(
 @router.get(
     "/{eventId}",
     response_model=Registration,
-    response_model_exclude_none=True,
     summary="Get one registration",
-    description="The user's registration for the event, or 404 REGISTRATION_NOT_FOUND.",
-    responses=errors("VALIDATION_ERROR", "USER_NOT_FOUND", "REGISTRATION_NOT_FOUND"),
+    description=(
+        "The user's registration for the event. Checked in this order, as leaving is: 400 "
+        "VALIDATION_ERROR; 404 USER_NOT_FOUND; 404 EVENT_NOT_FOUND; 404 REGISTRATION_NOT_FOUND."
+    ),
+    responses=errors(
+        "VALIDATION_ERROR", "USER_NOT_FOUND", "EVENT_NOT_FOUND", "REGISTRATION_NOT_FOUND"
+    ),
 )
 @reads
 def get_registration(
@@ -159,6 +161,9 @@ def get_registration(
         raise UserNotFoundError(f"User '{user_id}' not found")
     row = read_model.get_registration(user_id, event_id)
     if row is None:
+        # Only a miss reads the event, to name what is missing as DELETE does.
+        if not read_model.event_exists(event_id):
+            raise GatheringNotFoundError(f"Event '{event_id}' not found")
         raise RegistrationNotFoundError(
             f"User '{user_id}' is not registered for event '{event_id}'"
         )

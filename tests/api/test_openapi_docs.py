@@ -52,6 +52,12 @@ EXPECTED_CODES: dict[tuple[str, str], set[str]] = {
     ("post", "/users/{userId}/registrations"): REGISTERING,
     ("post", "/events/{eventId}/registrations"): REGISTERING,
     ("get", "/users/{userId}/registrations"): {"VALIDATION_ERROR", "USER_NOT_FOUND"},
+    ("get", "/users/{userId}/registrations/{eventId}"): {
+        "VALIDATION_ERROR",
+        "USER_NOT_FOUND",
+        "EVENT_NOT_FOUND",
+        "REGISTRATION_NOT_FOUND",
+    },
     ("delete", "/users/{userId}/registrations/{eventId}"): {
         "VALIDATION_ERROR",
         "USER_NOT_FOUND",

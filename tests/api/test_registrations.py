@@ -88,6 +88,22 @@ def test_getting_a_registration_that_does_not_exist_answers_404(client: TestClie
     error_of(client.get(f"/users/ghost/registrations/{event['eventId']}"), 404, "USER_NOT_FOUND")
 
 
+def test_getting_and_leaving_a_registration_name_the_same_missing_thing(
+    client: TestClient,
+) -> None:
+    """GET and DELETE of one registration check the user, then the event, then
+    the registration, and answer the same code for the same miss."""
+    user = create_user(client)
+    event = create_event(client)["eventId"]
+    for path, code in [
+        (f"/users/ghost/registrations/{event}", "USER_NOT_FOUND"),
+        (f"/users/{user}/registrations/no-such-event", "EVENT_NOT_FOUND"),
+        (f"/users/{user}/registrations/{event}", "REGISTRATION_NOT_FOUND"),
+    ]:
+        error_of(client.get(path), 404, code)
+        error_of(client.delete(path), 404, code)
+
+
 def test_a_full_event_without_waitlist_answers_event_full(client: TestClient) -> None:
     event = create_event(client, capacity=1)
     register(client, create_user(client), event["eventId"])
@@ -361,6 +377,7 @@ def test_a_user_without_registrations_has_an_empty_list(client: TestClient) -> N
     assert json_of(client.get(f"/users/{user}/registrations"), 200) == {
         "registrations": [],
         "total": 0,
+        "nextToken": None,
     }
 
 
@@ -382,7 +399,7 @@ def test_a_users_list_holds_confirmed_and_waitlisted_but_not_left_registrations(
 
     body = json_of(client.get(f"/users/{user}/registrations"), 200)
 
-    assert set(body) == {"registrations", "total"}
+    assert set(body) == {"registrations", "total", "nextToken"}
     assert body["total"] == 2
     by_event = {r["eventId"]: r for r in body["registrations"]}
     assert set(by_event) == {confirmed["eventId"], full["eventId"]}
@@ -413,7 +430,7 @@ def test_a_users_list_pages_with_next_token(client: TestClient) -> None:
         body = json_of(client.get(f"/users/{user}/registrations", params=params), 200)
         assert body["total"] == 5
         seen.extend(r["eventId"] for r in body["registrations"])
-        if "nextToken" not in body:
+        if body["nextToken"] is None:
             break
         params = {"limit": 2, "nextToken": body["nextToken"]}
 
@@ -429,6 +446,7 @@ def test_an_event_without_registrations_has_an_empty_list(client: TestClient) ->
     assert json_of(client.get(f"/events/{event['eventId']}/registrations"), 200) == {
         "registrations": [],
         "total": 0,
+        "nextToken": None,
     }
 
 
@@ -453,7 +471,7 @@ def test_an_events_list_pages_across_the_confirmed_and_waitlist_boundary(
         pages.append(
             [(r["userId"], r["status"], r.get("waitlistPosition")) for r in body["registrations"]]
         )
-        if "nextToken" not in body:
+        if body["nextToken"] is None:
             break
         params = {"limit": 2, "nextToken": body["nextToken"]}
 
@@ -481,7 +499,7 @@ def test_every_page_size_lists_each_registration_exactly_once_in_order(
         body = json_of(client.get(f"/events/{event_id}/registrations", params=params), 200)
         assert len(body["registrations"]) <= limit
         seen.extend(r["userId"] for r in body["registrations"])
-        if "nextToken" not in body:
+        if body["nextToken"] is None:
             break
         params = {"limit": limit, "nextToken": body["nextToken"]}
 
@@ -506,3 +524,22 @@ def test_registration_lists_refuse_bad_paging_parameters(
 
     assert response.status_code != 422
     assert validation_fields(response) == [param]
+
+
+def test_every_lists_last_page_says_next_token_null_and_a_seat_holder_has_no_place_in_line(
+    client: TestClient,
+) -> None:
+    """One shape for every list: ``nextToken`` is there on each page, null on
+    the last; ``waitlistPosition`` only on a waitlisted registration."""
+    event = create_event(client, capacity=1, waitlistEnabled=True)["eventId"]
+    seated, waiting = create_user(client), create_user(client)
+    register(client, seated, event)
+    register(client, waiting, event)
+
+    for path in ("/events", f"/users/{seated}/registrations", f"/events/{event}/registrations"):
+        body = json_of(client.get(path, params={"limit": 500}), 200)
+        assert body["nextToken"] is None, path
+    listed = json_of(client.get(f"/events/{event}/registrations"), 200)["registrations"]
+    by_user = {r["userId"]: r for r in listed}
+    assert "waitlistPosition" not in by_user[seated]
+    assert by_user[waiting]["waitlistPosition"] == 1
