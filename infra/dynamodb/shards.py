@@ -25,6 +25,10 @@ because every page is a conditional put and checkpoints only move forward.
 every shard whoever leases it, as the second reader AWS allows, and writes no
 lease.
 
+**Pace.** The thread reads each shard at most every ``poll_interval`` (0.25 s,
+AWS's own poller reads 4 times a second) unless its last page was full: a round
+costs calls whatever it reads, so commits that trickle in share one.
+
 **The tip.** GetRecords may return an empty page while records lie further
 on in the shard (AWS documents it), so one empty page is not the tip: a
 reader follows ``NextShardIterator``. What the API gives as evidence that a
