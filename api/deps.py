@@ -12,6 +12,8 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
 from api.idempotency import KEY_PATTERN
 from api.schemas import ID_PATTERN
@@ -26,6 +28,46 @@ P = ParamSpec("P")
 
 # Dependencies that only look things up are ``async``: FastAPI then calls them
 # on the event loop instead of handing each to a worker thread.
+
+
+UNKNOWN_QUERY = "Unknown query parameter"
+# Each route's query parameters, found once (routes are defined once, in the
+# routers: every app has the same ones under the same unique ids).
+_QUERY_NAMES: dict[str, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` takes (its own and its dependencies')."""
+    found = _QUERY_NAMES.get(route.unique_id)
+    if found is None:
+        names: set[str] = set()
+        pending = [route.dependant]
+        while pending:
+            dependant = pending.pop()
+            names.update(param.alias for param in dependant.query_params)
+            pending.extend(dependant.dependencies)
+        found = _QUERY_NAMES[route.unique_id] = frozenset(names)
+    return found
+
+
+async def known_query_parameters(request: Request) -> None:
+    """Refuses a query parameter the route does not take (400 VALIDATION_ERROR
+    naming it), as Stripe does: a misspelt ``limt`` or ``staus`` would otherwise
+    be ignored, and the answer be another page or another list than asked for."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    if not route.include_in_schema:  # a page (the console, the docs), not the API
+        return
+    names = _query_names(route)
+    unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in names]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"type": "unknown_query_parameter", "loc": ("query", name), "msg": UNKNOWN_QUERY}
+                for name in unknown
+            ]
+        )
 
 
 async def get_container(request: Request) -> Container:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import console, metrics
 from api import openapi as openapi_refinements
+from api.deps import known_query_parameters
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.metrics import PrometheusObserver
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # A path with a trailing slash is not a route: 404 in the error envelope,
         # not Starlette's 307 with an empty body and a Location built from Host.
         redirect_slashes=False,
+        # Every route: a query parameter it does not take is refused, not ignored.
+        dependencies=[Depends(known_query_parameters)],
         telemetry={
             "tracing": resolved.opentelemetry,
             "metrics": resolved.opentelemetry,

@@ -41,8 +41,9 @@ MESSAGES = {
 
 # The answers of the Idempotency-Key middleware, on every POST, PUT and DELETE.
 IDEMPOTENCY = ("IDEMPOTENCY_KEY_REUSED", "REQUEST_IN_PROGRESS")
-# A malformed or unknown Authorization header is refused on every route.
-ALWAYS = ("UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
+# On every route: a malformed or unknown Authorization header is refused, and so
+# is a query parameter the route does not take (``api.deps.known_query_parameters``).
+ALWAYS = ("VALIDATION_ERROR", "UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
 
 
 def _example(code: str, path: str) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def errors(
     """OpenAPI ``responses`` for the given error codes (plus 500 and 503), their
     examples answering a request to ``path``."""
     by_status: dict[int, list[str]] = {}
-    for code in (*codes, *ALWAYS):
+    for code in dict.fromkeys((*codes, *ALWAYS)):
         by_status.setdefault(ERROR_CODES[code], []).append(code)
     return {
         status: {
