@@ -42,8 +42,15 @@ MESSAGES = {
 # The answers of the Idempotency-Key middleware, on every POST, PUT and DELETE.
 IDEMPOTENCY = ("IDEMPOTENCY_KEY_REUSED", "REQUEST_IN_PROGRESS")
 # On every route: a malformed or unknown Authorization header is refused, and so
-# is a query parameter the route does not take (``api.deps.known_query_parameters``).
-ALWAYS = ("VALIDATION_ERROR", "UNAUTHORIZED", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
+# are a query parameter the route does not take (``api.deps.known_query_parameters``)
+# and a body over the limit, whatever the method (``api.middleware``).
+ALWAYS = (
+    "VALIDATION_ERROR",
+    "UNAUTHORIZED",
+    "PAYLOAD_TOO_LARGE",
+    "INTERNAL_ERROR",
+    "SERVICE_UNAVAILABLE",
+)
 
 
 def _example(code: str, path: str) -> dict[str, Any]:

@@ -279,6 +279,23 @@ def test_a_body_one_byte_over_64_kib_answers_413_and_changes_nothing(
     error_of(shared_client.get("/users/over"), 404, "USER_NOT_FOUND")
 
 
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/events"), ("DELETE", "/users/u1/registrations/e1")]
+)
+def test_a_body_over_64_kib_on_a_request_that_takes_none_answers_413_as_documented(
+    shared_client: TestClient, method: str, path: str
+) -> None:
+    """The limit holds whatever the method, so every operation documents it."""
+    response = shared_client.request(
+        method, path, content=b" " * (LIMIT + 1), headers={"Content-Type": "application/json"}
+    )
+
+    error_of(response, 413, "PAYLOAD_TOO_LARGE")
+    document = shared_client.get("/openapi.json").json()
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    assert all("413" in op["responses"] for op in operations)
+
+
 def test_a_large_valid_json_body_answers_413_not_a_validation_error(
     shared_client: TestClient,
 ) -> None:
