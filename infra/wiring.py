@@ -97,6 +97,18 @@ class Container:
             lease_seconds=self.rebuilder.lease_seconds,
         )
 
+    def positions(self) -> tuple[int | None, int | None, str | None]:
+        """The event store's last notification id, the read tables' position and
+        None; or (None, None, why) when the store does not answer (liveness:
+        never raises)."""
+        try:
+            head = self.service.recorder.max_notification_id() or 0
+            log_position = self.read_model.log_position()
+        except Exception as error:  # any failure to answer is "degraded", never a 500
+            logger.warning("health: the store did not answer: %s", error)
+            return None, None, f"the store did not answer ({type(error).__name__})"
+        return head, log_position, None
+
     def readiness(self) -> list[tuple[str, str]]:
         """The readiness checks failing now, each as (check, why); none: ready.
 

@@ -44,13 +44,12 @@ def health(request: Request, container: ContainerDep) -> Health:
     if container.indexer is not None and container.settings.dynamodb_indexer:
         feed = FeedLag.model_validate(container.indexer.lag(), from_attributes=True)
     try:
-        head, log_position = _probes(request, container).positions()
-        state, problem = "ok", None
-    except Exception as error:  # a store that does not answer: degraded, never a 500
-        logger.warning("health: the store did not answer: %s", error)
-        head, log_position, state, problem = None, None, "degraded", _why(error)
+        head, log_position, problem = _probes(request, container).positions()
+    except StoreDidNotAnswerError as error:
+        logger.warning("health: %s", error)
+        head, log_position, problem = None, None, str(error)
     return Health(
-        status=state,
+        status="ok" if problem is None else "degraded",
         store=container.settings.store,
         projection_position=head if log_position is None else log_position,
         event_store_position=head,
@@ -60,22 +59,11 @@ def health(request: Request, container: ContainerDep) -> Health:
     )
 
 
-def _why(error: Exception) -> str:
-    if isinstance(error, StoreDidNotAnswerError):
-        return str(error)
-    return f"the store did not answer ({type(error).__name__})"
-
-
 class _Probes:
     """The store reads of one app's probes, each bounded (``api.probes``)."""
 
     def __init__(self, container: Container) -> None:
-        self.positions = BoundedProbe(
-            lambda: (
-                container.service.recorder.max_notification_id() or 0,
-                container.read_model.log_position(),
-            )
-        )
+        self.positions = BoundedProbe(container.positions)
         self.readiness = BoundedProbe(container.readiness)
 
 
